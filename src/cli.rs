@@ -1,0 +1,239 @@
+//! Command-line arguments, and their conversion into a validated [`Config`].
+//!
+//! Every flag's help text states its default. Value parsers return messages that name the bad
+//! value and say what would be valid; `main` prints them on one line and exits with 2.
+
+use std::ffi::OsString;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+use crate::config::{Command, Config};
+use crate::spec::ListenSpec;
+use crate::supervisor::Settings;
+
+/// Restart a network server with zero downtime.
+///
+/// relaunch binds the listening sockets itself, keeps them open for its whole life, and runs
+/// COMMAND with them as fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, as systemd
+/// socket activation does). On SIGHUP it starts a new generation, waits until it is up, then
+/// stops the old one. If the new one fails, the old one keeps serving.
+#[derive(Debug, Parser)]
+#[command(
+    name = "relaunch",
+    version,
+    after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
+USR1, USR2 and WINCH are forwarded to the current child.\n\
+Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure; 2 usage error; \
+126 program not executable; 127 program not found.\n\
+Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info); -v and -q \
+override it."
+)]
+pub struct Args {
+    /// Socket to listen on, passed to the child in the order given (fd 3, 4, ...).
+    /// ADDR: PORT or :PORT (all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT,
+    /// [IPv6]:PORT, HOST:PORT (must resolve to one address), tcp://HOST:PORT. Port 0 picks a
+    /// free port. NAME goes into LISTEN_FDNAMES (default: derived from the address, e.g.
+    /// tcp-127.0.0.1-8080). Repeatable; at least one.
+    #[arg(short, long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    pub listen: Vec<ListenSpec>,
+
+    /// How long a new child must stay alive to count as started [default: 1].
+    /// Durations are seconds with fractions (1.5) or with a unit (500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "1", hide_default_value = true, value_parser = parse_duration)]
+    pub start_secs: Duration,
+
+    /// Signal that asks a child to stop, by name or number (TERM, SIGTERM, 15) [default: TERM].
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM", hide_default_value = true, value_parser = parse_signal)]
+    pub stop_signal: Signal,
+
+    /// How long a child may take to exit after the stop signal before it gets SIGKILL
+    /// [default: 10].
+    #[arg(long, value_name = "DURATION", default_value = "10", hide_default_value = true, value_parser = parse_duration)]
+    pub stop_wait_secs: Duration,
+
+    /// Listen backlog of each socket, capped by the kernel's net.core.somaxconn [default: 4096].
+    #[arg(long, value_name = "N", default_value_t = 4096, hide_default_value = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// More log output (-v debug, -vv trace). Overrides RELAUNCH_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings and errors only, -qq errors only). Overrides RELAUNCH_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// The server to run, with its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+impl Args {
+    /// Converts the parsed arguments into the immutable configuration the master runs with.
+    pub fn into_config(self) -> Config {
+        let mut command = self.command.into_iter();
+        let program = command.next().unwrap_or_default();
+        Config {
+            listen: self.listen,
+            backlog: self.backlog,
+            command: Command {
+                program,
+                args: command.collect(),
+            },
+            settings: Settings {
+                start_secs: self.start_secs,
+                stop_signal: self.stop_signal,
+                stop_wait: self.stop_wait_secs,
+                ..Settings::default()
+            },
+        }
+    }
+
+    /// The log level asked for with -v/-q, if any.
+    pub fn log_level(&self) -> Option<tracing::Level> {
+        use tracing::Level;
+        match (self.verbose, self.quiet) {
+            (0, 0) => None,
+            (1, _) => Some(Level::DEBUG),
+            (v, _) if v >= 2 => Some(Level::TRACE),
+            (_, 1) => Some(Level::WARN),
+            _ => Some(Level::ERROR),
+        }
+    }
+}
+
+/// Parses a duration: seconds with an optional fraction (`1.5`), or a number with a unit
+/// (`250ms`, `2s`, `1.5m`, `1h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" => 1e-6,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)"
+            ))
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| {
+        format!("{s:?} is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)")
+    })?;
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(100 * 365 * 24 * 3600))
+        .ok_or_else(|| format!("duration {s:?} is out of range (0 to 100 years)"))
+}
+
+/// Parses a signal by name or number, in any case: `TERM`, `sigterm`, `15`.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let t = s.trim();
+    let sig = if let Ok(n) = t.parse::<i32>() {
+        Signal::try_from(n).ok()
+    } else {
+        let upper = t.to_ascii_uppercase();
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        Signal::from_str(&name).ok()
+    };
+    match sig {
+        Some(Signal::SIGSTOP) | None => Err(format!(
+            "{s:?} is not a usable signal (expected a name like TERM, SIGINT, QUIT or a number like 15)"
+        )),
+        Some(sig) => Ok(sig),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0.2").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_durations_name_the_value() {
+        for bad in ["", "-1", "abc", "1x", "1..2", "ms", "1 s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("500ms"),
+                "{bad:?}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_duration("1e400").unwrap_err(),
+            "\"1e400\" is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)"
+        );
+        assert_eq!(
+            parse_duration("99999999999h").unwrap_err(),
+            "duration \"99999999999h\" is out of range (0 to 100 years)"
+        );
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
+        assert_eq!(parse_signal("Int").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+    }
+
+    #[test]
+    fn bad_signals_name_the_value() {
+        for bad in ["BOGUS", "0", "99", "", "STOP", "SIGSTOP", "-15"] {
+            let e = parse_signal(bad).unwrap_err();
+            assert_eq!(
+                e,
+                format!("{bad:?} is not a usable signal (expected a name like TERM, SIGINT, QUIT or a number like 15)")
+            );
+        }
+    }
+
+    #[test]
+    fn cli_defaults() {
+        let args =
+            Args::try_parse_from(["relaunch", "--listen", ":8080", "--", "srv", "-x"]).unwrap();
+        assert_eq!(args.start_secs, Duration::from_secs(1));
+        assert_eq!(args.stop_wait_secs, Duration::from_secs(10));
+        assert_eq!(args.stop_signal, Signal::SIGTERM);
+        assert_eq!(args.backlog, 4096);
+        let config = args.into_config();
+        assert_eq!(config.command.program, "srv");
+        assert_eq!(config.command.args, vec![OsString::from("-x")]);
+    }
+
+    #[test]
+    fn cli_requires_listen_and_command() {
+        let e = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = Args::try_parse_from(["relaunch", "--listen", ":1"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = Args::try_parse_from(["relaunch", "--listen", ":1", "srv"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+}

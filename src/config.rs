@@ -1,0 +1,32 @@
+//! The validated, immutable configuration the master runs with.
+//!
+//! One `Config` is built at startup; every generation of the server is started from the same
+//! [`Command`], so a reload changes nothing but the program file found at its path.
+
+use std::ffi::OsString;
+
+use crate::spec::ListenSpec;
+use crate::supervisor::Settings;
+
+/// Everything the master needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The sockets to bind, in the order they are passed (fd 3, 4, ...).
+    pub listen: Vec<ListenSpec>,
+    /// Listen backlog requested for each socket (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// The server to run.
+    pub command: Command,
+    /// Timing and signals of the supervisor.
+    pub settings: Settings,
+}
+
+/// The server's command line. The program is looked up in `PATH` again at every spawn (when it
+/// has no `/`), so a rebuilt or redeployed binary is picked up by the next generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The program, as given: a path, or a name looked up in `PATH`.
+    pub program: OsString,
+    /// Its arguments (without argv\[0\], which is the program as given).
+    pub args: Vec<OsString>,
+}

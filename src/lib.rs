@@ -1,0 +1,63 @@
+//! relaunch: restart network servers with zero downtime.
+//!
+//! A master process owns the listening sockets and never closes them. It runs the server as a
+//! child with the sockets at fds 3, 4, ... and the systemd socket-activation environment
+//! (`LISTEN_FDS`, `LISTEN_PID` = the child's own pid, `LISTEN_FDNAMES`). On SIGHUP it starts a
+//! new generation, waits until it is up, then stops the old one; if the new one fails, the old
+//! one keeps serving. A crashed child is restarted with backoff while the sockets stay open.
+//!
+//! The library is the whole tool; the `relaunch` binary only parses arguments and maps the
+//! result to an exit code:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! let args = relaunch::cli::Args::parse();
+//! let code = match relaunch::run(args.into_config()) {
+//!     Ok(code) => code,
+//!     Err(failure) => {
+//!         eprintln!("relaunch: error: {:#}", failure.error);
+//!         failure.code
+//!     }
+//! };
+//! std::process::exit(code);
+//! ```
+//!
+//! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
+//! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
+//! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod signals;
+pub mod sockets;
+#[allow(unsafe_code)]
+pub mod spawn;
+pub mod spec;
+pub mod supervisor;
+
+pub use config::{Command, Config};
+
+/// A failure that ends the master, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code: 1 runtime failure, 126 not executable, 127 not found.
+    pub code: i32,
+    /// What went wrong, with its causes.
+    pub error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: 1, error }
+    }
+}
+
+/// Runs the master with `config` until it stops. Returns the exit code: the status of the
+/// child that was current when it stopped, as a shell reports it (128+N for signal N).
+pub fn run(config: Config) -> Result<i32, Failure> {
+    runtime::run(config)
+}

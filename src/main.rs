@@ -1,0 +1,72 @@
+//! The `relaunch` binary: parses arguments, sets up logging, and maps the outcome to an exit
+//! code (see `relaunch --help`).
+
+use std::io::IsTerminal;
+use std::process::exit;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use relaunch::cli::Args;
+use tracing::Level;
+
+/// Exit code for usage errors.
+const USAGE: i32 = 2;
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            exit(0);
+        }
+        Err(e) => {
+            eprintln!("relaunch: error: {}", one_line(&e.render().to_string()));
+            exit(USAGE);
+        }
+    };
+    init_logging(args.log_level());
+    match relaunch::run(args.into_config()) {
+        Ok(code) => exit(code),
+        Err(failure) => {
+            eprintln!("relaunch: error: {:#}", failure.error);
+            exit(failure.code);
+        }
+    }
+}
+
+/// Folds clap's multi-line error into one line, without the usage and help hints.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    let mut line = parts.join(" ");
+    line.push_str(" (see relaunch --help)");
+    line
+}
+
+fn init_logging(flag: Option<Level>) {
+    let mut bad_env = None;
+    let level = flag.unwrap_or_else(|| match std::env::var("RELAUNCH_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<Level>().unwrap_or_else(|_| {
+            bad_env = Some(v);
+            Level::INFO
+        }),
+        _ => Level::INFO,
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(level)
+        .init();
+    if let Some(v) = bad_env {
+        tracing::warn!(
+            "RELAUNCH_LOG={v:?} is not a level (expected error, warn, info, debug or trace); using info"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Signals to the master, delivered through a self-pipe.
+//!
+//! Each handled signal has a flag and a byte written to a non-blocking pipe (signal-hook does
+//! both from the handler, flag first). The event loop polls the pipe's read end; when it wakes
+//! it drains the pipe *first* and only then reads and clears the flags, so a signal that lands
+//! while the loop is working sets its flag and writes a new byte, which wakes the next poll:
+//! nothing is lost. Several deliveries of one signal between two wake-ups count once, which is
+//! what the supervisor wants (reloads coalesce anyway).
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+
+/// The signals the master handles, in the order `drain` reports them: child exits first, then
+/// stop requests, then reloads, then signals to forward.
+pub const HANDLED: [Signal; 8] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// The master's signal handlers and their self-pipe.
+pub struct Signals {
+    read: UnixStream,
+    flags: Vec<(Signal, Arc<AtomicBool>)>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    /// Installs handlers for every signal in [`HANDLED`].
+    pub fn install() -> io::Result<Signals> {
+        // UnixStream pairs are close-on-exec, so children never see the pipe.
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut flags = Vec::new();
+        let mut ids = Vec::new();
+        for sig in HANDLED {
+            let flag = Arc::new(AtomicBool::new(false));
+            ids.push(signal_hook::flag::register(sig as i32, Arc::clone(&flag))?);
+            ids.push(signal_hook::low_level::pipe::register(
+                sig as i32,
+                write.try_clone()?,
+            )?);
+            flags.push((sig, flag));
+        }
+        Ok(Signals { read, flags, ids })
+    }
+
+    /// Drains the pipe, then returns the signals that arrived since the last call, in the
+    /// order of [`HANDLED`].
+    pub fn drain(&mut self) -> Vec<Signal> {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(n) if n == buf.len() => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: empty
+            }
+        }
+        self.flags
+            .iter()
+            .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
+            .map(|(sig, _)| *sig)
+            .collect()
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! Starting a child: the one module with `unsafe`.
+//!
+//! systemd's protocol wants `LISTEN_PID` to be the child's own pid, which nobody knows before
+//! `fork`. std's `Command` fixes the environment before forking, so relaunch forks and execs by
+//! hand:
+//!
+//! 1. Before `fork`, in the master: resolve the program in `PATH`, build `argv` and `envp` as C
+//!    strings, with a reserved `LISTEN_PID=` slot of fixed size, open a close-on-exec pipe for
+//!    error reports, and block every signal (so no handler of the master runs in the child).
+//! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
+//!    reset every signal disposition and the mask, `setpgid(0, 0)`, `PR_SET_PDEATHSIG` (and
+//!    exit if the master is already gone), move the sockets to fds 3.. (see [`place_fds`]),
+//!    write the pid's digits into the reserved slot, and `execve`.
+//! 3. If any step fails, the child writes `(step, errno)` into the pipe and `_exit(127)`s. The
+//!    master reads the pipe: end-of-file means `execve` succeeded (the pipe was close-on-exec).
+//!
+//! This costs one `fork` and one pipe read per spawn; `BENCHMARKS.md` has the measured latency.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::signal::Signal;
+use nix::unistd::{access, AccessFlags, Pid};
+
+use crate::config::Command;
+
+/// What the child is given besides the command.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnOptions {
+    /// Signal the child gets when the master dies (`PR_SET_PDEATHSIG`); `None` to disable.
+    pub pdeathsig: Option<Signal>,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            pdeathsig: Some(Signal::SIGTERM),
+        }
+    }
+}
+
+/// A socket to pass: the master's fd and its name for `LISTEN_FDNAMES`.
+#[derive(Debug, Clone, Copy)]
+pub struct PassFd<'a> {
+    /// The fd in the master (close-on-exec there).
+    pub fd: RawFd,
+    /// Its name.
+    pub name: &'a str,
+}
+
+/// The step of starting a child that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Creating the error-report pipe.
+    Pipe,
+    /// `fork` itself.
+    Fork,
+    /// `setpgid` in the child.
+    ProcessGroup,
+    /// `prctl(PR_SET_PDEATHSIG)` in the child.
+    DeathSignal,
+    /// Placing the sockets at fds 3.. in the child.
+    Fds,
+    /// `execve`.
+    Exec,
+}
+
+impl Step {
+    fn code(self) -> i32 {
+        self as i32
+    }
+
+    fn from_code(code: i32) -> Step {
+        match code {
+            0 => Step::Pipe,
+            1 => Step::Fork,
+            2 => Step::ProcessGroup,
+            3 => Step::DeathSignal,
+            4 => Step::Fds,
+            _ => Step::Exec,
+        }
+    }
+}
+
+/// Why a child could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No such program (not in `PATH`, or no file at that path).
+    NotFound(OsString),
+    /// The program exists but is not an executable file.
+    NotExecutable(PathBuf),
+    /// A system call failed while starting the child.
+    Os {
+        /// The program being started.
+        program: PathBuf,
+        /// Which step failed.
+        step: Step,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+impl SpawnError {
+    /// The exit code a shell would use for this failure: 127 not found, 126 cannot execute,
+    /// 1 for anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotFound(_) => 127,
+            SpawnError::NotExecutable(_) => 126,
+            SpawnError::Os {
+                step: Step::Exec,
+                errno,
+                ..
+            } => match errno {
+                Errno::ENOENT => 127,
+                _ => 126,
+            },
+            SpawnError::Os { .. } => 1,
+        }
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::NotFound(p) => write!(f, "program not found: {p:?}"),
+            SpawnError::NotExecutable(p) => write!(f, "program not executable: {p:?}"),
+            SpawnError::Os {
+                program,
+                step,
+                errno,
+            } => {
+                let what = match step {
+                    Step::Pipe => "creating a pipe",
+                    Step::Fork => "fork",
+                    Step::ProcessGroup => "setpgid",
+                    Step::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
+                    Step::Fds => "placing the sockets at fd 3 and up",
+                    Step::Exec => "exec",
+                };
+                write!(
+                    f,
+                    "starting {program:?}: {what}: {}",
+                    io::Error::from(*errno)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Finds the program the way `execvp` would: a name with a `/` is a path; otherwise the first
+/// executable regular file of that name in `PATH`. Called at every spawn, so a new binary at the
+/// same path is picked up by the next generation.
+pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
+    if program.is_empty() {
+        return Err(SpawnError::NotFound(program.to_owned()));
+    }
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return match check_executable(&path) {
+            Check::Ok => Ok(path),
+            Check::Missing => Err(SpawnError::NotFound(program.to_owned())),
+            Check::NotExecutable => Err(SpawnError::NotExecutable(path)),
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match check_executable(&candidate) {
+            Check::Ok => return Ok(candidate),
+            Check::NotExecutable => {
+                denied.get_or_insert(candidate);
+            }
+            Check::Missing => {}
+        }
+    }
+    Err(match denied {
+        Some(path) => SpawnError::NotExecutable(path),
+        None => SpawnError::NotFound(program.to_owned()),
+    })
+}
+
+enum Check {
+    Ok,
+    Missing,
+    NotExecutable,
+}
+
+fn check_executable(path: &Path) -> Check {
+    match fs::metadata(path) {
+        Err(_) => Check::Missing,
+        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => Check::NotExecutable,
+        Ok(_) => match access(path, AccessFlags::X_OK) {
+            Ok(()) => Check::Ok,
+            Err(_) => Check::NotExecutable,
+        },
+    }
+}
+
+/// Everything the child needs, built before `fork` so the child allocates nothing.
+struct ExecImage {
+    path: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    /// `LISTEN_PID=` followed by room for the digits and a NUL; the child fills it in.
+    listen_pid: Vec<u8>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// The sockets' fds in the master, in order; the child rewrites entries it moves.
+    fds: Vec<RawFd>,
+    pdeathsig: libc::c_int,
+    master_pid: libc::pid_t,
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+fn cstring(bytes: Vec<u8>, what: &str) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::Os {
+        program: PathBuf::from(what),
+        step: Step::Exec,
+        errno: Errno::EINVAL,
+    })
+}
+
+/// The environment a child inherits from the master: the master's own, less the socket
+/// activation and notification variables meant for the master itself.
+pub fn inherited_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.as_bytes();
+            !k.starts_with(b"LISTEN_") && k != b"NOTIFY_SOCKET"
+        })
+        .collect()
+}
+
+impl ExecImage {
+    fn new(
+        path: &Path,
+        command: &Command,
+        fds: &[PassFd<'_>],
+        options: &SpawnOptions,
+    ) -> Result<ExecImage, SpawnError> {
+        let path_c = cstring(path.as_os_str().as_bytes().to_vec(), "program path")?;
+        let mut argv = Vec::with_capacity(command.args.len() + 1);
+        argv.push(cstring(command.program.clone().into_vec(), "program")?);
+        for arg in &command.args {
+            argv.push(cstring(arg.clone().into_vec(), "argument")?);
+        }
+        let mut env = Vec::new();
+        for (k, v) in inherited_env() {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            env.push(cstring(kv, "environment")?);
+        }
+        let mut listen_pid = Vec::new();
+        if !fds.is_empty() {
+            env.push(cstring(
+                format!("LISTEN_FDS={}", fds.len()).into_bytes(),
+                "LISTEN_FDS",
+            )?);
+            let names: Vec<&str> = fds.iter().map(|f| f.name).collect();
+            env.push(cstring(
+                format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
+                "LISTEN_FDNAMES",
+            )?);
+            // Room for the longest pid (20 digits of a u64) and the terminating NUL.
+            listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
+            listen_pid.resize(LISTEN_PID_PREFIX.len() + 21, 0);
+        }
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let mut envp_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        if !listen_pid.is_empty() {
+            envp_ptrs.push(listen_pid.as_ptr().cast());
+        }
+        envp_ptrs.push(std::ptr::null());
+        Ok(ExecImage {
+            path: path_c,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            listen_pid,
+            envp_ptrs,
+            fds: fds.iter().map(|f| f.fd).collect(),
+            pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
+            master_pid: std::process::id() as libc::pid_t,
+        })
+    }
+}
+
+/// Starts `command` with `fds` at 3, 4, ... and the systemd socket-activation environment.
+/// Returns once the child has exec'd, or with the reason it could not (the failed child is
+/// reaped before returning).
+pub fn spawn(
+    command: &Command,
+    fds: &[PassFd<'_>],
+    options: &SpawnOptions,
+) -> Result<(Pid, PathBuf), SpawnError> {
+    let path = resolve_program(&command.program)?;
+    let mut image = ExecImage::new(&path, command, fds, options)?;
+    let os_err = |step, errno| SpawnError::Os {
+        program: path.clone(),
+        step,
+        errno,
+    };
+    let (report_rd, report_wr) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| os_err(Step::Pipe, e))?;
+
+    // Block every signal across fork: the child must not run the master's handlers before it
+    // has reset them, and the master must not lose one (they stay pending until restored).
+    // SAFETY: sigfillset/pthread_sigmask only write the sigset_t values we own on this stack.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: the child branch calls only async-signal-safe functions (see `child`) and never
+    // returns; the master is single-threaded, and even in a multi-threaded caller (the tests)
+    // the child touches no lock and allocates nothing.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; `image` and the pipe were prepared before
+        // fork and stay valid in our copy of the address space.
+        unsafe { child(&mut image, report_wr.as_raw_fd()) }
+    }
+    let fork_errno = Errno::last();
+    // SAFETY: restores the mask saved above; `old_mask` is a valid sigset_t.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+    }
+    drop(report_wr);
+    if pid < 0 {
+        return Err(os_err(Step::Fork, fork_errno));
+    }
+    let pid = Pid::from_raw(pid);
+    // Also from this side, so signals to the group work even before the child ran setpgid.
+    // EACCES here means the child already exec'd, which is fine.
+    let _ = nix::unistd::setpgid(pid, pid);
+    match read_report(&report_rd) {
+        None => Ok((pid, path)),
+        Some((step, errno)) => {
+            // The child _exit(127)s right after writing; reap it so it never lingers.
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(os_err(step, errno))
+        }
+    }
+}
+
+/// Reads the child's `(step, errno)` report; `None` at end-of-file, i.e. exec succeeded.
+fn read_report(fd: &OwnedFd) -> Option<(Step, Errno)> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if got < buf.len() {
+        return None;
+    }
+    let step = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Some((Step::from_code(step), Errno::from_raw(errno)))
+}
+
+/// The child's side, between `fork` and `execve`. Async-signal-safe only.
+///
+/// # Safety
+/// Must be called only in a child just returned from `fork`.
+unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
+    let mut report = report;
+
+    // Signals: default dispositions (ignored ones survive exec otherwise, e.g. SIGPIPE, which
+    // Rust programs ignore), then the mask is cleared right before exec.
+    let mut dfl: libc::sigaction = std::mem::zeroed();
+    dfl.sa_sigaction = libc::SIG_DFL;
+    libc::sigemptyset(&mut dfl.sa_mask);
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // Fails (harmlessly) for the few numbers libc reserves for itself.
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+    }
+
+    if libc::setpgid(0, 0) != 0 {
+        fail(report, Step::ProcessGroup);
+    }
+
+    if image.pdeathsig != 0 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            image.pdeathsig as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(report, Step::DeathSignal);
+        }
+        // The master may have died between fork and prctl: then nobody would ever send the
+        // signal, so act on it now.
+        if libc::getppid() != image.master_pid {
+            libc::_exit(1);
+        }
+    }
+
+    if place_fds(&mut image.fds, &mut report).is_err() {
+        fail(report, Step::Fds);
+    }
+
+    if !image.listen_pid.is_empty() {
+        write_decimal(
+            &mut image.listen_pid[LISTEN_PID_PREFIX.len()..],
+            libc::getpid() as u64,
+        );
+    }
+
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+    libc::execve(
+        image.path.as_ptr(),
+        image.argv_ptrs.as_ptr(),
+        image.envp_ptrs.as_ptr(),
+    );
+    fail(report, Step::Exec)
+}
+
+/// Puts `fds[i]` at `3 + i` without close-on-exec, and leaves every other fd from `3 + n` up
+/// close-on-exec. Async-signal-safe: no allocation; `fds` and `report` are updated in place.
+///
+/// Three cases need care, all handled by first moving every fd that sits inside the target
+/// range `3..3+n` but not on its own target (and the report pipe) to a number above it:
+/// - a source on another source's target (`dup2` would close it before it is copied);
+/// - a source already on its own target: `dup2(fd, fd)` does nothing, so close-on-exec is
+///   cleared with `fcntl` instead;
+/// - the report pipe inside the target range.
+///
+/// # Safety
+/// Only fcntl/dup2/close_range on the given fds; safe to call between fork and exec.
+unsafe fn place_fds(fds: &mut [RawFd], report: &mut RawFd) -> Result<(), ()> {
+    let n = fds.len() as RawFd;
+    let top = 3 + n;
+    let in_range = |fd: RawFd| (3..top).contains(&fd);
+    if in_range(*report) {
+        let moved = libc::fcntl(*report, libc::F_DUPFD_CLOEXEC, top);
+        if moved < 0 {
+            return Err(());
+        }
+        *report = moved;
+    }
+    for (i, fd) in fds.iter_mut().enumerate() {
+        if in_range(*fd) && *fd != 3 + i as RawFd {
+            let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+            if moved < 0 {
+                return Err(());
+            }
+            *fd = moved;
+        }
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        let target = 3 + i as RawFd;
+        let ok = if fd == target {
+            libc::fcntl(fd, libc::F_SETFD, 0) == 0
+        } else {
+            libc::dup2(fd, target) == target
+        };
+        if !ok {
+            return Err(());
+        }
+    }
+    // Belt and braces: whatever else is open from `top` up becomes close-on-exec (the master
+    // already marks its fds so; this covers anything a library opened without the flag).
+    // Kernels before 5.11 lack the flag: the master's own marking then suffices.
+    libc::syscall(
+        libc::SYS_close_range,
+        top as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    );
+    Ok(())
+}
+
+/// Writes `value` in decimal followed by a NUL into `buf`. Async-signal-safe.
+fn write_decimal(buf: &mut [u8], mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        buf[i] = digits[n - 1 - i];
+    }
+    buf[n] = 0;
+}
+
+/// Reports `(step, errno)` to the master and exits. Async-signal-safe.
+unsafe fn fail(report: RawFd, step: Step) -> ! {
+    let errno = *libc::__errno_location();
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&step.code().to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    let mut off = 0;
+    while off < buf.len() {
+        let n = libc::write(report, buf[off..].as_ptr().cast(), buf.len() - off);
+        if n > 0 {
+            off += n as usize;
+        } else if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        } else {
+            break;
+        }
+    }
+    libc::_exit(127)
+}
+
+/// Prepares the master's own fds at startup: fds 0, 1 and 2 are opened on `/dev/null` if
+/// closed (so no socket lands there and children get sane stdio), and every other inherited
+/// fd is made close-on-exec, so nothing of the master's parent leaks into the server.
+pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
+    for fd in 0..3 {
+        if fcntl(fd, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
+            let null = fs::OpenOptions::new()
+                .read(fd == 0)
+                .write(fd != 0)
+                .open("/dev/null")?;
+            let raw = null.as_raw_fd();
+            if raw == fd {
+                // open(2) picked the free number itself: keep it open, without close-on-exec.
+                std::mem::forget(null);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            } else {
+                nix::unistd::dup2(raw, fd)?;
+            }
+        }
+    }
+    let mut fds = Vec::new();
+    for entry in fs::read_dir("/proc/self/fd")? {
+        if let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        {
+            fds.push(fd);
+        }
+    }
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // The directory's own fd is gone by now: EBADF is expected for it.
+            match fcntl(fd, FcntlArg::F_GETFD) {
+                Ok(flags) => {
+                    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+                    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+                }
+                Err(Errno::EBADF) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_digits() {
+        let mut buf = [0xffu8; 21];
+        write_decimal(&mut buf, 0);
+        assert_eq!(&buf[..2], b"0\0");
+        write_decimal(&mut buf, 4194304);
+        assert_eq!(&buf[..8], b"4194304\0");
+        write_decimal(&mut buf, u64::MAX);
+        assert_eq!(&buf[..21], b"18446744073709551615\0");
+    }
+
+    #[test]
+    fn resolves_like_execvp() {
+        assert_eq!(
+            resolve_program(OsStr::new("sh"))
+                .unwrap()
+                .file_name()
+                .unwrap(),
+            "sh"
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("no-such-program-relaunch")).unwrap_err(),
+            SpawnError::NotFound("no-such-program-relaunch".into())
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("/nonexistent/x"))
+                .unwrap_err()
+                .exit_code(),
+            127
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("")).unwrap_err().exit_code(),
+            127
+        );
+        // A directory is not executable.
+        assert_eq!(
+            resolve_program(OsStr::new("/tmp/")).unwrap_err(),
+            SpawnError::NotExecutable("/tmp/".into())
+        );
+    }
+
+    #[test]
+    fn not_executable_file_is_126() {
+        let path = std::env::temp_dir().join(format!("relaunch-noexec-{}", std::process::id()));
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = resolve_program(path.as_os_str()).unwrap_err();
+        fs::remove_file(&path).unwrap();
+        assert_eq!(e, SpawnError::NotExecutable(path));
+        assert_eq!(e.exit_code(), 126);
+    }
+
+    #[test]
+    fn exec_failure_is_reported_and_reaped() {
+        // A script with a missing interpreter: exists and is executable, but execve fails.
+        let path = std::env::temp_dir().join(format!("relaunch-badinterp-{}", std::process::id()));
+        fs::write(&path, "#!/nonexistent/interpreter\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let command = Command {
+            program: path.clone().into(),
+            args: vec![],
+        };
+        let e = spawn(&command, &[], &SpawnOptions::default()).unwrap_err();
+        fs::remove_file(&path).unwrap();
+        match &e {
+            SpawnError::Os { step, errno, .. } => {
+                assert_eq!(*step, Step::Exec);
+                assert_eq!(*errno, Errno::ENOENT);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.exit_code(), 127);
+        assert!(
+            e.to_string().contains("exec: No such file or directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn spawned_child_runs_and_reports_its_own_pid() {
+        let out = std::env::temp_dir().join(format!("relaunch-spawn-{}", std::process::id()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let command = Command {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "echo \"$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(ls /proc/$$/fd | sort -n | tr '\\n' ,)\" > {}",
+                    out.display()
+                )
+                .into(),
+            ],
+        };
+        let fds = [PassFd {
+            fd: listener.as_raw_fd(),
+            name: "web",
+        }];
+        let (pid, path) = spawn(&command, &fds, &SpawnOptions::default()).unwrap();
+        assert!(path.ends_with("sh"));
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        let text = fs::read_to_string(&out).unwrap();
+        fs::remove_file(&out).unwrap();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(fields[0], pid.to_string(), "{text}");
+        assert_eq!(fields[1], pid.to_string(), "LISTEN_PID: {text}");
+        assert_eq!(fields[2], "1", "{text}");
+        assert_eq!(fields[3], "web", "{text}");
+        // The shell itself may hold its script fd and the redirection (fd 1 reopened), but
+        // fd 3 is the socket and nothing of the test process beyond it leaked.
+        assert!(fields[4].starts_with("0,1,2,3,"), "{text}");
+    }
+
+    /// Port of the socket at `fd`, with no allocation (for use in a forked child).
+    unsafe fn port_of(fd: RawFd) -> u16 {
+        // SAFETY (of the body): getsockname writes at most `len` bytes into `addr`.
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len) != 0 {
+            return 0;
+        }
+        u16::from_be(addr.sin_port)
+    }
+
+    #[test]
+    fn place_fds_handles_every_collision() {
+        // In a forked child, arrange the sockets so that source 0 sits on target 1, source 1
+        // on target 0, source 2 on its own target (close-on-exec, as in the master), and the
+        // report pipe inside the range; then check each target holds the right socket
+        // without close-on-exec. The child reports through its exit code.
+        let ls: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let raw: Vec<RawFd> = ls.iter().map(|l| l.as_raw_fd()).collect();
+        let mut fds = vec![4, 3, 5];
+        // SAFETY: the child uses only dup2/fcntl/close/getsockname/_exit and memory prepared
+        // before fork (`fds`, `ports`, `raw`).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: forked child of the test; see above.
+            unsafe {
+                for (i, &fd) in raw.iter().enumerate() {
+                    libc::dup2(fd, 500 + i as RawFd);
+                }
+                for (i, &target) in [4, 3, 5].iter().enumerate() {
+                    libc::dup2(500 + i as RawFd, target);
+                    libc::fcntl(target, libc::F_SETFD, libc::FD_CLOEXEC);
+                    libc::close(500 + i as RawFd);
+                }
+                let mut report: RawFd = 6;
+                libc::dup2(2, 6);
+                if place_fds(&mut fds, &mut report).is_err() {
+                    libc::_exit(2);
+                }
+                for (i, &port) in ports.iter().enumerate() {
+                    let target = 3 + i as RawFd;
+                    if port_of(target) != port {
+                        libc::_exit(10 + i as i32);
+                    }
+                    if libc::fcntl(target, libc::F_GETFD) & libc::FD_CLOEXEC != 0 {
+                        libc::_exit(20 + i as i32);
+                    }
+                }
+                // Everything above the range is close-on-exec now.
+                if libc::fcntl(report, libc::F_GETFD) & libc::FD_CLOEXEC == 0 {
+                    libc::_exit(30);
+                }
+                libc::_exit(0);
+            }
+        }
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0),
+            "exit 1x: wrong socket at 3+x; 2x: close-on-exec left on 3+x; 30: fd above range inheritable"
+        );
+    }
+
+    #[test]
+    fn report_pipe_inside_the_range_is_moved_first() {
+        let ls: Vec<std::net::TcpListener> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let raw: Vec<RawFd> = ls.iter().map(|l| l.as_raw_fd()).collect();
+        let mut fds = vec![10, 11];
+        // SAFETY: as above, only async-signal-safe calls in the child.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: forked child of the test; see above.
+            unsafe {
+                libc::dup2(raw[0], 10);
+                libc::dup2(raw[1], 11);
+                // The report pipe sits on fd 4, the second socket's target.
+                libc::dup2(2, 4);
+                let mut report: RawFd = 4;
+                if place_fds(&mut fds, &mut report).is_err() {
+                    libc::_exit(2);
+                }
+                if report < 5 {
+                    libc::_exit(3);
+                }
+                if port_of(3) != ports[0] || port_of(4) != ports[1] {
+                    libc::_exit(4);
+                }
+                libc::_exit(0);
+            }
+        }
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid), None).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0)
+        );
+    }
+}

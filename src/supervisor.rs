@@ -1,0 +1,1266 @@
+//! The supervisor: a pure state machine over generations of the server.
+//!
+//! It takes [`Event`]s stamped with a monotonic `now` and returns [`Action`]s; it never forks,
+//! signals, sleeps or reads a clock itself, so every rule below is unit-tested in
+//! milliseconds, and the runtime that drives it stays thin.
+//!
+//! # Generations and their states
+//! Each child is one *generation* (numbered from 1). A child is `Starting` until it has stayed
+//! alive `start_secs`, then `Running`; a child asked to stop is `Stopping` until it exits, and
+//! gets SIGKILL once `stop_wait` has passed. Between a crash and the next spawn the supervisor is
+//! in `Backoff`. The names follow supervisord's.
+//!
+//! # Rules (the invariants of the README)
+//! - A reload starts a *pending* generation while the *current* one keeps serving. Only when the
+//!   pending one has been alive `start_secs` is the old one sent the stop signal (plus SIGCONT).
+//! - If the pending generation exits or fails to exec first, it is dropped and the current one
+//!   is left untouched.
+//! - At most two generations are alive at any time, and at most one of them is not yet started:
+//!   a reload requested while one is in progress, or while an old generation is still stopping,
+//!   is *queued*; any number of requests in that time coalesce into one follow-up reload.
+//! - An unexpected exit of the current child schedules a restart after a backoff that doubles
+//!   from `backoff_min` up to `backoff_max` for children that die before they count as started,
+//!   and resets once one does. The sockets stay open meanwhile (the runtime never closes them).
+//! - On stop, every child gets the stop signal, SIGKILL after `stop_wait`; once all are gone the
+//!   supervisor exits with the status of the child that was current, as a shell would.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::{debug, error, info, warn};
+
+/// Timing and signals of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a new child must stay alive to count as started.
+    pub start_secs: Duration,
+    /// The signal that asks a child to stop.
+    pub stop_signal: Signal,
+    /// How long a child may take to stop before SIGKILL.
+    pub stop_wait: Duration,
+    /// The first restart delay after a crash.
+    pub backoff_min: Duration,
+    /// The longest restart delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            start_secs: Duration::from_secs(1),
+            stop_signal: Signal::SIGTERM,
+            stop_wait: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a child ended, as `waitpid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// It was killed by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the exit code, or 128 + the signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => match Signal::try_from(s) {
+                Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A signal sent to the master (SIGHUP).
+    Signal(Signal),
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Signal(s) => f.write_str(s.as_str()),
+        }
+    }
+}
+
+/// Why a spawn failed, as the supervisor needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnFailure {
+    /// The error, for logs.
+    pub message: String,
+    /// The exit code to use if this ends the master (127 not found, 126 not executable, 1).
+    pub exit_code: i32,
+}
+
+/// Something that happened, fed to [`Supervisor::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Start a new generation and switch to it once it is up.
+    Reload(Trigger),
+    /// Stop everything and exit; the signal that asked for it (SIGQUIT while stopping kills).
+    Stop(Signal),
+    /// Pass this signal on to the current child.
+    Forward(Signal),
+    /// A child was reaped.
+    Exited {
+        /// Its pid.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The result of the last [`Action::Spawn`]; the runtime reports it before anything else.
+    Spawned {
+        /// The generation that was asked for.
+        generation: u64,
+        /// Its pid, or why it could not be started.
+        result: Result<Pid, SpawnFailure>,
+    },
+    /// Time passed; deadlines up to `now` are due.
+    Tick,
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start this generation of the server, then report [`Event::Spawned`].
+    Spawn {
+        /// The generation number, for logs.
+        generation: u64,
+    },
+    /// Send a signal to a child.
+    Signal {
+        /// The child.
+        pid: Pid,
+        /// The signal.
+        signal: Signal,
+    },
+    /// Exit the master with this code.
+    Exit {
+        /// The exit code.
+        code: i32,
+    },
+}
+
+/// The state of one child, named as supervisord names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Alive for less than `start_secs`.
+    Starting {
+        /// When it counts as started.
+        until: Instant,
+    },
+    /// Up and serving.
+    Running,
+    /// Sent the stop signal.
+    Stopping {
+        /// When it gets SIGKILL.
+        kill_at: Instant,
+        /// Whether SIGKILL was sent.
+        killed: bool,
+    },
+}
+
+/// One live child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    /// Its generation.
+    pub generation: u64,
+    /// Its pid.
+    pub pid: Pid,
+    /// Its state.
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The spawn replaces nothing: first start, or a restart after a crash.
+    Current,
+    /// The spawn is the new generation of a reload.
+    Pending,
+}
+
+/// The supervisor state machine. See the module docs for its rules.
+#[derive(Debug)]
+pub struct Supervisor {
+    settings: Settings,
+    next_generation: u64,
+    /// The generation that serves.
+    current: Option<Child>,
+    /// The new generation of a reload in progress, not yet started.
+    pending: Option<Child>,
+    /// Old generations asked to stop, not yet reaped.
+    retiring: Vec<Child>,
+    /// A spawn asked for and not yet reported.
+    spawning: Option<(u64, Role)>,
+    /// A restart scheduled after a crash: when, and its generation.
+    backoff: Option<(Instant, u64)>,
+    /// Consecutive children that died before counting as started.
+    failures: u32,
+    /// A reload asked for while another was in progress.
+    queued: Option<Trigger>,
+    /// Set once a stop was asked for.
+    stopping: bool,
+    /// The child whose status becomes the exit code.
+    exit_pid: Option<Pid>,
+    /// Status of the last child that was current.
+    last_status: Option<ExitStatus>,
+    /// Whether any child was ever spawned (a first spawn that fails ends the master).
+    ever_spawned: bool,
+    exited: bool,
+}
+
+impl Supervisor {
+    /// A supervisor that has not started anything yet; call [`Supervisor::start`].
+    pub fn new(settings: Settings) -> Supervisor {
+        Supervisor {
+            settings,
+            next_generation: 1,
+            current: None,
+            pending: None,
+            retiring: Vec::new(),
+            spawning: None,
+            backoff: None,
+            failures: 0,
+            queued: None,
+            stopping: false,
+            exit_pid: None,
+            last_status: None,
+            ever_spawned: false,
+            exited: false,
+        }
+    }
+
+    /// The first actions: spawn generation 1.
+    pub fn start(&mut self) -> Vec<Action> {
+        let generation = self.new_generation();
+        vec![self.spawn(generation, Role::Current)]
+    }
+
+    /// The generation that serves, if any.
+    pub fn current(&self) -> Option<&Child> {
+        self.current.as_ref()
+    }
+
+    /// The new generation of a reload in progress, if any.
+    pub fn pending(&self) -> Option<&Child> {
+        self.pending.as_ref()
+    }
+
+    /// Every live child: current, pending and stopping ones.
+    pub fn children(&self) -> impl Iterator<Item = &Child> {
+        self.current
+            .iter()
+            .chain(self.pending.iter())
+            .chain(self.retiring.iter())
+    }
+
+    /// Whether a restart is scheduled after a crash.
+    pub fn in_backoff(&self) -> bool {
+        self.backoff.is_some()
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The earliest moment at which [`Event::Tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let starting = self
+            .current
+            .iter()
+            .chain(self.pending.iter())
+            .filter_map(|c| match c.phase {
+                Phase::Starting { until } => Some(until),
+                _ => None,
+            });
+        let killing = self.retiring.iter().filter_map(|c| match c.phase {
+            Phase::Stopping {
+                kill_at,
+                killed: false,
+            } => Some(kill_at),
+            _ => None,
+        });
+        starting
+            .chain(killing)
+            .chain(self.backoff.map(|(at, _)| at))
+            .min()
+    }
+
+    /// Handles one event at time `now` and returns what to do, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited {
+            return out;
+        }
+        match event {
+            Event::Reload(trigger) => {
+                info!(trigger = %trigger, "reload requested");
+                self.reload(trigger, &mut out);
+            }
+            Event::Stop(signal) => self.stop(signal, now, &mut out),
+            Event::Forward(signal) => match &self.current {
+                Some(c) => {
+                    debug!(generation = c.generation, pid = %c.pid, signal = %signal.as_str(), "forwarding signal");
+                    out.push(Action::Signal { pid: c.pid, signal });
+                }
+                None => {
+                    info!(signal = %signal.as_str(), "no running child to forward the signal to")
+                }
+            },
+            Event::Exited { pid, status } => self.exited(pid, status, now),
+            Event::Spawned { generation, result } => {
+                self.spawned(generation, result, now, &mut out)
+            }
+            Event::Tick => {}
+        }
+        self.advance(now, &mut out);
+        self.start_queued(&mut out);
+        self.check_done(&mut out);
+        out
+    }
+
+    fn new_generation(&mut self) -> u64 {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        g
+    }
+
+    fn spawn(&mut self, generation: u64, role: Role) -> Action {
+        self.spawning = Some((generation, role));
+        Action::Spawn { generation }
+    }
+
+    fn reload(&mut self, trigger: Trigger, out: &mut Vec<Action>) {
+        if self.stopping {
+            info!("not reloading: relaunch is stopping");
+            return;
+        }
+        if let Some(why) = self.busy() {
+            info!("reload queued: {why}");
+            self.queued = Some(trigger);
+            return;
+        }
+        // A reload starts with a clean slate of failures.
+        self.failures = 0;
+        if self.current.is_none() {
+            // Nothing serves (crash, backoff): start the new generation right away as current.
+            let generation = match self.backoff.take() {
+                Some((_, g)) => g,
+                None => self.new_generation(),
+            };
+            out.push(self.spawn(generation, Role::Current));
+        } else {
+            let generation = self.new_generation();
+            out.push(self.spawn(generation, Role::Pending));
+        }
+    }
+
+    /// Why a reload cannot start right now, if it cannot: it would make a third live
+    /// generation, or a second one that has not started yet.
+    fn busy(&self) -> Option<&'static str> {
+        if self.pending.is_some() || self.spawning.is_some() {
+            Some("a reload is in progress; one more will follow once it ends")
+        } else if !self.retiring.is_empty() {
+            Some("an old generation is still stopping; the reload follows once it has exited")
+        } else if matches!(
+            self.current,
+            Some(Child {
+                phase: Phase::Starting { .. },
+                ..
+            })
+        ) {
+            Some("the current generation has not started yet; the reload follows once it has")
+        } else {
+            None
+        }
+    }
+
+    fn spawned(
+        &mut self,
+        generation: u64,
+        result: Result<Pid, SpawnFailure>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let role = match self.spawning.take() {
+            Some((g, role)) if g == generation => role,
+            other => {
+                error!(generation, expected = ?other, "spawn result for a generation that was not being spawned; ignored");
+                self.spawning = other;
+                return;
+            }
+        };
+        match result {
+            Ok(pid) => {
+                self.ever_spawned = true;
+                info!(generation, pid = %pid, "spawned");
+                let child = Child {
+                    generation,
+                    pid,
+                    phase: Phase::Starting {
+                        until: now + self.settings.start_secs,
+                    },
+                };
+                match role {
+                    Role::Current => self.current = Some(child),
+                    Role::Pending => self.pending = Some(child),
+                }
+            }
+            Err(failure) if !self.ever_spawned => {
+                error!(generation, reason = %failure.message, "cannot start the server");
+                self.last_status = Some(ExitStatus::Code(failure.exit_code));
+                self.exit(failure.exit_code, out);
+            }
+            Err(failure) => match role {
+                Role::Pending => {
+                    warn!(
+                        generation,
+                        reason = %format!("{}; the old generation keeps serving", failure.message),
+                        "reload failed"
+                    );
+                    self.after_reload_attempt(now);
+                }
+                Role::Current => {
+                    error!(generation, reason = %failure.message, "spawn failed");
+                    self.schedule_restart(now, true);
+                }
+            },
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        if let Some(child) = self.current.filter(|c| c.pid == pid) {
+            self.current = None;
+            self.last_status = Some(status);
+            let failed_to_start = matches!(child.phase, Phase::Starting { .. });
+            warn!(generation = child.generation, pid = %pid, status = %status, "exited");
+            if self.pending.is_some() {
+                info!("the current generation died during a reload; the new one takes over once started");
+            } else {
+                self.schedule_restart(now, failed_to_start);
+            }
+        } else if let Some(child) = self.pending.filter(|c| c.pid == pid) {
+            self.pending = None;
+            warn!(
+                generation = child.generation,
+                pid = %pid,
+                reason = %format!(
+                    "exited with {status} before it counted as started (--start-secs {:?}); the old generation keeps serving",
+                    self.settings.start_secs
+                ),
+                "reload failed"
+            );
+            self.after_reload_attempt(now);
+        } else if let Some(i) = self.retiring.iter().position(|c| c.pid == pid) {
+            let child = self.retiring.remove(i);
+            if self.exit_pid == Some(pid) {
+                self.last_status = Some(status);
+            }
+            info!(generation = child.generation, pid = %pid, status = %status, "exited");
+        } else {
+            debug!(pid = %pid, status = %status, "reaped a process that is not one of our generations");
+        }
+    }
+
+    /// A reload's new generation ended before it was promoted (it failed).
+    fn after_reload_attempt(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        if self.current.is_none() && self.backoff.is_none() && self.spawning.is_none() {
+            // The old one died during the reload too: nothing serves, restart with backoff.
+            self.schedule_restart(now, true);
+        }
+    }
+
+    fn start_queued(&mut self, out: &mut Vec<Action>) {
+        if self.stopping || self.exited || self.busy().is_some() {
+            return;
+        }
+        if let Some(trigger) = self.queued.take() {
+            info!(trigger = %trigger, "starting the queued reload");
+            self.reload(trigger, out);
+        }
+    }
+
+    fn schedule_restart(&mut self, now: Instant, failed_to_start: bool) {
+        if self.stopping || self.backoff.is_some() {
+            return;
+        }
+        if !failed_to_start {
+            self.failures = 0;
+        }
+        let delay = backoff_delay(&self.settings, self.failures);
+        self.failures = self.failures.saturating_add(1);
+        let generation = self.new_generation();
+        info!(
+            generation,
+            delay_ms = delay.as_millis() as u64,
+            "restarting"
+        );
+        self.backoff = Some((now + delay, generation));
+    }
+
+    fn stop(&mut self, signal: Signal, now: Instant, out: &mut Vec<Action>) {
+        if self.stopping {
+            if signal == Signal::SIGQUIT {
+                warn!("SIGQUIT while stopping: killing every child now");
+                for child in &mut self.retiring {
+                    if let Phase::Stopping { killed, .. } = &mut child.phase {
+                        if !*killed {
+                            *killed = true;
+                            out.push(Action::Signal {
+                                pid: child.pid,
+                                signal: Signal::SIGKILL,
+                            });
+                        }
+                    }
+                }
+            } else {
+                info!(
+                    signal = %signal.as_str(),
+                    "already stopping; waiting for the children (send SIGQUIT to kill them now)"
+                );
+            }
+            return;
+        }
+        info!(signal = %signal.as_str(), "shutting down");
+        self.stopping = true;
+        self.queued = None;
+        self.backoff = None;
+        self.exit_pid = self.current.map(|c| c.pid);
+        for child in [self.current.take(), self.pending.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.retire(child, now, out);
+        }
+    }
+
+    fn retire(&mut self, mut child: Child, now: Instant, out: &mut Vec<Action>) {
+        let signal = self.settings.stop_signal;
+        child.phase = Phase::Stopping {
+            kill_at: now + self.settings.stop_wait,
+            killed: signal == Signal::SIGKILL,
+        };
+        out.push(Action::Signal {
+            pid: child.pid,
+            signal,
+        });
+        if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
+            // A stopped (SIGSTOP'd) child could not act on the signal otherwise.
+            out.push(Action::Signal {
+                pid: child.pid,
+                signal: Signal::SIGCONT,
+            });
+        }
+        debug!(generation = child.generation, pid = %child.pid, signal = %signal.as_str(), "stopping");
+        self.retiring.push(child);
+    }
+
+    /// Acts on every deadline that is due at `now`.
+    fn advance(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.exited {
+            return;
+        }
+        if let Some(new) = self.pending {
+            if matches!(new.phase, Phase::Starting { until } if until <= now) {
+                self.pending = None;
+                self.failures = 0;
+                let promoted = Child {
+                    phase: Phase::Running,
+                    ..new
+                };
+                match self.current.take() {
+                    Some(old) => {
+                        info!(
+                            generation = new.generation,
+                            pid = %new.pid,
+                            old_generation = old.generation,
+                            old_pid = %old.pid,
+                            "reload complete"
+                        );
+                        self.retire(old, now, out);
+                    }
+                    None => info!(
+                        generation = new.generation,
+                        pid = %new.pid,
+                        "reload complete (the old generation had already exited)"
+                    ),
+                }
+                self.current = Some(promoted);
+            }
+        }
+        if let Some(child) = &mut self.current {
+            if matches!(child.phase, Phase::Starting { until } if until <= now) {
+                child.phase = Phase::Running;
+                self.failures = 0;
+                info!(generation = child.generation, pid = %child.pid, "running");
+            }
+        }
+        for child in &mut self.retiring {
+            if let Phase::Stopping { kill_at, killed } = &mut child.phase {
+                if !*killed && *kill_at <= now {
+                    *killed = true;
+                    warn!(
+                        generation = child.generation,
+                        pid = %child.pid,
+                        "stop timeout, sending SIGKILL"
+                    );
+                    out.push(Action::Signal {
+                        pid: child.pid,
+                        signal: Signal::SIGKILL,
+                    });
+                }
+            }
+        }
+        if let Some((at, generation)) = self.backoff {
+            if at <= now && self.spawning.is_none() {
+                self.backoff = None;
+                out.push(self.spawn(generation, Role::Current));
+            }
+        }
+    }
+
+    fn check_done(&mut self, out: &mut Vec<Action>) {
+        if self.stopping
+            && !self.exited
+            && self.current.is_none()
+            && self.pending.is_none()
+            && self.retiring.is_empty()
+            && self.spawning.is_none()
+        {
+            let code = self.last_status.map_or(0, ExitStatus::shell_code);
+            self.exit(code, out);
+        }
+    }
+
+    fn exit(&mut self, code: i32, out: &mut Vec<Action>) {
+        self.exited = true;
+        info!(code, "exiting");
+        out.push(Action::Exit { code });
+    }
+}
+
+/// The restart delay after `failures` consecutive children that died before counting as
+/// started: `backoff_min × 2^failures`, at most `backoff_max`.
+pub fn backoff_delay(settings: &Settings, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.min(31));
+    settings
+        .backoff_min
+        .saturating_mul(factor)
+        .min(settings.backoff_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TERM: Signal = Signal::SIGTERM;
+    const KILL: Signal = Signal::SIGKILL;
+    const CONT: Signal = Signal::SIGCONT;
+    const HUP: Trigger = Trigger::Signal(Signal::SIGHUP);
+
+    /// A supervisor with a fake clock; `ms` is the time since the test began.
+    struct Sim {
+        sup: Supervisor,
+        t0: Instant,
+        ms: u64,
+        next_pid: i32,
+    }
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n)
+    }
+
+    fn sig(p: i32, signal: Signal) -> Action {
+        Action::Signal {
+            pid: pid(p),
+            signal,
+        }
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            Sim::with(Settings::default())
+        }
+
+        fn with(settings: Settings) -> Sim {
+            Sim {
+                sup: Supervisor::new(settings),
+                t0: Instant::now(),
+                ms: 0,
+                next_pid: 100,
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.t0 + Duration::from_millis(self.ms)
+        }
+
+        fn ev(&mut self, e: Event) -> Vec<Action> {
+            let now = self.now();
+            self.sup.handle(e, now)
+        }
+
+        /// Runs actions the way the runtime does: every Spawn succeeds with the next pid.
+        fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+            let mut rest = Vec::new();
+            for a in actions {
+                if let Action::Spawn { generation } = a {
+                    self.next_pid += 100;
+                    let p = pid(self.next_pid);
+                    let more = self.ev(Event::Spawned {
+                        generation,
+                        result: Ok(p),
+                    });
+                    rest.extend(self.run(more));
+                } else {
+                    rest.push(a);
+                }
+            }
+            rest
+        }
+
+        fn start(&mut self) -> Pid {
+            let a = self.sup.start();
+            assert_eq!(a, vec![Action::Spawn { generation: 1 }]);
+            assert!(self.run(a).is_empty());
+            self.sup.current().unwrap().pid
+        }
+
+        /// Moves the clock to `ms` and ticks.
+        fn at(&mut self, ms: u64) -> Vec<Action> {
+            assert!(ms >= self.ms);
+            self.ms = ms;
+            let a = self.ev(Event::Tick);
+            self.run(a)
+        }
+
+        fn exit(&mut self, p: Pid, status: ExitStatus) -> Vec<Action> {
+            let a = self.ev(Event::Exited { pid: p, status });
+            self.run(a)
+        }
+
+        fn hup(&mut self) -> Vec<Action> {
+            let a = self.ev(Event::Reload(HUP));
+            self.run(a)
+        }
+
+        fn alive(&self) -> usize {
+            self.sup.children().count()
+        }
+    }
+
+    #[test]
+    fn first_child_becomes_running_after_start_secs() {
+        let mut s = Sim::new();
+        let p = s.start();
+        assert!(matches!(
+            s.sup.current().unwrap().phase,
+            Phase::Starting { .. }
+        ));
+        assert_eq!(s.sup.next_deadline(), Some(s.t0 + Duration::from_secs(1)));
+        assert!(s.at(999).is_empty());
+        assert!(matches!(
+            s.sup.current().unwrap().phase,
+            Phase::Starting { .. }
+        ));
+        assert!(s.at(1000).is_empty());
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+        assert_eq!(s.sup.current().unwrap().pid, p);
+        assert_eq!(s.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn reload_stops_the_old_child_only_after_the_new_one_started() {
+        let mut s = Sim::new();
+        let old = s.start();
+        s.at(1000);
+        assert!(
+            s.hup().is_empty(),
+            "nothing is signalled when the new one is spawned"
+        );
+        let new = s.sup.pending().unwrap().pid;
+        assert_ne!(new, old);
+        assert_eq!(s.alive(), 2);
+        assert!(s.at(1999).is_empty(), "old one untouched before start_secs");
+        assert_eq!(
+            s.at(2000),
+            vec![sig(old.as_raw(), TERM), sig(old.as_raw(), CONT)]
+        );
+        assert_eq!(s.sup.current().unwrap().pid, new);
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+        assert!(s.sup.pending().is_none());
+        assert!(s.exit(old, ExitStatus::Code(0)).is_empty());
+        assert_eq!(s.alive(), 1);
+        assert_eq!(s.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_new_child_that_exits_early_leaves_the_old_one_untouched() {
+        let mut s = Sim::new();
+        let old = s.start();
+        s.at(1000);
+        s.hup();
+        let new = s.sup.pending().unwrap().pid;
+        assert!(s.exit(new, ExitStatus::Code(1)).is_empty());
+        assert_eq!(s.sup.current().unwrap().pid, old);
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+        assert!(s.sup.pending().is_none());
+        assert!(!s.sup.in_backoff(), "a failed reload is not a crash");
+        assert!(s.at(10_000).is_empty(), "nothing happens later either");
+    }
+
+    #[test]
+    fn a_new_child_that_cannot_exec_leaves_the_old_one_untouched() {
+        let mut s = Sim::new();
+        let old = s.start();
+        s.at(1000);
+        let a = s.ev(Event::Reload(HUP));
+        assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+        let a = s.ev(Event::Spawned {
+            generation: 2,
+            result: Err(SpawnFailure {
+                message: "program not found".into(),
+                exit_code: 127,
+            }),
+        });
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(s.sup.current().unwrap().pid, old);
+        assert_eq!(s.alive(), 1);
+        // The next reload works normally.
+        s.hup();
+        assert_eq!(s.sup.pending().unwrap().generation, 3);
+    }
+
+    #[test]
+    fn reloads_during_a_reload_coalesce_into_one_follow_up() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        for _ in 0..5 {
+            assert!(s.hup().is_empty());
+        }
+        assert_eq!(s.alive(), 2);
+        // g2 is promoted; g1 stops. The follow-up waits until g1 is gone (two alive at most).
+        assert_eq!(
+            s.at(2000),
+            vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)]
+        );
+        assert!(s.sup.pending().is_none());
+        assert_eq!(s.alive(), 2);
+        assert!(s.exit(g1, ExitStatus::Code(0)).is_empty());
+        let g3 = s.sup.pending().expect("the one queued reload starts").pid;
+        assert_eq!(s.sup.pending().unwrap().generation, 3);
+        assert_eq!(
+            s.at(3000),
+            vec![sig(g2.as_raw(), TERM), sig(g2.as_raw(), CONT)]
+        );
+        s.exit(g2, ExitStatus::Code(0));
+        assert_eq!(s.sup.current().unwrap().pid, g3);
+        assert!(s.sup.pending().is_none(), "exactly one follow-up");
+        assert_eq!(s.alive(), 1);
+    }
+
+    #[test]
+    fn a_reload_while_the_old_generation_drains_waits_for_it() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        s.at(2000); // g1 stopping
+        assert!(s.hup().is_empty());
+        assert!(s.sup.pending().is_none());
+        // g1 ignores TERM: SIGKILL at stop_wait, then the queued reload starts.
+        assert_eq!(s.at(12_000), vec![sig(g1.as_raw(), KILL)]);
+        assert!(s.exit(g1, ExitStatus::Signal(9)).is_empty());
+        assert_eq!(s.sup.pending().unwrap().generation, 3);
+    }
+
+    #[test]
+    fn a_failed_reload_still_runs_the_queued_one() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.hup();
+        s.exit(g2, ExitStatus::Code(3));
+        let g3 = s
+            .sup
+            .pending()
+            .expect("queued reload starts after the failure");
+        assert_eq!(g3.generation, 3);
+        assert_eq!(s.sup.current().unwrap().pid, g1);
+    }
+
+    #[test]
+    fn an_old_child_ignoring_the_stop_signal_is_killed_after_stop_wait() {
+        let mut s = Sim::with(Settings {
+            stop_wait: Duration::from_millis(500),
+            ..Settings::default()
+        });
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        s.at(2000);
+        assert!(s.at(2499).is_empty());
+        assert_eq!(s.at(2500), vec![sig(g1.as_raw(), KILL)]);
+        assert!(s.at(5000).is_empty(), "SIGKILL is sent once");
+        s.exit(g1, ExitStatus::Signal(9));
+        assert_eq!(s.alive(), 1);
+    }
+
+    #[test]
+    fn stop_signals_the_child_and_exits_with_its_status() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.at(1000);
+        assert_eq!(
+            s.ev(Event::Stop(TERM)),
+            vec![sig(p.as_raw(), TERM), sig(p.as_raw(), CONT)]
+        );
+        assert!(s.sup.is_stopping());
+        assert_eq!(
+            s.exit(p, ExitStatus::Code(7)),
+            vec![Action::Exit { code: 7 }]
+        );
+    }
+
+    #[test]
+    fn stop_exit_code_is_128_plus_signal() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.ev(Event::Stop(Signal::SIGINT));
+        assert_eq!(
+            s.exit(p, ExitStatus::Signal(15)),
+            vec![Action::Exit { code: 143 }]
+        );
+    }
+
+    #[test]
+    fn stop_kills_after_stop_wait_and_a_second_term_does_not_skip_the_grace() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.ev(Event::Stop(TERM));
+        s.ms = 5000;
+        assert!(s.ev(Event::Stop(TERM)).is_empty());
+        assert!(s.ev(Event::Stop(Signal::SIGINT)).is_empty());
+        assert_eq!(s.at(10_000), vec![sig(p.as_raw(), KILL)]);
+        assert_eq!(
+            s.exit(p, ExitStatus::Signal(9)),
+            vec![Action::Exit { code: 137 }]
+        );
+    }
+
+    #[test]
+    fn sigquit_during_a_stop_kills_at_once() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.ev(Event::Stop(TERM));
+        assert_eq!(
+            s.ev(Event::Stop(Signal::SIGQUIT)),
+            vec![sig(p.as_raw(), KILL)]
+        );
+        assert!(s.at(10_000).is_empty(), "not killed twice");
+    }
+
+    #[test]
+    fn stop_during_a_reload_stops_both_and_uses_the_current_status() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        let a = s.ev(Event::Stop(TERM));
+        assert_eq!(
+            a,
+            vec![
+                sig(g1.as_raw(), TERM),
+                sig(g1.as_raw(), CONT),
+                sig(g2.as_raw(), TERM),
+                sig(g2.as_raw(), CONT)
+            ]
+        );
+        assert!(s.hup().is_empty(), "no reload while stopping");
+        assert!(s.exit(g2, ExitStatus::Code(9)).is_empty());
+        assert_eq!(
+            s.exit(g1, ExitStatus::Code(4)),
+            vec![Action::Exit { code: 4 }]
+        );
+    }
+
+    #[test]
+    fn stop_with_no_child_exits_at_once_with_the_last_status() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.at(1000);
+        s.exit(p, ExitStatus::Code(5));
+        assert!(s.sup.in_backoff());
+        assert_eq!(s.ev(Event::Stop(TERM)), vec![Action::Exit { code: 5 }]);
+        assert!(s.at(60_000).is_empty(), "the backoff restart was cancelled");
+    }
+
+    #[test]
+    fn crash_restarts_with_doubling_backoff_that_resets_once_started() {
+        let mut s = Sim::new();
+        let mut p = s.start();
+        s.at(1000);
+        let mut t;
+        // Crash after running: first delay is backoff_min.
+        s.exit(p, ExitStatus::Signal(9));
+        assert_eq!(
+            s.sup.next_deadline(),
+            Some(s.now() + Duration::from_millis(100))
+        );
+        let mut expected = vec![];
+        let mut delays = vec![];
+        for _ in 0..10 {
+            let deadline = s.sup.next_deadline().unwrap();
+            delays.push((deadline - s.now()).as_millis() as u64);
+            t = (deadline - s.t0).as_millis() as u64;
+            s.at(t);
+            p = s.sup.current().unwrap().pid;
+            // Dies before counting as started.
+            s.exit(p, ExitStatus::Code(1));
+        }
+        for d in [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000] {
+            expected.push(d);
+        }
+        assert_eq!(delays, expected);
+        // One that stays up start_secs resets the backoff.
+        let deadline = s.sup.next_deadline().unwrap();
+        t = (deadline - s.t0).as_millis() as u64;
+        s.at(t);
+        p = s.sup.current().unwrap().pid;
+        s.at(t + 1000);
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(
+            s.sup.next_deadline(),
+            Some(s.now() + Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn a_reload_during_backoff_starts_at_once() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.at(1000);
+        s.exit(p, ExitStatus::Code(1));
+        assert!(s.sup.in_backoff());
+        let a = s.ev(Event::Reload(HUP));
+        assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+        s.run(a);
+        assert!(!s.sup.in_backoff());
+        assert_eq!(s.sup.current().unwrap().generation, 2);
+        assert!(s.sup.pending().is_none());
+    }
+
+    #[test]
+    fn first_spawn_failure_exits_with_its_code() {
+        let mut s = Sim::new();
+        s.sup.start();
+        let a = s.ev(Event::Spawned {
+            generation: 1,
+            result: Err(SpawnFailure {
+                message: "program not executable".into(),
+                exit_code: 126,
+            }),
+        });
+        assert_eq!(a, vec![Action::Exit { code: 126 }]);
+        assert!(s.ev(Event::Reload(HUP)).is_empty(), "nothing after exit");
+    }
+
+    #[test]
+    fn a_later_spawn_failure_backs_off_instead_of_exiting() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.at(1000);
+        s.exit(p, ExitStatus::Code(1));
+        s.ms = 1100;
+        let a = s.ev(Event::Tick);
+        assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+        let a = s.ev(Event::Spawned {
+            generation: 2,
+            result: Err(SpawnFailure {
+                message: "gone".into(),
+                exit_code: 127,
+            }),
+        });
+        assert!(a.is_empty());
+        assert!(s.sup.in_backoff());
+        assert_eq!(
+            s.sup.next_deadline(),
+            Some(s.now() + Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn the_old_child_dying_during_a_reload_lets_the_new_one_take_over() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.exit(g1, ExitStatus::Signal(11));
+        assert!(!s.sup.in_backoff());
+        assert!(s.at(2000).is_empty());
+        assert_eq!(s.sup.current().unwrap().pid, g2);
+    }
+
+    #[test]
+    fn both_dying_during_a_reload_restarts_with_backoff() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.exit(g1, ExitStatus::Signal(11));
+        s.exit(g2, ExitStatus::Code(1));
+        assert!(s.sup.in_backoff());
+        s.at(5000);
+        assert!(s.sup.current().is_some());
+    }
+
+    #[test]
+    fn signals_are_forwarded_to_the_current_child_only() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        s.hup();
+        assert_eq!(
+            s.ev(Event::Forward(Signal::SIGUSR1)),
+            vec![sig(g1.as_raw(), Signal::SIGUSR1)]
+        );
+    }
+
+    #[test]
+    fn status_display() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exit code 3");
+        assert_eq!(
+            ExitStatus::Signal(9).to_string(),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(ExitStatus::Signal(15).shell_code(), 143);
+    }
+
+    /// Drives the machine through a long pseudo-random mix of every event and checks the
+    /// invariants after each step.
+    #[test]
+    fn invariants_hold_under_random_events() {
+        for seed in 1..=200u64 {
+            let mut rng = seed;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut s = Sim::with(Settings {
+                stop_wait: Duration::from_millis(300),
+                ..Settings::default()
+            });
+            s.start();
+            let mut signalled_stop = std::collections::HashSet::new();
+            for _ in 0..300 {
+                let live: Vec<Pid> = s.sup.children().map(|c| c.pid).collect();
+                let actions = match next() % 6 {
+                    0 | 1 => s.hup(),
+                    2 => {
+                        let ms = s.ms + next() % 1500;
+                        s.at(ms)
+                    }
+                    3 | 4 if !live.is_empty() => {
+                        let p = live[(next() % live.len() as u64) as usize];
+                        s.exit(p, ExitStatus::Code(1))
+                    }
+                    _ => {
+                        let a = s.ev(Event::Forward(Signal::SIGUSR2));
+                        s.run(a)
+                    }
+                };
+                for a in &actions {
+                    if let Action::Signal { pid, signal } = a {
+                        assert!(
+                            live.contains(pid),
+                            "seed {seed}: signal to a dead pid {pid}"
+                        );
+                        if *signal == TERM {
+                            signalled_stop.insert(*pid);
+                        }
+                    }
+                    assert!(
+                        !matches!(a, Action::Exit { .. }),
+                        "seed {seed}: exit without stop"
+                    );
+                }
+                assert!(s.alive() <= 2, "seed {seed}: {} alive", s.alive());
+                let starting = s
+                    .sup
+                    .children()
+                    .filter(|c| matches!(c.phase, Phase::Starting { .. }))
+                    .count();
+                assert!(starting <= 1, "seed {seed}: two generations starting");
+                if let Some(c) = s.sup.current() {
+                    assert!(
+                        !signalled_stop.contains(&c.pid),
+                        "seed {seed}: current was stopped"
+                    );
+                }
+                if s.sup.current().is_none() && s.sup.pending().is_none() {
+                    assert!(
+                        s.sup.in_backoff() || s.sup.spawning.is_some(),
+                        "seed {seed}: nothing serves and no restart is scheduled"
+                    );
+                }
+            }
+            // Stop always ends in Exit once every child is reaped.
+            let a = s.ev(Event::Stop(TERM));
+            s.run(a);
+            let mut exit = None;
+            for _ in 0..4 {
+                let live: Vec<Pid> = s.sup.children().map(|c| c.pid).collect();
+                for p in live {
+                    for a in s.exit(p, ExitStatus::Code(0)) {
+                        exit = Some(a);
+                    }
+                }
+            }
+            if s.sup.children().count() == 0 && exit.is_none() {
+                // Already exited when Stop was handled (no child at the time).
+                assert!(s.sup.exited, "seed {seed}");
+            } else {
+                assert!(
+                    matches!(exit, Some(Action::Exit { .. })),
+                    "seed {seed}: {exit:?}"
+                );
+            }
+        }
+    }
+}
