@@ -1,0 +1,519 @@
+//! `hello`: a small HTTP/1.1 server that takes its listening sockets from its parent.
+//!
+//! This is the reference for how a server works under relaunch (or systemd socket activation):
+//!
+//! ```text
+//! cargo build --examples
+//! relaunch --listen http=127.0.0.1:8080 -- target/debug/examples/hello
+//! curl http://127.0.0.1:8080/          # pid=4242 fdnames=http
+//! kill -HUP <pid of relaunch>          # a new pid answers; no request fails
+//! ```
+//!
+//! Every request (any method, any path) is answered with `200 OK` and the body
+//! `pid=<pid> fdnames=<LISTEN_FDNAMES>`. Options:
+//!
+//! * `--startup-delay-ms N`: wait N ms before serving, like a server with a slow boot.
+//! * `--bind ADDR`: bind ADDR itself when no socket is inherited (a baseline without relaunch).
+//!
+//! What a server must do to share its listening sockets with other generations of itself:
+//!
+//! 1. Take the sockets from the environment: `LISTEN_FDS` sockets start at fd 3 and belong to
+//!    this process only if `LISTEN_PID` is its pid (`listenfd::ListenFd::from_env` checks both).
+//! 2. Expect `accept()` to fail with `EAGAIN` even right after `poll()` reported a connection:
+//!    the old or new generation, which holds the same socket, may have taken it first.
+//! 3. To stop, close (drop) its copy of the listener. Never call `shutdown()` on it: the socket
+//!    is shared, and shutting it down would stop it for the parent and every other generation.
+//!    Connections not yet accepted stay queued in the kernel for the next generation.
+//! 4. On SIGTERM, finish the requests in flight, answer with `Connection: close`, close idle
+//!    keep-alive connections, and exit 0.
+
+use std::env;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use listenfd::ListenFd;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// Prints one line to stderr in a single `write()`, so it never interleaves with the output of
+/// the other processes sharing stderr (relaunch, other generations).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!("hello: {}\n", format_args!($($arg)*));
+        let _ = io::Write::write_all(&mut io::stderr(), line.as_bytes());
+    }};
+}
+
+const USAGE: &str = "usage: hello [--startup-delay-ms N] [--bind ADDR]";
+
+/// How often a connection waiting for a request checks whether the server is stopping.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+/// An idle keep-alive connection is closed after this long.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a stop, how long a half-received request may take to arrive completely.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Largest accepted request head (request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Connections accepted per wake-up, so a flood cannot delay the reaction to SIGTERM.
+const ACCEPT_BATCH: usize = 64;
+
+struct Options {
+    startup_delay: Duration,
+    bind: Option<String>,
+}
+
+fn main() {
+    let opts = parse_args().unwrap_or_else(|msg| {
+        say!("{msg}\n{USAGE}");
+        process::exit(2);
+    });
+
+    // Catch SIGTERM/SIGINT first: a stop that arrives during a slow boot still ends us cleanly.
+    let signals = SignalPipe::new().unwrap_or_else(|err| {
+        say!("cannot set up signal handling: {err}");
+        process::exit(1);
+    });
+
+    let listeners = take_listeners(opts.bind.as_deref()).unwrap_or_else(|msg| {
+        say!("{msg}");
+        process::exit(2);
+    });
+
+    if !opts.startup_delay.is_zero() && signals.wait(Some(opts.startup_delay)) {
+        // Stopped before we served anything.
+        return;
+    }
+
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map_or_else(|e| format!("?({e})"), |a| a.to_string())
+        })
+        .collect();
+    say!("pid {} serving on {}", process::id(), addrs.join(", "));
+
+    let body = format!(
+        "pid={} fdnames={}\n",
+        process::id(),
+        env::var("LISTEN_FDNAMES").unwrap_or_default()
+    );
+    serve(listeners, &signals, Arc::from(body));
+    say!("pid {} stopped", process::id());
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut opts = Options {
+        startup_delay: Duration::ZERO,
+        bind: None,
+    };
+    let mut args = env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--startup-delay-ms" => {
+                let v = args.next().ok_or("--startup-delay-ms needs a value")?;
+                let ms = v
+                    .parse()
+                    .map_err(|_| format!("invalid --startup-delay-ms value {v:?}"))?;
+                opts.startup_delay = Duration::from_millis(ms);
+            }
+            "--bind" => opts.bind = Some(args.next().ok_or("--bind needs a value")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+/// Every inherited TCP listener, or the one bound to `bind` when nothing was inherited.
+fn take_listeners(bind: Option<&str>) -> Result<Vec<TcpListener>, String> {
+    let mut fds = ListenFd::from_env();
+    let mut listeners = Vec::new();
+    for idx in 0..fds.len() {
+        match fds.take_tcp_listener(idx) {
+            Ok(Some(listener)) => listeners.push(listener),
+            Ok(None) => {}
+            Err(err) => return Err(format!("inherited socket #{idx} (fd {}): {err}", 3 + idx)),
+        }
+    }
+    if listeners.is_empty() {
+        let Some(addr) = bind else {
+            return Err(
+                "no listening socket inherited (LISTEN_FDS is unset, or LISTEN_PID is \
+                        not this process) and no --bind ADDR given"
+                    .into(),
+            );
+        };
+        listeners.push(TcpListener::bind(addr).map_err(|err| format!("binding {addr}: {err}"))?);
+    }
+    for listener in &listeners {
+        // Several processes poll the same socket; a connection another one took first must not
+        // block us in accept(). (O_NONBLOCK is shared by all holders of the socket, which is
+        // fine: every generation of this server polls before accepting.)
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;
+    }
+    Ok(listeners)
+}
+
+/// The read end of a self-pipe that SIGTERM and SIGINT write to.
+struct SignalPipe {
+    read: UnixStream,
+}
+
+impl SignalPipe {
+    fn new() -> io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(SIGINT, write.try_clone()?)?;
+        signal_hook::low_level::pipe::register(SIGTERM, write)?;
+        Ok(SignalPipe { read })
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for a stop signal; true if one arrived.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return false;
+            }
+            let mut fds = [pollfd(self.read.as_raw_fd())];
+            if poll(&mut fds, left).is_ok() && fds[0].revents != 0 {
+                return true;
+            }
+        }
+    }
+}
+
+/// Accepts connections until SIGTERM or SIGINT, then drains and returns.
+fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+
+    loop {
+        let mut fds: Vec<libc::pollfd> = listeners.iter().map(|l| pollfd(l.as_raw_fd())).collect();
+        fds.push(pollfd(signals.read.as_raw_fd()));
+        if let Err(err) = poll(&mut fds, None) {
+            say!("poll: {err}");
+            break;
+        }
+        if fds[listeners.len()].revents != 0 {
+            break; // SIGTERM or SIGINT
+        }
+        for (listener, fd) in listeners.iter().zip(&fds) {
+            if fd.revents != 0 {
+                accept_ready(listener, &stopping, &body, &mut workers);
+            }
+        }
+        // Finished threads are detached by dropping their handle.
+        workers.retain(|worker| !worker.is_finished());
+    }
+
+    // Stop accepting: close our copies of the listeners. Connections still queued in the kernel
+    // are served by the next generation, which holds the same sockets.
+    drop(listeners);
+    stopping.store(true, Ordering::SeqCst);
+    for worker in workers {
+        let _ = worker.join();
+    }
+}
+
+fn accept_ready(
+    listener: &TcpListener,
+    stopping: &Arc<AtomicBool>,
+    body: &Arc<str>,
+    workers: &mut Vec<JoinHandle<()>>,
+) {
+    for _ in 0..ACCEPT_BATCH {
+        let stream = match listener.accept() {
+            Ok((stream, _peer)) => stream,
+            // Nothing (left) to accept: another process holding the socket was faster.
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+            // The client gave up before we accepted; try the next one.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue
+            }
+            Err(err) => {
+                // E.g. out of file descriptors: back off a little instead of spinning.
+                say!("accept: {err}");
+                thread::sleep(Duration::from_millis(10));
+                return;
+            }
+        };
+        let (stopping, body) = (Arc::clone(stopping), Arc::clone(body));
+        let spawned = thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                if let Err(err) = handle_connection(stream, &stopping, &body) {
+                    if !is_disconnect(&err) {
+                        say!("connection: {err}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(worker) => workers.push(worker),
+            Err(err) => say!("cannot start a connection thread: {err}"),
+        }
+    }
+}
+
+/// A parsed request head: only what the server needs to answer it.
+struct Request {
+    head_only: bool,
+    keep_alive: bool,
+    content_length: usize,
+}
+
+/// Serves requests on one connection until the client closes, asks to close, or we stop.
+fn handle_connection(mut stream: TcpStream, stopping: &AtomicBool, body: &str) -> io::Result<()> {
+    // Linux does not pass O_NONBLOCK from the listener to accepted sockets; be explicit anyway.
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(STOP_CHECK))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::with_capacity(1024);
+    for served in 0.. {
+        let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping)? {
+            Some(len) => len,
+            None => return Ok(()), // client closed, idle too long, or we are stopping
+        };
+        let request = match parse_head(&buf[..head_len]) {
+            Ok(request) => request,
+            Err(status) => {
+                respond(&mut stream, status, "", false, true)?;
+                return linger_close(stream);
+            }
+        };
+        buf.drain(..head_len);
+        if !discard_body(&mut stream, &mut buf, request.content_length, stopping)? {
+            return Ok(());
+        }
+        let close = !request.keep_alive || stopping.load(Ordering::SeqCst);
+        respond(&mut stream, "200 OK", body, request.head_only, close)?;
+        if close {
+            return linger_close(stream);
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `buf` holds a complete request head; returns its length including the blank
+/// line. `None` if the connection should be closed without an answer.
+///
+/// The first request of a connection is in flight as soon as we accepted it, even if its bytes
+/// have not arrived yet, so only a keep-alive connection waiting for its next request counts as
+/// idle when we stop.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    first: bool,
+    stopping: &AtomicBool,
+) -> io::Result<Option<usize>> {
+    let waiting_since = Instant::now();
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(pos + 4));
+        }
+        if buf.len() > MAX_HEAD {
+            respond(
+                stream,
+                "431 Request Header Fields Too Large",
+                "",
+                false,
+                true,
+            )?;
+            return Ok(None);
+        }
+        if stopping.load(Ordering::SeqCst) {
+            // Idle: close now. A request on its way: give it a moment to arrive.
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            let idle = buf.is_empty() && !first;
+            if idle || since.elapsed() > STOP_GRACE {
+                return Ok(None);
+            }
+        } else if buf.is_empty() && waiting_since.elapsed() > KEEP_ALIVE_TIMEOUT {
+            return Ok(None);
+        }
+        if !read_more(stream, buf)? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Consumes a request body of `len` bytes; false if the client went away first.
+fn discard_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    len: usize,
+    stopping: &AtomicBool,
+) -> io::Result<bool> {
+    let started = Instant::now();
+    while buf.len() < len {
+        if stopping.load(Ordering::SeqCst) && started.elapsed() > STOP_GRACE {
+            return Ok(false);
+        }
+        if !read_more(stream, buf)? {
+            return Ok(false);
+        }
+    }
+    buf.drain(..len);
+    Ok(true)
+}
+
+/// One read into `buf`. Ok(false) at end of stream; a read timeout is not an error (the caller
+/// re-checks whether we are stopping).
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Parses a request head; on error, the status line to answer with.
+fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
+    let head = std::str::from_utf8(head).map_err(|_| "400 Bad Request")?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("400 Bad Request");
+    };
+    // HTTP/1.1 keeps the connection open unless asked not to; HTTP/1.0 closes unless asked.
+    let mut keep_alive = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err("505 HTTP Version Not Supported"),
+    };
+    let mut content_length = 0;
+    for line in lines.filter(|line| !line.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or("400 Bad Request")?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(',').map(str::trim) {
+                if option.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if option.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| "400 Bad Request")?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("501 Not Implemented");
+        }
+    }
+    Ok(Request {
+        head_only: method == "HEAD",
+        keep_alive,
+        content_length,
+    })
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    head_only: bool,
+    close: bool,
+) -> io::Result<()> {
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if close {
+        response.push_str("Connection: close\r\n");
+    }
+    response.push_str("\r\n");
+    if !head_only {
+        response.push_str(body);
+    }
+    stream.write_all(response.as_bytes())
+}
+
+/// Closes a connection without losing the response we just wrote: send FIN, then read until
+/// the client closes too (briefly). Closing with unread input would send a RST instead, and
+/// the client could lose the response.
+fn linger_close(mut stream: TcpStream) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 1024];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+fn is_disconnect(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+    )
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// poll(2) with an optional timeout; an interruption by a signal counts as "nothing ready".
+fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
+    let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc >= 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == ErrorKind::Interrupted {
+        for fd in fds.iter_mut() {
+            fd.revents = 0;
+        }
+        return Ok(());
+    }
+    Err(err)
+}
