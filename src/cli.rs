@@ -32,12 +32,18 @@ Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info);
 override it."
 )]
 pub struct Args {
-    /// Socket to listen on, passed to the child in the order given (fd 3, 4, ...).
-    /// ADDR: PORT or :PORT (all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT,
-    /// [IPv6]:PORT, HOST:PORT (must resolve to one address), tcp://HOST:PORT. Port 0 picks a
-    /// free port. NAME goes into LISTEN_FDNAMES (default: derived from the address, e.g.
-    /// tcp-127.0.0.1-8080). Repeatable; at least one.
-    #[arg(short, long = "listen", value_name = "[NAME=]ADDR", required = true)]
+    /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...).
+    #[arg(
+        short,
+        long = "listen",
+        value_name = "[NAME=]ADDR",
+        required = true,
+        help = "Socket to listen on, passed to the child in the order given (fd 3, 4, ...). \
+ADDR: PORT or :PORT (all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT, [IPv6]:PORT, \
+HOST:PORT (must resolve to one address), tcp://HOST:PORT. Port 0 picks a free port. NAME goes \
+into LISTEN_FDNAMES (default: derived from the address, e.g. tcp-127.0.0.1-8080). Repeatable; \
+at least one."
+    )]
     pub listen: Vec<ListenSpec>,
 
     /// How long a new child must stay alive to count as started [default: 1].

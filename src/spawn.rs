@@ -9,7 +9,7 @@
 //!    error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
 //!    reset every signal disposition and the mask, `setpgid(0, 0)`, `PR_SET_PDEATHSIG` (and
-//!    exit if the master is already gone), move the sockets to fds 3.. (see [`place_fds`]),
+//!    exit if the master is already gone), move the sockets to fds 3.. (see `place_fds`),
 //!    write the pid's digits into the reserved slot, and `execve`.
 //! 3. If any step fails, the child writes `(step, errno)` into the pipe and `_exit(127)`s. The
 //!    master reads the pipe: end-of-file means `execve` succeeded (the pipe was close-on-exec).
