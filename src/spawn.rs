@@ -56,6 +56,16 @@ pub struct PassFd<'a> {
     pub name: &'a str,
 }
 
+/// What a child gets beyond the sockets: more variables and more fds at fixed numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Variables added to the child's environment (after the inherited ones are filtered).
+    pub env: Vec<(OsString, OsString)>,
+    /// `(fd in the master, fd number in the child)`; the child's numbers must lie above the
+    /// sockets' (3 + number of sockets and up) and be distinct.
+    pub fds: Vec<(RawFd, RawFd)>,
+}
+
 /// The step of starting a child that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -222,8 +232,10 @@ struct ExecImage {
     /// `LISTEN_PID=` followed by room for the digits and a NUL; the child fills it in.
     listen_pid: Vec<u8>,
     envp_ptrs: Vec<*const libc::c_char>,
-    /// The sockets' fds in the master, in order; the child rewrites entries it moves.
-    fds: Vec<RawFd>,
+    /// The fds to pass, as they are in the master; the child rewrites entries it moves.
+    sources: Vec<RawFd>,
+    /// Where each source goes in the child, ascending: 3.. for the sockets, then extras.
+    targets: Vec<RawFd>,
     pdeathsig: libc::c_int,
     master_pid: libc::pid_t,
 }
@@ -254,6 +266,7 @@ impl ExecImage {
         path: &Path,
         command: &Command,
         fds: &[PassFd<'_>],
+        extras: &Extras,
         options: &SpawnOptions,
     ) -> Result<ExecImage, SpawnError> {
         let path_c = cstring(path.as_os_str().as_bytes().to_vec(), "program path")?;
@@ -265,6 +278,12 @@ impl ExecImage {
         let mut env = Vec::new();
         for (k, v) in inherited_env() {
             let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            env.push(cstring(kv, "environment")?);
+        }
+        for (k, v) in &extras.env {
+            let mut kv = k.clone().into_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
             env.push(cstring(kv, "environment")?);
@@ -284,6 +303,23 @@ impl ExecImage {
             listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
             listen_pid.resize(LISTEN_PID_PREFIX.len() + 21, 0);
         }
+        let mut pairs: Vec<(RawFd, RawFd)> = fds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.fd, 3 + i as RawFd))
+            .collect();
+        let mut extra = extras.fds.clone();
+        extra.sort_by_key(|&(_, target)| target);
+        pairs.extend(extra);
+        let ordered = pairs.windows(2).all(|w| w[0].1 < w[1].1);
+        if !ordered || pairs.first().is_some_and(|p| p.1 < 3) {
+            return Err(SpawnError::Os {
+                program: path.to_owned(),
+                step: Step::Fds,
+                errno: Errno::EINVAL,
+            });
+        }
+        let (sources, targets) = pairs.into_iter().unzip();
         let argv_ptrs = argv
             .iter()
             .map(|a| a.as_ptr())
@@ -301,7 +337,8 @@ impl ExecImage {
             _env: env,
             listen_pid,
             envp_ptrs,
-            fds: fds.iter().map(|f| f.fd).collect(),
+            sources,
+            targets,
             pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
             master_pid: std::process::id() as libc::pid_t,
         })
@@ -314,10 +351,11 @@ impl ExecImage {
 pub fn spawn(
     command: &Command,
     fds: &[PassFd<'_>],
+    extras: &Extras,
     options: &SpawnOptions,
 ) -> Result<(Pid, PathBuf), SpawnError> {
     let path = resolve_program(&command.program)?;
-    let mut image = ExecImage::new(&path, command, fds, options)?;
+    let mut image = ExecImage::new(&path, command, fds, extras, options)?;
     let os_err = |step, errno| SpawnError::Os {
         program: path.clone(),
         step,
@@ -429,7 +467,7 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         }
     }
 
-    if place_fds(&mut image.fds, &mut report).is_err() {
+    if place_fds(&mut image.sources, &image.targets, &mut report).is_err() {
         fail(report, Step::Fds);
     }
 
@@ -452,40 +490,43 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
     fail(report, Step::Exec)
 }
 
-/// Puts `fds[i]` at `3 + i` without close-on-exec, and leaves every other fd from `3 + n` up
-/// close-on-exec. Async-signal-safe: no allocation; `fds` and `report` are updated in place.
+/// Puts `sources[i]` at `targets[i]` without close-on-exec, and leaves every other fd from 3
+/// up close-on-exec. `targets` must be ascending and at least 3. Async-signal-safe: no
+/// allocation; `sources` and `report` are updated in place.
 ///
-/// Three cases need care, all handled by first moving every fd that sits inside the target
-/// range `3..3+n` but not on its own target (and the report pipe) to a number above it:
+/// Three cases need care, all handled by first moving every fd that sits on some target but
+/// not on its own (and the report pipe, if it sits on a target) to a number above all targets:
 /// - a source on another source's target (`dup2` would close it before it is copied);
 /// - a source already on its own target: `dup2(fd, fd)` does nothing, so close-on-exec is
 ///   cleared with `fcntl` instead;
-/// - the report pipe inside the target range.
+/// - the report pipe on a target.
 ///
 /// # Safety
 /// Only fcntl/dup2/close_range on the given fds; safe to call between fork and exec.
-unsafe fn place_fds(fds: &mut [RawFd], report: &mut RawFd) -> Result<(), ()> {
-    let n = fds.len() as RawFd;
-    let top = 3 + n;
-    let in_range = |fd: RawFd| (3..top).contains(&fd);
-    if in_range(*report) {
-        let moved = libc::fcntl(*report, libc::F_DUPFD_CLOEXEC, top);
+unsafe fn place_fds(
+    sources: &mut [RawFd],
+    targets: &[RawFd],
+    report: &mut RawFd,
+) -> Result<(), ()> {
+    let above = targets.last().map_or(3, |&t| t + 1);
+    let on_target = |fd: RawFd| targets.contains(&fd);
+    if on_target(*report) {
+        let moved = libc::fcntl(*report, libc::F_DUPFD_CLOEXEC, above);
         if moved < 0 {
             return Err(());
         }
         *report = moved;
     }
-    for (i, fd) in fds.iter_mut().enumerate() {
-        if in_range(*fd) && *fd != 3 + i as RawFd {
-            let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+    for (fd, &target) in sources.iter_mut().zip(targets) {
+        if on_target(*fd) && *fd != target {
+            let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
             if moved < 0 {
                 return Err(());
             }
             *fd = moved;
         }
     }
-    for (i, &fd) in fds.iter().enumerate() {
-        let target = 3 + i as RawFd;
+    for (&fd, &target) in sources.iter().zip(targets) {
         let ok = if fd == target {
             libc::fcntl(fd, libc::F_SETFD, 0) == 0
         } else {
@@ -495,15 +536,26 @@ unsafe fn place_fds(fds: &mut [RawFd], report: &mut RawFd) -> Result<(), ()> {
             return Err(());
         }
     }
-    // Belt and braces: whatever else is open from `top` up becomes close-on-exec (the master
-    // already marks its fds so; this covers anything a library opened without the flag).
-    // Kernels before 5.11 lack the flag: the master's own marking then suffices.
-    libc::syscall(
-        libc::SYS_close_range,
-        top as libc::c_uint,
-        libc::c_uint::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    );
+    // Belt and braces: whatever else is open from 3 up, between and above the targets, becomes
+    // close-on-exec (the master already marks its fds so; this covers anything a library opened
+    // without the flag). Kernels before 5.11 lack the flag: the master's own marking suffices.
+    let mut from: RawFd = 3;
+    for &target in targets.iter().chain(std::iter::once(&RawFd::MAX)) {
+        if target > from {
+            let last = if target == RawFd::MAX {
+                libc::c_uint::MAX
+            } else {
+                (target - 1) as libc::c_uint
+            };
+            libc::syscall(
+                libc::SYS_close_range,
+                from as libc::c_uint,
+                last,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+        }
+        from = target.saturating_add(1);
+    }
     Ok(())
 }
 
@@ -657,7 +709,7 @@ mod tests {
             program: path.clone().into(),
             args: vec![],
         };
-        let e = spawn(&command, &[], &SpawnOptions::default()).unwrap_err();
+        let e = spawn(&command, &[], &Extras::default(), &SpawnOptions::default()).unwrap_err();
         fs::remove_file(&path).unwrap();
         match &e {
             SpawnError::Os { step, errno, .. } => {
@@ -692,7 +744,8 @@ mod tests {
             fd: listener.as_raw_fd(),
             name: "web",
         }];
-        let (pid, path) = spawn(&command, &fds, &SpawnOptions::default()).unwrap();
+        let (pid, path) =
+            spawn(&command, &fds, &Extras::default(), &SpawnOptions::default()).unwrap();
         assert!(path.ends_with("sh"));
         let status = nix::sys::wait::waitpid(pid, None).unwrap();
         assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
@@ -747,7 +800,7 @@ mod tests {
                 }
                 let mut report: RawFd = 6;
                 libc::dup2(2, 6);
-                if place_fds(&mut fds, &mut report).is_err() {
+                if place_fds(&mut fds, &[3, 4, 5], &mut report).is_err() {
                     libc::_exit(2);
                 }
                 for (i, &port) in ports.iter().enumerate() {
@@ -792,7 +845,7 @@ mod tests {
                 // The report pipe sits on fd 4, the second socket's target.
                 libc::dup2(2, 4);
                 let mut report: RawFd = 4;
-                if place_fds(&mut fds, &mut report).is_err() {
+                if place_fds(&mut fds, &[3, 4], &mut report).is_err() {
                     libc::_exit(2);
                 }
                 if report < 5 {
