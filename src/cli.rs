@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use nix::sys::signal::Signal;
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, ReadyMode};
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -46,10 +46,28 @@ at least one."
     )]
     pub listen: Vec<ListenSpec>,
 
-    /// How long a new child must stay alive to count as started [default: 1].
-    /// Durations are seconds with fractions (1.5) or with a unit (500ms, 2s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = "1", hide_default_value = true, value_parser = parse_duration)]
-    pub start_secs: Duration,
+    /// How long a new child must stay alive to count as started; with --ready notify or
+    /// fd:N, how long it must stay alive after saying it is ready [default: 1 with --ready
+    /// timer, 0 otherwise]. Durations are seconds with fractions (1.5) or with a unit (500ms,
+    /// 2s, 1m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub start_secs: Option<Duration>,
+
+    /// How a new child says it is up: `timer` (alive for --start-secs), `notify` (sends
+    /// READY=1 to $NOTIFY_SOCKET, sd_notify protocol), or `fd:N` (writes a newline to fd N,
+    /// which must be above the sockets) [default: timer].
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "timer",
+        hide_default_value = true
+    )]
+    pub ready: ReadyMode,
+
+    /// With --ready notify or fd:N: how long a new child may take to say it is ready before it
+    /// is stopped as failed (the old generation keeps serving) [default: 60].
+    #[arg(long, value_name = "DURATION", default_value = "60", hide_default_value = true, value_parser = parse_duration)]
+    pub ready_timeout: Duration,
 
     /// Signal that asks a child to stop, by name or number (TERM, SIGTERM, 15) [default: TERM].
     #[arg(long, value_name = "SIGNAL", default_value = "TERM", hide_default_value = true, value_parser = parse_signal)]
@@ -82,15 +100,22 @@ impl Args {
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
         let program = command.next().unwrap_or_default();
+        let start_secs = self.start_secs.unwrap_or(match self.ready {
+            ReadyMode::Timer => Duration::from_secs(1),
+            _ => Duration::ZERO,
+        });
         Config {
             listen: self.listen,
             backlog: self.backlog,
+            ready: self.ready,
             command: Command {
                 program,
                 args: command.collect(),
             },
             settings: Settings {
-                start_secs: self.start_secs,
+                start_secs,
+                ready_signal: self.ready != ReadyMode::Timer,
+                ready_timeout: self.ready_timeout,
                 stop_signal: self.stop_signal,
                 stop_wait: self.stop_wait_secs,
                 ..Settings::default()
@@ -224,13 +249,56 @@ mod tests {
     fn cli_defaults() {
         let args =
             Args::try_parse_from(["relaunch", "--listen", ":8080", "--", "srv", "-x"]).unwrap();
-        assert_eq!(args.start_secs, Duration::from_secs(1));
+        assert_eq!(args.start_secs, None);
+        assert_eq!(args.ready, ReadyMode::Timer);
+        assert_eq!(args.ready_timeout, Duration::from_secs(60));
         assert_eq!(args.stop_wait_secs, Duration::from_secs(10));
         assert_eq!(args.stop_signal, Signal::SIGTERM);
         assert_eq!(args.backlog, 4096);
         let config = args.into_config();
+        assert_eq!(config.settings.start_secs, Duration::from_secs(1));
+        assert!(!config.settings.ready_signal);
         assert_eq!(config.command.program, "srv");
         assert_eq!(config.command.args, vec![OsString::from("-x")]);
+    }
+
+    #[test]
+    fn ready_modes() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv).map(Args::into_config)
+        };
+        let c = parse(&["--ready", "notify"]).unwrap();
+        assert_eq!(c.ready, ReadyMode::Notify);
+        assert!(c.settings.ready_signal);
+        assert_eq!(
+            c.settings.start_secs,
+            Duration::ZERO,
+            "0 by default in notify mode"
+        );
+        let c = parse(&[
+            "--ready",
+            "fd:5",
+            "--start-secs",
+            "2",
+            "--ready-timeout",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(c.ready, ReadyMode::Fd(5));
+        assert_eq!(c.settings.start_secs, Duration::from_secs(2));
+        assert_eq!(c.settings.ready_timeout, Duration::from_secs(3));
+        for bad in ["fd:2", "fd:x", "fd:", "sometimes", "fd:99999"] {
+            let e = parse(&["--ready", bad]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "{bad:?} is not a readiness mode (expected timer, notify, or fd:N with N >= 3)"
+                )),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -17,8 +17,40 @@ pub struct Config {
     pub backlog: u32,
     /// The server to run.
     pub command: Command,
+    /// How a child says it is up.
+    pub ready: ReadyMode,
     /// Timing and signals of the supervisor.
     pub settings: Settings,
+}
+
+/// How a new child says it is up (`--ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// It is up once it has stayed alive `--start-secs`.
+    Timer,
+    /// It sends `READY=1` to `NOTIFY_SOCKET` (sd_notify), then stays alive `--start-secs`.
+    Notify,
+    /// It writes a newline to this inherited fd (s6's notification-fd), then stays alive
+    /// `--start-secs`.
+    Fd(std::os::fd::RawFd),
+}
+
+impl std::str::FromStr for ReadyMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("{s:?} is not a readiness mode (expected timer, notify, or fd:N with N >= 3)")
+        };
+        match s {
+            "timer" => Ok(ReadyMode::Timer),
+            "notify" => Ok(ReadyMode::Notify),
+            _ => match s.strip_prefix("fd:").map(str::parse::<i32>) {
+                Some(Ok(n)) if (3..=65535).contains(&n) => Ok(ReadyMode::Fd(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
 }
 
 /// The server's command line. The program is looked up in `PATH` again at every spawn (when it

@@ -31,6 +31,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod notify;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;

@@ -1,33 +1,43 @@
 //! The master's event loop: one thread, one `poll`, one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
-//! signal self-pipe, until the supervisor's next deadline) and feeding what happened to the
-//! [`Supervisor`], carrying out the actions it returns. Each wake-up handles, in this order:
-//! reaped children (every one, including orphans when relaunch is PID 1 or a subreaper), then
-//! signals, then due deadlines. The sockets are owned here and stay open until `run` returns.
+//! signal self-pipe, the notify socket and the children's readiness pipes, until the nearest
+//! deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
+//! returns. Each wake-up handles, in this order: reaped children (every one, including orphans
+//! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
+//! deadlines. The sockets are owned here and stay open until `run` returns.
+//!
+//! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
+//! has a deadline (a child starting, stopping or backing off) or relaunch's own service
+//! manager asked for watchdog pings.
 
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
-use std::time::Instant;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ReadyMode};
+use crate::notify::{self, Manager, Note, NotifySocket};
 use crate::signals::Signals;
 use crate::sockets::{self, Listener};
-use crate::spawn::{self, PassFd, SpawnError, SpawnOptions};
-use crate::supervisor::{Action, Event, ExitStatus, SpawnFailure, Supervisor, Trigger};
+use crate::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions};
+use crate::supervisor::{
+    Action, Event, ExitStatus, ManagerMessage, Phase, SpawnFailure, Supervisor, Trigger,
+};
 use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 pub fn run(config: Config) -> Result<i32, Failure> {
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
+    let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     let mut signals = Signals::install().context("installing signal handlers")?;
     let listeners = sockets::bind_all(&config.listen, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
@@ -40,6 +50,18 @@ pub fn run(config: Config) -> Result<i32, Failure> {
             "listening"
         );
     }
+    if let ReadyMode::Fd(n) = config.ready {
+        let first_free = 3 + listeners.len() as RawFd;
+        if n < first_free {
+            return Err(Failure {
+                code: 2,
+                error: anyhow!(
+                    "--ready fd:{n} collides with the sockets at fds 3..{}; use fd:{first_free} or higher",
+                    first_free - 1
+                ),
+            });
+        }
+    }
     // Fail fast, with the shell's exit codes, if the program cannot be found at all.
     if let Err(e) = spawn::resolve_program(&config.command.program) {
         return Err(Failure {
@@ -47,39 +69,66 @@ pub fn run(config: Config) -> Result<i32, Failure> {
             error: anyhow!(e),
         });
     }
+    let notify_socket = match config.ready {
+        ReadyMode::Notify => Some(NotifySocket::bind().context("creating the notify socket")?),
+        _ => None,
+    };
     let mut master = Master {
+        supervisor: Supervisor::new(config.settings),
         config,
         listeners,
-        supervisor: None,
         options: SpawnOptions::default(),
+        notify_socket,
+        ready_pipes: Vec::new(),
+        next_watchdog: manager
+            .as_ref()
+            .and_then(|m| m.watchdog_every)
+            .map(|every| Instant::now() + every),
+        manager,
     };
-    let code = master.run(&mut signals)?;
-    drop(master);
-    Ok(code)
+    master.run(&mut signals)
 }
 
 struct Master {
     config: Config,
     listeners: Vec<Listener>,
-    supervisor: Option<Supervisor>,
+    supervisor: Supervisor,
     options: SpawnOptions,
+    /// The socket children send sd_notify messages to (`--ready notify`).
+    notify_socket: Option<NotifySocket>,
+    /// Read ends of the children's readiness pipes (`--ready fd:N`), until they say ready.
+    ready_pipes: Vec<(Pid, OwnedFd)>,
+    /// relaunch's own service manager, if `NOTIFY_SOCKET` named one.
+    manager: Option<Manager>,
+    /// When the next `WATCHDOG=1` is due.
+    next_watchdog: Option<Instant>,
 }
 
 impl Master {
     fn run(&mut self, signals: &mut Signals) -> Result<i32, Failure> {
-        let mut sup = Supervisor::new(self.config.settings);
-        let mut queue: VecDeque<Action> = sup.start().into();
-        self.supervisor = Some(sup);
+        let mut queue: VecDeque<Action> = self.supervisor.start().into();
         loop {
             if let Some(code) = self.execute(&mut queue) {
                 return Ok(code);
             }
-            self.wait(signals)?;
+            let readable = self.wait(signals)?;
             let now = Instant::now();
             let mut events = Vec::new();
             let pending = signals.drain();
             // Reap first: a child that died just before its deadline must not be promoted.
-            events.extend(reap());
+            let exits = reap();
+            for e in &exits {
+                if let Event::Exited { pid, .. } = e {
+                    self.ready_pipes.retain(|(p, _)| p != pid);
+                }
+            }
+            events.extend(exits);
+            if readable.notify {
+                events.extend(self.notifications());
+            }
+            if readable.pipes {
+                events.extend(self.ready_pipe_events());
+            }
             for sig in pending {
                 match sig {
                     Signal::SIGCHLD => {}
@@ -91,17 +140,11 @@ impl Master {
                 }
             }
             events.push(Event::Tick);
-            let sup = self.sup();
             for event in events {
-                queue.extend(sup.handle(event, now));
+                queue.extend(self.supervisor.handle(event, now));
             }
+            self.watchdog(now);
         }
-    }
-
-    fn sup(&mut self) -> &mut Supervisor {
-        self.supervisor
-            .as_mut()
-            .expect("the supervisor exists while the loop runs")
     }
 
     /// Carries out actions in order; a spawn's result is fed back before the next action.
@@ -113,7 +156,7 @@ impl Master {
                     let result = self.spawn(generation);
                     let now = Instant::now();
                     let more = self
-                        .sup()
+                        .supervisor
                         .handle(Event::Spawned { generation, result }, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
@@ -121,13 +164,19 @@ impl Master {
                     }
                 }
                 Action::Signal { pid, signal } => send(pid, signal),
+                Action::Manager(message) => self.tell_manager(&message),
+                Action::ReloadDone {
+                    generation,
+                    ok,
+                    reason,
+                } => debug!(generation, ok, reason = %reason, "reload attempt ended"),
                 Action::Exit { code } => return Some(code),
             }
         }
         None
     }
 
-    fn spawn(&self, generation: u64) -> Result<Pid, SpawnFailure> {
+    fn spawn(&mut self, generation: u64) -> Result<Pid, SpawnFailure> {
         let fds: Vec<PassFd<'_>> = self
             .listeners
             .iter()
@@ -136,18 +185,134 @@ impl Master {
                 name: &l.name,
             })
             .collect();
-        match spawn::spawn(&self.config.command, &fds, &self.options) {
+        let mut extras = Extras::default();
+        if let Some(sock) = &self.notify_socket {
+            extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
+        }
+        let mut ready_read = None;
+        let mut _ready_write = None;
+        if let ReadyMode::Fd(n) = self.config.ready {
+            let (rd, wr) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
+                    SpawnFailure {
+                        message: format!("creating the readiness pipe: {e}"),
+                        exit_code: 1,
+                    }
+                })?;
+            // The child's end must block like any fresh fd would.
+            let _ = nix::fcntl::fcntl(
+                wr.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
+            );
+            extras.fds.push((wr.as_raw_fd(), n));
+            ready_read = Some(rd);
+            // Closed in the master once the child has its copy.
+            _ready_write = Some(wr);
+        }
+        match spawn::spawn(&self.config.command, &fds, &extras, &self.options) {
             Ok((pid, path)) => {
                 debug!(generation, pid = %pid, program = %path.display(), "exec'd");
+                if let Some(rd) = ready_read {
+                    self.ready_pipes.push((pid, rd));
+                }
                 Ok(pid)
             }
             Err(e) => Err(spawn_failure(&e)),
         }
     }
 
-    /// Sleeps until a signal arrives or the supervisor's next deadline passes.
-    fn wait(&mut self, signals: &Signals) -> Result<(), Failure> {
-        let timeout = match self.sup().next_deadline() {
+    /// Messages on the notify socket, attributed to the child they come from.
+    fn notifications(&mut self) -> Vec<Event> {
+        let Some(sock) = &self.notify_socket else {
+            return Vec::new();
+        };
+        let children: Vec<Pid> = self.supervisor.children().map(|c| c.pid).collect();
+        sock.receive()
+            .into_iter()
+            .filter_map(|r| match notify::owning_child(r.pid, &children) {
+                Some(pid) => Some(Event::Notify { pid, note: r.note }),
+                None => {
+                    debug!(sender = %r.pid, "dropped a notification from a process that is not one of relaunch's children or their descendants");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// A newline on a child's readiness pipe means ready; end-of-file means it closed the
+    /// pipe without saying so (its deadline still applies).
+    fn ready_pipe_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.ready_pipes.retain(|(pid, fd)| {
+            let mut buf = [0u8; 256];
+            loop {
+                match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                    Ok(0) => {
+                        debug!(pid = %pid, "readiness pipe closed without a newline");
+                        return false;
+                    }
+                    Ok(n) if buf[..n].contains(&b'\n') => {
+                        events.push(Event::Notify {
+                            pid: *pid,
+                            note: Note {
+                                ready: true,
+                                ..Note::default()
+                            },
+                        });
+                        return false;
+                    }
+                    Ok(_) => continue,
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => return true, // EAGAIN: nothing more yet
+                }
+            }
+        });
+        events
+    }
+
+    fn tell_manager(&mut self, message: &ManagerMessage) {
+        let Some(manager) = &mut self.manager else {
+            return;
+        };
+        let text = match message {
+            ManagerMessage::Ready { status } => {
+                format!("READY=1\nMAINPID={}\nSTATUS={status}", std::process::id())
+            }
+            ManagerMessage::Reloading { status } => format!(
+                "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS={status}",
+                notify::monotonic_usec()
+            ),
+            ManagerMessage::Stopping => "STOPPING=1\nSTATUS=stopping".to_owned(),
+        };
+        manager.send(&text);
+    }
+
+    /// Pings the manager's watchdog, at half its interval, while a generation is running.
+    fn watchdog(&mut self, now: Instant) {
+        let (Some(due), Some(manager)) = (self.next_watchdog, &mut self.manager) else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        let every = manager.watchdog_every.unwrap_or(Duration::from_secs(1));
+        self.next_watchdog = Some(now + every);
+        let running = self
+            .supervisor
+            .current()
+            .is_some_and(|c| c.phase == Phase::Running);
+        if running && !self.supervisor.is_stopping() {
+            manager.send("WATCHDOG=1");
+        }
+    }
+
+    /// Sleeps until something is readable or the nearest deadline passes.
+    fn wait(&mut self, signals: &Signals) -> Result<Readable, Failure> {
+        let deadline = [self.supervisor.next_deadline(), self.next_watchdog]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -156,12 +321,30 @@ impl Master {
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => Ok(()),
-            Err(e) => Err(anyhow!("poll: {e}").into()),
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(sock) = &self.notify_socket {
+            fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
         }
+        let pipes_from = fds.len();
+        for (_, fd) in &self.ready_pipes {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(anyhow!("poll: {e}").into()),
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        Ok(Readable {
+            notify: self.notify_socket.is_some() && ready(&fds[1]),
+            pipes: fds[pipes_from..].iter().any(ready),
+        })
     }
+}
+
+/// Which of the optional fds `poll` found readable.
+struct Readable {
+    notify: bool,
+    pipes: bool,
 }
 
 fn spawn_failure(e: &SpawnError) -> SpawnFailure {

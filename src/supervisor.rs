@@ -31,6 +31,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
+use crate::notify::Note;
+
 /// Timing and signals of the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -44,6 +46,13 @@ pub struct Settings {
     pub backoff_min: Duration,
     /// The longest restart delay.
     pub backoff_max: Duration,
+    /// Whether children announce readiness themselves (`--ready notify` or `fd:N`). Then a
+    /// child counts as started `start_secs` after it said it is ready, and one that does not
+    /// say so within `ready_timeout` has failed. Otherwise it counts as started once it has
+    /// been alive `start_secs`.
+    pub ready_signal: bool,
+    /// How long a child may take to announce readiness.
+    pub ready_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -54,6 +63,8 @@ impl Default for Settings {
             stop_wait: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            ready_signal: false,
+            ready_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -136,6 +147,14 @@ pub enum Event {
         /// Its pid, or why it could not be started.
         result: Result<Pid, SpawnFailure>,
     },
+    /// A child (or one of its descendants) sent an sd_notify message, or wrote to its
+    /// readiness fd (`READY=1`).
+    Notify {
+        /// The child it came from.
+        pid: Pid,
+        /// What it said.
+        note: Note,
+    },
     /// Time passed; deadlines up to `now` are due.
     Tick,
 }
@@ -155,6 +174,18 @@ pub enum Action {
         /// The signal.
         signal: Signal,
     },
+    /// Tell relaunch's own service manager (sd_notify), if it has one.
+    Manager(ManagerMessage),
+    /// A reload attempt ended: the new generation took over (`ok`), or it failed and the old
+    /// one (if any) keeps serving. Reported for every attempt, whatever triggered it.
+    ReloadDone {
+        /// The generation the reload started.
+        generation: u64,
+        /// Whether it is now the current generation.
+        ok: bool,
+        /// Why it failed (empty when `ok`).
+        reason: String,
+    },
     /// Exit the master with this code.
     Exit {
         /// The exit code.
@@ -162,13 +193,32 @@ pub enum Action {
     },
 }
 
+/// A state change relaunch reports to its own service manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagerMessage {
+    /// `READY=1`: the first generation is up, or a reload ended.
+    Ready {
+        /// `STATUS=` text.
+        status: String,
+    },
+    /// `RELOADING=1`: a reload started.
+    Reloading {
+        /// `STATUS=` text.
+        status: String,
+    },
+    /// `STOPPING=1`.
+    Stopping,
+}
+
 /// The state of one child, named as supervisord names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Alive for less than `start_secs`.
+    /// Not yet counted as started.
     Starting {
-        /// When it counts as started.
+        /// When it counts as started (if `ready`), or when it has failed to get ready.
         until: Instant,
+        /// Whether it is ready: always in timer mode; after `READY=1` in notify mode.
+        ready: bool,
     },
     /// Up and serving.
     Running,
@@ -182,7 +232,7 @@ pub enum Phase {
 }
 
 /// One live child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
     /// Its generation.
     pub generation: u64,
@@ -190,6 +240,8 @@ pub struct Child {
     pub pid: Pid,
     /// Its state.
     pub phase: Phase,
+    /// The last `STATUS=` it sent.
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +279,12 @@ pub struct Supervisor {
     last_status: Option<ExitStatus>,
     /// Whether any child was ever spawned (a first spawn that fails ends the master).
     ever_spawned: bool,
+    /// The generation of the reload attempt in progress, if any.
+    reloading: Option<u64>,
+    /// Whether the service manager was told `RELOADING=1` and not yet `READY=1`.
+    manager_reloading: bool,
+    /// Whether the service manager was ever told `READY=1`.
+    manager_ready: bool,
     exited: bool,
 }
 
@@ -247,6 +305,9 @@ impl Supervisor {
             exit_pid: None,
             last_status: None,
             ever_spawned: false,
+            reloading: None,
+            manager_reloading: false,
+            manager_ready: false,
             exited: false,
         }
     }
@@ -292,7 +353,7 @@ impl Supervisor {
             .iter()
             .chain(self.pending.iter())
             .filter_map(|c| match c.phase {
-                Phase::Starting { until } => Some(until),
+                Phase::Starting { until, .. } => Some(until),
                 _ => None,
             });
         let killing = self.retiring.iter().filter_map(|c| match c.phase {
@@ -302,10 +363,17 @@ impl Supervisor {
             } => Some(kill_at),
             _ => None,
         });
-        starting
-            .chain(killing)
-            .chain(self.backoff.map(|(at, _)| at))
-            .min()
+        let restart = self
+            .backoff
+            .filter(|_| self.room_for_restart())
+            .map(|(at, _)| at);
+        starting.chain(killing).chain(restart).min()
+    }
+
+    /// Whether a restart may spawn now without a third live generation (children that failed
+    /// to get ready are stopped, not waited for, and may still be exiting).
+    fn room_for_restart(&self) -> bool {
+        self.spawning.is_none() && self.children().count() < 2
     }
 
     /// Handles one event at time `now` and returns what to do, in order.
@@ -329,10 +397,11 @@ impl Supervisor {
                     info!(signal = %signal.as_str(), "no running child to forward the signal to")
                 }
             },
-            Event::Exited { pid, status } => self.exited(pid, status, now),
+            Event::Exited { pid, status } => self.exited(pid, status, now, &mut out),
             Event::Spawned { generation, result } => {
                 self.spawned(generation, result, now, &mut out)
             }
+            Event::Notify { pid, note } => self.notified(pid, note, now),
             Event::Tick => {}
         }
         self.advance(now, &mut out);
@@ -350,31 +419,6 @@ impl Supervisor {
     fn spawn(&mut self, generation: u64, role: Role) -> Action {
         self.spawning = Some((generation, role));
         Action::Spawn { generation }
-    }
-
-    fn reload(&mut self, trigger: Trigger, out: &mut Vec<Action>) {
-        if self.stopping {
-            info!("not reloading: relaunch is stopping");
-            return;
-        }
-        if let Some(why) = self.busy() {
-            info!("reload queued: {why}");
-            self.queued = Some(trigger);
-            return;
-        }
-        // A reload starts with a clean slate of failures.
-        self.failures = 0;
-        if self.current.is_none() {
-            // Nothing serves (crash, backoff): start the new generation right away as current.
-            let generation = match self.backoff.take() {
-                Some((_, g)) => g,
-                None => self.new_generation(),
-            };
-            out.push(self.spawn(generation, Role::Current));
-        } else {
-            let generation = self.new_generation();
-            out.push(self.spawn(generation, Role::Pending));
-        }
     }
 
     /// Why a reload cannot start right now, if it cannot: it would make a third live
@@ -397,6 +441,84 @@ impl Supervisor {
         }
     }
 
+    fn reload(&mut self, trigger: Trigger, out: &mut Vec<Action>) {
+        if self.stopping {
+            info!("not reloading: relaunch is stopping");
+            return;
+        }
+        if !self.manager_reloading {
+            self.manager_reloading = true;
+            out.push(Action::Manager(ManagerMessage::Reloading {
+                status: format!("reloading ({trigger})"),
+            }));
+        }
+        if let Some(why) = self.busy() {
+            info!("reload queued: {why}");
+            self.queued = Some(trigger);
+            return;
+        }
+        // A reload starts with a clean slate of failures.
+        self.failures = 0;
+        let generation = if self.current.is_none() {
+            // Nothing serves (crash, backoff): start the new generation right away as current.
+            let generation = match self.backoff.take() {
+                Some((_, g)) => g,
+                None => self.new_generation(),
+            };
+            out.push(self.spawn(generation, Role::Current));
+            generation
+        } else {
+            let generation = self.new_generation();
+            out.push(self.spawn(generation, Role::Pending));
+            generation
+        };
+        self.reloading = Some(generation);
+    }
+
+    /// A reload attempt ended. Reports it, and tells the service manager once no follow-up
+    /// reload is queued.
+    fn finish_reload(&mut self, generation: u64, ok: bool, reason: String, out: &mut Vec<Action>) {
+        if self.reloading != Some(generation) {
+            return;
+        }
+        self.reloading = None;
+        out.push(Action::ReloadDone {
+            generation,
+            ok,
+            reason: reason.clone(),
+        });
+        if self.manager_reloading && (self.queued.is_none() || self.stopping) {
+            self.manager_reloading = false;
+            if !self.stopping {
+                self.manager_ready = true;
+                let status = match (&self.current, ok) {
+                    (Some(c), true) => {
+                        format!(
+                            "generation {} (pid {}) serving; last reload succeeded",
+                            c.generation, c.pid
+                        )
+                    }
+                    (Some(c), false) => format!(
+                        "generation {} (pid {}) serving; last reload failed: {reason}",
+                        c.generation, c.pid
+                    ),
+                    (None, _) => format!("no generation serving; last reload failed: {reason}"),
+                };
+                out.push(Action::Manager(ManagerMessage::Ready { status }));
+            }
+        }
+    }
+
+    /// The first time a generation is up, tell the service manager.
+    fn announce_first_ready(&mut self, generation: u64, pid: Pid, out: &mut Vec<Action>) {
+        if !self.manager_ready {
+            self.manager_ready = true;
+            out.push(Action::Manager(ManagerMessage::Ready {
+                status: format!("generation {generation} (pid {pid}) serving"),
+            }));
+        }
+    }
+
     fn spawned(
         &mut self,
         generation: u64,
@@ -416,12 +538,22 @@ impl Supervisor {
             Ok(pid) => {
                 self.ever_spawned = true;
                 info!(generation, pid = %pid, "spawned");
+                let phase = if self.settings.ready_signal {
+                    Phase::Starting {
+                        until: now + self.settings.ready_timeout,
+                        ready: false,
+                    }
+                } else {
+                    Phase::Starting {
+                        until: now + self.settings.start_secs,
+                        ready: true,
+                    }
+                };
                 let child = Child {
                     generation,
                     pid,
-                    phase: Phase::Starting {
-                        until: now + self.settings.start_secs,
-                    },
+                    phase,
+                    status: None,
                 };
                 match role {
                     Role::Current => self.current = Some(child),
@@ -440,38 +572,96 @@ impl Supervisor {
                         reason = %format!("{}; the old generation keeps serving", failure.message),
                         "reload failed"
                     );
+                    self.finish_reload(generation, false, failure.message, out);
                     self.after_reload_attempt(now);
                 }
                 Role::Current => {
                     error!(generation, reason = %failure.message, "spawn failed");
+                    self.finish_reload(generation, false, failure.message, out);
                     self.schedule_restart(now, true);
                 }
             },
         }
     }
 
-    fn exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
-        if let Some(child) = self.current.filter(|c| c.pid == pid) {
-            self.current = None;
+    fn notified(&mut self, pid: Pid, note: Note, now: Instant) {
+        let settings = self.settings;
+        let Some(child) = self
+            .current
+            .iter_mut()
+            .chain(self.pending.iter_mut())
+            .chain(self.retiring.iter_mut())
+            .find(|c| c.pid == pid)
+        else {
+            debug!(pid = %pid, "notification for a process that is no longer a generation");
+            return;
+        };
+        if let Some(status) = &note.status {
+            info!(generation = child.generation, pid = %pid, status = %status, "status");
+            child.status = Some(status.clone());
+        }
+        if let Some(errno) = note.errno {
+            warn!(generation = child.generation, pid = %pid, errno, error = %std::io::Error::from_raw_os_error(errno), "child reports an error");
+        }
+        if let Some(main) = note.mainpid {
+            debug!(generation = child.generation, pid = %pid, mainpid = main, "child reports MAINPID (noted; relaunch keeps supervising the process it started)");
+        }
+        if note.stopping {
+            debug!(generation = child.generation, pid = %pid, "child reports STOPPING=1");
+        }
+        if note.reloading {
+            debug!(generation = child.generation, pid = %pid, "child reports RELOADING=1");
+        }
+        if let Phase::Starting { until, ready } = &mut child.phase {
+            if !*ready && settings.ready_signal {
+                if let Some(extra) = note.extend_timeout {
+                    let extended = now + extra;
+                    if extended > *until {
+                        *until = extended;
+                        info!(generation = child.generation, pid = %pid, extend_ms = extra.as_millis() as u64, "readiness deadline extended");
+                    }
+                }
+                if note.ready {
+                    *ready = true;
+                    *until = now + settings.start_secs;
+                    info!(generation = child.generation, pid = %pid, "ready");
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, status: ExitStatus, now: Instant, out: &mut Vec<Action>) {
+        if let Some(child) = self.current.take_if(|c| c.pid == pid) {
             self.last_status = Some(status);
             let failed_to_start = matches!(child.phase, Phase::Starting { .. });
             warn!(generation = child.generation, pid = %pid, status = %status, "exited");
+            if failed_to_start {
+                self.finish_reload(
+                    child.generation,
+                    false,
+                    format!("exited with {status} before it was up"),
+                    out,
+                );
+            }
             if self.pending.is_some() {
                 info!("the current generation died during a reload; the new one takes over once started");
             } else {
                 self.schedule_restart(now, failed_to_start);
             }
-        } else if let Some(child) = self.pending.filter(|c| c.pid == pid) {
-            self.pending = None;
+        } else if let Some(child) = self.pending.take_if(|c| c.pid == pid) {
+            let reason = match &child.status {
+                Some(text) => {
+                    format!("exited with {status} before it was up (last status: {text})")
+                }
+                None => format!("exited with {status} before it was up"),
+            };
             warn!(
                 generation = child.generation,
                 pid = %pid,
-                reason = %format!(
-                    "exited with {status} before it counted as started (--start-secs {:?}); the old generation keeps serving",
-                    self.settings.start_secs
-                ),
+                reason = %format!("{reason}; the old generation keeps serving"),
                 "reload failed"
             );
+            self.finish_reload(child.generation, false, reason, out);
             self.after_reload_attempt(now);
         } else if let Some(i) = self.retiring.iter().position(|c| c.pid == pid) {
             let child = self.retiring.remove(i);
@@ -550,7 +740,11 @@ impl Supervisor {
         self.stopping = true;
         self.queued = None;
         self.backoff = None;
-        self.exit_pid = self.current.map(|c| c.pid);
+        out.push(Action::Manager(ManagerMessage::Stopping));
+        if let Some(generation) = self.reloading {
+            self.finish_reload(generation, false, "relaunch is stopping".into(), out);
+        }
+        self.exit_pid = self.current.as_ref().map(|c| c.pid);
         for child in [self.current.take(), self.pending.take()]
             .into_iter()
             .flatten()
@@ -580,45 +774,78 @@ impl Supervisor {
         self.retiring.push(child);
     }
 
+    /// The reason a child that never got ready failed.
+    fn not_ready_reason(&self, child: &Child) -> String {
+        let mut reason = format!(
+            "not ready within --ready-timeout {:?}",
+            self.settings.ready_timeout
+        );
+        if let Some(text) = &child.status {
+            reason.push_str(&format!(" (last status: {text})"));
+        }
+        reason
+    }
+
     /// Acts on every deadline that is due at `now`.
     fn advance(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.exited {
             return;
         }
-        if let Some(new) = self.pending {
-            if matches!(new.phase, Phase::Starting { until } if until <= now) {
-                self.pending = None;
-                self.failures = 0;
-                let promoted = Child {
-                    phase: Phase::Running,
-                    ..new
-                };
-                match self.current.take() {
-                    Some(old) => {
-                        info!(
-                            generation = new.generation,
-                            pid = %new.pid,
-                            old_generation = old.generation,
-                            old_pid = %old.pid,
-                            "reload complete"
-                        );
-                        self.retire(old, now, out);
-                    }
-                    None => info!(
-                        generation = new.generation,
-                        pid = %new.pid,
-                        "reload complete (the old generation had already exited)"
-                    ),
-                }
-                self.current = Some(promoted);
-            }
+        let due = |c: &Child, want_ready: bool| matches!(c.phase, Phase::Starting { until, ready } if until <= now && ready == want_ready);
+        if let Some(new) = self.pending.take_if(|c| due(c, false)) {
+            let reason = self.not_ready_reason(&new);
+            warn!(
+                generation = new.generation,
+                pid = %new.pid,
+                reason = %format!("{reason}; stopping it, the old generation keeps serving"),
+                "reload failed"
+            );
+            self.finish_reload(new.generation, false, reason, out);
+            self.retire(new, now, out);
+            self.after_reload_attempt(now);
         }
-        if let Some(child) = &mut self.current {
-            if matches!(child.phase, Phase::Starting { until } if until <= now) {
-                child.phase = Phase::Running;
-                self.failures = 0;
-                info!(generation = child.generation, pid = %child.pid, "running");
+        if let Some(new) = self.pending.take_if(|c| due(c, true)) {
+            self.failures = 0;
+            let promoted = Child {
+                phase: Phase::Running,
+                ..new
+            };
+            let (generation, pid) = (promoted.generation, promoted.pid);
+            match self.current.take() {
+                Some(old) => {
+                    info!(
+                        generation,
+                        pid = %pid,
+                        old_generation = old.generation,
+                        old_pid = %old.pid,
+                        "reload complete"
+                    );
+                    self.retire(old, now, out);
+                }
+                None => info!(
+                    generation,
+                    pid = %pid,
+                    "reload complete (the old generation had already exited)"
+                ),
             }
+            self.current = Some(promoted);
+            self.finish_reload(generation, true, String::new(), out);
+            self.announce_first_ready(generation, pid, out);
+        }
+        if let Some(child) = self.current.take_if(|c| due(c, false)) {
+            let reason = self.not_ready_reason(&child);
+            error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            self.finish_reload(child.generation, false, reason, out);
+            self.retire(child, now, out);
+            self.schedule_restart(now, true);
+        }
+        if let Some(child) = self.current.as_mut().filter(|c| due(c, true)) {
+            child.phase = Phase::Running;
+            self.failures = 0;
+            let (generation, pid) = (child.generation, child.pid);
+            info!(generation, pid = %pid, "running");
+            self.finish_reload(generation, true, String::new(), out);
+            self.announce_first_ready(generation, pid, out);
         }
         for child in &mut self.retiring {
             if let Phase::Stopping { kill_at, killed } = &mut child.phase {
@@ -637,7 +864,7 @@ impl Supervisor {
             }
         }
         if let Some((at, generation)) = self.backoff {
-            if at <= now && self.spawning.is_none() {
+            if at <= now && self.room_for_restart() {
                 self.backoff = None;
                 out.push(self.spawn(generation, Role::Current));
             }
@@ -689,6 +916,10 @@ mod tests {
         t0: Instant,
         ms: u64,
         next_pid: i32,
+        /// Messages for the service manager, in order.
+        manager: Vec<ManagerMessage>,
+        /// Reload outcomes, in order: (generation, ok).
+        done: Vec<(u64, bool)>,
     }
 
     fn pid(n: i32) -> Pid {
@@ -713,6 +944,8 @@ mod tests {
                 t0: Instant::now(),
                 ms: 0,
                 next_pid: 100,
+                manager: Vec::new(),
+                done: Vec::new(),
             }
         }
 
@@ -720,9 +953,20 @@ mod tests {
             self.t0 + Duration::from_millis(self.ms)
         }
 
+        /// Handles an event; manager messages and reload outcomes go to their logs, the
+        /// other actions are returned.
         fn ev(&mut self, e: Event) -> Vec<Action> {
             let now = self.now();
-            self.sup.handle(e, now)
+            let actions = self.sup.handle(e, now);
+            let mut rest = Vec::new();
+            for a in actions {
+                match a {
+                    Action::Manager(m) => self.manager.push(m),
+                    Action::ReloadDone { generation, ok, .. } => self.done.push((generation, ok)),
+                    other => rest.push(other),
+                }
+            }
+            rest
         }
 
         /// Runs actions the way the runtime does: every Spawn succeeds with the next pid.
@@ -1170,6 +1414,262 @@ mod tests {
         assert_eq!(ExitStatus::Signal(15).shell_code(), 143);
     }
 
+    fn notify_settings() -> Settings {
+        Settings {
+            ready_signal: true,
+            start_secs: Duration::ZERO,
+            ready_timeout: Duration::from_secs(60),
+            ..Settings::default()
+        }
+    }
+
+    fn ready(p: Pid) -> Event {
+        Event::Notify {
+            pid: p,
+            note: Note {
+                ready: true,
+                ..Note::default()
+            },
+        }
+    }
+
+    fn status(p: Pid, text: &str) -> Event {
+        Event::Notify {
+            pid: p,
+            note: Note {
+                status: Some(text.into()),
+                ..Note::default()
+            },
+        }
+    }
+
+    #[test]
+    fn notify_mode_waits_for_ready_then_stops_the_old_one_at_once() {
+        let mut s = Sim::with(notify_settings());
+        let g1 = s.start();
+        assert!(
+            s.at(30_000).is_empty(),
+            "no timer promotes a child in notify mode"
+        );
+        assert!(matches!(
+            s.sup.current().unwrap().phase,
+            Phase::Starting { ready: false, .. }
+        ));
+        assert!(s.ev(ready(g1)).is_empty());
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        assert!(
+            s.at(59_000).is_empty(),
+            "the old one serves until the new one is ready"
+        );
+        assert_eq!(
+            s.ev(ready(g2)),
+            vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)],
+            "READY=1 stops the old generation in the same step"
+        );
+        assert_eq!(s.sup.current().unwrap().pid, g2);
+        assert_eq!(s.done, vec![(2, true)]);
+    }
+
+    #[test]
+    fn notify_mode_start_secs_is_the_minimum_time_alive_after_ready() {
+        let mut s = Sim::with(Settings {
+            start_secs: Duration::from_millis(500),
+            ..notify_settings()
+        });
+        let g1 = s.start();
+        s.ev(ready(g1));
+        s.at(500);
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.ms = 1000;
+        assert!(s.ev(ready(g2)).is_empty());
+        assert!(s.at(1499).is_empty());
+        assert_eq!(
+            s.at(1500),
+            vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)]
+        );
+    }
+
+    #[test]
+    fn a_new_child_never_ready_is_stopped_at_the_timeout_and_the_old_one_stays() {
+        let mut s = Sim::with(notify_settings());
+        let g1 = s.start();
+        s.ev(ready(g1));
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.ev(status(g2, "loading model"));
+        assert!(s.at(59_999).is_empty());
+        assert_eq!(
+            s.at(60_000),
+            vec![sig(g2.as_raw(), TERM), sig(g2.as_raw(), CONT)]
+        );
+        assert_eq!(
+            s.sup.current().unwrap().pid,
+            g1,
+            "the old one keeps serving"
+        );
+        assert!(s.sup.pending().is_none());
+        assert_eq!(s.done, vec![(2, false)]);
+        // It still gets SIGKILL if it ignores the stop signal, and is reaped as retiring.
+        assert_eq!(s.at(70_000), vec![sig(g2.as_raw(), KILL)]);
+        assert!(s.exit(g2, ExitStatus::Signal(9)).is_empty());
+        assert_eq!(s.alive(), 1);
+        assert!(!s.sup.in_backoff());
+    }
+
+    #[test]
+    fn not_ready_reason_carries_the_last_status() {
+        let mut s = Sim::with(notify_settings());
+        let g1 = s.start();
+        s.ev(ready(g1));
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.ev(status(g2, "waiting for the database"));
+        s.ms = 60_000;
+        let actions = s.sup.handle(Event::Tick, s.now());
+        let reason = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::ReloadDone {
+                    reason, ok: false, ..
+                } => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("a failed reload is reported");
+        assert_eq!(
+            reason,
+            "not ready within --ready-timeout 60s (last status: waiting for the database)"
+        );
+    }
+
+    #[test]
+    fn extend_timeout_usec_moves_the_deadline() {
+        let mut s = Sim::with(notify_settings());
+        let g1 = s.start();
+        s.ms = 50_000;
+        s.ev(Event::Notify {
+            pid: g1,
+            note: Note {
+                extend_timeout: Some(Duration::from_secs(30)),
+                ..Note::default()
+            },
+        });
+        assert!(s.at(79_999).is_empty(), "deadline moved to 80 s");
+        assert!(matches!(
+            s.sup.current().unwrap().phase,
+            Phase::Starting { ready: false, .. }
+        ));
+        // Not ready by then: stopped, and a restart is scheduled.
+        assert_eq!(
+            s.at(80_000),
+            vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)]
+        );
+        assert!(s.sup.current().is_none());
+        assert!(s.sup.in_backoff());
+    }
+
+    #[test]
+    fn ready_is_ignored_in_timer_mode_and_from_strangers() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        assert!(s.ev(ready(g1)).is_empty());
+        assert!(matches!(
+            s.sup.current().unwrap().phase,
+            Phase::Starting { .. }
+        ));
+        assert!(s.ev(ready(pid(4242))).is_empty());
+        assert!(s.at(1000).is_empty());
+        assert_eq!(s.sup.current().unwrap().phase, Phase::Running);
+    }
+
+    #[test]
+    fn the_service_manager_hears_ready_reloading_ready_stopping() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        assert!(
+            s.manager.is_empty(),
+            "not ready before the first generation is up"
+        );
+        s.at(1000);
+        assert_eq!(
+            s.manager,
+            vec![ManagerMessage::Ready {
+                status: format!("generation 1 (pid {g1}) serving")
+            }]
+        );
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.hup(); // coalesced: one RELOADING, one READY at the very end
+        assert_eq!(s.manager.len(), 2);
+        assert!(matches!(&s.manager[1], ManagerMessage::Reloading { .. }));
+        s.at(2000);
+        assert_eq!(
+            s.manager.len(),
+            2,
+            "no READY while a follow-up reload is queued"
+        );
+        s.exit(g1, ExitStatus::Code(0));
+        s.at(3000);
+        s.exit(g2, ExitStatus::Code(0));
+        assert_eq!(s.done, vec![(2, true), (3, true)]);
+        assert_eq!(s.manager.len(), 3);
+        match &s.manager[2] {
+            ManagerMessage::Ready { status } => {
+                assert!(
+                    status.contains("generation 3") && status.contains("succeeded"),
+                    "{status}"
+                )
+            }
+            other => panic!("expected READY, got {other:?}"),
+        }
+        // A failed reload also ends with READY, saying it failed.
+        s.hup();
+        let g4 = s.sup.pending().unwrap().pid;
+        s.exit(g4, ExitStatus::Code(1));
+        match s.manager.last().unwrap() {
+            ManagerMessage::Ready { status } => {
+                assert!(
+                    status.contains("last reload failed: exited with exit code 1"),
+                    "{status}"
+                )
+            }
+            other => panic!("expected READY, got {other:?}"),
+        }
+        s.ev(Event::Stop(TERM));
+        assert_eq!(s.manager.last(), Some(&ManagerMessage::Stopping));
+    }
+
+    #[test]
+    fn every_reload_attempt_reports_its_outcome() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        // Success.
+        s.hup();
+        s.at(2000);
+        s.exit(g1, ExitStatus::Code(0));
+        // Early exit.
+        s.hup();
+        let g3 = s.sup.pending().unwrap().pid;
+        s.exit(g3, ExitStatus::Code(1));
+        // Exec failure.
+        let a = s.ev(Event::Reload(HUP));
+        assert_eq!(a, vec![Action::Spawn { generation: 4 }]);
+        s.ev(Event::Spawned {
+            generation: 4,
+            result: Err(SpawnFailure {
+                message: "program not found".into(),
+                exit_code: 127,
+            }),
+        });
+        // Interrupted by a stop.
+        s.hup();
+        s.ev(Event::Stop(TERM));
+        assert_eq!(s.done, vec![(2, true), (3, false), (4, false), (5, false)]);
+    }
+
     /// Drives the machine through a long pseudo-random mix of every event and checks the
     /// invariants after each step.
     #[test]
@@ -1184,13 +1684,19 @@ mod tests {
             };
             let mut s = Sim::with(Settings {
                 stop_wait: Duration::from_millis(300),
+                ready_signal: seed % 2 == 0,
+                ready_timeout: Duration::from_millis(2000),
                 ..Settings::default()
             });
             s.start();
             let mut signalled_stop = std::collections::HashSet::new();
             for _ in 0..300 {
                 let live: Vec<Pid> = s.sup.children().map(|c| c.pid).collect();
-                let actions = match next() % 6 {
+                let actions = match next() % 7 {
+                    6 if !live.is_empty() => {
+                        let p = live[(next() % live.len() as u64) as usize];
+                        s.ev(ready(p))
+                    }
                     0 | 1 => s.hup(),
                     2 => {
                         let ms = s.ms + next() % 1500;

@@ -1,0 +1,400 @@
+//! The sd_notify protocol, both ways.
+//!
+//! **Children → relaunch** (`--ready notify`): relaunch owns a unix datagram socket with
+//! `SO_PASSCRED` in a private directory (mode 0700, under `$XDG_RUNTIME_DIR` or the temp dir)
+//! and gives each child `NOTIFY_SOCKET=<path>`. A path rather than an abstract name, because
+//! some client libraries (e.g. the `sd-notify` crate) cannot reach abstract sockets. Messages are
+//! newline-separated `KEY=VALUE` lines (`READY=1`, `STATUS=...`, `EXTEND_TIMEOUT_USEC=...`,
+//! ...). The sender is identified by the kernel-verified `SCM_CREDENTIALS` pid, and a message
+//! counts only if that pid is a child of relaunch or one of its descendants (e.g.
+//! `systemd-notify --ready` run by a shell wrapper). Everything else — other senders, garbage,
+//! truncated or oversize datagrams — is dropped with a debug log. File descriptors that arrive
+//! with a message are closed at once; `BARRIER=1` is honoured by exactly that (closing the fd is
+//! the barrier's answer), so `systemd-notify` does not exit before its `READY=1` was read.
+//!
+//! **relaunch → its own manager**: when relaunch's environment has `NOTIFY_SOCKET` (systemd
+//! `Type=notify` or `Type=notify-reload`), [`Manager`] sends `READY=1` once the first generation
+//! is up, `RELOADING=1` + `MONOTONIC_USEC=` when a reload starts, `READY=1` when it ends,
+//! `STATUS=` lines, `STOPPING=1` on shutdown, and `WATCHDOG=1` pings when `WATCHDOG_USEC` is set.
+
+use std::ffi::OsString;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
+};
+use nix::unistd::Pid;
+use tracing::debug;
+
+/// The largest datagram read; longer ones are truncated by the kernel and dropped.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// What a child said, parsed from one datagram.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Note {
+    /// `READY=1`.
+    pub ready: bool,
+    /// `STATUS=...`.
+    pub status: Option<String>,
+    /// `STOPPING=1`.
+    pub stopping: bool,
+    /// `RELOADING=1`.
+    pub reloading: bool,
+    /// `EXTEND_TIMEOUT_USEC=...`.
+    pub extend_timeout: Option<Duration>,
+    /// `ERRNO=...`.
+    pub errno: Option<i32>,
+    /// `MAINPID=...`.
+    pub mainpid: Option<i32>,
+}
+
+impl Note {
+    /// Parses a datagram: UTF-8 `KEY=VALUE` lines. Unknown keys are ignored (systemd has many);
+    /// `None` if the text is not UTF-8 or holds nothing relaunch understands.
+    pub fn parse(bytes: &[u8]) -> Option<Note> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut note = Note::default();
+        let mut known = false;
+        for line in text.split('\n') {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            known |= match key {
+                "READY" => {
+                    note.ready = value == "1";
+                    true
+                }
+                "STATUS" => {
+                    note.status = Some(value.chars().take(512).collect());
+                    true
+                }
+                "STOPPING" => {
+                    note.stopping = value == "1";
+                    true
+                }
+                "RELOADING" => {
+                    note.reloading = value == "1";
+                    true
+                }
+                "EXTEND_TIMEOUT_USEC" => {
+                    note.extend_timeout = value.parse().ok().map(Duration::from_micros);
+                    note.extend_timeout.is_some()
+                }
+                "ERRNO" => {
+                    note.errno = value.parse().ok();
+                    note.errno.is_some()
+                }
+                "MAINPID" => {
+                    note.mainpid = value.parse().ok().filter(|p| *p > 0);
+                    note.mainpid.is_some()
+                }
+                _ => false,
+            };
+        }
+        known.then_some(note)
+    }
+}
+
+/// A message received on the notify socket, with its sender's pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The sender, as the kernel reports it.
+    pub pid: Pid,
+    /// What it said.
+    pub note: Note,
+}
+
+/// The socket children send their notifications to. Its directory and file are removed when
+/// it is dropped.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds a fresh socket `notify` in a new private directory `relaunch.<pid>.<nonce>` under
+    /// `$XDG_RUNTIME_DIR` (else the temp dir). Senders are checked by their credentials; the
+    /// 0700 directory keeps other users from even trying.
+    pub fn bind() -> io::Result<NotifySocket> {
+        let bases = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(std::iter::once(std::env::temp_dir()));
+        let mut last = io::Error::other("no directory for the notify socket");
+        for base in bases {
+            match Self::bind_in(&base) {
+                Ok(sock) => return Ok(sock),
+                Err(e) => last = io::Error::new(e.kind(), format!("{}: {e}", base.display())),
+            }
+        }
+        Err(last)
+    }
+
+    fn bind_in(base: &Path) -> io::Result<NotifySocket> {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!("relaunch.{}.{nonce:08x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("notify");
+        let bound = UnixDatagram::bind(&path).and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            setsockopt(&socket, sockopt::PassCred, &true)?;
+            Ok(socket)
+        });
+        match bound {
+            Ok(socket) => Ok(NotifySocket { socket, dir, path }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The value of `NOTIFY_SOCKET` for children: the socket's path.
+    pub fn env_value(&self) -> OsString {
+        self.path.clone().into_os_string()
+    }
+
+    /// Reads every queued datagram. Malformed ones, and ones without credentials, are
+    /// dropped; fds passed along are closed.
+    pub fn receive(&self) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; MAX_MESSAGE];
+        loop {
+            let mut cmsg = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; 16]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match recvmsg::<()>(
+                self.socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(msg) => msg,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break, // EAGAIN: drained
+            };
+            let mut pid = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::ScmCredentials(creds) => {
+                            pid = Some(Pid::from_raw(creds.pid()))
+                        }
+                        ControlMessageOwned::ScmRights(fds) => {
+                            // BARRIER=1 and FDSTORE=1 send fds: closing them answers the barrier.
+                            for fd in fds {
+                                let _ = nix::unistd::close(fd);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let len = msg.bytes;
+            let truncated = msg
+                .flags
+                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+            if truncated || len > MAX_MESSAGE {
+                debug!(len, "dropped an oversize notification");
+                continue;
+            }
+            let Some(pid) = pid else {
+                debug!("dropped a notification without credentials");
+                continue;
+            };
+            match Note::parse(&buf[..len]) {
+                Some(note) => out.push(Received { pid, note }),
+                None => {
+                    debug!(pid = %pid, len, "ignored a notification with nothing relaunch understands")
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl AsFd for NotifySocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat`.
+pub fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ppid: i32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(ppid))
+}
+
+/// Which of `children` `pid` is, or descends from (at most 64 generations up).
+pub fn owning_child(pid: Pid, children: &[Pid]) -> Option<Pid> {
+    let mut p = pid;
+    for _ in 0..64 {
+        if children.contains(&p) {
+            return Some(p);
+        }
+        p = parent_of(p)?;
+        if p.as_raw() <= 1 {
+            return None;
+        }
+    }
+    None
+}
+
+/// relaunch's own service manager, if its environment named one in `NOTIFY_SOCKET`.
+pub struct Manager {
+    socket: UnixDatagram,
+    addr: SocketAddr,
+    /// Half of `WATCHDOG_USEC`, if the manager asked for watchdog pings.
+    pub watchdog_every: Option<Duration>,
+    warned: bool,
+}
+
+impl Manager {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
+    /// `None` when there is no manager to talk to.
+    pub fn from_env() -> io::Result<Option<Manager>> {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let bytes = path.as_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(std::path::Path::new(&path))?,
+        };
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        let for_us = match std::env::var("WATCHDOG_PID") {
+            Ok(p) => p.trim().parse::<u32>().ok() == Some(std::process::id()),
+            Err(_) => true,
+        };
+        let watchdog_every = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&us| us > 0 && for_us)
+            .map(|us| Duration::from_micros(us / 2));
+        Ok(Some(Manager {
+            socket,
+            addr,
+            watchdog_every,
+            warned: false,
+        }))
+    }
+
+    /// Sends one message; failures are logged once and otherwise ignored (the manager may
+    /// be gone, and relaunch must keep serving regardless).
+    pub fn send(&mut self, message: &str) {
+        debug!(message = %message.replace('\n', " "), "notifying the service manager");
+        if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.addr) {
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(error = %e, "cannot notify the service manager through NOTIFY_SOCKET");
+            }
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC=` wants it.
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|ts| ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_keys_relaunch_uses() {
+        let n = Note::parse(b"READY=1\nSTATUS=warming up\nEXTEND_TIMEOUT_USEC=5000000\nMAINPID=42\nERRNO=2\nX_OTHER=1").unwrap();
+        assert!(n.ready);
+        assert_eq!(n.status.as_deref(), Some("warming up"));
+        assert_eq!(n.extend_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(n.mainpid, Some(42));
+        assert_eq!(n.errno, Some(2));
+        assert!(!n.stopping && !n.reloading);
+        let n = Note::parse(b"STOPPING=1\nRELOADING=1\n").unwrap();
+        assert!(n.stopping && n.reloading && !n.ready);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(Note::parse(b""), None);
+        assert_eq!(Note::parse(b"\xff\xfe\x00READY=1"), None);
+        assert_eq!(Note::parse(b"hello world"), None);
+        assert_eq!(Note::parse(b"FOO=1\nBAR=2"), None);
+        assert_eq!(Note::parse(b"EXTEND_TIMEOUT_USEC=soon"), None);
+        assert_eq!(Note::parse(b"MAINPID=-3"), None);
+        // READY=0 is understood, and is not ready.
+        assert!(!Note::parse(b"READY=0").unwrap().ready);
+    }
+
+    #[test]
+    fn status_is_bounded() {
+        let long = format!("STATUS={}", "x".repeat(5000));
+        assert_eq!(
+            Note::parse(long.as_bytes()).unwrap().status.unwrap().len(),
+            512
+        );
+    }
+
+    #[test]
+    fn receives_with_credentials_and_drops_oversize() {
+        let sock = NotifySocket::bind().unwrap();
+        let path = PathBuf::from(sock.env_value());
+        let dir = path.parent().unwrap().to_owned();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let client = UnixDatagram::unbound().unwrap();
+        let addr = SocketAddr::from_pathname(&path).unwrap();
+        client.send_to_addr(b"READY=1\nSTATUS=ok", &addr).unwrap();
+        client
+            .send_to_addr(&vec![b'A'; MAX_MESSAGE + 10], &addr)
+            .unwrap();
+        client.send_to_addr(b"\x00\x01garbage", &addr).unwrap();
+        client.send_to_addr(b"STATUS=second", &addr).unwrap();
+        let got = sock.receive();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].pid.as_raw() as u32, std::process::id());
+        assert!(got[0].note.ready);
+        assert_eq!(got[1].note.status.as_deref(), Some("second"));
+        assert!(sock.receive().is_empty());
+        drop(sock);
+        assert!(
+            !dir.exists(),
+            "the private directory is removed with the socket"
+        );
+    }
+
+    #[test]
+    fn ancestry() {
+        let me = Pid::this();
+        assert_eq!(owning_child(me, &[me]), Some(me));
+        let parent = parent_of(me).unwrap();
+        assert_eq!(owning_child(me, &[parent]), Some(parent));
+        assert_eq!(owning_child(me, &[Pid::from_raw(i32::MAX)]), None);
+    }
+}
