@@ -15,6 +15,9 @@
 //! * `--startup-delay-ms N`: wait N ms before serving, like a server with a slow boot.
 //! * `--bind ADDR`: bind ADDR itself when no socket is inherited (a baseline without relaunch).
 //!
+//! When `NOTIFY_SOCKET` is set (`relaunch --ready notify`, systemd `Type=notify`), it sends
+//! `READY=1` once it serves, with the small `sd-notify` crate.
+//!
 //! What a server must do to share its listening sockets with other generations of itself:
 //!
 //! 1. Take the sockets from the environment: `LISTEN_FDS` sockets start at fd 3 and belong to
@@ -98,6 +101,11 @@ fn main() {
         })
         .collect();
     say!("pid {} serving on {}", process::id(), addrs.join(", "));
+    // Under `relaunch --ready notify` (or systemd Type=notify), say we are up: only now does
+    // relaunch stop the previous generation. Without NOTIFY_SOCKET this does nothing.
+    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        say!("cannot send READY=1 to NOTIFY_SOCKET: {err}");
+    }
 
     let body = format!(
         "pid={} fdnames={}\n",

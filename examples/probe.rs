@@ -5,16 +5,23 @@
 //!
 //! ```text
 //! probe [--report PATH] [--on-term exit:N|raise|ignore] [--exit-after-ms N [--exit-code C]]
+//!       [--notify-status TEXT] [--ready-after-ms N | --ready-on-usr2] [--ready-fd N]
 //! ```
 //!
 //! * `--report PATH`: at start, append ONE line to PATH (single `write()`, `O_APPEND`, so lines of
 //!   concurrent probes never interleave):
-//!   `pid=P ppid=Q LISTEN_PID=v LISTEN_FDS=v LISTEN_FDNAMES=v NOTIFY_SOCKET=v fds=0,1,2,3 cloexec=-`
+//!   `pid=P ppid=Q LISTEN_PID=v LISTEN_FDS=v LISTEN_FDNAMES=v NOTIFY_SOCKET=v fds=0,1,2,3 cloexec=-
+//!   start_ns=T` (`start_ns`: CLOCK_MONOTONIC when `main` began)
 //!   (`-` for an unset variable or an empty list). When it receives SIGUSR1, SIGUSR2 or SIGWINCH
 //!   it appends `signal=USR1 pid=P`. The report line is also printed to stderr.
 //! * `--on-term`: what to do on SIGTERM: `exit:N` exits with code N (default `exit:0`), `raise`
 //!   restores the default action and dies by SIGTERM, `ignore` ignores SIGTERM entirely.
 //! * `--exit-after-ms N`: exit by itself after N ms with `--exit-code C` (default 0).
+//! * `--notify-status TEXT`: at start, send `STATUS=TEXT` to `$NOTIFY_SOCKET`.
+//! * `--ready-after-ms N` / `--ready-on-usr2`: announce readiness N ms after start / when
+//!   SIGUSR2 arrives: `READY=1` to `$NOTIFY_SOCKET`, or a newline on fd `--ready-fd N`. Just
+//!   before, it appends `ready pid=P mono_ns=T` (CLOCK_MONOTONIC) to the report.
+//! * On SIGTERM it first appends `term pid=P mono_ns=T` to the report (for latency figures).
 //!
 //! Without `--exit-after-ms` it waits for signals forever (blocked in `sigwait`, no busy loop).
 //!
@@ -38,7 +45,8 @@ macro_rules! say {
 }
 
 const USAGE: &str =
-    "usage: probe [--report PATH] [--on-term exit:N|raise|ignore] [--exit-after-ms N [--exit-code C]]";
+    "usage: probe [--report PATH] [--on-term exit:N|raise|ignore] [--exit-after-ms N [--exit-code C]] \
+[--notify-status TEXT] [--ready-after-ms N | --ready-on-usr2] [--ready-fd N]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OnTerm {
@@ -52,6 +60,10 @@ struct Options {
     on_term: OnTerm,
     exit_after: Option<Duration>,
     exit_code: i32,
+    notify_status: Option<String>,
+    ready_after: Option<Duration>,
+    ready_on_usr2: bool,
+    ready_fd: Option<i32>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -60,6 +72,10 @@ fn parse_args() -> Result<Options, String> {
         on_term: OnTerm::Exit(0),
         exit_after: None,
         exit_code: 0,
+        notify_status: None,
+        ready_after: None,
+        ready_on_usr2: false,
+        ready_fd: None,
     };
     let mut exit_code_given = false;
     let mut args = env::args().skip(1);
@@ -92,6 +108,22 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|_| format!("invalid --exit-code value {v:?}"))?;
                 exit_code_given = true;
             }
+            "--notify-status" => opts.notify_status = Some(value("--notify-status")?),
+            "--ready-after-ms" => {
+                let v = value("--ready-after-ms")?;
+                let ms = v
+                    .parse()
+                    .map_err(|_| format!("invalid --ready-after-ms value {v:?}"))?;
+                opts.ready_after = Some(Duration::from_millis(ms));
+            }
+            "--ready-on-usr2" => opts.ready_on_usr2 = true,
+            "--ready-fd" => {
+                let v = value("--ready-fd")?;
+                opts.ready_fd = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid --ready-fd value {v:?}"))?,
+                );
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 process::exit(0);
@@ -106,6 +138,8 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn main() {
+    // First thing: when this process started running its own code (for spawn latency).
+    let start_ns = monotonic_ns();
     let opts = parse_args().unwrap_or_else(|msg| {
         say!("{msg}\n{USAGE}");
         process::exit(2);
@@ -133,7 +167,7 @@ fn main() {
 
     let pid = process::id();
     let line = format!(
-        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} fds={} cloexec={}",
+        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} fds={} cloexec={} start_ns={start_ns}",
         env_or_dash("LISTEN_PID"),
         env_or_dash("LISTEN_FDS"),
         env_or_dash("LISTEN_FDNAMES"),
@@ -145,28 +179,101 @@ fn main() {
     );
     say!("{line}");
     report(opts.report.as_deref(), &line);
+    if let Some(text) = &opts.notify_status {
+        sd_notify(&format!("STATUS={text}"));
+    }
 
-    let deadline = opts.exit_after.map(|d| Instant::now() + d);
+    let start = Instant::now();
+    let exit_at = opts.exit_after.map(|d| start + d);
+    let mut ready_at = opts.ready_after.map(|d| start + d);
     loop {
+        if ready_at.is_some_and(|at| at <= Instant::now()) {
+            ready_at = None;
+            announce_ready(&opts, pid);
+        }
+        if exit_at.is_some_and(|at| at <= Instant::now()) {
+            process::exit(opts.exit_code);
+        }
+        let deadline = [exit_at, ready_at].into_iter().flatten().min();
         let signal = match deadline {
             None => wait_signal(&set, None),
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    process::exit(opts.exit_code);
+                    continue;
                 }
                 wait_signal(&set, Some(left))
             }
         };
         let Some(signal) = signal else { continue };
         match signal {
-            libc::SIGTERM => on_term(opts.on_term),
+            libc::SIGTERM => {
+                report(
+                    opts.report.as_deref(),
+                    &format!("term pid={pid} mono_ns={}", monotonic_ns()),
+                );
+                on_term(opts.on_term)
+            }
+            libc::SIGUSR2 if opts.ready_on_usr2 => announce_ready(&opts, pid),
             _ => {
                 let name = signal_name(signal);
                 say!("pid {pid} received SIG{name}");
                 report(opts.report.as_deref(), &format!("signal={name} pid={pid}"));
             }
         }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: shared by every process on the machine, so figures from
+/// two processes can be subtracted.
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+/// Records, then announces, readiness: `READY=1` to `$NOTIFY_SOCKET`, or a newline on the
+/// readiness fd.
+fn announce_ready(opts: &Options, pid: u32) {
+    report(
+        opts.report.as_deref(),
+        &format!("ready pid={pid} mono_ns={}", monotonic_ns()),
+    );
+    match opts.ready_fd {
+        Some(fd) => {
+            // SAFETY: writing a byte from a valid buffer to an fd has no memory preconditions;
+            // a bad fd only makes write fail.
+            let n = unsafe { libc::write(fd, b"\n".as_ptr().cast(), 1) };
+            if n != 1 {
+                die(
+                    &format!("writing to readiness fd {fd}"),
+                    io::Error::last_os_error(),
+                );
+            }
+        }
+        None => sd_notify("READY=1"),
+    }
+}
+
+/// Sends one sd_notify datagram to `$NOTIFY_SOCKET` (a path, or `@` for an abstract name).
+fn sd_notify(message: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Ok(target) = env::var("NOTIFY_SOCKET") else {
+        die("sd_notify", io::Error::other("NOTIFY_SOCKET is not set"));
+    };
+    let addr = match target.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&target),
+    };
+    let sent =
+        addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr));
+    if let Err(err) = sent {
+        die(&format!("sending {message:?} to {target}"), err);
     }
 }
 
