@@ -39,6 +39,7 @@ pub fn run(config: Config) -> Result<i32, Failure> {
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     let mut signals = Signals::install().context("installing signal handlers")?;
+    spawn::snapshot_signal_dispositions();
     let listeners = sockets::bind_all(&config.listen, config.backlog)?;
     for (i, l) in listeners.iter().enumerate() {
         info!(

@@ -238,6 +238,129 @@ struct ExecImage {
     targets: Vec<RawFd>,
     pdeathsig: libc::c_int,
     master_pid: libc::pid_t,
+    /// Signals whose disposition the child resets to the default.
+    reset_signals: &'static [libc::c_int],
+}
+
+/// The signals whose disposition in this process is not the default, as recorded by
+/// [`snapshot_signal_dispositions`].
+static NON_DEFAULT_SIGNALS: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+
+/// Every signal number a child may have to reset (all but SIGKILL and SIGSTOP).
+fn all_signals() -> &'static [libc::c_int] {
+    static ALL: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        // Up to the kernel's highest signal: glibc's SIGRTMAX excludes none above, but its
+        // SIGRTMIN hides 32 and 33, which are included here.
+        (1..=64)
+            .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+            .collect()
+    })
+}
+
+/// Records which signals this process catches or ignores, so each child resets just those
+/// (a few system calls instead of one per signal number). Call it once, after the last change
+/// of signal dispositions (the runtime does, after installing its handlers); a later call has
+/// no effect. Without it, every child resets every signal, which is correct but slower.
+pub fn snapshot_signal_dispositions() {
+    NON_DEFAULT_SIGNALS.get_or_init(|| {
+        all_signals()
+            .iter()
+            .copied()
+            .filter(|&sig| !has_default_disposition(sig))
+            .collect()
+    });
+}
+
+/// The kernel's `struct sigaction` (not glibc's, whose mask is 128 bytes): same layout on
+/// x86_64 and aarch64.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Whether `sig` has its default disposition. Uses the raw system call where its layout is
+/// known, because glibc hides the two real-time signals it reserves (32 and 33), and those
+/// too can be inherited as ignored.
+fn has_default_disposition(sig: libc::c_int) -> bool {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a query (null new action) writes only `old`, sized as the kernel expects.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            )
+        };
+        rc != 0 || old.handler == libc::SIG_DFL
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        // SAFETY: querying a disposition (null new action) writes only `old`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction == libc::SIG_DFL
+        }
+    }
+}
+
+/// Sets `sig` to its default disposition. Async-signal-safe (one system call).
+///
+/// # Safety
+/// Changes process-wide signal state; meant for the child between fork and exec.
+unsafe fn set_default_disposition(sig: libc::c_int) {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &dfl as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut dfl.sa_mask);
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+    }
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -341,6 +464,9 @@ impl ExecImage {
             targets,
             pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
             master_pid: std::process::id() as libc::pid_t,
+            reset_signals: NON_DEFAULT_SIGNALS
+                .get()
+                .map_or_else(all_signals, Vec::as_slice),
         })
     }
 }
@@ -374,16 +500,30 @@ pub fn spawn(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
     };
-    // SAFETY: the child branch calls only async-signal-safe functions (see `child`) and never
-    // returns; the master is single-threaded, and even in a multi-threaded caller (the tests)
-    // the child touches no lock and allocates nothing.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child; `image` and the pipe were prepared before
-        // fork and stay valid in our copy of the address space.
-        unsafe { child(&mut image, report_wr.as_raw_fd()) }
-    }
+    // The child runs on its own stack in the master's memory (CLONE_VM) while the master waits
+    // (CLONE_VFORK), as posix_spawn does: no page tables are copied, so starting a child costs
+    // the same whatever the master's size. The child writes only to `image` (its pid digits, its
+    // fd table) and to its own stack; the master resumes once the child has exec'd or exited.
+    let mut stack = vec![0u8; CHILD_STACK];
+    let mut args = CloneArgs {
+        image: &mut image,
+        report: report_wr.as_raw_fd(),
+    };
+    // SAFETY: the stack is writable, owned and outlives the child's use of it (the master is
+    // suspended until the child execs or exits); `args` points to live data for the same span;
+    // `clone_child` calls only async-signal-safe functions and never returns.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            clone_child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut args as *mut CloneArgs<'_>).cast(),
+        )
+    };
     let fork_errno = Errno::last();
+    drop(stack);
     // SAFETY: restores the mask saved above; `old_mask` is a valid sigset_t.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
@@ -403,6 +543,24 @@ pub fn spawn(
             let _ = nix::sys::wait::waitpid(pid, None);
             Err(os_err(step, errno))
         }
+    }
+}
+
+/// Stack size of the child between clone and exec (it only makes system calls).
+const CHILD_STACK: usize = 64 * 1024;
+
+struct CloneArgs<'a> {
+    image: &'a mut ExecImage,
+    report: RawFd,
+}
+
+/// Entry point of the cloned child.
+extern "C" fn clone_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CloneArgs` the master passed to clone and keeps alive while it is
+    // suspended; we are the new child, so `child`'s precondition holds.
+    unsafe {
+        let args = &mut *arg.cast::<CloneArgs<'_>>();
+        child(args.image, args.report)
     }
 }
 
@@ -429,20 +587,16 @@ fn read_report(fd: &OwnedFd) -> Option<(Step, Errno)> {
 /// The child's side, between `fork` and `execve`. Async-signal-safe only.
 ///
 /// # Safety
-/// Must be called only in a child just returned from `fork`.
+/// Must be called only in a child just created by `fork` or `clone`.
 unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
     let mut report = report;
 
-    // Signals: default dispositions (ignored ones survive exec otherwise, e.g. SIGPIPE, which
-    // Rust programs ignore), then the mask is cleared right before exec.
-    let mut dfl: libc::sigaction = std::mem::zeroed();
-    dfl.sa_sigaction = libc::SIG_DFL;
-    libc::sigemptyset(&mut dfl.sa_mask);
-    for sig in 1..libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // Fails (harmlessly) for the few numbers libc reserves for itself.
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
-        }
+    // Signals: default dispositions for every signal the master catches or ignores (ignored
+    // ones survive exec otherwise, e.g. SIGPIPE, which Rust programs ignore; caught ones must
+    // not run the master's handler in the child, which shares its memory until exec), then the
+    // mask is cleared right before exec.
+    for &sig in image.reset_signals.iter() {
+        set_default_disposition(sig);
     }
 
     if libc::setpgid(0, 0) != 0 {
@@ -686,6 +840,31 @@ mod tests {
             resolve_program(OsStr::new("/tmp/")).unwrap_err(),
             SpawnError::NotExecutable("/tmp/".into())
         );
+    }
+
+    #[test]
+    fn children_start_with_default_signal_dispositions() {
+        // Rust ignores SIGPIPE in this test process; a child must not inherit that.
+        snapshot_signal_dispositions();
+        assert!(NON_DEFAULT_SIGNALS.get().unwrap().contains(&libc::SIGPIPE));
+        let out = std::env::temp_dir().join(format!("relaunch-sigign-{}", std::process::id()));
+        let command = Command {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "grep -E '^Sig(Ign|Blk)' /proc/$$/status > {}",
+                    out.display()
+                )
+                .into(),
+            ],
+        };
+        let (pid, _) = spawn(&command, &[], &Extras::default(), &SpawnOptions::default()).unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap();
+        let text = fs::read_to_string(&out).unwrap();
+        fs::remove_file(&out).unwrap();
+        assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
     }
 
     #[test]
