@@ -432,6 +432,61 @@ mod tests {
     }
 
     #[test]
+    fn output_pid_file_and_daemon_options() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv).map(Args::into_config)
+        };
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.output, OutputConfig::default());
+        assert_eq!(c.output.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.output.backups, 10);
+        assert!(!c.output.captures() && c.pid_file.is_none() && !c.daemon);
+
+        let c = parse(&[
+            "--stdout-log",
+            "out.log",
+            "--stderr-log",
+            "/var/log/err.log",
+            "--log-max-bytes",
+            "10KiB",
+            "--log-backups",
+            "0",
+            "--log-prefix",
+            "--pid-file",
+            "run/r.pid",
+            "--daemon",
+        ])
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.output.stdout_log, Some(cwd.join("out.log")));
+        assert_eq!(c.output.stderr_log, Some(PathBuf::from("/var/log/err.log")));
+        assert_eq!(c.output.max_bytes, 10 * 1024);
+        assert_eq!(c.output.backups, 0);
+        assert!(c.output.prefix && c.output.captures());
+        assert_eq!(c.pid_file, Some(cwd.join("run/r.pid")));
+        assert!(c.daemon);
+
+        let c = parse(&["--redirect-stderr"]).unwrap();
+        assert!(c.output.redirect_stderr && !c.output.captures());
+
+        let kind = |extra: &[&str]| parse(extra).unwrap_err().kind();
+        use clap::error::ErrorKind;
+        assert_eq!(kind(&["--daemon"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--log-prefix"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--stderr-log", "e", "--redirect-stderr"]),
+            ErrorKind::ArgumentConflict
+        );
+        let e = parse(&["--log-max-bytes", "lots"]).unwrap_err().to_string();
+        assert!(e.contains("\"lots\" is not a size"), "{e}");
+        let e = parse(&["--pid-file", ""]).unwrap_err().to_string();
+        assert!(e.contains("\"\" is not a path (empty)"), "{e}");
+    }
+
+    #[test]
     fn cli_requires_listen_and_command() {
         let e = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);

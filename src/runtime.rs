@@ -326,10 +326,19 @@ impl Master {
             // Closed in the master once the child has its copy.
             _ready_write = Some(wr);
         }
-        let pipes = self.output.pipes_for_child().map_err(|e| SpawnFailure {
-            message: format!("creating the output pipes: {e}"),
-            exit_code: 1,
-        })?;
+        let pipes = match self.output.pipes_for_child() {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                let message = format!("creating the output pipes: {e}");
+                if let Some(startup) = &mut self.startup {
+                    startup.reason = Some(format!("cannot start the server: {message}"));
+                }
+                return Err(SpawnFailure {
+                    message,
+                    exit_code: 1,
+                });
+            }
+        };
         extras.stdout = pipes.stdout;
         extras.stderr = pipes.stderr;
         match spawn::spawn(&self.config.command, &fds, &extras, &self.options) {

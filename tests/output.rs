@@ -618,6 +618,26 @@ fn pid_file_of_a_running_relaunch_is_refused() {
     assert!(proc_alive(first.pid()));
 }
 
+#[test]
+fn options_can_come_from_the_environment() {
+    let dir = TempDir::new("env");
+    let (log, pid_file) = (dir.join("out.log"), dir.join("r.pid"));
+    let command = sh("echo hello-$$; exec sleep 3600");
+    let r = Relaunch::start_with_env(
+        &args(&["-l", "127.0.0.1:0"], &command),
+        &[
+            ("RELAUNCH_STDOUT_LOG", s(&log)),
+            ("RELAUNCH_LOG_PREFIX", "1"),
+            ("RELAUNCH_PID_FILE", s(&pid_file)),
+        ],
+    );
+    let pid = r.generation_pid(1);
+    wait_for_file_line(&r, &log, "the prefixed line", |l| {
+        l == format!("[1 {pid}] hello-{pid}")
+    });
+    assert_eq!(read(&pid_file), format!("{}\n", r.pid()));
+}
+
 // =============================================================================================
 // --daemon
 
