@@ -939,6 +939,30 @@ fn daemon_reports_why_the_server_did_not_start() {
     assert_eq!(status.code(), Some(127), "{stderr}");
     assert!(stderr.contains("program not found"), "{stderr}");
 
+    // Never ready: stopped after --ready-timeout, reported, cleaned up.
+    let mut cmd = Command::new(relaunch_bin());
+    cmd.args([
+        "--daemon",
+        "--pid-file",
+        s(&pid_file),
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--ready-timeout",
+        "0.5",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let (status, _, stderr) = run_to_end(cmd);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not ready within --ready-timeout 500ms"),
+        "{stderr}"
+    );
+    assert!(!pid_file.exists());
+
     let mut cmd = Command::new(relaunch_bin());
     cmd.args(["--daemon", "-l", "127.0.0.1:0", "--", "true"]);
     let (status, _, stderr) = run_to_end(cmd);
