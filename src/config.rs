@@ -4,7 +4,9 @@
 //! [`Command`], so a reload changes nothing but the program file found at its path.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
+use crate::output::OutputConfig;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -21,6 +23,13 @@ pub struct Config {
     pub ready: ReadyMode,
     /// Timing and signals of the supervisor.
     pub settings: Settings,
+    /// Where the children's output goes (inherited, or captured into log files).
+    pub output: OutputConfig,
+    /// Where to write relaunch's pid (`--pid-file`), as an absolute path. Other features put
+    /// their files next to it (e.g. a control socket).
+    pub pid_file: Option<PathBuf>,
+    /// Whether relaunch detached into the background (`--daemon`).
+    pub daemon: bool,
 }
 
 /// How a new child says it is up (`--ready`).

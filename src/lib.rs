@@ -25,13 +25,18 @@
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
 //! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
 //! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
+//! Around them: [`output`] (capturing the children's output into rotated log files),
+//! [`pidfile`] and [`daemon`] (background mode).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod notify;
+pub mod output;
+pub mod pidfile;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;
@@ -60,5 +65,11 @@ impl From<anyhow::Error> for Failure {
 /// Runs the master with `config` until it stops. Returns the exit code: the status of the
 /// child that was current when it stopped, as a shell reports it (128+N for signal N).
 pub fn run(config: Config) -> Result<i32, Failure> {
-    runtime::run(config)
+    runtime::run(config, None)
+}
+
+/// Like [`run`], in a process that [`daemon::detach`]ed: reports to the waiting shell command
+/// through `startup` once the first generation is up, or why it did not come up.
+pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Failure> {
+    runtime::run(config, Some(startup))
 }

@@ -9,8 +9,9 @@
 //!    error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
 //!    reset every signal disposition and the mask, `setpgid(0, 0)`, `PR_SET_PDEATHSIG` (and
-//!    exit if the master is already gone), move the sockets to fds 3.. (see `place_fds`),
-//!    write the pid's digits into the reserved slot, and `execve`.
+//!    exit if the master is already gone), point fds 1 and 2 at the output pipes if relaunch
+//!    captures the child's output ([`Extras::stdout`], [`Extras::stderr`]), move the sockets to
+//!    fds 3.. (see `place_fds`), write the pid's digits into the reserved slot, and `execve`.
 //! 3. If any step fails, the child writes `(step, errno)` into the pipe and `_exit(127)`s. The
 //!    master reads the pipe: end-of-file means `execve` succeeded (the pipe was close-on-exec).
 //!
@@ -64,6 +65,11 @@ pub struct Extras {
     /// `(fd in the master, fd number in the child)`; the child's numbers must lie above the
     /// sockets' (3 + number of sockets and up) and be distinct.
     pub fds: Vec<(RawFd, RawFd)>,
+    /// An fd of the master to become the child's stdout (fd 1); `None` inherits relaunch's.
+    pub stdout: Option<RawFd>,
+    /// An fd of the master to become the child's stderr (fd 2); `None` inherits relaunch's.
+    /// Applied after `stdout`, so `Some(1)` makes stderr a copy of the child's new stdout.
+    pub stderr: Option<RawFd>,
 }
 
 /// The step of starting a child that failed.
@@ -81,6 +87,8 @@ pub enum Step {
     Fds,
     /// `execve`.
     Exec,
+    /// Redirecting the child's stdout or stderr (`dup2` onto fd 1 or 2).
+    Output,
 }
 
 impl Step {
@@ -95,6 +103,7 @@ impl Step {
             2 => Step::ProcessGroup,
             3 => Step::DeathSignal,
             4 => Step::Fds,
+            6 => Step::Output,
             _ => Step::Exec,
         }
     }
@@ -155,6 +164,7 @@ impl fmt::Display for SpawnError {
                     Step::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
                     Step::Fds => "placing the sockets at fd 3 and up",
                     Step::Exec => "exec",
+                    Step::Output => "redirecting stdout/stderr",
                 };
                 write!(
                     f,
@@ -236,6 +246,8 @@ struct ExecImage {
     sources: Vec<RawFd>,
     /// Where each source goes in the child, ascending: 3.. for the sockets, then extras.
     targets: Vec<RawFd>,
+    /// Sources for the child's fds 1 and 2 (-1: leave as inherited), applied in that order.
+    stdio: [RawFd; 2],
     pdeathsig: libc::c_int,
     master_pid: libc::pid_t,
     /// Signals whose disposition the child resets to the default.
@@ -462,6 +474,7 @@ impl ExecImage {
             envp_ptrs,
             sources,
             targets,
+            stdio: [extras.stdout.unwrap_or(-1), extras.stderr.unwrap_or(-1)],
             pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
             master_pid: std::process::id() as libc::pid_t,
             reset_signals: NON_DEFAULT_SIGNALS
@@ -621,6 +634,14 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         }
     }
 
+    // stdout/stderr first: their sources may sit on numbers `place_fds` is about to reuse.
+    // dup2 leaves the copy at 1 or 2 without close-on-exec.
+    for (target, &source) in (1..).zip(image.stdio.iter()) {
+        if source >= 0 && source != target && libc::dup2(source, target) != target {
+            fail(report, Step::Output);
+        }
+    }
+
     if place_fds(&mut image.sources, &image.targets, &mut report).is_err() {
         fail(report, Step::Fds);
     }
@@ -749,6 +770,34 @@ unsafe fn fail(report: RawFd, step: Step) -> ! {
         }
     }
     libc::_exit(127)
+}
+
+/// Which side of [`fork_process`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child has this pid.
+    Parent(Pid),
+    /// The new process.
+    Child,
+}
+
+/// `fork(2)` for detaching (`--daemon`), where the child goes on to run arbitrary code: it
+/// allocates, logs and takes locks. That is only sound while the process has exactly one
+/// thread (no other thread can hold a lock or be half-way through `malloc` at the moment of
+/// the fork), so this checks `/proc/self/task` first and refuses otherwise.
+pub fn fork_process() -> io::Result<Forked> {
+    let threads = fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork with {threads} threads running (detaching must happen before any thread starts)"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above; nothing in between starts
+    // one), so the child inherits no lock held by another thread and may run any code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
 }
 
 /// Prepares the master's own fds at startup: fds 0, 1 and 2 are opened on `/dev/null` if
@@ -938,6 +987,29 @@ mod tests {
         // The shell itself may hold its script fd and the redirection (fd 1 reopened), but
         // fd 3 is the socket and nothing of the test process beyond it leaked.
         assert!(fields[4].starts_with("0,1,2,3,"), "{text}");
+    }
+
+    #[test]
+    fn stdout_and_stderr_are_redirected() {
+        use std::io::Read;
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let command = Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo out; echo err >&2".into()],
+        };
+        // stderr follows the new stdout (2>&1).
+        let extras = Extras {
+            stdout: Some(wr.as_raw_fd()),
+            stderr: Some(1),
+            ..Extras::default()
+        };
+        let (pid, _) = spawn(&command, &[], &extras, &SpawnOptions::default()).unwrap();
+        drop(wr);
+        let mut text = String::new();
+        fs::File::from(rd).read_to_string(&mut text).unwrap();
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        assert_eq!(text, "out\nerr\n");
     }
 
     /// Port of the socket at `fd`, with no allocation (for use in a forked child).
