@@ -5,7 +5,8 @@
 //! deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
 //! returns. Each wake-up handles, in this order: reaped children (every one, including orphans
 //! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
-//! deadlines. The sockets are owned here and stay open until `run` returns.
+//! deadlines. The sockets are owned here and stay open until `run` returns; dropping them
+//! then removes the socket files relaunch created (after the children are gone).
 //!
 //! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
 //! has a deadline (a child starting, stopping or backing off) or relaunch's own service
@@ -22,8 +23,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use crate::activation;
 use crate::config::{Config, ReadyMode};
 use crate::notify::{self, Manager, Note, NotifySocket};
 use crate::signals::Signals;
@@ -36,21 +38,15 @@ use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 pub fn run(config: Config) -> Result<i32, Failure> {
+    // First, before relaunch opens any fd of its own: take over the sockets of socket
+    // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
+    let inherited = activation::take_inherited(&config.listen)?;
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     let mut signals = Signals::install().context("installing signal handlers")?;
     spawn::snapshot_signal_dispositions();
-    let listeners = sockets::bind_all(&config.listen, config.backlog)?;
-    for (i, l) in listeners.iter().enumerate() {
-        info!(
-            fd = 3 + i,
-            name = %l.name,
-            kind = %l.kind,
-            backlog = l.backlog,
-            addr = %l.local_addr,
-            "listening"
-        );
-    }
+    let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+    sockets::log_listening(&listeners);
     if let ReadyMode::Fd(n) = config.ready {
         let first_free = 3 + listeners.len() as RawFd;
         if n < first_free {
