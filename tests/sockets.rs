@@ -291,10 +291,7 @@ fn udp_echo_through_a_reload_loses_no_datagram() {
     let mut old_gone_at: Option<usize> = None;
     let mut seq = 0;
     // Until enough were sent, the old generation is gone, and 50 more went to the new one.
-    while seq < MIN_DATAGRAMS
-        || old_gone_at.is_none()
-        || old_gone_at.is_some_and(|at| seq < at + 50)
-    {
+    while seq < MIN_DATAGRAMS || old_gone_at.is_none_or(|at| seq < at + 50) {
         if Instant::now() > deadline {
             r.fail(&format!(
                 "sent {seq} datagrams in 120 s without seeing the reload finish; lost: {lost:?}"
