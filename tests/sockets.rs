@@ -674,13 +674,14 @@ fn activated(sockets: &[&Path], names: &[&str], relaunch_args: &[&str]) -> Comma
     Relaunch::command_for(&socket_activate_bin(), &args)
 }
 
-/// Waits until systemd-socket-activate listens on `path` (it creates the socket file).
+/// Waits until systemd-socket-activate listens on `path`. (The socket file appears at bind(),
+/// before listen(): a connect in between would be refused.)
 #[track_caller]
-fn wait_for_socket_file(r: &Relaunch, path: &Path) {
+fn wait_for_listening(r: &Relaunch, path: &Path) {
     r.wait_until(
         T,
         &format!("systemd-socket-activate to listen on {}", path.display()),
-        || fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()),
+        || unix_path_is_listening(path),
     );
 }
 
@@ -706,7 +707,7 @@ fn activation_sockets_are_passed_on_ahead_of_listen_sockets_across_reloads() {
         ],
     );
     let r = Relaunch::spawn(cmd);
-    wait_for_socket_file(&r, &a);
+    wait_for_listening(&r, &a);
     // The first connection makes systemd-socket-activate exec relaunch; it waits in the
     // queue and is answered by relaunch's first child.
     let web = Target::unix(Type::STREAM, &a);
@@ -771,7 +772,7 @@ fn listen_systemd_name_picks_activation_sockets_by_name() {
         ],
     );
     let r = Relaunch::spawn(cmd);
-    wait_for_socket_file(&r, &c);
+    wait_for_listening(&r, &c);
     let first =
         echo(&Target::unix(Type::STREAM, &c), None, "first", T).unwrap_or_else(|e| r.fail(&e));
     let pid1 = r.generation_pid(1);
@@ -804,7 +805,7 @@ fn listen_systemd_name_not_passed_is_a_usage_error_listing_the_names() {
         &["--listen", "systemd:nope", "--", s(&probe)],
     );
     let mut r = Relaunch::spawn(cmd);
-    wait_for_socket_file(&r, &a);
+    wait_for_listening(&r, &a);
     // Trigger the exec; relaunch then refuses to start.
     let _trigger = UnixStream::connect(&a).expect("connect to trigger the activation");
     let status = r.wait_exit(T);

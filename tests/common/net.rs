@@ -264,6 +264,25 @@ pub fn unix_socket_path_of_fd(pid: i32, fd: RawFd) -> Option<String> {
     })
 }
 
+/// Whether some process listens on the unix socket file `path`, from /proc/net/unix (flag
+/// `__SO_ACCEPTCON`, 0x10000), without connecting to it.
+pub fn unix_path_is_listening(path: &Path) -> bool {
+    let Some(path) = path.to_str() else {
+        return false;
+    };
+    let Ok(table) = fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    table.lines().skip(1).any(|row| {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        cols.get(7) == Some(&path)
+            && cols
+                .get(3)
+                .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 0x10000 != 0)
+    })
+}
+
 /// Whether `/proc/<pid>/fdinfo/<fd>` says the fd is close-on-exec; None if there is no such fd.
 pub fn fd_is_cloexec(pid: i32, fd: RawFd) -> Option<bool> {
     let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
