@@ -640,6 +640,10 @@ fn fd_n_that_is_not_an_open_socket_is_a_usage_error() {
         2,
         &["--listen fd:6: fd 6 is a unix socket that is not listening"],
     );
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cmd = Relaunch::command(&["--listen", "fd:7", "--listen", "again=fd:7", "--", p]);
+    pass_fds(&mut cmd, &[(tcp.as_raw_fd(), 7)]);
+    expect_failure(cmd, 2, &["--listen fd:7 is given twice"]);
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -822,6 +826,30 @@ fn listen_systemd_name_not_passed_is_a_usage_error_listing_the_names() {
         "{stderr}"
     );
     assert!(r.events("spawned").is_empty(), "{stderr}");
+}
+
+#[test]
+fn fd_n_naming_an_activation_socket_is_a_usage_error() {
+    let dir = TempDir::new("activate-fd");
+    let a = dir.join("a.sock");
+    let probe = probe_bin();
+    let cmd = activated(&[&a], &["web"], &["--listen", "fd:3", "--", s(&probe)]);
+    let mut r = Relaunch::spawn(cmd);
+    wait_for_listening(&r, &a);
+    let _trigger = UnixStream::connect(&a).expect("connect to trigger the activation");
+    let status = r.wait_exit(T);
+    if status.code() != Some(2) {
+        r.fail(&format!(
+            "relaunch ended with {status:?}, expected exit code 2"
+        ));
+    }
+    let stderr = r.stderr();
+    assert!(
+        stderr.contains(
+            "--listen fd:3: fd 3 came with socket activation as \"web\"; use --listen systemd:web instead"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
