@@ -39,17 +39,24 @@ the command line wins. Relative paths are made absolute at startup.",
     group(ArgGroup::new("log_files").args(["stdout_log", "stderr_log"]).multiple(true))
 )]
 pub struct Args {
-    /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...).
+    /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...); the
+    /// grammar is in [`crate::spec`].
     #[arg(
         short,
         long = "listen",
         value_name = "[NAME=]ADDR",
-        required = true,
         help = "Socket to listen on, passed to the child in the order given (fd 3, 4, ...). \
-ADDR: PORT or :PORT (all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT, [IPv6]:PORT, \
-HOST:PORT (must resolve to one address), tcp://HOST:PORT. Port 0 picks a free port. NAME goes \
-into LISTEN_FDNAMES (default: derived from the address, e.g. tcp-127.0.0.1-8080). Repeatable; \
-at least one."
+ADDR: PORT or :PORT (TCP on all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT, \
+[IPv6]:PORT, HOST:PORT (must resolve to one address), tcp://HOST:PORT; tcp4:// and tcp6:// \
+force a family; udp://HOST:PORT (also udp4://, udp6://); unix:/path, /abs/path or ./rel/path \
+(unix stream), unixgram:PATH, unixpacket:PATH, unix:@name (abstract); fd:N (a socket relaunch \
+inherited at fd N); systemd:NAME (the socket-activation sockets named NAME). Port 0 picks a \
+free port. Options after '?', joined by '&': backlog=N, reuseport, v6only, nodelay, keepalive, \
+freebind (true|false), rcvbuf=BYTES, sndbuf=BYTES, and for socket files mode=660, owner=USER, \
+group=GROUP; e.g. 'unix:/run/app.sock?mode=660&group=www-data'. NAME goes into LISTEN_FDNAMES \
+(default: derived from the address, e.g. tcp-127.0.0.1-8080, unix-app.sock, fd-7). \
+Repeatable. Without --listen, relaunch passes the sockets it got by systemd socket activation; \
+with neither it refuses to start."
     )]
     pub listen: Vec<ListenSpec>,
 
@@ -487,9 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn cli_requires_listen_and_command() {
-        let e = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap_err();
-        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    fn cli_requires_a_command_but_not_listen() {
+        // Without --listen, the sockets can come from socket activation; `sockets::open_all`
+        // refuses to start with none at all.
+        let args = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap();
+        assert!(args.listen.is_empty());
         let e = Args::try_parse_from(["relaunch", "--listen", ":1"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let e = Args::try_parse_from(["relaunch", "--listen", ":1", "srv"]).unwrap_err();

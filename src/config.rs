@@ -13,7 +13,9 @@ use crate::supervisor::Settings;
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The sockets to bind, in the order they are passed (fd 3, 4, ...).
+    /// The `--listen` sockets, in the order they are passed (fd 3, 4, ..., after the sockets of
+    /// socket activation unless `systemd:NAME` picks those); may be empty when relaunch was
+    /// socket-activated.
     pub listen: Vec<ListenSpec>,
     /// Listen backlog requested for each socket (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,

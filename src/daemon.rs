@@ -90,8 +90,11 @@ impl Startup {
 }
 
 /// Detaches from the terminal and the shell (see the module docs). Returns in the original
-/// process once the daemon reported, and in the daemon right away.
-pub fn detach() -> io::Result<Detached> {
+/// process once the daemon reported, and in the daemon right away. `keep` are inherited fds
+/// the daemon still needs (the sockets of `--listen fd:N`); every other one is closed.
+/// Socket activation does not survive detaching (its `LISTEN_PID` names the original
+/// process), and needs no `--daemon` anyway: the service manager is there.
+pub fn detach(keep: &[RawFd]) -> io::Result<Detached> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     match fork_process()? {
         Forked::Parent(child) => {
@@ -130,7 +133,7 @@ pub fn detach() -> io::Result<Detached> {
             nix::unistd::dup2(null.as_raw_fd(), fd)?;
         }
         drop(null);
-        close_inherited(pipe.as_raw_fd())?;
+        close_inherited(pipe.as_raw_fd(), keep)?;
         Ok(true)
     })();
     match result {
@@ -146,15 +149,16 @@ pub fn detach() -> io::Result<Detached> {
     }
 }
 
-/// Closes every fd from 3 up but `keep`: a daemon must not hold open what it inherited (a
-/// pipe of the shell or of `ssh` would never see end-of-file, and the command waiting on it
-/// would hang). Nothing in this process owns those fds yet: this runs before anything opens.
-fn close_inherited(keep: RawFd) -> io::Result<()> {
+/// Closes every fd from 3 up but `pipe` and `keep`: a daemon must not hold open what it
+/// inherited (a pipe of the shell or of `ssh` would never see end-of-file, and the command
+/// waiting on it would hang). Nothing in this process owns those fds yet: this runs before
+/// anything opens. `keep` are the sockets handed over with `--listen fd:N`.
+fn close_inherited(pipe: RawFd, keep: &[RawFd]) -> io::Result<()> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in fds {
-        if fd > 2 && fd != keep {
+        if fd > 2 && fd != pipe && !keep.contains(&fd) {
             // EBADF for the directory's own fd, closed by now.
             let _ = nix::unistd::close(fd);
         }

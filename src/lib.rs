@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
-//! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
+//! grammar) → [`activation`] (sockets inherited from relaunch's parent) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
 //! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
 //! Around them: [`output`] (capturing the children's output into rotated log files),
 //! [`pidfile`] and [`daemon`] (background mode).
@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -50,15 +51,22 @@ pub use config::{Command, Config};
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
-    /// The process exit code: 1 runtime failure, 126 not executable, 127 not found.
+    /// The process exit code: 1 runtime failure, 2 usage error, 126 not executable, 127 not
+    /// found.
     pub code: i32,
     /// What went wrong, with its causes.
     pub error: anyhow::Error,
 }
 
 impl From<anyhow::Error> for Failure {
+    /// Exit code 2 (usage) when the error comes from a `--listen` argument that asks for
+    /// something impossible (a [`spec::SpecError`] anywhere in the chain), else 1.
     fn from(error: anyhow::Error) -> Self {
-        Failure { code: 1, error }
+        let usage = error.chain().any(|e| e.is::<spec::SpecError>());
+        Failure {
+            code: if usage { 2 } else { 1 },
+            error,
+        }
     }
 }
 

@@ -37,7 +37,15 @@ fn main() {
             );
             exit(1);
         }
-        match daemon::detach() {
+        let keep: Vec<std::os::fd::RawFd> = config
+            .listen
+            .iter()
+            .filter_map(|spec| match spec.addr {
+                relaunch::spec::ListenAddr::Fd(fd) => Some(fd),
+                _ => None,
+            })
+            .collect();
+        match daemon::detach(&keep) {
             Ok(Detached::Parent { code, message }) => {
                 if code != 0 {
                     eprintln!("relaunch: error: {message}");

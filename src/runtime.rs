@@ -6,7 +6,8 @@
 //! returns. Each wake-up handles, in this order: the children's captured output (a bounded
 //! amount per pipe, see [`crate::output`]), reaped children (every one, including orphans
 //! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
-//! deadlines. The sockets are owned here and stay open until `run` returns.
+//! deadlines. The sockets are owned here and stay open until `run` returns; dropping them
+//! then removes the socket files relaunch created (after the children are gone).
 //!
 //! Startup order: log files (so `--daemon` has its log from the start), pid-file check,
 //! sockets, pid file, first spawn. With `--daemon`, the waiting shell command is told once the
@@ -30,6 +31,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
+use crate::activation;
 use crate::config::{Config, ReadyMode};
 use crate::daemon::Startup;
 use crate::notify::{self, Manager, Note, NotifySocket};
@@ -80,6 +82,9 @@ pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
 }
 
 fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
+    // First, before relaunch opens any fd of its own: take over the sockets of socket
+    // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
+    let inherited = activation::take_inherited(&config.listen)?;
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     let output = Output::open(&config.output, config.daemon)?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
@@ -88,17 +93,8 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
     spawn::snapshot_signal_dispositions();
-    let listeners = sockets::bind_all(&config.listen, config.backlog)?;
-    for (i, l) in listeners.iter().enumerate() {
-        info!(
-            fd = 3 + i,
-            name = %l.name,
-            kind = %l.kind,
-            backlog = l.backlog,
-            addr = %l.local_addr,
-            "listening"
-        );
-    }
+    let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+    sockets::log_listening(&listeners);
     if let ReadyMode::Fd(n) = config.ready {
         let first_free = 3 + listeners.len() as RawFd;
         if n < first_free {

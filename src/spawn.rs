@@ -846,6 +846,28 @@ pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes ownership of `fd`, a file descriptor relaunch inherited from its parent (a socket
+/// passed by socket activation, or named with `--listen fd:N`), and marks it close-on-exec: it
+/// reaches a child only when the spawn module places it at 3.. on purpose.
+///
+/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2 (stdio stays
+/// where it is). The caller must call this at most once per fd, at startup, before relaunch
+/// opens any file of its own: only then is an open fd with that number the inherited one, owned
+/// by nothing else in the process. [`crate::activation::take_inherited`] does exactly that.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFD)?;
+    // SAFETY: F_GETFD just showed `fd` is open. By this function's contract it was inherited
+    // and nothing else in the process has wrapped it: this becomes its only owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(flags))?;
+    Ok(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

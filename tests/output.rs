@@ -969,3 +969,53 @@ fn daemon_reports_why_the_server_did_not_start() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--pid-file"), "{stderr}");
 }
+
+#[test]
+fn daemon_keeps_sockets_handed_over_with_listen_fd() {
+    let dir = TempDir::new("daemon-fd");
+    let hello = hello_bin();
+    let mut guard = DaemonGuard::new(&dir.join("relaunch.pid"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut cmd = Command::new(relaunch_bin());
+    cmd.current_dir(dir.path()).args([
+        "--daemon",
+        "--pid-file",
+        "relaunch.pid",
+        "--stderr-log",
+        "err.log",
+        "--listen",
+        "web=fd:9",
+        "--",
+        s(&hello),
+    ]);
+    // SAFETY: dup2 is async-signal-safe; the copy at 9 is not close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 9) != 9 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (status, _stdout, stderr) = run_to_end(cmd);
+    assert!(
+        status.success(),
+        "relaunch --daemon --listen fd:9 failed: {status:?}\nstderr: {stderr}\nlog: {}",
+        read(&dir.join("err.log"))
+    );
+    let daemon = guard.pid().expect("the pid file names the daemon");
+    // This test's own copy of the socket must not be what answers: close it.
+    drop(listener);
+    let (code, body) = http_get(addr, T).unwrap_or_else(|e| {
+        panic!(
+            "GET through the handed-over socket failed: {e}\nlog: {}",
+            read(&dir.join("err.log"))
+        )
+    });
+    assert_eq!(code, 200);
+    let child = body_pid(&body).expect("pid in the body");
+    assert!(descendants(daemon).contains(&child), "{body}");
+    assert!(body.contains("fdnames=web"), "{body}");
+}
