@@ -4,13 +4,17 @@
 //! value and say what would be valid; `main` prints them on one line and exits with 2.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::signal::Signal;
 
+use crate::client::ClientCommand;
 use crate::config::{Command, Config, ReadyMode};
+use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
+use crate::metrics::MetricsAddr;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -24,14 +28,26 @@ use crate::supervisor::Settings;
 #[command(
     name = "relaunch",
     version,
+    override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
+relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    subcommand_value_name = "SUBCOMMAND",
+    subcommand_help_heading = "Subcommands (talk to a running relaunch; see relaunch SUBCOMMAND --help)",
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child.\n\
-Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure; 2 usage error; \
-126 program not executable; 127 program not found.\n\
+Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure (also: another \
+relaunch with this --name runs); 2 usage error; 126 program not executable; 127 program not found. \
+Subcommands: 0 ok/running, 1 failed (or not serving), 3 no relaunch running, 4 permission denied, \
+124 --timeout.\n\
 Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info); -v and -q \
 override it."
 )]
 pub struct Args {
+    /// A subcommand that talks to a running relaunch instead of starting one.
+    #[command(subcommand)]
+    pub client: Option<ClientCommand>,
+
     /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...).
     #[arg(
         short,
@@ -90,6 +106,27 @@ at least one."
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
 
+    /// Name of this relaunch, for its control socket and status [default: the program's file
+    /// name]. 1 to 64 characters out of A-Z a-z 0-9 . _ - @ +.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Control socket for `relaunch status|reload|stop|signal` (mode 0600, only this user and
+    /// root may use it) [default: $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without
+    /// XDG_RUNTIME_DIR /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_control")]
+    pub control: Option<PathBuf>,
+
+    /// Do not open a control socket (the subcommands then only work with --pid-file, through
+    /// signals).
+    #[arg(long)]
+    pub no_control: bool,
+
+    /// Serve Prometheus metrics over HTTP at ADDR (e.g. 127.0.0.1:9100 or :9100), path
+    /// /metrics [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<MetricsAddr>,
+
     /// The server to run, with its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -100,6 +137,7 @@ impl Args {
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
         let program = command.next().unwrap_or_default();
+        let name = self.name.unwrap_or_else(|| program_name(&program));
         let start_secs = self.start_secs.unwrap_or(match self.ready {
             ReadyMode::Timer => Duration::from_secs(1),
             _ => Duration::ZERO,
@@ -120,6 +158,18 @@ impl Args {
                 stop_wait: self.stop_wait_secs,
                 ..Settings::default()
             },
+            control: ControlConfig {
+                default_path: !self.no_control && self.control.is_none(),
+                // `default_path` puts the socket next to a pid file when there is one (and no
+                // runtime dir); the master writes no pid file yet, hence `None`.
+                socket: match (self.no_control, self.control) {
+                    (true, _) => None,
+                    (false, Some(path)) => Some(path),
+                    (false, None) => Some(default_path(&name, None, &PathEnv::current())),
+                },
+                metrics: self.metrics,
+            },
+            name,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 
+use crate::control::ControlConfig;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -21,6 +22,11 @@ pub struct Config {
     pub ready: ReadyMode,
     /// Timing and signals of the supervisor.
     pub settings: Settings,
+    /// This relaunch's name (`--name`; default: the program's file name), for its control
+    /// socket and status.
+    pub name: String,
+    /// The control socket and metrics endpoint.
+    pub control: ControlConfig,
 }
 
 /// How a new child says it is up (`--ready`).

@@ -25,12 +25,19 @@
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
 //! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
 //! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
+//! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
+//! [`conn`]), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
+//! other side: the `status`, `reload`, `stop` and `signal` subcommands.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod conn;
+pub mod control;
+pub mod metrics;
 pub mod notify;
 pub mod runtime;
 pub mod signals;
@@ -38,6 +45,7 @@ pub mod sockets;
 #[allow(unsafe_code)]
 pub mod spawn;
 pub mod spec;
+pub mod status;
 pub mod supervisor;
 
 pub use config::{Command, Config};

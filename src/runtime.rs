@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, ReadyMode};
+use crate::control::Control;
 use crate::notify::{self, Manager, Note, NotifySocket};
 use crate::signals::Signals;
 use crate::sockets::{self, Listener};
@@ -36,6 +37,7 @@ use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 pub fn run(config: Config) -> Result<i32, Failure> {
+    let started = Instant::now();
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     let mut signals = Signals::install().context("installing signal handlers")?;
@@ -73,7 +75,9 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         ReadyMode::Notify => Some(NotifySocket::bind().context("creating the notify socket")?),
         _ => None,
     };
+    let control = Control::new(&config.name, &config.control, &listeners, started)?;
     let mut master = Master {
+        control,
         supervisor: Supervisor::new(config.settings),
         config,
         listeners,
@@ -102,6 +106,8 @@ struct Master {
     manager: Option<Manager>,
     /// When the next `WATCHDOG=1` is due.
     next_watchdog: Option<Instant>,
+    /// The control socket, metrics and status tracking (see [`crate::control`]).
+    control: Control,
 }
 
 impl Master {
@@ -139,12 +145,25 @@ impl Master {
                     other => events.push(Event::Forward(other)),
                 }
             }
-            events.push(Event::Tick);
             for event in events {
-                queue.extend(self.supervisor.handle(event, now));
+                queue.extend(self.handle(event, now));
             }
+            // Control requests see this wake-up's exits and signals already handled.
+            queue.extend(
+                self.control
+                    .run(&readable.control, &mut self.supervisor, now),
+            );
+            queue.extend(self.handle(Event::Tick, now));
             self.watchdog(now);
         }
+    }
+
+    /// Feeds one event to the supervisor, with the control plane watching.
+    fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.control.before(&event, &self.supervisor, now);
+        let actions = self.supervisor.handle(event, now);
+        self.control.after(&self.supervisor, now);
+        actions
     }
 
     /// Carries out actions in order; a spawn's result is fed back before the next action.
@@ -155,9 +174,8 @@ impl Master {
                 Action::Spawn { generation } => {
                     let result = self.spawn(generation);
                     let now = Instant::now();
-                    let more = self
-                        .supervisor
-                        .handle(Event::Spawned { generation, result }, now);
+                    self.control.spawned(generation, &result, now);
+                    let more = self.handle(Event::Spawned { generation, result }, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
                         queue.push_front(a);
@@ -169,8 +187,16 @@ impl Master {
                     generation,
                     ok,
                     reason,
-                } => debug!(generation, ok, reason = %reason, "reload attempt ended"),
-                Action::Exit { code } => return Some(code),
+                } => {
+                    debug!(generation, ok, reason = %reason, "reload attempt ended");
+                    let now = Instant::now();
+                    self.control
+                        .reload_done(generation, ok, &reason, &self.supervisor, now);
+                }
+                Action::Exit { code } => {
+                    self.control.exit(code);
+                    return Some(code);
+                }
             }
         }
         None
@@ -308,10 +334,14 @@ impl Master {
 
     /// Sleeps until something is readable or the nearest deadline passes.
     fn wait(&mut self, signals: &Signals) -> Result<Readable, Failure> {
-        let deadline = [self.supervisor.next_deadline(), self.next_watchdog]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.supervisor.next_deadline(),
+            self.next_watchdog,
+            self.control.next_deadline(Instant::now()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => {
@@ -329,6 +359,8 @@ impl Master {
         for (_, fd) in &self.ready_pipes {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
+        let control_from = fds.len();
+        self.control.poll_fds(&mut fds);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(anyhow!("poll: {e}").into()),
@@ -336,7 +368,11 @@ impl Master {
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         Ok(Readable {
             notify: self.notify_socket.is_some() && ready(&fds[1]),
-            pipes: fds[pipes_from..].iter().any(ready),
+            pipes: fds[pipes_from..control_from].iter().any(ready),
+            control: fds[control_from..]
+                .iter()
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                .collect(),
         })
     }
 }
@@ -345,6 +381,8 @@ impl Master {
 struct Readable {
     notify: bool,
     pipes: bool,
+    /// `revents` of the control plane's fds, in the order it added them.
+    control: Vec<PollFlags>,
 }
 
 fn spawn_failure(e: &SpawnError) -> SpawnFailure {
