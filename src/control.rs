@@ -468,6 +468,8 @@ struct Client {
     id: u64,
     conn: Conn<UnixStream>,
     waiting: Option<Waiting>,
+    /// The peer closed both directions: what it sent is still served, nothing is answered.
+    hung_up: bool,
 }
 
 /// The listening control socket and its connections.
@@ -486,6 +488,8 @@ impl ControlServer {
     /// Binds the control socket at `path` (see the module docs). `default_dir`: the path is
     /// the default one, whose directory must be safe to use.
     pub fn bind(path: &Path, default_dir: bool) -> Result<ControlServer, BindError> {
+        // Absolute, for the status record and the removal on exit.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let env = PathEnv::current();
         let other = |e: anyhow::Error| BindError::Other(e);
         if path.as_os_str().len() > 107 {
@@ -603,11 +607,10 @@ impl ControlServer {
                 continue;
             };
             if ev.intersects(bad) {
-                // The peer is gone entirely: it can read no answer.
-                c.conn.closing = true;
-                c.conn.clear_input();
-                c.waiting = None;
-                c.conn.deadline = Some(now);
+                // The peer is gone entirely: it can read no answer, but a request it sent
+                // before closing (`echo '{"v":1,"cmd":"reload"}' | nc -U ...`) still counts.
+                let _ = c.conn.read(MAX_REQUEST, MAX_REQUEST);
+                c.hung_up = true;
                 continue;
             }
             if ev.contains(PollFlags::POLLOUT) && c.conn.flush().is_err() {
@@ -640,30 +643,57 @@ impl ControlServer {
         {
             self.accept(now);
         }
-        // Requests, at most one per connection.
+        // Requests: at most one valid request per connection per call (the next ones wait
+        // for its answer), and at most LINES lines.
+        const LINES: usize = 256;
         let mut requests = Vec::new();
         for c in &mut self.clients {
+            if c.hung_up {
+                if c.waiting.is_none() && !c.conn.closing {
+                    // Serve what it sent, as requests that wait for nothing.
+                    for line in std::iter::from_fn(|| c.conn.take_line()).take(LINES) {
+                        if let Ok(mut request) = parse_request(&line) {
+                            request.wait = false;
+                            requests.push((c.id, request));
+                        }
+                    }
+                }
+                c.waiting = None;
+                c.conn.closing = true;
+                c.conn.deadline = Some(now);
+                continue;
+            }
             if c.waiting.is_some() || c.conn.closing {
                 continue;
             }
-            let Some(line) = c.conn.take_line() else {
-                if c.conn.eof {
-                    // Half-closed and nothing more to answer.
-                    c.conn.closing = true;
+            for _ in 0..LINES {
+                let Some(line) = c.conn.take_line() else {
+                    if c.conn.eof {
+                        // Half-closed, and everything it sent is answered.
+                        c.conn.closing = true;
+                        c.conn.deadline = Some(now + IDLE_TIMEOUT);
+                    }
+                    break;
+                };
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
                 }
-                continue;
-            };
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match parse_request(&line) {
-                Ok(request) => {
-                    c.conn.deadline = None;
-                    requests.push((c.id, request));
-                }
-                Err(message) => {
-                    let _ = c.conn.send(&Response::error(message).to_line());
-                    c.conn.deadline = Some(now + IDLE_TIMEOUT);
+                match parse_request(&line) {
+                    Ok(request) => {
+                        c.conn.deadline = None;
+                        requests.push((c.id, request));
+                        break;
+                    }
+                    Err(message) => {
+                        if c.conn.send(&Response::error(message).to_line()).is_err()
+                            || c.conn.unsent() > MAX_OUTPUT
+                        {
+                            c.conn.closing = true;
+                            c.conn.deadline = Some(now);
+                            break;
+                        }
+                        c.conn.deadline = Some(now + IDLE_TIMEOUT);
+                    }
                 }
             }
         }
@@ -720,6 +750,7 @@ impl ControlServer {
                 id,
                 conn,
                 waiting: None,
+                hung_up: false,
             });
         }
     }
@@ -753,6 +784,15 @@ impl ControlServer {
         if c.conn.send(&response.to_line()).is_err() || c.conn.unsent() > MAX_OUTPUT {
             c.conn.closing = true;
             c.conn.deadline = Some(now);
+        } else if c.conn.eof && !c.conn.input().contains(&b'\n') {
+            // Half-closed and answered: close as soon as the answer is out (the deadline
+            // wakes the loop at once if it already is).
+            c.conn.closing = true;
+            c.conn.deadline = Some(if c.conn.unsent() == 0 {
+                now
+            } else {
+                now + IDLE_TIMEOUT
+            });
         } else {
             c.conn.deadline = Some(now + IDLE_TIMEOUT);
         }
@@ -883,7 +923,7 @@ impl Control {
             Some(path) => {
                 let server = ControlServer::bind(path, config.default_path)
                     .map_err(|e| crate::Failure::from(anyhow!(e)))?;
-                info!(path = %path.display(), "control socket");
+                info!(path = %server.path().display(), "control socket");
                 Some(server)
             }
             None => None,
@@ -1398,6 +1438,79 @@ mod tests {
         assert_eq!(r.answered, vec![("first", 2, false)]);
         assert_eq!(r.failed, vec!["second"]);
         assert_eq!(r.request("late"), Joined::Refused);
+    }
+
+    /// Polls the server's fds for real, then runs its I/O.
+    fn poll_io(server: &mut ControlServer, now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
+        let mut fds = Vec::new();
+        server.poll_fds(&mut fds);
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)).unwrap();
+        let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap()).collect();
+        drop(fds);
+        server.io(&revents, now)
+    }
+
+    fn temp_socket(tag: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "relaunch-unit-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        dir.join("sub").join("c.sock")
+    }
+
+    #[test]
+    fn server_serves_a_hung_up_clients_request_and_expires_silent_ones() {
+        let path = temp_socket("io");
+        let mut server = ControlServer::bind(&path, false).unwrap();
+        let dir = path.parent().unwrap();
+        assert_eq!(fs::metadata(dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let t0 = Instant::now();
+
+        let silent = UnixStream::connect(&path).unwrap();
+        let mut hangs_up = UnixStream::connect(&path).unwrap();
+        let (gone, requests) = poll_io(&mut server, t0);
+        assert!(gone.is_empty() && requests.is_empty());
+        assert_eq!(server.clients.len(), 2, "both accepted");
+
+        // Sent and fully closed before relaunch looked: the request still counts, without a
+        // wait (nobody is left to answer).
+        hangs_up
+            .write_all(b"{\"v\":1,\"cmd\":\"reload\",\"wait\":true}\n")
+            .unwrap();
+        drop(hangs_up);
+        let (gone, requests) = poll_io(&mut server, t0);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].1.cmd, "reload");
+        assert!(!requests[0].1.wait);
+        assert_eq!(gone, vec![requests[0].0]);
+
+        // The silent one goes at its deadline.
+        assert_eq!(server.next_deadline(t0), Some(t0 + IDLE_TIMEOUT));
+        let (gone, _) = server.io(&[PollFlags::empty(); 2], t0 + IDLE_TIMEOUT);
+        assert_eq!(gone.len(), 1);
+        assert!(server.clients.is_empty());
+        drop(silent);
+
+        // A second server on a live socket is refused; once dropped, the file is gone.
+        assert!(matches!(
+            ControlServer::bind(&path, false),
+            Err(BindError::InUse(_))
+        ));
+        drop(server);
+        assert!(!path.exists());
+        // A stale file (nobody listens) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let server = ControlServer::bind(&path, false).unwrap();
+        drop(server);
+        // Something that is not a socket is left alone.
+        fs::write(&path, "x").unwrap();
+        let e = ControlServer::bind(&path, false).unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //!
 //! ```no_run
 //! use clap::Parser;
-//! let args = relaunch::cli::Args::parse();
+//! let mut args = relaunch::cli::Args::parse();
+//! if let Some(command) = args.client.take() {
+//!     // `relaunch status|reload|stop|...`: talk to a running master.
+//!     std::process::exit(relaunch::client::run(command));
+//! }
 //! let code = match relaunch::run(args.into_config()) {
 //!     Ok(code) => code,
 //!     Err(failure) => {

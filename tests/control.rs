@@ -662,7 +662,12 @@ fn the_raw_protocol_answers_line_by_line_and_explains_bad_requests() {
         .unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut text = String::new();
+    let started = Instant::now();
     stream.read_to_string(&mut text).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a half-closed client is closed once answered, not after the idle timeout"
+    );
     let answers: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -693,6 +698,12 @@ fn the_raw_protocol_answers_line_by_line_and_explains_bad_requests() {
     assert!(out
         .stdout
         .contains(&format!("SIGUSR2 to generation 1 (pid {g1})")));
+
+    // Fire and forget: a request whose client closes at once still counts.
+    let mut fire = UnixStream::connect(&ctl).unwrap();
+    fire.write_all(b"{\"v\":1,\"cmd\":\"reload\"}\n").unwrap();
+    drop(fire);
+    r.wait_for_event("reload complete", &[("generation", "2")], T);
 }
 
 // ---------------------------------------------------------------------------------------------
