@@ -226,6 +226,10 @@ fn locate(target: &Target) -> Result<Endpoint> {
         }
     }
     found.sort();
+    if found.len() > 1 {
+        // Sockets left behind by a relaunch that was killed do not count.
+        found.retain(|p| UnixStream::connect(p).is_ok());
+    }
     match found.len() {
         0 => Err(Fail(
             NOT_RUNNING,

@@ -774,6 +774,10 @@ fn default_socket_one_master_per_name_stale_file_replaced_and_removed_on_exit() 
     c.wait_for_event("running", &[("generation", "1")], T);
     assert!(c.stderr().contains("removing a stale control socket"));
     assert_eq!(find(&["status", "--name", "web"]).code, 0);
+    // A stale socket of another name beside it does not make `status` ambiguous.
+    drop(UnixListener::bind(rt.join("relaunch").join("old.sock")).unwrap());
+    let out = find(&["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
 
     // stop --wait: relaunch exits and removes its socket.
     let out = find(&["stop", "--wait", "--name", "web"]);
