@@ -1,15 +1,16 @@
 //! The master's event loop: one thread, one `poll`, one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
-//! signal self-pipe, the notify socket and the children's readiness pipes, until the nearest
-//! deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
-//! returns. Each wake-up handles, in this order: reaped children (every one, including orphans
-//! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
-//! deadlines. The sockets are owned here and stay open until `run` returns.
+//! signal self-pipe, the notify socket, the children's readiness pipes, and the control socket
+//! and metrics connections, until the nearest deadline) and feeding what happened to the
+//! [`Supervisor`], carrying out the actions it returns. Each wake-up handles, in this order:
+//! reaped children (every one, including orphans when relaunch is PID 1 or a subreaper), then
+//! readiness messages, then signals, then control requests, then due deadlines. The sockets
+//! are owned here and stay open until `run` returns.
 //!
 //! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
-//! has a deadline (a child starting, stopping or backing off) or relaunch's own service
-//! manager asked for watchdog pings.
+//! has a deadline (a child starting, stopping or backing off), relaunch's own service manager
+//! asked for watchdog pings, or a control or metrics connection is open (its idle deadline).
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
