@@ -12,7 +12,10 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Parser};
 use nix::sys::signal::Signal;
 
+use crate::client::ClientCommand;
 use crate::config::{Command, Config, ReadyMode};
+use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
+use crate::metrics::MetricsAddr;
 use crate::output::{parse_size, OutputConfig, DEFAULT_BACKUPS};
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
@@ -27,11 +30,19 @@ use crate::supervisor::Settings;
 #[command(
     name = "relaunch",
     version,
+    override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
+relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    subcommand_value_name = "SUBCOMMAND",
+    subcommand_help_heading = "Subcommands (talk to a running relaunch; see relaunch SUBCOMMAND --help)",
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
-Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure; 2 usage error; \
-126 program not executable; 127 program not found.\n\
+Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure (also: another \
+relaunch with this --name runs); 2 usage error; 126 program not executable; 127 program not found. \
+Subcommands: 0 ok/running, 1 failed (or not serving), 3 no relaunch running, 4 permission denied, \
+124 --timeout.\n\
 Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info); -v and -q \
 override it.\n\
 Output, pid file and --daemon options also read the RELAUNCH_* variable shown with each; \
@@ -39,6 +50,10 @@ the command line wins. Relative paths are made absolute at startup.",
     group(ArgGroup::new("log_files").args(["stdout_log", "stderr_log"]).multiple(true))
 )]
 pub struct Args {
+    /// A subcommand that talks to a running relaunch instead of starting one.
+    #[command(subcommand)]
+    pub client: Option<ClientCommand>,
+
     /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...); the
     /// grammar is in [`crate::spec`].
     #[arg(
@@ -208,6 +223,27 @@ own log goes to the stderr log [default: off]"
     )]
     pub daemon: bool,
 
+    /// Name of this relaunch, for its control socket and status [default: the program's file
+    /// name]. 1 to 64 characters out of A-Z a-z 0-9 . _ - @ +.
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Control socket for `relaunch status|reload|stop|signal` (mode 0600, only this user and
+    /// root may use it) [default: $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without
+    /// XDG_RUNTIME_DIR /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_control")]
+    pub control: Option<PathBuf>,
+
+    /// Do not open a control socket (the subcommands then only work with --pid-file, through
+    /// signals).
+    #[arg(long)]
+    pub no_control: bool,
+
+    /// Serve Prometheus metrics over HTTP at ADDR (e.g. 127.0.0.1:9100 or :9100), path
+    /// /metrics [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<MetricsAddr>,
+
     /// The server to run, with its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -218,6 +254,8 @@ impl Args {
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
         let program = command.next().unwrap_or_default();
+        let name = self.name.unwrap_or_else(|| program_name(&program));
+        let pid_file = self.pid_file;
         let start_secs = self.start_secs.unwrap_or(match self.ready {
             ReadyMode::Timer => Duration::from_secs(1),
             _ => Duration::ZERO,
@@ -246,8 +284,24 @@ impl Args {
                 backups: self.log_backups,
                 prefix: self.log_prefix,
             },
-            pid_file: self.pid_file,
+            pid_file: pid_file.clone(),
             daemon: self.daemon,
+            control: ControlConfig {
+                default_path: !self.no_control && self.control.is_none(),
+                // `default_path` puts the socket next to the pid file when there is one (and
+                // no runtime dir).
+                socket: match (self.no_control, self.control) {
+                    (true, _) => None,
+                    (false, Some(path)) => Some(path),
+                    (false, None) => Some(default_path(
+                        &name,
+                        pid_file.as_deref(),
+                        &PathEnv::current(),
+                    )),
+                },
+                metrics: self.metrics,
+            },
+            name,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::control::ControlConfig;
 use crate::output::OutputConfig;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
@@ -32,6 +33,11 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Whether relaunch detached into the background (`--daemon`).
     pub daemon: bool,
+    /// This relaunch's name (`--name`; default: the program's file name), for its control
+    /// socket and status.
+    pub name: String,
+    /// The control socket and metrics endpoint.
+    pub control: ControlConfig,
 }
 
 /// How a new child says it is up (`--ready`).

@@ -11,7 +11,11 @@
 //!
 //! ```no_run
 //! use clap::Parser;
-//! let args = relaunch::cli::Args::parse();
+//! let mut args = relaunch::cli::Args::parse();
+//! if let Some(command) = args.client.take() {
+//!     // `relaunch status|reload|stop|...`: talk to a running master.
+//!     std::process::exit(relaunch::client::run(command));
+//! }
 //! let code = match relaunch::run(args.into_config()) {
 //!     Ok(code) => code,
 //!     Err(failure) => {
@@ -27,14 +31,21 @@
 //! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
 //! Around them: [`output`] (capturing the children's output into rotated log files),
 //! [`pidfile`] and [`daemon`] (background mode).
+//! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
+//! [`conn`]), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
+//! other side: the `status`, `reload`, `stop` and `signal` subcommands.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod activation;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod conn;
+pub mod control;
 pub mod daemon;
+pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod pidfile;
@@ -44,6 +55,7 @@ pub mod sockets;
 #[allow(unsafe_code)]
 pub mod spawn;
 pub mod spec;
+pub mod status;
 pub mod supervisor;
 
 pub use config::{Command, Config};

@@ -25,6 +25,9 @@ fn main() {
             exit(USAGE);
         }
     };
+    if let Some(command) = args.client {
+        exit(relaunch::client::run(command));
+    }
     let level = args.log_level();
     let mut config = args.into_config();
     // Detach first: before any thread, socket or signal handler exists, and before logging
@@ -77,11 +80,15 @@ fn main() {
 
 /// Folds clap's multi-line error into one line, without the usage and help hints.
 fn one_line(rendered: &str) -> String {
+    // The usage block (which spans two lines: the master form and the subcommands) ends at the
+    // first blank line.
+    let mut in_usage = false;
     let parts: Vec<&str> = rendered
         .lines()
         .map(str::trim)
         .filter(|l| {
-            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+            in_usage = (in_usage || l.starts_with("Usage:")) && !l.is_empty();
+            !l.is_empty() && !in_usage && !l.starts_with("For more information")
         })
         .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .collect();

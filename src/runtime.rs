@@ -1,8 +1,8 @@
 //! The master's event loop: one thread, one `poll`, one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
-//! signal self-pipe, the notify socket and the children's readiness pipes, until the nearest
-//! deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
+//! signal self-pipe, the notify socket, the children's readiness pipes, their output pipes,
+//! and the control socket and metrics connections, until the nearest deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
 //! returns. Each wake-up handles, in this order: the children's captured output (a bounded
 //! amount per pipe, see [`crate::output`]), reaped children (every one, including orphans
 //! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
@@ -33,6 +33,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::activation;
 use crate::config::{Config, ReadyMode};
+use crate::control::Control;
 use crate::daemon::Startup;
 use crate::notify::{self, Manager, Note, NotifySocket};
 use crate::output::Output;
@@ -82,6 +83,7 @@ pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
 }
 
 fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
+    let started = Instant::now();
     // First, before relaunch opens any fd of its own: take over the sockets of socket
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
     let inherited = activation::take_inherited(&config.listen)?;
@@ -120,7 +122,9 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     };
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
+    let control = Control::new(&config.name, &config.control, &listeners, started)?;
     let mut master = Master {
+        control,
         supervisor: Supervisor::new(config.settings),
         config,
         listeners,
@@ -154,6 +158,8 @@ struct Master {
     manager: Option<Manager>,
     /// When the next `WATCHDOG=1` is due.
     next_watchdog: Option<Instant>,
+    /// The control socket, metrics and status tracking (see [`crate::control`]).
+    control: Control,
     /// The children's captured output.
     output: Output,
     /// With `--daemon`: the shell command waiting to hear whether the first generation is up.
@@ -171,7 +177,7 @@ impl Master {
                 return Ok(code);
             }
             if let Some(event) = self.check_startup() {
-                queue.extend(self.supervisor.handle(event, Instant::now()));
+                queue.extend(self.handle(event, Instant::now()));
                 continue;
             }
             let readable = self.wait(signals)?;
@@ -212,12 +218,25 @@ impl Master {
                     other => events.push(Event::Forward(other)),
                 }
             }
-            events.push(Event::Tick);
             for event in events {
-                queue.extend(self.supervisor.handle(event, now));
+                queue.extend(self.handle(event, now));
             }
+            // Control requests see this wake-up's exits and signals already handled.
+            queue.extend(
+                self.control
+                    .run(&readable.control, &mut self.supervisor, now),
+            );
+            queue.extend(self.handle(Event::Tick, now));
             self.watchdog(now);
         }
+    }
+
+    /// Feeds one event to the supervisor, with the control plane watching.
+    fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.control.before(&event, &self.supervisor, now);
+        let actions = self.supervisor.handle(event, now);
+        self.control.after(&self.supervisor, now);
+        actions
     }
 
     /// Carries out actions in order; a spawn's result is fed back before the next action.
@@ -228,9 +247,8 @@ impl Master {
                 Action::Spawn { generation } => {
                     let result = self.spawn(generation);
                     let now = Instant::now();
-                    let more = self
-                        .supervisor
-                        .handle(Event::Spawned { generation, result }, now);
+                    self.control.spawned(generation, &result, now);
+                    let more = self.handle(Event::Spawned { generation, result }, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
                         queue.push_front(a);
@@ -242,8 +260,16 @@ impl Master {
                     generation,
                     ok,
                     reason,
-                } => debug!(generation, ok, reason = %reason, "reload attempt ended"),
-                Action::Exit { code } => return Some(code),
+                } => {
+                    debug!(generation, ok, reason = %reason, "reload attempt ended");
+                    let now = Instant::now();
+                    self.control
+                        .reload_done(generation, ok, &reason, &self.supervisor, now);
+                }
+                Action::Exit { code } => {
+                    self.control.exit(code);
+                    return Some(code);
+                }
             }
         }
         None
@@ -446,10 +472,14 @@ impl Master {
 
     /// Sleeps until something is readable or the nearest deadline passes.
     fn wait(&mut self, signals: &Signals) -> Result<Readable, Failure> {
-        let deadline = [self.supervisor.next_deadline(), self.next_watchdog]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.supervisor.next_deadline(),
+            self.next_watchdog,
+            self.control.next_deadline(Instant::now()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => {
@@ -471,6 +501,8 @@ impl Master {
         for fd in self.output.poll_fds() {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
+        let control_from = fds.len();
+        self.control.poll_fds(&mut fds);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(anyhow!("poll: {e}").into()),
@@ -479,7 +511,11 @@ impl Master {
         Ok(Readable {
             notify: self.notify_socket.is_some() && ready(&fds[1]),
             pipes: fds[pipes_from..output_from].iter().any(ready),
-            output: fds[output_from..].iter().any(ready),
+            output: fds[output_from..control_from].iter().any(ready),
+            control: fds[control_from..]
+                .iter()
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                .collect(),
         })
     }
 }
@@ -489,6 +525,8 @@ struct Readable {
     notify: bool,
     pipes: bool,
     output: bool,
+    /// `revents` of the control plane's fds, in the order it added them.
+    control: Vec<PollFlags>,
 }
 
 fn spawn_failure(e: &SpawnError) -> SpawnFailure {

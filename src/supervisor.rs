@@ -105,12 +105,15 @@ impl fmt::Display for ExitStatus {
 pub enum Trigger {
     /// A signal sent to the master (SIGHUP).
     Signal(Signal),
+    /// A `reload` request on the control socket.
+    Control,
 }
 
 impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Trigger::Signal(s) => f.write_str(s.as_str()),
+            Trigger::Control => f.write_str("control"),
         }
     }
 }
@@ -281,6 +284,8 @@ pub struct Supervisor {
     ever_spawned: bool,
     /// The generation of the reload attempt in progress, if any.
     reloading: Option<u64>,
+    /// What triggered the reload attempt in progress (meaningful while `reloading` is set).
+    reloading_trigger: Option<Trigger>,
     /// Whether the service manager was told `RELOADING=1` and not yet `READY=1`.
     manager_reloading: bool,
     /// Whether the service manager was ever told `READY=1`.
@@ -306,6 +311,7 @@ impl Supervisor {
             last_status: None,
             ever_spawned: false,
             reloading: None,
+            reloading_trigger: None,
             manager_reloading: false,
             manager_ready: false,
             exited: false,
@@ -344,6 +350,25 @@ impl Supervisor {
     /// Whether a stop was asked for.
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// The reload attempt in progress, if any: the generation it started (or is starting), and
+    /// what triggered it. Every attempt ends with exactly one [`Action::ReloadDone`] for that
+    /// generation.
+    pub fn reloading(&self) -> Option<(u64, &Trigger)> {
+        self.reloading.zip(self.reloading_trigger.as_ref())
+    }
+
+    /// Whether a reload is queued to follow the attempt in progress (or the old generation
+    /// still stopping). Every request that arrives meanwhile is coalesced into that one
+    /// follow-up, which becomes [`Supervisor::reloading`] when it starts.
+    pub fn reload_queued(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// The restart scheduled after a crash, if any: when it is due, and its generation.
+    pub fn backoff(&self) -> Option<(Instant, u64)> {
+        self.backoff
     }
 
     /// The earliest moment at which [`Event::Tick`] has something to do.
@@ -473,6 +498,7 @@ impl Supervisor {
             generation
         };
         self.reloading = Some(generation);
+        self.reloading_trigger = Some(trigger);
     }
 
     /// A reload attempt ended. Reports it, and tells the service manager once no follow-up
@@ -555,6 +581,13 @@ impl Supervisor {
                     phase,
                     status: None,
                 };
+                if self.stopping {
+                    // A stop arrived between the spawn request and its result (e.g. a reload
+                    // and a stop handled in the same wake-up): stop this one too.
+                    info!(generation, pid = %pid, "relaunch is stopping; stopping the new child");
+                    self.retire(child, now, out);
+                    return;
+                }
                 match role {
                     Role::Current => self.current = Some(child),
                     Role::Pending => self.pending = Some(child),
@@ -1668,6 +1701,68 @@ mod tests {
         s.hup();
         s.ev(Event::Stop(TERM));
         assert_eq!(s.done, vec![(2, true), (3, false), (4, false), (5, false)]);
+    }
+
+    #[test]
+    fn a_stop_between_a_spawn_request_and_its_result_stops_the_new_child_too() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        // The reload's spawn is requested, then a stop is handled before the spawn ran.
+        let spawn = s.ev(Event::Reload(Trigger::Control));
+        assert_eq!(spawn, vec![Action::Spawn { generation: 2 }]);
+        assert_eq!(
+            s.ev(Event::Stop(TERM)),
+            vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)]
+        );
+        assert_eq!(s.done, vec![(2, false)], "the attempt ends with the stop");
+        let a = s.ev(Event::Spawned {
+            generation: 2,
+            result: Ok(pid(777)),
+        });
+        assert_eq!(a, vec![sig(777, TERM), sig(777, CONT)]);
+        assert!(s.exit(g1, ExitStatus::Code(0)).is_empty());
+        assert_eq!(
+            s.exit(pid(777), ExitStatus::Code(0)),
+            vec![Action::Exit { code: 0 }]
+        );
+    }
+
+    #[test]
+    fn accessors_show_the_attempt_in_progress_and_the_coalesced_follow_up() {
+        let mut s = Sim::new();
+        let g1 = s.start();
+        assert_eq!(s.sup.reloading(), None);
+        s.at(1000);
+        s.hup();
+        assert_eq!(s.sup.reloading(), Some((2, &HUP)));
+        assert!(!s.sup.reload_queued());
+        s.ev(Event::Reload(Trigger::Control));
+        assert!(s.sup.reload_queued(), "a request during a reload is queued");
+        assert_eq!(
+            s.sup.reloading(),
+            Some((2, &HUP)),
+            "the attempt is unchanged"
+        );
+        s.at(2000);
+        assert_eq!(s.sup.reloading(), None, "generation 2 took over");
+        assert!(
+            s.sup.reload_queued(),
+            "the follow-up waits for generation 1 to exit"
+        );
+        s.exit(g1, ExitStatus::Code(0));
+        assert_eq!(s.sup.reloading(), Some((3, &Trigger::Control)));
+        assert!(!s.sup.reload_queued());
+        let g2 = s.sup.current().unwrap().pid;
+        s.at(3000);
+        s.exit(g2, ExitStatus::Code(0));
+        let g3 = s.sup.current().unwrap().pid;
+        assert_eq!(s.sup.backoff(), None);
+        s.exit(g3, ExitStatus::Code(1));
+        assert_eq!(
+            s.sup.backoff(),
+            Some((s.now() + Duration::from_millis(100), 4))
+        );
     }
 
     /// Drives the machine through a long pseudo-random mix of every event and checks the

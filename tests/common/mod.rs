@@ -303,6 +303,8 @@ pub struct Relaunch {
     stdout: Arc<Mutex<String>>,
     stderr_eof: Arc<AtomicBool>,
     status: Option<ExitStatus>,
+    /// The private `XDG_RUNTIME_DIR` given to this relaunch (removed after it is gone).
+    _runtime_dir: Option<TempDir>,
 }
 
 fn lock(m: &Mutex<String>) -> MutexGuard<'_, String> {
@@ -382,8 +384,22 @@ impl Relaunch {
     }
 
     /// Starts a prepared command (see [`Self::command`]); stderr must be piped.
+    ///
+    /// Unless the command sets `XDG_RUNTIME_DIR` itself, relaunch gets a fresh one of its own,
+    /// so the default control sockets (`$XDG_RUNTIME_DIR/relaunch/<name>.sock`) of tests running
+    /// in parallel never collide. It is world-writable with the sticky bit, like /tmp, for the
+    /// tests that run relaunch under another uid.
     pub fn spawn(mut cmd: Command) -> Relaunch {
         become_subreaper();
+        let runtime_dir = if cmd.get_envs().any(|(k, _)| k == "XDG_RUNTIME_DIR") {
+            None
+        } else {
+            let dir = TempDir::new("runtime");
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777))
+                .unwrap_or_else(|err| panic!("cannot chmod {}: {err}", dir.path().display()));
+            cmd.env("XDG_RUNTIME_DIR", dir.path());
+            Some(dir)
+        };
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
@@ -417,6 +433,7 @@ impl Relaunch {
             stdout,
             stderr_eof,
             status: None,
+            _runtime_dir: runtime_dir,
         }
     }
 

@@ -1,0 +1,924 @@
+//! The client subcommands: `relaunch status | reload | restart | stop | signal`.
+//!
+//! They find a running master's control socket (`--control PATH`, or `--name NAME` in the
+//! default directories, or the only socket there), send one request ([`crate::control`]), and
+//! turn the answer into output and an exit code. Without a control socket, `--pid-file PATH`
+//! falls back to signals: `status` checks the pid with `kill(pid, 0)`, `reload` sends SIGHUP
+//! (it cannot wait for the result then), `stop` sends SIGTERM, and `signal` works for the
+//! signals relaunch forwards (USR1, USR2, WINCH).
+//!
+//! Exit codes (LSB style for `status`): 0 success / running; 1 failure (the reload failed, or
+//! for `status`: relaunch runs but its server is not running); 2 usage; 3 no relaunch is
+//! running; 4 permission denied; 124 `--timeout` expired.
+
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::Pid;
+
+use crate::cli::{parse_duration, parse_signal};
+use crate::control::{
+    parse_name, socket_next_to, write_request, PathEnv, Request, Response, PROTOCOL,
+};
+use crate::status::{ReloadRecord, StatusRecord};
+
+/// Success; for `status`: relaunch and its server are running.
+pub const OK: i32 = 0;
+/// Failure: the reload failed, the request was refused, or (`status`) relaunch runs but its
+/// server is not running.
+pub const FAILED: i32 = 1;
+/// Usage error.
+pub const USAGE: i32 = 2;
+/// No relaunch is running there.
+pub const NOT_RUNNING: i32 = 3;
+/// The control socket refused this user.
+pub const DENIED: i32 = 4;
+/// `--timeout` expired before the answer.
+pub const TIMED_OUT: i32 = 124;
+
+/// How long a request without `--wait` may take to be answered.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest answer line read.
+const MAX_ANSWER: u64 = 16 * 1024 * 1024;
+
+/// A subcommand that talks to a running relaunch.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Show the state of a running relaunch: its sockets, generations, last reload, counters and
+    /// recent events. Exit code: 0 running, 1 relaunch up but its server not running (starting,
+    /// backoff, stopping), 3 no relaunch running, 4 permission denied.
+    Status {
+        /// Which relaunch.
+        #[command(flatten)]
+        target: Target,
+        /// Print the JSON status record (see the README) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload: start a new generation, switch to it once it is up, then stop the old one.
+    /// Requests during a reload coalesce into one follow-up reload.
+    Reload(ReloadArgs),
+    /// The same as `reload` (relaunch never stops the server to restart it).
+    Restart(ReloadArgs),
+    /// Stop relaunch: the stop signal to the server, SIGKILL after --stop-wait-secs.
+    Stop(StopArgs),
+    /// Send a signal to the current generation of the server.
+    Signal {
+        /// Which relaunch.
+        #[command(flatten)]
+        target: Target,
+        /// The signal, by name or number (USR1, SIGUSR1, 10).
+        #[arg(value_parser = parse_signal, value_name = "SIGNAL")]
+        signal: Signal,
+    },
+}
+
+/// Which relaunch to talk to.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The relaunch started with this --name (default: the only one running as this user).
+    #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "control")]
+    pub name: Option<String>,
+    /// Its control socket, when it was started with --control PATH.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Its pid file: the control socket next to it (PATH with the extension .sock) is used if
+    /// there is one; otherwise relaunch is reached with signals (no --wait for reload then).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Options of `reload` and `restart`.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// Which relaunch.
+    #[command(flatten)]
+    pub target: Target,
+    /// Wait until the reload is done: exit 0 and print the new pid, or exit 1 with the reason
+    /// it failed (the new generation exited, was not ready in time, or could not be executed).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after DURATION and exit 124 (the reload itself goes on)
+    /// [default: no limit; relaunch ends every reload within its own timeouts].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `stop`.
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Which relaunch.
+    #[command(flatten)]
+    pub target: Target,
+    /// Wait until relaunch has exited.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after DURATION and exit 124 [default: no limit].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
+}
+
+/// A client failure: its exit code and message.
+#[derive(Debug)]
+struct Fail(i32, String);
+
+type Result<T> = std::result::Result<T, Fail>;
+
+/// Runs a client subcommand; returns the exit code. Output goes to stdout, errors to stderr.
+pub fn run(command: ClientCommand) -> i32 {
+    let result = match command {
+        ClientCommand::Status { target, json } => status(&target, json),
+        ClientCommand::Reload(args) | ClientCommand::Restart(args) => reload(&args),
+        ClientCommand::Stop(args) => stop(&args),
+        ClientCommand::Signal { target, signal } => send_signal(&target, signal),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Fail(code, message)) => {
+            eprintln!("relaunch: {message}");
+            code
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding the master
+
+/// How to reach the master.
+#[derive(Debug)]
+enum Endpoint {
+    /// Its control socket.
+    Socket(PathBuf),
+    /// Its pid, from a pid file, when there is no control socket.
+    Pid(Pid, PathBuf),
+}
+
+fn is_socket(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+fn list(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn locate(target: &Target) -> Result<Endpoint> {
+    if let Some(path) = &target.control {
+        return Ok(Endpoint::Socket(path.clone()));
+    }
+    let env = PathEnv::current();
+    let dirs = env.search_dirs();
+    if let Some(pid_file) = &target.pid_file {
+        let next_to = socket_next_to(pid_file);
+        if is_socket(&next_to) {
+            return Ok(Endpoint::Socket(next_to));
+        }
+        if let Some(name) = &target.name {
+            if let Some(p) = dirs
+                .iter()
+                .map(|d| d.join(format!("{name}.sock")))
+                .find(|p| is_socket(p))
+            {
+                return Ok(Endpoint::Socket(p));
+            }
+        }
+        return read_pid_file(pid_file).map(|pid| Endpoint::Pid(pid, pid_file.clone()));
+    }
+    if let Some(name) = &target.name {
+        return dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.sock")))
+            .find(|p| is_socket(p))
+            .map(Endpoint::Socket)
+            .ok_or_else(|| {
+                Fail(
+                    NOT_RUNNING,
+                    format!(
+                        "no relaunch named {name:?} is running (no control socket {name}.sock in {})",
+                        list(&dirs)
+                    ),
+                )
+            });
+    }
+    let mut found: Vec<PathBuf> = Vec::new();
+    for dir in &dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sock") && is_socket(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    if found.len() > 1 {
+        // Sockets left behind by a relaunch that was killed do not count.
+        found.retain(|p| UnixStream::connect(p).is_ok());
+    }
+    match found.len() {
+        0 => Err(Fail(
+            NOT_RUNNING,
+            format!(
+                "no relaunch is running (no control socket in {}); give --control PATH or --pid-file PATH if it was started with them",
+                list(&dirs)
+            ),
+        )),
+        1 => Ok(Endpoint::Socket(found.remove(0))),
+        _ => {
+            let names: Vec<String> = found
+                .iter()
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect();
+            Err(Fail(
+                USAGE,
+                format!(
+                    "several relaunch control sockets found ({}); choose one with --name",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn read_pid_file(path: &Path) -> Result<Pid> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(Fail(
+                NOT_RUNNING,
+                format!(
+                    "relaunch is not running: pid file {} does not exist",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(Fail(
+                FAILED,
+                format!("reading pid file {}: {e}", path.display()),
+            ))
+        }
+    };
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(Pid::from_raw(pid)),
+        _ => Err(Fail(
+            FAILED,
+            format!(
+                "pid file {} holds {:?}, not a pid",
+                path.display(),
+                text.trim()
+            ),
+        )),
+    }
+}
+
+/// Whether `pid` runs: it exists (EPERM: it does, owned by someone else) and is not a zombie
+/// waiting for its parent to reap it (it has exited).
+fn alive(pid: Pid) -> bool {
+    if matches!(kill(pid, None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) STATE ...": comm may hold spaces and parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    });
+    !zombie
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking to the master
+
+/// A connection to a master's control socket.
+struct Session {
+    path: PathBuf,
+    reader: BufReader<std::io::Take<UnixStream>>,
+    stream: UnixStream,
+}
+
+impl Session {
+    fn connect(path: &Path) -> Result<Session> {
+        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Fail(
+                NOT_RUNNING,
+                format!(
+                    "relaunch is not running: nothing answers on {} ({e})",
+                    path.display()
+                ),
+            ),
+            ErrorKind::PermissionDenied => Fail(
+                DENIED,
+                format!(
+                    "permission denied: cannot connect to {} ({e})",
+                    path.display()
+                ),
+            ),
+            _ => Fail(FAILED, format!("connecting to {}: {e}", path.display())),
+        })?;
+        // Only talk to a master run by this user or root (or anyone, for root).
+        let me = nix::unistd::geteuid().as_raw();
+        if let Ok(peer) = getsockopt(&stream, sockopt::PeerCredentials) {
+            if me != 0 && peer.uid() != me && peer.uid() != 0 {
+                return Err(Fail(
+                    DENIED,
+                    format!(
+                        "{} is served by uid {}, not by you (uid {me}) or root; not talking to it",
+                        path.display(),
+                        peer.uid()
+                    ),
+                ));
+            }
+        }
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Fail(FAILED, format!("{}: {e}", path.display())))?;
+        Ok(Session {
+            path: path.to_owned(),
+            reader: BufReader::new(reader.take(MAX_ANSWER)),
+            stream,
+        })
+    }
+
+    /// Sends `request` and reads one answer, within `timeout` (`None`: no limit).
+    fn ask(&mut self, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+        // A refused client gets its answer before it writes; a failed write still reads it.
+        let sent = write_request(&mut self.stream, request);
+        self.answer(timeout).map_err(|fail| match sent {
+            Err(e) if fail.0 == FAILED => Fail(
+                FAILED,
+                format!("sending the request to {}: {e}", self.path.display()),
+            ),
+            _ => fail,
+        })
+    }
+
+    /// Reads one answer line.
+    fn answer(&mut self, timeout: Option<Duration>) -> Result<Response> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut line = Vec::new();
+        loop {
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Fail(
+                            TIMED_OUT,
+                            format!("no answer from {} in time", self.path.display()),
+                        ));
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let _ = self.stream.set_read_timeout(left);
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) => {
+                    return Err(Fail(
+                        FAILED,
+                        format!(
+                            "{} closed the connection without an answer (relaunch exited?)",
+                            self.path.display()
+                        ),
+                    ))
+                }
+                Ok(_) if line.ends_with(b"\n") => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue; // the deadline check above decides
+                }
+                Err(e) => {
+                    return Err(Fail(
+                        FAILED,
+                        format!("reading the answer from {}: {e}", self.path.display()),
+                    ))
+                }
+            }
+        }
+        let response: Response = serde_json::from_slice(&line).map_err(|e| {
+            Fail(
+                FAILED,
+                format!(
+                    "unreadable answer from {} ({e}): {}",
+                    self.path.display(),
+                    String::from_utf8_lossy(&line).trim_end()
+                ),
+            )
+        })?;
+        if !response.ok {
+            if let Some(error) = &response.error {
+                if error.starts_with("permission denied") {
+                    return Err(Fail(DENIED, error.clone()));
+                }
+            }
+        }
+        if response.v != PROTOCOL {
+            return Err(Fail(
+                FAILED,
+                format!(
+                    "{} speaks protocol version {}, this client {PROTOCOL}",
+                    self.path.display(),
+                    response.v
+                ),
+            ));
+        }
+        Ok(response)
+    }
+}
+
+fn refused(response: &Response) -> Fail {
+    Fail(
+        FAILED,
+        response
+            .error
+            .clone()
+            .unwrap_or_else(|| "the request failed".into()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subcommands
+
+fn status(target: &Target, json: bool) -> Result<i32> {
+    let path = match locate(target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(pid, file) => {
+            if !alive(pid) {
+                return Err(Fail(
+                    NOT_RUNNING,
+                    format!(
+                        "relaunch is not running (pid file {} names pid {pid}, which does not exist)",
+                        file.display()
+                    ),
+                ));
+            }
+            if json {
+                let record = StatusRecord {
+                    pid: pid.as_raw(),
+                    state: "UNKNOWN".into(),
+                    ..StatusRecord::default()
+                };
+                println!("{}", to_json(&record));
+            } else {
+                println!(
+                    "relaunch is running (pid {pid}, from {}); it has no control socket, so there are no details",
+                    file.display()
+                );
+            }
+            return Ok(OK);
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let response = session.ask(&Request::new("status"), Some(ANSWER_TIMEOUT))?;
+    if !response.ok {
+        return Err(refused(&response));
+    }
+    let Some(record) = response.status else {
+        return Err(Fail(
+            FAILED,
+            format!("{} answered without a status record", path.display()),
+        ));
+    };
+    if json {
+        println!("{}", to_json(&record));
+    } else {
+        print!("{}", table(&record));
+    }
+    Ok(if record.state == "RUNNING" {
+        OK
+    } else {
+        FAILED
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn reload(args: &ReloadArgs) -> Result<i32> {
+    let path = match locate(&args.target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(pid, file) => {
+            if args.wait {
+                return Err(Fail(
+                    FAILED,
+                    format!(
+                        "cannot wait for a reload without a control socket (only the pid file {} was found); nothing was sent. Drop --wait to send SIGHUP, and read relaunch's log for the result",
+                        file.display()
+                    ),
+                ));
+            }
+            return signal_pid(pid, &file, Signal::SIGHUP).map(|()| {
+                println!(
+                    "sent SIGHUP to relaunch (pid {pid}); without a control socket the result is only in relaunch's log"
+                );
+                OK
+            });
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let request = Request {
+        wait: args.wait,
+        ..Request::new("reload")
+    };
+    let timeout = if args.wait {
+        args.timeout
+    } else {
+        Some(ANSWER_TIMEOUT)
+    };
+    let response = session.ask(&request, timeout).map_err(|f| match f.0 {
+        TIMED_OUT => Fail(
+            TIMED_OUT,
+            format!(
+                "timed out after {:?} waiting for the reload; it goes on (see relaunch status)",
+                args.timeout.unwrap_or_default()
+            ),
+        ),
+        _ => f,
+    })?;
+    if args.json {
+        println!("{}", to_json(&response));
+    }
+    if let Some(record) = &response.reload {
+        if !args.json {
+            report_reload(record);
+        }
+        return Ok(if record.ok() { OK } else { FAILED });
+    }
+    if !response.ok {
+        return Err(refused(&response));
+    }
+    if !args.json {
+        match response.accepted {
+            Some(a) if a.queued => println!(
+                "reload queued: it follows the reload in progress (use --wait for the result)"
+            ),
+            Some(a) => println!(
+                "reload started: generation {} (use --wait for the result)",
+                a.generation.map_or("?".into(), |g| g.to_string())
+            ),
+            None => println!("reload requested"),
+        }
+    }
+    Ok(OK)
+}
+
+fn report_reload(record: &ReloadRecord) {
+    if record.ok() {
+        println!(
+            "reload complete: generation {} (pid {}) is serving, after {:.2}s",
+            record.generation,
+            record.pid.map_or("?".into(), |p| p.to_string()),
+            record.duration_secs
+        );
+    } else {
+        eprintln!(
+            "relaunch: reload failed: generation {}: {}; the old generation keeps serving",
+            record.generation,
+            record.reason.as_deref().unwrap_or("unknown reason")
+        );
+    }
+}
+
+fn stop(args: &StopArgs) -> Result<i32> {
+    let path = match locate(&args.target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(pid, file) => {
+            signal_pid(pid, &file, Signal::SIGTERM)?;
+            if !args.wait {
+                println!("sent SIGTERM to relaunch (pid {pid})");
+                return Ok(OK);
+            }
+            let deadline = args.timeout.map(|t| Instant::now() + t);
+            // Without a control socket there is nothing to wait on but the pid itself.
+            while alive(pid) {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Fail(
+                        TIMED_OUT,
+                        format!(
+                            "relaunch (pid {pid}) still runs after {:?}",
+                            args.timeout.unwrap_or_default()
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println!("relaunch (pid {pid}) has exited");
+            return Ok(OK);
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let request = Request {
+        wait: args.wait,
+        ..Request::new("stop")
+    };
+    let timeout = if args.wait {
+        args.timeout
+    } else {
+        Some(ANSWER_TIMEOUT)
+    };
+    match session.ask(&request, timeout) {
+        Ok(response) if response.ok => {
+            match response.stop.and_then(|s| s.exit_code) {
+                Some(code) => println!("relaunch has exited with code {code}"),
+                None => println!("relaunch is stopping"),
+            }
+            Ok(OK)
+        }
+        Ok(response) => Err(refused(&response)),
+        // With --wait the master may exit before its last line reaches us.
+        Err(Fail(FAILED, _)) if args.wait => {
+            println!("relaunch has exited");
+            Ok(OK)
+        }
+        Err(Fail(TIMED_OUT, _)) => Err(Fail(
+            TIMED_OUT,
+            format!(
+                "relaunch still runs after {:?}",
+                args.timeout.unwrap_or_default()
+            ),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn send_signal(target: &Target, signal: Signal) -> Result<i32> {
+    let path = match locate(target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(pid, file) => {
+            // relaunch forwards these to the current child.
+            if matches!(signal, Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH) {
+                signal_pid(pid, &file, signal)?;
+                println!(
+                    "sent {} to relaunch (pid {pid}), which forwards it to the current child",
+                    signal.as_str()
+                );
+                return Ok(OK);
+            }
+            return Err(Fail(
+                FAILED,
+                format!(
+                    "sending {} to the server needs the control socket (only the pid file {} was found; relaunch forwards USR1, USR2 and WINCH sent to it)",
+                    signal.as_str(),
+                    file.display()
+                ),
+            ));
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let request = Request {
+        signal: Some(signal.as_str().to_owned()),
+        ..Request::new("signal")
+    };
+    let response = session.ask(&request, Some(ANSWER_TIMEOUT))?;
+    match response.signal.as_ref().filter(|_| response.ok) {
+        Some(s) => {
+            println!(
+                "sent {} to generation {} (pid {})",
+                s.signal, s.generation, s.pid
+            );
+            Ok(OK)
+        }
+        None => Err(refused(&response)),
+    }
+}
+
+fn signal_pid(pid: Pid, file: &Path, signal: Signal) -> Result<()> {
+    match kill(pid, signal) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => Err(Fail(
+            NOT_RUNNING,
+            format!(
+                "relaunch is not running (pid file {} names pid {pid}, which does not exist)",
+                file.display()
+            ),
+        )),
+        Err(Errno::EPERM) => Err(Fail(
+            DENIED,
+            format!("permission denied: cannot signal pid {pid}"),
+        )),
+        Err(e) => Err(Fail(FAILED, format!("kill {pid}: {e}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The human table
+
+/// `1h 02m 03s`, `4m 05s`, `6.1s`.
+fn human_duration(secs: f64) -> String {
+    let total = secs.max(0.0) as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    if h > 0 {
+        format!("{h}h {m:02}m {s:02}s")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+/// The status record as a table for people.
+pub fn table(r: &StatusRecord) -> String {
+    let mut out = String::new();
+    let current = r.generations.iter().find(|g| g.role == "current");
+    let serving = match current {
+        Some(g) => format!("generation {} (pid {})", g.generation, g.pid),
+        None => "no generation".into(),
+    };
+    out.push_str(&format!(
+        "{}: {}{}, {serving}\n",
+        r.name,
+        r.state,
+        if r.reloading {
+            ", reloading"
+        } else if r.reload_queued {
+            ", reload queued"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "  relaunch  pid {}, version {}, up {} (since {})\n",
+        r.pid,
+        r.version,
+        human_duration(r.uptime_secs),
+        r.started_at
+    ));
+    if let Some(control) = &r.control {
+        out.push_str(&format!("  control   {control}\n"));
+    }
+    for s in &r.sockets {
+        out.push_str(&format!(
+            "  socket    fd {} {} {} {}\n",
+            s.fd, s.name, s.kind, s.address
+        ));
+    }
+    if let Some(b) = &r.backoff {
+        out.push_str(&format!(
+            "  backoff   generation {} starts in {:.1}s\n",
+            b.generation, b.restart_in_secs
+        ));
+    }
+    let c = &r.counters;
+    out.push_str(&format!(
+        "  counters  reloads {} ok, {} failed; restarts {}; spawn failures {}\n",
+        c.reloads_ok, c.reloads_failed, c.restarts, c.spawn_failures
+    ));
+    if let Some(l) = &r.last_reload {
+        let outcome = if l.ok() {
+            "ok".to_owned()
+        } else {
+            format!(
+                "failed: {}",
+                l.reason.as_deref().unwrap_or("unknown reason")
+            )
+        };
+        out.push_str(&format!(
+            "  last reload  generation {} ({}) after {:.2}s: {outcome}\n",
+            l.generation, l.trigger, l.duration_secs
+        ));
+    }
+    if !r.generations.is_empty() {
+        let rows: Vec<[String; 7]> = r
+            .generations
+            .iter()
+            .map(|g| {
+                [
+                    g.generation.to_string(),
+                    g.pid.to_string(),
+                    g.role.clone(),
+                    g.state.clone(),
+                    g.started_at.clone().unwrap_or_else(|| "-".into()),
+                    g.ready_at.clone().unwrap_or_else(|| "-".into()),
+                    g.status.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        let header =
+            ["GEN", "PID", "ROLE", "STATE", "STARTED", "READY", "STATUS"].map(String::from);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        out.push('\n');
+        for row in std::iter::once(&header).chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+        }
+    }
+    if !r.history.is_empty() {
+        out.push_str("\n  recent events (oldest first)\n");
+        for e in &r.history {
+            let mut what = format!("{} generation {}", e.event, e.generation);
+            if let Some(pid) = e.pid {
+                what.push_str(&format!(" pid {pid}"));
+            }
+            if let Some(t) = &e.trigger {
+                what.push_str(&format!(" by {t}"));
+            }
+            if let Some(result) = &e.result {
+                what.push_str(&format!(" {result}"));
+            }
+            if let Some(d) = e.duration_secs {
+                what.push_str(&format!(" in {d:.2}s"));
+            }
+            if let Some(code) = e.code {
+                what.push_str(&format!(" exit code {code}"));
+            }
+            if let Some(sig) = e.signal {
+                what.push_str(&format!(" killed by signal {sig}"));
+            }
+            if e.expected == Some(false) {
+                what.push_str(" (unexpected)");
+            }
+            if let Some(reason) = &e.reason {
+                what.push_str(&format!(": {reason}"));
+            }
+            out.push_str(&format!("  {}  {what}\n", e.at));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Counters, GenerationRecord, HistoryEntry, SocketRecord};
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(6.14), "6.1s");
+        assert_eq!(human_duration(245.0), "4m 05s");
+        assert_eq!(human_duration(3723.0), "1h 02m 03s");
+    }
+
+    #[test]
+    fn table_shows_the_essentials() {
+        let r = StatusRecord {
+            name: "web".into(),
+            pid: 10,
+            version: "0.1.0".into(),
+            state: "RUNNING".into(),
+            sockets: vec![SocketRecord {
+                fd: 3,
+                name: "http".into(),
+                kind: "tcp".into(),
+                address: "127.0.0.1:8080".into(),
+            }],
+            generations: vec![GenerationRecord {
+                generation: 2,
+                pid: 12,
+                role: "current".into(),
+                state: "RUNNING".into(),
+                started_at: Some("2026-01-01T00:00:00.000Z".into()),
+                ready_at: None,
+                status: Some("serving".into()),
+            }],
+            counters: Counters {
+                reloads_ok: 1,
+                ..Counters::default()
+            },
+            history: vec![HistoryEntry {
+                at: "2026-01-01T00:00:01.000Z".into(),
+                event: "exit".into(),
+                generation: 1,
+                pid: Some(11),
+                code: Some(0),
+                expected: Some(true),
+                ..HistoryEntry::default()
+            }],
+            ..StatusRecord::default()
+        };
+        let t = table(&r);
+        assert!(
+            t.starts_with("web: RUNNING, generation 2 (pid 12)\n"),
+            "{t}"
+        );
+        assert!(t.contains("socket    fd 3 http tcp 127.0.0.1:8080"), "{t}");
+        assert!(t.contains("reloads 1 ok, 0 failed"), "{t}");
+        assert!(t.contains("2    12   current  RUNNING"), "{t}");
+        assert!(t.contains("exit generation 1 pid 11 exit code 0\n"), "{t}");
+    }
+}
