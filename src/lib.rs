@@ -24,7 +24,9 @@
 //!
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
 //! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
-//! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
+//! [`supervisor`] (the pure state machine, with the restart policy) → [`process`] (user,
+//! environment and limits of the child, resolved before `fork`) → [`spawn`] (fork/exec; the
+//! only `unsafe` code).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -32,6 +34,7 @@
 pub mod cli;
 pub mod config;
 pub mod notify;
+pub mod process;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;
@@ -45,7 +48,8 @@ pub use config::{Command, Config};
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
-    /// The process exit code: 1 runtime failure, 126 not executable, 127 not found.
+    /// The process exit code: 1 runtime failure, 2 usage (e.g. an unknown `--user`), 126 not
+    /// executable, 127 not found.
     pub code: i32,
     /// What went wrong, with its causes.
     pub error: anyhow::Error,
