@@ -1,10 +1,12 @@
 //! The validated, immutable configuration the master runs with.
 //!
 //! One `Config` is built at startup; every generation of the server is started from the same
-//! [`Command`], so a reload changes nothing but the program file found at its path.
+//! [`Command`], so a reload changes nothing but the program file found at its path (and the
+//! contents of `--env-file`, which is read again at every spawn).
 
 use std::ffi::OsString;
 
+use crate::process::ProcessOptions;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -19,8 +21,10 @@ pub struct Config {
     pub command: Command,
     /// How a child says it is up.
     pub ready: ReadyMode,
-    /// Timing and signals of the supervisor.
+    /// Timing, signals and restart policy of the supervisor.
     pub settings: Settings,
+    /// What each child gets besides its sockets: user, environment, limits, ...
+    pub process: ProcessOptions,
 }
 
 /// How a new child says it is up (`--ready`).
