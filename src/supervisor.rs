@@ -1089,7 +1089,7 @@ impl Supervisor {
         warn!(
             generation,
             status = %status,
-            "not restarting ({rule}); relaunch keeps the sockets open and waits: send SIGHUP to start a new generation, or SIGTERM to exit"
+            "no restart ({rule}); relaunch keeps the sockets open and waits: send SIGHUP to start a new generation, or SIGTERM to exit"
         );
     }
 
@@ -1177,7 +1177,7 @@ impl Supervisor {
         let generation = self.new_generation();
         let delay_ms = delay.as_millis() as u64;
         info!(generation, delay_ms, reason = %why, "restarting");
-        self.reason = format!("{why}; restarting as generation {generation} in {delay_ms} ms");
+        self.reason = format!("{why}; generation {generation} follows in {delay_ms} ms");
         self.backoff = Some((now + delay, generation));
     }
 
