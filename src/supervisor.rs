@@ -312,6 +312,15 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// How the process ended, as a phrase: `exited with exit code 3`, `was killed by signal 9
+    /// (SIGKILL)`.
+    pub fn ended(self) -> String {
+        match self {
+            ExitStatus::Code(_) => format!("exited with {self}"),
+            ExitStatus::Signal(_) => format!("was {self}"),
+        }
+    }
+
     /// The status a shell would report: the exit code, or 128 + the signal number.
     pub fn shell_code(self) -> i32 {
         match self {
@@ -1019,8 +1028,9 @@ impl Supervisor {
                 info!("the current generation died during a reload; the new one takes over once started");
             } else if failed_to_start {
                 let why = format!(
-                    "generation {} exited with {status} before it was up",
-                    child.generation
+                    "generation {} {} before it was up",
+                    child.generation,
+                    status.ended()
                 );
                 self.start_failed(now, why, failure_code(status), out);
             } else {
@@ -1071,7 +1081,7 @@ impl Supervisor {
             RestartPolicy::OnFailure => !expected,
             RestartPolicy::Never => false,
         };
-        let why = format!("generation {generation} exited with {status}");
+        let why = format!("generation {generation} {}", status.ended());
         if restart {
             self.failure_code = failure_code(status);
             self.schedule_restart(now, why, out);
@@ -1985,6 +1995,11 @@ mod tests {
             "killed by signal 9 (SIGKILL)"
         );
         assert_eq!(ExitStatus::Signal(15).shell_code(), 143);
+        assert_eq!(ExitStatus::Code(3).ended(), "exited with exit code 3");
+        assert_eq!(
+            ExitStatus::Signal(9).ended(),
+            "was killed by signal 9 (SIGKILL)"
+        );
     }
 
     fn notify_settings() -> Settings {
