@@ -528,6 +528,141 @@ mod tests {
     }
 
     #[test]
+    fn policy_and_process_defaults() {
+        let c = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"])
+            .unwrap()
+            .into_config();
+        let st = c.settings;
+        assert_eq!(st.restart, RestartPolicy::OnFailure);
+        assert_eq!(st.exit_codes, ExitCodes::of(&[0]));
+        assert_eq!(st.start_retries, 3);
+        assert_eq!(st.on_fatal, OnFatal::Exit);
+        assert_eq!(st.backoff_min, Duration::from_millis(100));
+        assert_eq!(st.backoff_max, Duration::from_secs(30));
+        assert_eq!(st.backoff_factor, 2.0);
+        assert!(st.jitter);
+        assert_eq!(st.max_restarts, None);
+        assert_eq!(st.restart_window, Duration::from_secs(60));
+        assert!(!st.stop_as_group && !st.kill_as_group);
+        assert_eq!(c.process, ProcessOptions::default());
+        assert_eq!(c.process.pdeathsig, Some(Signal::SIGTERM));
+    }
+
+    #[test]
+    fn policy_and_process_flags() {
+        let c = Args::try_parse_from([
+            "relaunch",
+            "-l",
+            ":1",
+            "--restart",
+            "never",
+            "--exit-codes",
+            "0,2",
+            "--start-retries",
+            "0",
+            "--on-fatal",
+            "wait",
+            "--backoff-min",
+            "1s",
+            "--backoff-max",
+            "1m",
+            "--backoff-factor",
+            "1.5",
+            "--no-jitter",
+            "--max-restarts",
+            "5",
+            "--restart-window",
+            "30",
+            "--stop-as-group",
+            "--chdir",
+            "/srv",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2=3",
+            "--env-file",
+            "/etc/app.env",
+            "--clear-env",
+            "--user",
+            "www-data",
+            "--group",
+            "100",
+            "--umask",
+            "027",
+            "--nice",
+            "-5",
+            "--rlimit",
+            "nofile=1024,core=unlimited",
+            "--rlimit",
+            "nproc=10:20",
+            "--pdeathsig",
+            "none",
+            "--",
+            "srv",
+        ])
+        .unwrap()
+        .into_config();
+        let st = c.settings;
+        assert_eq!(st.restart, RestartPolicy::Never);
+        assert_eq!(st.exit_codes, ExitCodes::of(&[0, 2]));
+        assert_eq!(st.start_retries, 0);
+        assert_eq!(st.on_fatal, OnFatal::Wait);
+        assert_eq!(st.backoff_min, Duration::from_secs(1));
+        assert_eq!(st.backoff_max, Duration::from_secs(60));
+        assert_eq!(st.backoff_factor, 1.5);
+        assert!(!st.jitter);
+        assert_eq!(st.max_restarts, Some(5));
+        assert_eq!(st.restart_window, Duration::from_secs(30));
+        assert!(
+            st.stop_as_group && st.kill_as_group,
+            "stop-as-group implies kill-as-group"
+        );
+        let p = c.process;
+        assert_eq!(p.chdir, Some(PathBuf::from("/srv")));
+        let env: Vec<String> = p
+            .env
+            .iter()
+            .map(|v| crate::process::show_pair(&v.key, &v.value))
+            .collect();
+        assert_eq!(env, ["A=1", "B=2=3"]);
+        assert_eq!(p.env_file, Some(PathBuf::from("/etc/app.env")));
+        assert!(p.clear_env);
+        assert_eq!(p.user.as_deref(), Some("www-data"));
+        assert_eq!(p.group.as_deref(), Some("100"));
+        assert_eq!(p.umask, Some(Umask(0o27)));
+        assert_eq!(p.nice, Some(-5));
+        let limits: Vec<String> = p.rlimits.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            limits,
+            [
+                "nofile=1024:1024",
+                "core=unlimited:unlimited",
+                "nproc=10:20"
+            ]
+        );
+        assert_eq!(p.pdeathsig, None);
+    }
+
+    #[test]
+    fn policy_flag_errors_name_the_value() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(parse(&["--backoff-factor", "0.9"]).contains(
+            "\"0.9\" is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)"
+        ));
+        assert!(parse(&["--backoff-factor", "inf"]).contains("\"inf\""));
+        assert!(parse(&["--restart-window", "5"]).contains("--max-restarts"));
+        assert!(parse(&["--no-jitter=maybe"]).contains("maybe"));
+    }
+
+    #[test]
     fn cli_requires_listen_and_command() {
         let e = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
