@@ -482,7 +482,7 @@ fn spawn_options(config: &Config) -> anyhow::Result<SpawnOptions> {
         .map_err(|e| anyhow!(e))?;
     if let Some(creds) = &credentials {
         info!(
-            uid = creds.uid.map_or("-".to_owned(), |u| u.to_string()),
+            uid = %creds.uid.map_or("-".to_owned(), |u| u.to_string()),
             gid = creds.gid,
             groups = %creds.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
             "children drop privileges"

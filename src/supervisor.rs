@@ -1433,6 +1433,7 @@ impl Supervisor {
     }
 
     fn exit(&mut self, code: i32, out: &mut Vec<Action>) {
+        self.log_state();
         self.exited = true;
         info!(code, "exiting");
         out.push(Action::Exit { code });
