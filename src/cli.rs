@@ -9,10 +9,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use nix::sys::signal::Signal;
 
 use crate::config::{Command, Config, ReadyMode};
+use crate::output::{parse_size, OutputConfig, DEFAULT_BACKUPS};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
@@ -29,30 +30,40 @@ use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
     name = "relaunch",
     version,
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
-USR1, USR2 and WINCH are forwarded to the current child.\n\
+USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
+when --stdout-log or --stderr-log is set).\n\
 Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure; 2 usage error; \
 126 program not executable; 127 program not found. When the program is FATAL (with --on-fatal \
 exit): the last failed attempt's status, or 1 if that was 0.\n\
 States (logged as 'state changed from=.. to=..'): STARTING, RUNNING, BACKOFF (a restart is \
 scheduled), STOPPING, EXITED (not restarted, by --restart; relaunch keeps the sockets and waits \
 for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
-Environment: the restart-policy and process options also read the RELAUNCH_* variable shown \
-with each; a flag on the command line wins. RELAUNCH_* variables are not passed to the child.\n\
+Environment: the restart-policy, process, output, pid file and --daemon options also read the \
+RELAUNCH_* variable shown with each; the command line wins. RELAUNCH_* variables are not passed \
+to the child. Relative paths are made absolute at startup.\n\
 Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info); -v and -q \
-override it."
+override it.",
+    group(ArgGroup::new("log_files").args(["stdout_log", "stderr_log"]).multiple(true))
 )]
 pub struct Args {
-    /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...).
+    /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...); the
+    /// grammar is in [`crate::spec`].
     #[arg(
         short,
         long = "listen",
         value_name = "[NAME=]ADDR",
-        required = true,
         help = "Socket to listen on, passed to the child in the order given (fd 3, 4, ...). \
-ADDR: PORT or :PORT (all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT, [IPv6]:PORT, \
-HOST:PORT (must resolve to one address), tcp://HOST:PORT. Port 0 picks a free port. NAME goes \
-into LISTEN_FDNAMES (default: derived from the address, e.g. tcp-127.0.0.1-8080). Repeatable; \
-at least one."
+ADDR: PORT or :PORT (TCP on all interfaces: [::] dual-stack, else 0.0.0.0), IP:PORT, \
+[IPv6]:PORT, HOST:PORT (must resolve to one address), tcp://HOST:PORT; tcp4:// and tcp6:// \
+force a family; udp://HOST:PORT (also udp4://, udp6://); unix:/path, /abs/path or ./rel/path \
+(unix stream), unixgram:PATH, unixpacket:PATH, unix:@name (abstract); fd:N (a socket relaunch \
+inherited at fd N); systemd:NAME (the socket-activation sockets named NAME). Port 0 picks a \
+free port. Options after '?', joined by '&': backlog=N, reuseport, v6only, nodelay, keepalive, \
+freebind (true|false), rcvbuf=BYTES, sndbuf=BYTES, and for socket files mode=660, owner=USER, \
+group=GROUP; e.g. 'unix:/run/app.sock?mode=660&group=www-data'. NAME goes into LISTEN_FDNAMES \
+(default: derived from the address, e.g. tcp-127.0.0.1-8080, unix-app.sock, fd-7). \
+Repeatable. Without --listen, relaunch passes the sockets it got by systemd socket activation; \
+with neither it refuses to start."
     )]
     pub listen: Vec<ListenSpec>,
 
@@ -194,6 +205,7 @@ at least one."
         long,
         value_name = "DIR",
         env = "RELAUNCH_CHDIR",
+        value_parser = parse_path,
         help_heading = "Process"
     )]
     pub chdir: Option<PathBuf>,
@@ -211,6 +223,7 @@ at least one."
         long,
         value_name = "FILE",
         env = "RELAUNCH_ENV_FILE",
+        value_parser = parse_path,
         help_heading = "Process"
     )]
     pub env_file: Option<PathBuf>,
@@ -275,6 +288,110 @@ at least one."
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub quiet: u8,
 
+    /// Capture the children's stdout into FILE (default: inherit relaunch's stdout).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RELAUNCH_STDOUT_LOG",
+        value_parser = parse_path,
+        help_heading = "Output",
+        help = "Write the children's stdout to FILE, with size rotation (--log-max-bytes, \
+--log-backups); SIGUSR1 then reopens the log files instead of being forwarded [default: none, \
+children inherit relaunch's stdout]"
+    )]
+    pub stdout_log: Option<PathBuf>,
+
+    /// Capture the children's stderr into FILE (default: inherit relaunch's stderr).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RELAUNCH_STDERR_LOG",
+        value_parser = parse_path,
+        conflicts_with = "redirect_stderr",
+        help_heading = "Output",
+        help = "Write the children's stderr to FILE, with size rotation; with --daemon, \
+relaunch's own log goes there too [default: none, children inherit relaunch's stderr]"
+    )]
+    pub stderr_log: Option<PathBuf>,
+
+    /// Send the children's stderr where their stdout goes.
+    #[arg(
+        long,
+        env = "RELAUNCH_REDIRECT_STDERR",
+        value_parser = BoolishValueParser::new(),
+        help_heading = "Output",
+        help = "Send the children's stderr where their stdout goes: into --stdout-log, else \
+relaunch's stdout (2>&1) [default: off]"
+    )]
+    pub redirect_stderr: bool,
+
+    /// Rotate a log file before it grows past SIZE.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "RELAUNCH_LOG_MAX_BYTES",
+        default_value = "50MB",
+        hide_default_value = true,
+        value_parser = parse_size,
+        help_heading = "Output",
+        help = "Rotate a log file before a line would take it past SIZE: bytes, or KB, MB, GB \
+(powers of 1024: 10KiB, 50MB); 0 never rotates. Lines are never split across files; a \
+single longer line gets a file of its own [default: 50MB]"
+    )]
+    pub log_max_bytes: u64,
+
+    /// Rotated log files to keep.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RELAUNCH_LOG_BACKUPS",
+        default_value_t = DEFAULT_BACKUPS,
+        hide_default_value = true,
+        help_heading = "Output",
+        help = "Rotated files to keep, FILE.1 (newest) to FILE.N; 0 truncates FILE instead \
+[default: 10]"
+    )]
+    pub log_backups: u32,
+
+    /// Start each captured line with `[GENERATION PID] `.
+    #[arg(
+        long,
+        env = "RELAUNCH_LOG_PREFIX",
+        value_parser = BoolishValueParser::new(),
+        requires = "log_files",
+        help_heading = "Output",
+        help = "Start each captured line with [GENERATION PID] of the child that wrote it \
+(needs --stdout-log or --stderr-log) [default: off]"
+    )]
+    pub log_prefix: bool,
+
+    /// Write relaunch's pid to PATH.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "RELAUNCH_PID_FILE",
+        value_parser = parse_path,
+        help_heading = "Background",
+        help = "Write relaunch's pid to PATH (atomically, once the sockets are bound; removed \
+at exit). Refuses to start if PATH names a running relaunch; a stale file is replaced \
+[default: none]"
+    )]
+    pub pid_file: Option<PathBuf>,
+
+    /// Detach into the background.
+    #[arg(
+        long,
+        env = "RELAUNCH_DAEMON",
+        value_parser = BoolishValueParser::new(),
+        requires = "pid_file",
+        help_heading = "Background",
+        help = "Detach into the background (for hosts without a service manager): returns 0 \
+once the first generation is up, else prints why and exits non-zero. Needs --pid-file. Runs \
+in /, with stdin, stdout and stderr on /dev/null unless --stdout-log/--stderr-log; relaunch's \
+own log goes to the stderr log [default: off]"
+    )]
+    pub daemon: bool,
+
     /// The server to run, with its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -328,6 +445,16 @@ impl Args {
                 rlimits: self.rlimit,
                 pdeathsig: self.pdeathsig.0,
             },
+            output: OutputConfig {
+                stdout_log: self.stdout_log,
+                stderr_log: self.stderr_log,
+                redirect_stderr: self.redirect_stderr,
+                max_bytes: self.log_max_bytes,
+                backups: self.log_backups,
+                prefix: self.log_prefix,
+            },
+            pid_file: self.pid_file,
+            daemon: self.daemon,
         }
     }
 
@@ -389,6 +516,15 @@ pub fn parse_factor(s: &str) -> Result<f64, String> {
             "{s:?} is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)"
         )),
     }
+}
+
+/// Parses a file path and makes it absolute against the current directory (without touching
+/// the file system), so it stays valid after `--daemon` changes to `/`.
+pub fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("\"\" is not a path (empty)".to_owned());
+    }
+    std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))
 }
 
 /// Parses a signal by name or number, in any case: `TERM`, `sigterm`, `15`.
@@ -528,6 +664,61 @@ mod tests {
     }
 
     #[test]
+    fn output_pid_file_and_daemon_options() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv).map(Args::into_config)
+        };
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.output, OutputConfig::default());
+        assert_eq!(c.output.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.output.backups, 10);
+        assert!(!c.output.captures() && c.pid_file.is_none() && !c.daemon);
+
+        let c = parse(&[
+            "--stdout-log",
+            "out.log",
+            "--stderr-log",
+            "/var/log/err.log",
+            "--log-max-bytes",
+            "10KiB",
+            "--log-backups",
+            "0",
+            "--log-prefix",
+            "--pid-file",
+            "run/r.pid",
+            "--daemon",
+        ])
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.output.stdout_log, Some(cwd.join("out.log")));
+        assert_eq!(c.output.stderr_log, Some(PathBuf::from("/var/log/err.log")));
+        assert_eq!(c.output.max_bytes, 10 * 1024);
+        assert_eq!(c.output.backups, 0);
+        assert!(c.output.prefix && c.output.captures());
+        assert_eq!(c.pid_file, Some(cwd.join("run/r.pid")));
+        assert!(c.daemon);
+
+        let c = parse(&["--redirect-stderr"]).unwrap();
+        assert!(c.output.redirect_stderr && !c.output.captures());
+
+        let kind = |extra: &[&str]| parse(extra).unwrap_err().kind();
+        use clap::error::ErrorKind;
+        assert_eq!(kind(&["--daemon"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--log-prefix"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--stderr-log", "e", "--redirect-stderr"]),
+            ErrorKind::ArgumentConflict
+        );
+        let e = parse(&["--log-max-bytes", "lots"]).unwrap_err().to_string();
+        assert!(e.contains("\"lots\" is not a size"), "{e}");
+        let e = parse(&["--pid-file", ""]).unwrap_err().to_string();
+        assert!(e.contains("\"\" is not a path (empty)"), "{e}");
+    }
+
+    #[test]
     fn policy_and_process_defaults() {
         let c = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"])
             .unwrap()
@@ -663,9 +854,11 @@ mod tests {
     }
 
     #[test]
-    fn cli_requires_listen_and_command() {
-        let e = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap_err();
-        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    fn cli_requires_a_command_but_not_listen() {
+        // Without --listen, the sockets can come from socket activation; `sockets::open_all`
+        // refuses to start with none at all.
+        let args = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap();
+        assert!(args.listen.is_empty());
         let e = Args::try_parse_from(["relaunch", "--listen", ":1"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let e = Args::try_parse_from(["relaunch", "--listen", ":1", "srv"]).unwrap_err();

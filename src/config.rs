@@ -5,7 +5,9 @@
 //! contents of `--env-file`, which is read again at every spawn).
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
+use crate::output::OutputConfig;
 use crate::process::ProcessOptions;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
@@ -13,7 +15,9 @@ use crate::supervisor::Settings;
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The sockets to bind, in the order they are passed (fd 3, 4, ...).
+    /// The `--listen` sockets, in the order they are passed (fd 3, 4, ..., after the sockets of
+    /// socket activation unless `systemd:NAME` picks those); may be empty when relaunch was
+    /// socket-activated.
     pub listen: Vec<ListenSpec>,
     /// Listen backlog requested for each socket (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
@@ -25,6 +29,13 @@ pub struct Config {
     pub settings: Settings,
     /// What each child gets besides its sockets: user, environment, limits, ...
     pub process: ProcessOptions,
+    /// Where the children's output goes (inherited, or captured into log files).
+    pub output: OutputConfig,
+    /// Where to write relaunch's pid (`--pid-file`), as an absolute path. Other features put
+    /// their files next to it (e.g. a control socket).
+    pub pid_file: Option<PathBuf>,
+    /// Whether relaunch detached into the background (`--daemon`).
+    pub daemon: bool,
 }
 
 /// How a new child says it is up (`--ready`).

@@ -23,17 +23,23 @@
 //! ```
 //!
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
-//! grammar) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
-//! [`supervisor`] (the pure state machine, with the restart policy) → [`process`] (user,
-//! environment and limits of the child, resolved before `fork`) → [`spawn`] (fork/exec; the
-//! only `unsafe` code).
+//! grammar) → [`activation`] (sockets inherited from relaunch's parent) → [`sockets`]
+//! (binding) → [`runtime`] (the event loop, with [`signals`]) → [`supervisor`] (the pure state
+//! machine, with the restart policy) → [`process`] (user, environment and limits of the
+//! child, resolved before `fork`) → [`spawn`] (fork/exec; the only `unsafe` code).
+//! Around them: [`output`] (capturing the children's output into rotated log files),
+//! [`pidfile`] and [`daemon`] (background mode).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod notify;
+pub mod output;
+pub mod pidfile;
 pub mod process;
 pub mod runtime;
 pub mod signals;
@@ -48,21 +54,33 @@ pub use config::{Command, Config};
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
-    /// The process exit code: 1 runtime failure, 2 usage (e.g. an unknown `--user`), 126 not
-    /// executable, 127 not found.
+    /// The process exit code: 1 runtime failure, 2 usage error (e.g. an unknown `--user`),
+    /// 126 not executable, 127 not found.
     pub code: i32,
     /// What went wrong, with its causes.
     pub error: anyhow::Error,
 }
 
 impl From<anyhow::Error> for Failure {
+    /// Exit code 2 (usage) when the error comes from a `--listen` argument that asks for
+    /// something impossible (a [`spec::SpecError`] anywhere in the chain), else 1.
     fn from(error: anyhow::Error) -> Self {
-        Failure { code: 1, error }
+        let usage = error.chain().any(|e| e.is::<spec::SpecError>());
+        Failure {
+            code: if usage { 2 } else { 1 },
+            error,
+        }
     }
 }
 
 /// Runs the master with `config` until it stops. Returns the exit code: the status of the
 /// child that was current when it stopped, as a shell reports it (128+N for signal N).
 pub fn run(config: Config) -> Result<i32, Failure> {
-    runtime::run(config)
+    runtime::run(config, None)
+}
+
+/// Like [`run`], in a process that [`daemon::detach`]ed: reports to the waiting shell command
+/// through `startup` once the first generation is up, or why it did not come up.
+pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Failure> {
+    runtime::run(config, Some(startup))
 }

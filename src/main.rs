@@ -7,6 +7,7 @@ use std::process::exit;
 use clap::error::ErrorKind;
 use clap::Parser;
 use relaunch::cli::Args;
+use relaunch::daemon::{self, Detached};
 use tracing::Level;
 
 /// Exit code for usage errors.
@@ -24,8 +25,48 @@ fn main() {
             exit(USAGE);
         }
     };
-    init_logging(args.log_level());
-    match relaunch::run(args.into_config()) {
+    let level = args.log_level();
+    let mut config = args.into_config();
+    // Detach first: before any thread, socket or signal handler exists, and before logging
+    // decides about colours for a terminal the daemon will not have.
+    let startup = if config.daemon {
+        if let Err(e) = daemon::absolute_program(&mut config.command) {
+            eprintln!(
+                "relaunch: error: cannot make the program path {:?} absolute: {e}",
+                config.command.program
+            );
+            exit(1);
+        }
+        let keep: Vec<std::os::fd::RawFd> = config
+            .listen
+            .iter()
+            .filter_map(|spec| match spec.addr {
+                relaunch::spec::ListenAddr::Fd(fd) => Some(fd),
+                _ => None,
+            })
+            .collect();
+        match daemon::detach(&keep) {
+            Ok(Detached::Parent { code, message }) => {
+                if code != 0 {
+                    eprintln!("relaunch: error: {message}");
+                }
+                exit(code);
+            }
+            Ok(Detached::Daemon(startup)) => Some(startup),
+            Err(e) => {
+                eprintln!("relaunch: error: cannot detach: {e}");
+                exit(1);
+            }
+        }
+    } else {
+        None
+    };
+    init_logging(level);
+    let result = match startup {
+        Some(startup) => relaunch::run_detached(config, startup),
+        None => relaunch::run(config),
+    };
+    match result {
         Ok(code) => exit(code),
         Err(failure) => {
             eprintln!("relaunch: error: {:#}", failure.error);

@@ -3,9 +3,16 @@
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
 //! signal self-pipe, the notify socket and the children's readiness pipes, until the nearest
 //! deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
-//! returns. Each wake-up handles, in this order: reaped children (every one, including orphans
+//! returns. Each wake-up handles, in this order: the children's captured output (a bounded
+//! amount per pipe, see [`crate::output`]), reaped children (every one, including orphans
 //! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
-//! deadlines. The sockets are owned here and stay open until `run` returns.
+//! deadlines. The sockets are owned here and stay open until `run` returns; dropping them
+//! then removes the socket files relaunch created (after the children are gone).
+//!
+//! Startup order: log files (so `--daemon` has its log from the start), pid-file check,
+//! sockets, pid file, first spawn. With `--daemon`, the waiting shell command is told once the
+//! first generation is running; if it fails to come up instead, relaunch stops it, removes the
+//! pid file and exits, and only then tells the shell command why.
 //!
 //! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
 //! has a deadline (a child starting, stopping or backing off) or relaunch's own service
@@ -23,10 +30,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::activation;
 use crate::config::{Config, ReadyMode};
+use crate::daemon::Startup;
 use crate::notify::{self, Manager, Note, NotifySocket};
+use crate::output::Output;
+use crate::pidfile::{self, PidFile};
 use crate::process;
 use crate::signals::Signals;
 use crate::sockets::{self, Listener};
@@ -37,24 +48,58 @@ use crate::supervisor::{
 use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
-pub fn run(config: Config) -> Result<i32, Failure> {
+/// With `startup` (`--daemon`), reports to the waiting shell command whether the first
+/// generation came up; a failure is reported only after everything is cleaned up.
+pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
+    let mut startup = startup;
+    let own_log = config.output.stderr_log.clone().or_else(|| {
+        config
+            .output
+            .stdout_log
+            .clone()
+            .filter(|_| config.output.redirect_stderr)
+    });
+    let result = run_master(config, &mut startup);
+    if let Some(startup) = startup {
+        let (code, mut message) = match &result {
+            Err(failure) => (failure.code, format!("{:#}", failure.error)),
+            Ok(code) => (
+                *code,
+                startup.reason.clone().unwrap_or_else(|| {
+                    format!("relaunch stopped (exit code {code}) before the server was up")
+                }),
+            ),
+        };
+        let code = if startup.reason.is_some() && code == 0 {
+            1
+        } else {
+            code
+        };
+        if let Some(log) = own_log {
+            message.push_str(&format!(" (relaunch's log: {})", log.display()));
+        }
+        startup.failed(code, &message);
+    }
+    result
+}
+
+fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
+    // First, before relaunch opens any fd of its own: take over the sockets of socket
+    // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
+    let inherited = activation::take_inherited(&config.listen)?;
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     // Everything about the child that can be wrong is checked before a socket is bound.
     check_settings(&config.settings).map_err(|error| Failure { code: 2, error })?;
     let options = spawn_options(&config).map_err(|error| Failure { code: 2, error })?;
+    let output = Output::open(&config.output, config.daemon)?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
-    let mut signals = Signals::install().context("installing signal handlers")?;
-    let listeners = sockets::bind_all(&config.listen, config.backlog)?;
-    for (i, l) in listeners.iter().enumerate() {
-        info!(
-            fd = 3 + i,
-            name = %l.name,
-            kind = %l.kind,
-            backlog = l.backlog,
-            addr = %l.local_addr,
-            "listening"
-        );
+    if let Some(path) = &config.pid_file {
+        pidfile::check(path)?;
     }
+    let mut signals = Signals::install().context("installing signal handlers")?;
+    spawn::snapshot_signal_dispositions();
+    let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+    sockets::log_listening(&listeners);
     if let ReadyMode::Fd(n) = config.ready {
         let first_free = 3 + listeners.len() as RawFd;
         if n < first_free {
@@ -88,6 +133,8 @@ pub fn run(config: Config) -> Result<i32, Failure> {
     };
     // The supervisor is pure: its backoff jitter gets its randomness from here.
     let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    // Removed when this function returns, before a failed start is reported to the shell.
+    let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     let mut master = Master {
         supervisor: Supervisor::with_seed(config.settings, seed),
         config,
@@ -101,8 +148,13 @@ pub fn run(config: Config) -> Result<i32, Failure> {
             .and_then(|m| m.watchdog_every)
             .map(|every| Instant::now() + every),
         manager,
+        output,
+        startup: startup.take(),
+        first: None,
     };
-    master.run(&mut signals)
+    let result = master.run(&mut signals);
+    *startup = master.startup.take();
+    result
 }
 
 struct Master {
@@ -121,6 +173,12 @@ struct Master {
     manager: Option<Manager>,
     /// When the next `WATCHDOG=1` is due.
     next_watchdog: Option<Instant>,
+    /// The children's captured output.
+    output: Output,
+    /// With `--daemon`: the shell command waiting to hear whether the first generation is up.
+    startup: Option<Startup>,
+    /// While `startup` waits: the first child's pid, and its exit status once reaped.
+    first: Option<(Pid, Option<ExitStatus>)>,
 }
 
 impl Master {
@@ -128,18 +186,31 @@ impl Master {
         let mut queue: VecDeque<Action> = self.supervisor.start().into();
         loop {
             if let Some(code) = self.execute(&mut queue) {
+                self.output.finish();
                 return Ok(code);
             }
+            if let Some(event) = self.check_startup() {
+                queue.extend(self.supervisor.handle(event, Instant::now()));
+                continue;
+            }
             let readable = self.wait(signals)?;
+            if readable.output {
+                self.output.drain();
+            }
             let now = Instant::now();
             let mut events = Vec::new();
             let pending = signals.drain();
             // Reap first: a child that died just before its deadline must not be promoted.
             let exits = reap();
             for e in &exits {
-                if let Event::Exited { pid, .. } = e {
+                if let Event::Exited { pid, status } = e {
                     self.ready_pipes.retain(|(p, _)| p != pid);
                     self.pidfds.remove(pid);
+                    if let Some((first, exit)) = &mut self.first {
+                        if first == pid {
+                            *exit = Some(*status);
+                        }
+                    }
                 }
             }
             events.extend(exits);
@@ -153,6 +224,8 @@ impl Master {
                 match sig {
                     Signal::SIGCHLD => {}
                     Signal::SIGHUP => events.push(Event::Reload(Trigger::Signal(sig))),
+                    // Capturing output: USR1 reopens the log files (logrotate's postrotate).
+                    Signal::SIGUSR1 if self.output.is_capturing() => self.output.reopen(),
                     Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
                         events.push(Event::Stop(sig))
                     }
@@ -194,6 +267,47 @@ impl Master {
             }
         }
         None
+    }
+
+    /// With `--daemon`, until the shell command has its answer: reports success once the
+    /// first child runs; if it is gone before that, records why and returns the event that
+    /// stops relaunch (the answer is sent once everything is cleaned up, see [`run`]).
+    fn check_startup(&mut self) -> Option<Event> {
+        let startup = self.startup.as_mut()?;
+        if startup.reason.is_some() {
+            return None; // already failed; stopping
+        }
+        let (first, exit) = self.first?;
+        match self.supervisor.current() {
+            Some(c) if c.pid == first && c.phase == Phase::Running => {
+                info!(generation = c.generation, pid = %c.pid, "the server is up; detached");
+                if let Some(startup) = self.startup.take() {
+                    startup.succeeded();
+                }
+                None
+            }
+            Some(c) if c.pid == first => None,
+            _ => {
+                let what = match exit {
+                    Some(status) => format!("exited with {status}"),
+                    None => "was stopped".to_owned(),
+                };
+                let mut reason =
+                    format!("the server (generation 1, pid {first}) {what} before it was up");
+                if exit.is_none() && self.config.settings.ready_signal {
+                    reason.push_str(&format!(
+                        " (not ready within --ready-timeout {:?})",
+                        self.config.settings.ready_timeout
+                    ));
+                }
+                if self.supervisor.is_stopping() {
+                    reason = "relaunch was asked to stop before the server was up".to_owned();
+                }
+                error!(reason = %reason, "not detaching: the first generation did not come up; stopping");
+                startup.reason = Some(reason);
+                (!self.supervisor.is_stopping()).then_some(Event::Stop(Signal::SIGTERM))
+            }
+        }
     }
 
     fn spawn(&mut self, generation: u64) -> Result<Pid, SpawnFailure> {
@@ -243,6 +357,21 @@ impl Master {
             // Closed in the master once the child has its copy.
             _ready_write = Some(wr);
         }
+        let pipes = match self.output.pipes_for_child() {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                let message = format!("creating the output pipes: {e}");
+                if let Some(startup) = &mut self.startup {
+                    startup.reason = Some(format!("cannot start the server: {message}"));
+                }
+                return Err(SpawnFailure {
+                    message,
+                    exit_code: 1,
+                });
+            }
+        };
+        extras.stdout = pipes.stdout;
+        extras.stderr = pipes.stderr;
         match spawn::spawn(&self.config.command, &fds, &extras, &self.options) {
             Ok((pid, path)) => {
                 debug!(generation, pid = %pid, program = %path.display(), "exec'd");
@@ -258,9 +387,18 @@ impl Master {
                 if let Some(rd) = ready_read {
                     self.ready_pipes.push((pid, rd));
                 }
+                self.output.attach(generation, pid, pipes);
+                if self.startup.is_some() && self.first.is_none() {
+                    self.first = Some((pid, None));
+                }
                 Ok(pid)
             }
-            Err(e) => Err(spawn_failure(&e, &self.config)),
+            Err(e) => {
+                if let Some(startup) = &mut self.startup {
+                    startup.reason = Some(format!("cannot start the server: {e}"));
+                }
+                Err(spawn_failure(&e, &self.config))
+            }
         }
     }
 
@@ -396,6 +534,10 @@ impl Master {
         for (_, fd) in &self.ready_pipes {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
+        let output_from = fds.len();
+        for fd in self.output.poll_fds() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(anyhow!("poll: {e}").into()),
@@ -403,7 +545,8 @@ impl Master {
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         Ok(Readable {
             notify: self.notify_socket.is_some() && ready(&fds[1]),
-            pipes: fds[pipes_from..].iter().any(ready),
+            pipes: fds[pipes_from..output_from].iter().any(ready),
+            output: fds[output_from..].iter().any(ready),
         })
     }
 }
@@ -412,6 +555,7 @@ impl Master {
 struct Readable {
     notify: bool,
     pipes: bool,
+    output: bool,
 }
 
 fn spawn_failure(e: &SpawnError, config: &Config) -> SpawnFailure {

@@ -8,13 +8,15 @@
 //!    strings, with a reserved `LISTEN_PID=` slot of fixed size, open a close-on-exec pipe for
 //!    error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
-//!    reset every signal disposition and the mask, `setpgid(0, 0)`, `setrlimit` (`--rlimit`),
-//!    `setpriority` (`--nice`), drop privileges (`setgroups`, `setgid`, `setuid`, then check
-//!    that uid 0 cannot be regained: any failure fails the spawn, so a child never runs with
-//!    more than it was given), `PR_SET_PDEATHSIG` (after the credentials, which clear it; and
-//!    exit if the master is already gone), `chdir` as the target user, `umask`, move the
-//!    sockets to fds 3.. (see `place_fds`), write the pid's digits into the reserved slot, and
-//!    `execve`. Users, groups and the supplementary group list are looked up before `fork`
+//!    reset the signal dispositions the master changed and the mask, `setpgid(0, 0)`,
+//!    `setrlimit` (`--rlimit`), `setpriority` (`--nice`), drop privileges (`setgroups`,
+//!    `setresgid`, `setresuid` as raw system calls, then check that uid 0 cannot be regained:
+//!    any failure fails the spawn, so a child never runs with more than it was given),
+//!    `PR_SET_PDEATHSIG` (after the credentials, which clear it; and exit if the master is
+//!    already gone), `chdir` as the target user, `umask`, point fds 1 and 2 at the output pipes
+//!    if relaunch captures the child's output ([`Extras::stdout`], [`Extras::stderr`]), move
+//!    the sockets to fds 3.. (see `place_fds`), write the pid's digits into the reserved slot,
+//!    and `execve`. Users, groups and the supplementary group list are looked up before `fork`
 //!    (see [`crate::process`]).
 //! 3. If any step fails, the child writes `(step, errno)` into the pipe and `_exit(127)`s. The
 //!    master reads the pipe: end-of-file means `execve` succeeded (the pipe was close-on-exec).
@@ -115,6 +117,11 @@ pub struct Extras {
     /// `(fd in the master, fd number in the child)`; the child's numbers must lie above the
     /// sockets' (3 + number of sockets and up) and be distinct.
     pub fds: Vec<(RawFd, RawFd)>,
+    /// An fd of the master to become the child's stdout (fd 1); `None` inherits relaunch's.
+    pub stdout: Option<RawFd>,
+    /// An fd of the master to become the child's stderr (fd 2); `None` inherits relaunch's.
+    /// Applied after `stdout`, so `Some(1)` makes stderr a copy of the child's new stdout.
+    pub stderr: Option<RawFd>,
 }
 
 /// The step of starting a child that failed.
@@ -132,6 +139,8 @@ pub enum Step {
     Fds,
     /// `execve`.
     Exec,
+    /// Redirecting the child's stdout or stderr (`dup2` onto fd 1 or 2).
+    Output,
     /// `setrlimit` (`--rlimit`).
     ResourceLimit,
     /// `setpriority` (`--nice`).
@@ -158,12 +167,13 @@ impl Step {
             2 => Step::ProcessGroup,
             3 => Step::DeathSignal,
             4 => Step::Fds,
-            6 => Step::ResourceLimit,
-            7 => Step::Nice,
-            8 => Step::Groups,
-            9 => Step::SetGid,
-            10 => Step::SetUid,
-            11 => Step::Chdir,
+            6 => Step::Output,
+            7 => Step::ResourceLimit,
+            8 => Step::Nice,
+            9 => Step::Groups,
+            10 => Step::SetGid,
+            11 => Step::SetUid,
+            12 => Step::Chdir,
             _ => Step::Exec,
         }
     }
@@ -177,6 +187,7 @@ impl Step {
             Step::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Step::Fds => "placing the sockets at fd 3 and up",
             Step::Exec => "exec",
+            Step::Output => "redirecting stdout/stderr",
             Step::ResourceLimit => "setrlimit (--rlimit)",
             Step::Nice => "setpriority (--nice)",
             Step::Groups => "dropping privileges: setgroups (supplementary groups of --user)",
@@ -314,6 +325,8 @@ struct ExecImage {
     sources: Vec<RawFd>,
     /// Where each source goes in the child, ascending: 3.. for the sockets, then extras.
     targets: Vec<RawFd>,
+    /// Sources for the child's fds 1 and 2 (-1: leave as inherited), applied in that order.
+    stdio: [RawFd; 2],
     pdeathsig: libc::c_int,
     master_pid: libc::pid_t,
     /// `(resource, limits)` for `setrlimit`.
@@ -325,6 +338,129 @@ struct ExecImage {
     uid: Option<libc::uid_t>,
     chdir: Option<CString>,
     umask: Option<libc::mode_t>,
+    /// Signals whose disposition the child resets to the default.
+    reset_signals: &'static [libc::c_int],
+}
+
+/// The signals whose disposition in this process is not the default, as recorded by
+/// [`snapshot_signal_dispositions`].
+static NON_DEFAULT_SIGNALS: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+
+/// Every signal number a child may have to reset (all but SIGKILL and SIGSTOP).
+fn all_signals() -> &'static [libc::c_int] {
+    static ALL: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        // Up to the kernel's highest signal: glibc's SIGRTMAX excludes none above, but its
+        // SIGRTMIN hides 32 and 33, which are included here.
+        (1..=64)
+            .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+            .collect()
+    })
+}
+
+/// Records which signals this process catches or ignores, so each child resets just those
+/// (a few system calls instead of one per signal number). Call it once, after the last change
+/// of signal dispositions (the runtime does, after installing its handlers); a later call has
+/// no effect. Without it, every child resets every signal, which is correct but slower.
+pub fn snapshot_signal_dispositions() {
+    NON_DEFAULT_SIGNALS.get_or_init(|| {
+        all_signals()
+            .iter()
+            .copied()
+            .filter(|&sig| !has_default_disposition(sig))
+            .collect()
+    });
+}
+
+/// The kernel's `struct sigaction` (not glibc's, whose mask is 128 bytes): same layout on
+/// x86_64 and aarch64.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Whether `sig` has its default disposition. Uses the raw system call where its layout is
+/// known, because glibc hides the two real-time signals it reserves (32 and 33), and those
+/// too can be inherited as ignored.
+fn has_default_disposition(sig: libc::c_int) -> bool {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a query (null new action) writes only `old`, sized as the kernel expects.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            )
+        };
+        rc != 0 || old.handler == libc::SIG_DFL
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        // SAFETY: querying a disposition (null new action) writes only `old`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction == libc::SIG_DFL
+        }
+    }
+}
+
+/// Sets `sig` to its default disposition. Async-signal-safe (one system call).
+///
+/// # Safety
+/// Changes process-wide signal state; meant for the child between fork and exec.
+unsafe fn set_default_disposition(sig: libc::c_int) {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &dfl as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut dfl.sa_mask);
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+    }
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -440,6 +576,7 @@ impl ExecImage {
             envp_ptrs,
             sources,
             targets,
+            stdio: [extras.stdout.unwrap_or(-1), extras.stderr.unwrap_or(-1)],
             pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
             master_pid: std::process::id() as libc::pid_t,
             rlimits: options
@@ -471,6 +608,9 @@ impl ExecImage {
                 None => None,
             },
             umask: options.umask.map(|m| m as libc::mode_t),
+            reset_signals: NON_DEFAULT_SIGNALS
+                .get()
+                .map_or_else(all_signals, Vec::as_slice),
         })
     }
 }
@@ -504,16 +644,30 @@ pub fn spawn(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         old
     };
-    // SAFETY: the child branch calls only async-signal-safe functions (see `child`) and never
-    // returns; the master is single-threaded, and even in a multi-threaded caller (the tests)
-    // the child touches no lock and allocates nothing.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child; `image` and the pipe were prepared before
-        // fork and stay valid in our copy of the address space.
-        unsafe { child(&mut image, report_wr.as_raw_fd()) }
-    }
+    // The child runs on its own stack in the master's memory (CLONE_VM) while the master waits
+    // (CLONE_VFORK), as posix_spawn does: no page tables are copied, so starting a child costs
+    // the same whatever the master's size. The child writes only to `image` (its pid digits, its
+    // fd table) and to its own stack; the master resumes once the child has exec'd or exited.
+    let mut stack = vec![0u8; CHILD_STACK];
+    let mut args = CloneArgs {
+        image: &mut image,
+        report: report_wr.as_raw_fd(),
+    };
+    // SAFETY: the stack is writable, owned and outlives the child's use of it (the master is
+    // suspended until the child execs or exits); `args` points to live data for the same span;
+    // `clone_child` calls only async-signal-safe functions and never returns.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            clone_child,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut args as *mut CloneArgs<'_>).cast(),
+        )
+    };
     let fork_errno = Errno::last();
+    drop(stack);
     // SAFETY: restores the mask saved above; `old_mask` is a valid sigset_t.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
@@ -533,6 +687,24 @@ pub fn spawn(
             let _ = nix::sys::wait::waitpid(pid, None);
             Err(os_err(step, errno))
         }
+    }
+}
+
+/// Stack size of the child between clone and exec (it only makes system calls).
+const CHILD_STACK: usize = 64 * 1024;
+
+struct CloneArgs<'a> {
+    image: &'a mut ExecImage,
+    report: RawFd,
+}
+
+/// Entry point of the cloned child.
+extern "C" fn clone_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CloneArgs` the master passed to clone and keeps alive while it is
+    // suspended; we are the new child, so `child`'s precondition holds.
+    unsafe {
+        let args = &mut *arg.cast::<CloneArgs<'_>>();
+        child(args.image, args.report)
     }
 }
 
@@ -559,20 +731,16 @@ fn read_report(fd: &OwnedFd) -> Option<(Step, Errno)> {
 /// The child's side, between `fork` and `execve`. Async-signal-safe only.
 ///
 /// # Safety
-/// Must be called only in a child just returned from `fork`.
+/// Must be called only in a child just created by `fork` or `clone`.
 unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
     let mut report = report;
 
-    // Signals: default dispositions (ignored ones survive exec otherwise, e.g. SIGPIPE, which
-    // Rust programs ignore), then the mask is cleared right before exec.
-    let mut dfl: libc::sigaction = std::mem::zeroed();
-    dfl.sa_sigaction = libc::SIG_DFL;
-    libc::sigemptyset(&mut dfl.sa_mask);
-    for sig in 1..libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // Fails (harmlessly) for the few numbers libc reserves for itself.
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
-        }
+    // Signals: default dispositions for every signal the master catches or ignores (ignored
+    // ones survive exec otherwise, e.g. SIGPIPE, which Rust programs ignore; caught ones must
+    // not run the master's handler in the child, which shares its memory until exec), then the
+    // mask is cleared right before exec.
+    for &sig in image.reset_signals.iter() {
+        set_default_disposition(sig);
     }
 
     if libc::setpgid(0, 0) != 0 {
@@ -594,15 +762,16 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
 
     // Dropping privileges: groups, then gid, then uid (each needs the privilege the next gives
     // up). Any failure ends the child before exec: it never runs with more than asked for.
-    // These are the libc wrappers std's own Command uses after fork; in the single-threaded
-    // child they only make the system call.
+    // Raw system calls, not glibc's wrappers: those broadcast the change to every thread glibc
+    // knows of, and this child, sharing the master's memory (CLONE_VM), would see the master's
+    // threads. The raw calls change exactly this process.
     if let Some(groups) = &image.groups {
-        if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0 {
+        if libc::syscall(cred::SETGROUPS, groups.len(), groups.as_ptr()) != 0 {
             fail(report, Step::Groups);
         }
     }
     if let Some(gid) = image.gid {
-        if libc::setgid(gid) != 0 {
+        if libc::syscall(cred::SETRESGID, gid, gid, gid) != 0 {
             fail(report, Step::SetGid);
         }
         if libc::getgid() != gid || libc::getegid() != gid {
@@ -611,11 +780,14 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         }
     }
     if let Some(uid) = image.uid {
-        if libc::setuid(uid) != 0 {
+        if libc::syscall(cred::SETRESUID, uid, uid, uid) != 0 {
             fail(report, Step::SetUid);
         }
         // Fail closed: the switch must have taken, and must not be reversible.
-        if libc::getuid() != uid || libc::geteuid() != uid || (uid != 0 && libc::setuid(0) != -1) {
+        if libc::getuid() != uid
+            || libc::geteuid() != uid
+            || (uid != 0 && libc::syscall(cred::SETRESUID, 0, 0, 0) != -1)
+        {
             *libc::__errno_location() = libc::EPERM;
             fail(report, Step::SetUid);
         }
@@ -649,6 +821,13 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
     if let Some(mask) = image.umask {
         libc::umask(mask);
     }
+    // stdout/stderr first: their sources may sit on numbers `place_fds` is about to reuse.
+    // dup2 leaves the copy at 1 or 2 without close-on-exec.
+    for (target, &source) in (1..).zip(image.stdio.iter()) {
+        if source >= 0 && source != target && libc::dup2(source, target) != target {
+            fail(report, Step::Output);
+        }
+    }
 
     if place_fds(&mut image.sources, &image.targets, &mut report).is_err() {
         fail(report, Step::Fds);
@@ -671,6 +850,22 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         image.envp_ptrs.as_ptr(),
     );
     fail(report, Step::Exec)
+}
+
+/// The credential system calls with 32-bit ids.
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+mod cred {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid32;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid32;
+}
+
+/// The credential system calls (32-bit ids on every other Linux architecture).
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+mod cred {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid;
 }
 
 /// Puts `sources[i]` at `targets[i]` without close-on-exec, and leaves every other fd from 3
@@ -819,6 +1014,34 @@ pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, signal: Signal) -> 
     }
 }
 
+/// Which side of [`fork_process`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child has this pid.
+    Parent(Pid),
+    /// The new process.
+    Child,
+}
+
+/// `fork(2)` for detaching (`--daemon`), where the child goes on to run arbitrary code: it
+/// allocates, logs and takes locks. That is only sound while the process has exactly one
+/// thread (no other thread can hold a lock or be half-way through `malloc` at the moment of
+/// the fork), so this checks `/proc/self/task` first and refuses otherwise.
+pub fn fork_process() -> io::Result<Forked> {
+    let threads = fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork with {threads} threads running (detaching must happen before any thread starts)"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above; nothing in between starts
+    // one), so the child inherits no lock held by another thread and may run any code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
 /// Prepares the master's own fds at startup: fds 0, 1 and 2 are opened on `/dev/null` if
 /// closed (so no socket lands there and children get sane stdio), and every other inherited
 /// fd is made close-on-exec, so nothing of the master's parent leaks into the server.
@@ -865,6 +1088,28 @@ pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes ownership of `fd`, a file descriptor relaunch inherited from its parent (a socket
+/// passed by socket activation, or named with `--listen fd:N`), and marks it close-on-exec: it
+/// reaches a child only when the spawn module places it at 3.. on purpose.
+///
+/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2 (stdio stays
+/// where it is). The caller must call this at most once per fd, at startup, before relaunch
+/// opens any file of its own: only then is an open fd with that number the inherited one, owned
+/// by nothing else in the process. [`crate::activation::take_inherited`] does exactly that.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFD)?;
+    // SAFETY: F_GETFD just showed `fd` is open. By this function's contract it was inherited
+    // and nothing else in the process has wrapped it: this becomes its only owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(flags))?;
+    Ok(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,6 +1153,33 @@ mod tests {
             resolve_program(OsStr::new("/tmp/")).unwrap_err(),
             SpawnError::NotExecutable("/tmp/".into())
         );
+    }
+
+    #[test]
+    fn children_start_with_default_signal_dispositions() {
+        // Rust ignores SIGPIPE in this test process; a child must not inherit that.
+        snapshot_signal_dispositions();
+        assert!(NON_DEFAULT_SIGNALS.get().unwrap().contains(&libc::SIGPIPE));
+        let out = std::env::temp_dir().join(format!("relaunch-sigign-{}", std::process::id()));
+        let command = Command {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                // Builtins only: dash blocks every signal while it waits for a child, so a
+                // forked `grep` would see the shell's mask mid-wait.
+                format!(
+                    "while IFS= read -r l; do case $l in Sig[IB]*) echo \"$l\";; esac; done < /proc/$$/status > {}",
+                    out.display()
+                )
+                .into(),
+            ],
+        };
+        let (pid, _) = spawn(&command, &[], &Extras::default(), &SpawnOptions::default()).unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap();
+        let text = fs::read_to_string(&out).unwrap();
+        fs::remove_file(&out).unwrap();
+        assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
     }
 
     #[test]
@@ -981,6 +1253,29 @@ mod tests {
         // The shell itself may hold its script fd and the redirection (fd 1 reopened), but
         // fd 3 is the socket and nothing of the test process beyond it leaked.
         assert!(fields[4].starts_with("0,1,2,3,"), "{text}");
+    }
+
+    #[test]
+    fn stdout_and_stderr_are_redirected() {
+        use std::io::Read;
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let command = Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo out; echo err >&2".into()],
+        };
+        // stderr follows the new stdout (2>&1).
+        let extras = Extras {
+            stdout: Some(wr.as_raw_fd()),
+            stderr: Some(1),
+            ..Extras::default()
+        };
+        let (pid, _) = spawn(&command, &[], &extras, &SpawnOptions::default()).unwrap();
+        drop(wr);
+        let mut text = String::new();
+        fs::File::from(rd).read_to_string(&mut text).unwrap();
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        assert_eq!(text, "out\nerr\n");
     }
 
     /// Port of the socket at `fd`, with no allocation (for use in a forked child).
@@ -1125,7 +1420,7 @@ mod tests {
                 ("HOME".into(), "/override".into()),
                 ("RELAUNCH_TEST_EXTRA".into(), "1".into()),
             ],
-            fds: vec![],
+            ..Extras::default()
         };
         let script = "env | grep -c '^HOME='; echo \"$HOME ${PATH:+path} $RELAUNCH_TEST_EXTRA\"; env | grep -v -e '^HOME=' -e '^PATH=' -e '^RELAUNCH_TEST_EXTRA=' -e '^PWD=' -e '^SHLVL=' -e '^_=' | wc -l";
         let text = run_script(script, &extras, &SpawnOptions::default()).unwrap();

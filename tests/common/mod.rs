@@ -10,6 +10,8 @@
 //!   live in their own process groups), and relaunch itself is reaped.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::collections::BTreeSet;
 use std::env;
 use std::fmt;
@@ -982,6 +984,14 @@ impl ProbeReport {
             nofile: var("nofile"),
             line: line.to_owned(),
         })
+    }
+}
+
+impl ProbeReport {
+    /// The probe's `sockN=DOMAIN:TYPE:ACCEPTCONN` description of fd `fd` (e.g.
+    /// `inet:stream:listening`; `-` for an fd that is not a socket), if it reported one.
+    pub fn sock(&self, fd: i32) -> Option<&str> {
+        field(&self.line, &format!("sock{fd}"))
     }
 }
 

@@ -1,0 +1,208 @@
+//! Sockets relaunch inherits: systemd socket activation as input, and `--listen fd:N`.
+//!
+//! When relaunch itself is started by systemd (a `.socket` unit) or by
+//! `systemd-socket-activate`, its environment holds `LISTEN_PID` (relaunch's own pid),
+//! `LISTEN_FDS=N` and usually `LISTEN_FDNAMES`, and the sockets sit at fds 3..3+N-1. relaunch
+//! then takes those sockets over and passes them to every child at 3.., ahead of its own
+//! `--listen` sockets and under the same names, so a server behind relaunch sees what it would
+//! see under systemd directly, plus zero-downtime reloads. With `--listen systemd:NAME` the
+//! command line picks which of them to pass and where; the others are closed.
+//!
+//! As in libsystemd's `sd_listen_fds`, variables whose `LISTEN_PID` is not relaunch's pid are
+//! meant for another process and are ignored, and without `LISTEN_FDNAMES` every socket is named
+//! `unknown`. The spawn module strips every inherited `LISTEN_*` variable from the children's
+//! environment and sets their own.
+//!
+//! [`take_inherited`] must run first thing at startup, before relaunch opens any file of its
+//! own: only then does an open fd 3, or the fd named by `--listen fd:7`, really come from
+//! relaunch's parent. Everything taken over is close-on-exec in the master.
+
+use std::collections::BTreeMap;
+use std::os::fd::{OwnedFd, RawFd};
+
+use anyhow::{anyhow, Context, Result};
+use nix::errno::Errno;
+use tracing::debug;
+
+use crate::spawn;
+use crate::spec::{ListenAddr, ListenSpec, SpecError};
+
+/// The first fd of socket activation (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The name libsystemd reports for a socket when `LISTEN_FDNAMES` is not set.
+pub const UNKNOWN_NAME: &str = "unknown";
+
+/// One socket passed to relaunch by socket activation.
+#[derive(Debug)]
+pub struct ActivationSocket {
+    /// The fd number it arrived at (3, 4, ...), for messages.
+    pub number: RawFd,
+    /// Its name from `LISTEN_FDNAMES`.
+    pub name: String,
+    /// The socket, now owned by relaunch (close-on-exec).
+    pub fd: OwnedFd,
+}
+
+/// Everything relaunch took over from its parent at startup.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// Sockets from socket activation, in the order systemd passed them.
+    pub activation: Vec<ActivationSocket>,
+    /// Fds named with `--listen fd:N`, by number.
+    pub fds: BTreeMap<RawFd, OwnedFd>,
+}
+
+/// Reads the socket-activation variables meant for the process `my_pid` and returns one name
+/// per socket (empty when there are none for this process). Pure, for testing; errors describe
+/// variables that are meant for this process but malformed.
+pub fn parse_env(
+    my_pid: u32,
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    listen_fdnames: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let Some(pid) = listen_pid else {
+        return Ok(Vec::new());
+    };
+    // A pid that is not ours (or not a pid at all) means the variables are for someone else,
+    // e.g. they leaked from a service manager into a shell: ignore them, as libsystemd does.
+    if pid.trim().parse::<u32>() != Ok(my_pid) {
+        return Ok(Vec::new());
+    }
+    let Some(fds) = listen_fds else {
+        return Ok(Vec::new());
+    };
+    let max = (RawFd::MAX - LISTEN_FDS_START) as usize;
+    let n = match fds.trim().parse::<usize>() {
+        Ok(n) if n <= max => n,
+        _ => {
+            return Err(format!(
+                "LISTEN_FDS={fds:?} is not a number of sockets (LISTEN_PID={pid} is relaunch's pid, so the socket-activation variables are meant for it)"
+            ))
+        }
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match listen_fdnames {
+        None => Ok(vec![UNKNOWN_NAME.to_owned(); n]),
+        Some(names) => {
+            let names: Vec<String> = names.split(':').map(str::to_owned).collect();
+            if names.len() != n {
+                return Err(format!(
+                    "LISTEN_FDNAMES={:?} has {} names but LISTEN_FDS={n}; they must match",
+                    names.join(":"),
+                    names.len()
+                ));
+            }
+            Ok(names)
+        }
+    }
+}
+
+/// Takes over the sockets relaunch inherited: those of socket activation meant for this
+/// process, and those named by `--listen fd:N` in `specs`. Call it before relaunch opens any
+/// file of its own (see the module docs).
+pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
+    let var = |k: &str| std::env::var(k).ok();
+    let (pid, fds, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
+    let names = parse_env(
+        std::process::id(),
+        pid.as_deref(),
+        fds.as_deref(),
+        names.as_deref(),
+    )
+    .map_err(|msg| anyhow!(msg))?;
+    if names.is_empty() {
+        if let Some(pid) = &pid {
+            debug!(LISTEN_PID = %pid, "ignoring socket-activation variables meant for another process");
+        }
+    }
+    let count = names.len();
+    let mut inherited = Inherited::default();
+    for (i, name) in names.into_iter().enumerate() {
+        let number = LISTEN_FDS_START + i as RawFd;
+        let fd = spawn::adopt_fd(number).with_context(|| {
+            format!("taking over fd {number} ({name:?}) passed by socket activation (LISTEN_FDS={count})")
+        })?;
+        inherited
+            .activation
+            .push(ActivationSocket { number, name, fd });
+    }
+    for spec in specs {
+        let ListenAddr::Fd(n) = spec.addr else {
+            continue;
+        };
+        if let Some(a) = inherited.activation.iter().find(|a| a.number == n) {
+            return Err(SpecError::new(format!(
+                "--listen {spec}: fd {n} came with socket activation as {:?}; use --listen systemd:{} instead",
+                a.name, a.name
+            ))
+            .into());
+        }
+        if inherited.fds.contains_key(&n) {
+            return Err(SpecError::new(format!("--listen fd:{n} is given twice")).into());
+        }
+        match spawn::adopt_fd(n) {
+            Ok(fd) => {
+                inherited.fds.insert(n, fd);
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::EBADF as i32) => {
+                return Err(SpecError::new(format!(
+                    "--listen {spec}: fd {n} is not open (relaunch did not inherit it from its parent)"
+                ))
+                .into())
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("taking over fd {n} for --listen {spec}"))),
+        }
+    }
+    Ok(inherited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn variables_for_this_process() {
+        assert_eq!(
+            parse_env(42, Some("42"), Some("2"), Some("web:admin")),
+            Ok(names(&["web", "admin"]))
+        );
+        // Without LISTEN_FDNAMES, libsystemd calls every socket "unknown".
+        assert_eq!(
+            parse_env(42, Some("42"), Some("2"), None),
+            Ok(names(&["unknown", "unknown"]))
+        );
+        assert_eq!(parse_env(42, Some("42"), Some("0"), None), Ok(vec![]));
+        assert_eq!(parse_env(42, Some("42"), None, Some("x")), Ok(vec![]));
+    }
+
+    #[test]
+    fn variables_for_another_process_are_ignored() {
+        assert_eq!(parse_env(42, None, Some("2"), Some("a:b")), Ok(vec![]));
+        assert_eq!(parse_env(42, Some("1"), Some("2"), Some("a:b")), Ok(vec![]));
+        assert_eq!(parse_env(42, Some("x"), Some("oops"), None), Ok(vec![]));
+    }
+
+    #[test]
+    fn error_bad_listen_fds() {
+        assert_eq!(
+            parse_env(42, Some("42"), Some("two"), None),
+            Err("LISTEN_FDS=\"two\" is not a number of sockets (LISTEN_PID=42 is relaunch's pid, so the socket-activation variables are meant for it)".into())
+        );
+    }
+
+    #[test]
+    fn error_names_do_not_match_count() {
+        assert_eq!(
+            parse_env(42, Some("42"), Some("3"), Some("a:b")),
+            Err("LISTEN_FDNAMES=\"a:b\" has 2 names but LISTEN_FDS=3; they must match".into())
+        );
+    }
+}

@@ -1,0 +1,789 @@
+//! Capturing the children's stdout and stderr into log files with size rotation
+//! (`--stdout-log`, `--stderr-log`, `--redirect-stderr`, `--log-max-bytes`, `--log-backups`,
+//! `--log-prefix`).
+//!
+//! Without a log file, children inherit relaunch's stdout and stderr (a service manager or
+//! container runtime captures them); nothing here is involved.
+//!
+//! With one, each child gets its own pipe per captured stream ([`Output::pipes_for_child`]).
+//! The write end is the child's fd 1 or 2 and is closed in the master right after the spawn, so
+//! end-of-file on the read end means the child *and all its descendants* closed it. The read
+//! ends are close-on-exec and non-blocking, and are polled by the master's one event loop like
+//! every other fd:
+//!
+//! - **Line-atomic.** Bytes are cut into lines per pipe; only whole lines are written, so lines
+//!   of two overlapping generations interleave but never mix. A partial line waits in its
+//!   pipe's buffer until its newline arrives, or is written (with a newline added) when the
+//!   pipe closes or relaunch exits. A line longer than [`LINE_MAX`] (64 KiB) is cut into pieces
+//!   of that size, each written as a line, as journald does with its `LineMax=`: this bounds the
+//!   buffer per pipe.
+//! - **Bounded work per wake-up.** At most [`READ_CHUNK`] bytes are read from each pipe per
+//!   pass of the event loop, so a child that writes as fast as it can never starves signals,
+//!   reloads or the other pipes; it is slowed down by the full pipe (back-pressure, as under
+//!   journald or Docker), and nothing it wrote is dropped.
+//! - **Dropped output is counted.** If a log file cannot be written (disk full, file system
+//!   gone, unwritable after a reopen), the lines are dropped rather than stalling the master:
+//!   one warning when it starts, and one with the number of bytes lost once writing works again
+//!   (or at exit).
+//! - **Rotation only at line boundaries**, like supervisord's: before a line that would take
+//!   the file past `--log-max-bytes`, `FILE.N-1` → `FILE.N`, …, `FILE` → `FILE.1`, and a new
+//!   `FILE` is opened. A file never exceeds the limit, except one that holds a single line
+//!   longer than it. The size is taken from the file itself (`fstat`) before each batch, so an
+//!   external truncation (logrotate's `copytruncate`) is noticed. `--log-max-bytes 0` never
+//!   rotates; `--log-backups 0` truncates instead of keeping backups.
+//! - **Reopen on SIGUSR1** (only when capturing; otherwise USR1 is forwarded to the child): the
+//!   files are closed and opened again at their paths, so after an external `mv` a new file is
+//!   created (logrotate's `create` mode with a `postrotate` of `kill -USR1`).
+//! - **`--log-prefix`** starts every line with `[GENERATION PID] ` of the child whose pipe it
+//!   came from (a descendant's lines carry the pid of the generation's child), so the two
+//!   generations of a reload can be told apart.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::unistd::Pid;
+use tracing::{debug, warn};
+
+/// The longest line kept whole; longer ones are cut into pieces of this size.
+pub const LINE_MAX: usize = 64 * 1024;
+/// The most read from one pipe per pass of the event loop.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Default of `--log-max-bytes`: 50 MiB, as supervisord's `logfile_maxbytes`.
+pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
+/// Default of `--log-backups`, as supervisord's `logfile_backups`.
+pub const DEFAULT_BACKUPS: u32 = 10;
+/// At exit, the most read from each pipe before giving up on a writer that never stops.
+const FINAL_DRAIN: usize = 16 * READ_CHUNK;
+/// How often writing to a failing file (or reopening it) is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the children's output goes. The default (no files) leaves it to relaunch's own
+/// stdout and stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputConfig {
+    /// Capture the children's stdout into this file (absolute path).
+    pub stdout_log: Option<PathBuf>,
+    /// Capture the children's stderr into this file (absolute path).
+    pub stderr_log: Option<PathBuf>,
+    /// Send the children's stderr where their stdout goes (`2>&1`).
+    pub redirect_stderr: bool,
+    /// Rotate a file before it would grow past this many bytes; 0 never rotates.
+    pub max_bytes: u64,
+    /// How many rotated files to keep (`FILE.1` … `FILE.N`); 0 truncates instead.
+    pub backups: u32,
+    /// Start each line with `[GENERATION PID] `.
+    pub prefix: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            stdout_log: None,
+            stderr_log: None,
+            redirect_stderr: false,
+            max_bytes: DEFAULT_MAX_BYTES,
+            backups: DEFAULT_BACKUPS,
+            prefix: false,
+        }
+    }
+}
+
+impl OutputConfig {
+    /// Whether relaunch reads the children's output itself (some log file is configured).
+    pub fn captures(&self) -> bool {
+        self.stdout_log.is_some() || self.stderr_log.is_some()
+    }
+}
+
+/// Parses a byte size: a number of bytes (`1048576`), or a number with a unit `K`, `M` or `G`
+/// (optionally followed by `B` or `iB`, any case). Units are powers of 1024, as in supervisord
+/// (`50MB` = 52428800 bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("{s:?} is not a size (expected bytes like 1048576, or a number with KB, MB or GB, like 50MB or 10KiB)")
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Cuts one pipe's bytes into whole lines.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Appends the whole lines that `chunk` completes to `out`, each starting with `prefix`;
+    /// keeps the rest for the next call. A line reaching [`LINE_MAX`] bytes without a newline
+    /// is written as a line of its own.
+    pub fn push(&mut self, mut chunk: &[u8], prefix: &[u8], out: &mut Vec<u8>) {
+        while !chunk.is_empty() {
+            let room = LINE_MAX - self.partial.len();
+            // One byte more than the room: a newline right after a full line keeps it whole.
+            let window = &chunk[..chunk.len().min(room + 1)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    out.extend_from_slice(prefix);
+                    out.extend_from_slice(&self.partial);
+                    out.extend_from_slice(&window[..=i]);
+                    self.partial.clear();
+                    chunk = &chunk[i + 1..];
+                }
+                None if window.len() > room => {
+                    // The line is LINE_MAX long and goes on: cut it here.
+                    out.extend_from_slice(prefix);
+                    out.extend_from_slice(&self.partial);
+                    out.extend_from_slice(&window[..room]);
+                    out.push(b'\n');
+                    self.partial.clear();
+                    chunk = &chunk[room..];
+                }
+                None => {
+                    self.partial.extend_from_slice(window);
+                    chunk = &chunk[window.len()..];
+                }
+            }
+        }
+    }
+
+    /// Appends the partial line, if any, with a newline (the pipe closed).
+    pub fn finish(&mut self, prefix: &[u8], out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            out.extend_from_slice(prefix);
+            out.append(&mut self.partial);
+            out.push(b'\n');
+        }
+    }
+
+    /// Bytes waiting for their newline.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+/// One log file with size rotation. Writes never block the caller on anything but the disk,
+/// and never fail: what cannot be written is counted as dropped.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+    max_bytes: u64,
+    backups: u32,
+    /// fds of relaunch itself that must follow the file across rotations and reopens (with
+    /// `--daemon`, relaunch's own stdout/stderr).
+    mirrors: Vec<RawFd>,
+    /// Bytes dropped since writing started failing, and when it did.
+    dropped: u64,
+    failing_since: Option<Instant>,
+    last_retry: Option<Instant>,
+    /// Whether a failed rotation was already reported.
+    rotate_failing: bool,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    // std opens files close-on-exec.
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogFile {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path, max_bytes: u64, backups: u32) -> io::Result<LogFile> {
+        Ok(LogFile {
+            path: path.to_owned(),
+            file: Some(open_append(path)?),
+            max_bytes,
+            backups,
+            mirrors: Vec::new(),
+            dropped: 0,
+            failing_since: None,
+            last_retry: None,
+            rotate_failing: false,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes relaunch's own `fd` a copy of this file, now and after every rotation or reopen.
+    pub fn mirror(&mut self, fd: RawFd) -> io::Result<()> {
+        self.mirrors.push(fd);
+        self.sync_mirrors()
+    }
+
+    fn sync_mirrors(&self) -> io::Result<()> {
+        if let Some(file) = &self.file {
+            for &fd in &self.mirrors {
+                nix::unistd::dup2(file.as_raw_fd(), fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes and opens the file again at its path (after an external `mv`, a new one).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let file = open_append(&self.path)?;
+        self.file = Some(file);
+        self.sync_mirrors()
+    }
+
+    /// Writes `data`, which holds whole lines, rotating between lines as needed.
+    pub fn write_lines(&mut self, mut data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.file.is_none() || self.failing_since.is_some() {
+            let due = self.last_retry.is_none_or(|t| t.elapsed() >= RETRY_EVERY);
+            if !due {
+                self.drop_bytes(data.len(), None);
+                return;
+            }
+            self.last_retry = Some(Instant::now());
+            if self.file.is_none() {
+                if let Err(e) = self.reopen() {
+                    self.drop_bytes(data.len(), Some(&e));
+                    return;
+                }
+            }
+        }
+        // From the file itself: relaunch's own lines (with --daemon) and external truncation
+        // count too.
+        let mut size = match self.file.as_ref().map(File::metadata) {
+            Some(Ok(m)) => m.len(),
+            _ => 0,
+        };
+        while !data.is_empty() {
+            let first_line = || {
+                data.iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(data.len(), |i| i + 1)
+            };
+            let take = if self.max_bytes == 0 {
+                data.len()
+            } else {
+                let room = self.max_bytes.saturating_sub(size).min(data.len() as u64) as usize;
+                let fits = if room == data.len() {
+                    room
+                } else {
+                    data[..room]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1)
+                };
+                if fits > 0 {
+                    fits
+                } else if size == 0 {
+                    // One line longer than the limit, alone in a fresh file: written whole.
+                    first_line()
+                } else if self.rotate() {
+                    size = 0;
+                    continue;
+                } else {
+                    // Cannot rotate (reported): keep appending rather than drop.
+                    data.len()
+                }
+            };
+            let Some(file) = self.file.as_mut() else {
+                self.drop_bytes(data.len(), None);
+                return;
+            };
+            match file.write_all(&data[..take]) {
+                Ok(()) => {
+                    self.recovered();
+                    size += take as u64;
+                    data = &data[take..];
+                }
+                Err(e) => {
+                    self.drop_bytes(data.len(), Some(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `FILE.N-1` → `FILE.N`, …, `FILE` → `FILE.1`, then a new `FILE` (or truncation with no
+    /// backups). On failure the current file is kept and false returned.
+    fn rotate(&mut self) -> bool {
+        let result = if self.backups == 0 {
+            match &self.file {
+                Some(f) => f.set_len(0),
+                None => Ok(()),
+            }
+        } else {
+            self.shift_backups()
+        };
+        match result {
+            Ok(()) => {
+                if self.rotate_failing {
+                    warn!(path = %self.path.display(), "log rotation works again");
+                }
+                self.rotate_failing = false;
+                debug!(path = %self.path.display(), "rotated");
+                true
+            }
+            Err(e) => {
+                if !self.rotate_failing {
+                    warn!(path = %self.path.display(), error = %e, "cannot rotate the log file; appending to it past --log-max-bytes");
+                }
+                self.rotate_failing = true;
+                false
+            }
+        }
+    }
+
+    fn shift_backups(&mut self) -> io::Result<()> {
+        let numbered = |n: u32| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        for n in (1..self.backups).rev() {
+            match fs::rename(numbered(n), numbered(n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        fs::rename(&self.path, numbered(1))?;
+        self.reopen()
+    }
+
+    fn drop_bytes(&mut self, n: usize, error: Option<&io::Error>) {
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            self.last_retry = Some(Instant::now());
+            let error = error.map_or_else(|| "not open".to_owned(), ToString::to_string);
+            warn!(path = %self.path.display(), error = %error, "cannot write the log file; dropping the children's output until it works again");
+        }
+        self.dropped += n as u64;
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            warn!(
+                path = %self.path.display(),
+                dropped_bytes = self.dropped,
+                failed_for_ms = since.elapsed().as_millis() as u64,
+                "writing the log file again; output was dropped meanwhile"
+            );
+            self.dropped = 0;
+        }
+    }
+
+    /// Reports bytes still counted as dropped (at exit).
+    fn report_dropped(&mut self) {
+        if self.failing_since.is_some() && self.dropped > 0 {
+            warn!(path = %self.path.display(), dropped_bytes = self.dropped, "the children's output was dropped: the log file could not be written");
+            self.dropped = 0;
+        }
+    }
+}
+
+/// Which log file a pipe feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Stdout,
+    Stderr,
+}
+
+/// The read end of one child's output pipe.
+#[derive(Debug)]
+struct Pipe {
+    generation: u64,
+    pid: Pid,
+    sink: Sink,
+    fd: OwnedFd,
+    lines: LineBuffer,
+    prefix: Vec<u8>,
+}
+
+/// The pipes made for one child before it is spawned.
+#[derive(Debug, Default)]
+pub struct ChildPipes {
+    /// The master fd to become the child's stdout (see [`crate::spawn::Extras::stdout`]).
+    pub stdout: Option<RawFd>,
+    /// The master fd to become the child's stderr.
+    pub stderr: Option<RawFd>,
+    write_ends: Vec<OwnedFd>,
+    read_ends: Vec<(Sink, OwnedFd)>,
+}
+
+/// The children's output: the log files and the pipes that feed them.
+#[derive(Debug)]
+pub struct Output {
+    config: OutputConfig,
+    stdout: Option<LogFile>,
+    stderr: Option<LogFile>,
+    pipes: Vec<Pipe>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Output {
+    /// Opens the configured log files. With `mirror_stdio` (`--daemon`), relaunch's own fd 1
+    /// becomes the stdout log and fd 2 the stderr log (or the stdout log with
+    /// `--redirect-stderr`), following them across rotations, so relaunch's own log lines land
+    /// there too.
+    pub fn open(config: &OutputConfig, mirror_stdio: bool) -> anyhow::Result<Output> {
+        let open = |path: &Option<PathBuf>| -> anyhow::Result<Option<LogFile>> {
+            path.as_deref()
+                .map(|p| {
+                    LogFile::open(p, config.max_bytes, config.backups)
+                        .with_context(|| format!("opening the log file {}", p.display()))
+                })
+                .transpose()
+        };
+        let mut output = Output {
+            config: config.clone(),
+            stdout: open(&config.stdout_log)?,
+            stderr: open(&config.stderr_log)?,
+            pipes: Vec::new(),
+            buf: Vec::new(),
+            out: Vec::new(),
+        };
+        if mirror_stdio {
+            if let Some(f) = &mut output.stdout {
+                f.mirror(1).context("redirecting relaunch's stdout")?;
+            }
+            let own_log = match (&mut output.stderr, config.redirect_stderr) {
+                (Some(f), _) => Some(f),
+                (None, true) => output.stdout.as_mut(),
+                (None, false) => None,
+            };
+            if let Some(f) = own_log {
+                f.mirror(2).context("redirecting relaunch's stderr")?;
+            }
+        }
+        Ok(output)
+    }
+
+    /// Whether relaunch reads the children's output (then SIGUSR1 reopens the files).
+    pub fn is_capturing(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Makes the pipes for a new child. Pass [`ChildPipes::stdout`] and
+    /// [`ChildPipes::stderr`] to the spawn, then hand the result to [`Output::attach`] (or
+    /// drop it if the spawn failed).
+    pub fn pipes_for_child(&self) -> io::Result<ChildPipes> {
+        let mut pipes = ChildPipes::default();
+        if self.stdout.is_some() {
+            let wr = pipes.add(Sink::Stdout)?;
+            pipes.stdout = Some(wr);
+            if self.config.redirect_stderr {
+                pipes.stderr = Some(wr);
+            }
+        } else if self.config.redirect_stderr {
+            // Not captured: the child's stderr joins relaunch's stdout, which it inherits.
+            pipes.stderr = Some(1);
+        }
+        if self.stderr.is_some() {
+            pipes.stderr = Some(pipes.add(Sink::Stderr)?);
+        }
+        Ok(pipes)
+    }
+
+    /// Starts reading a spawned child's pipes, and closes the master's copies of their write
+    /// ends (so end-of-file means the child and its descendants closed them).
+    pub fn attach(&mut self, generation: u64, pid: Pid, pipes: ChildPipes) {
+        drop(pipes.write_ends);
+        let prefix = if self.config.prefix {
+            format!("[{generation} {pid}] ").into_bytes()
+        } else {
+            Vec::new()
+        };
+        for (sink, fd) in pipes.read_ends {
+            self.pipes.push(Pipe {
+                generation,
+                pid,
+                sink,
+                fd,
+                lines: LineBuffer::default(),
+                prefix: prefix.clone(),
+            });
+        }
+    }
+
+    /// The pipes to poll for reading.
+    pub fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.pipes.iter().map(|p| p.fd.as_fd())
+    }
+
+    /// Reads at most [`READ_CHUNK`] bytes from every pipe and writes the whole lines; closes
+    /// pipes at end-of-file.
+    pub fn drain(&mut self) {
+        self.read_all(READ_CHUNK);
+    }
+
+    /// Closes and opens every log file again (SIGUSR1).
+    pub fn reopen(&mut self) {
+        for file in [&mut self.stdout, &mut self.stderr].into_iter().flatten() {
+            match file.reopen() {
+                Ok(()) => tracing::info!(path = %file.path().display(), "reopened the log file"),
+                Err(e) => {
+                    warn!(path = %file.path().display(), error = %e, "cannot reopen the log file; still writing to the old one")
+                }
+            }
+        }
+    }
+
+    /// At exit: reads what is left in the pipes (bounded, in case a descendant still writes),
+    /// writes every partial line, and reports dropped output.
+    pub fn finish(&mut self) {
+        self.read_all(FINAL_DRAIN);
+        for mut pipe in std::mem::take(&mut self.pipes) {
+            self.out.clear();
+            pipe.lines.finish(&pipe.prefix, &mut self.out);
+            self.write(pipe.sink);
+        }
+        for file in [&mut self.stdout, &mut self.stderr].into_iter().flatten() {
+            file.report_dropped();
+        }
+    }
+
+    fn read_all(&mut self, budget: usize) {
+        if self.buf.len() < READ_CHUNK {
+            self.buf.resize(READ_CHUNK, 0);
+        }
+        let mut i = 0;
+        while i < self.pipes.len() {
+            let mut left = budget;
+            let mut closed = false;
+            while left > 0 {
+                let want = left.min(READ_CHUNK);
+                match nix::unistd::read(self.pipes[i].fd.as_raw_fd(), &mut self.buf[..want]) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        left -= n;
+                        let pipe = &mut self.pipes[i];
+                        self.out.clear();
+                        pipe.lines.push(&self.buf[..n], &pipe.prefix, &mut self.out);
+                        let sink = pipe.sink;
+                        self.write(sink);
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(e) => {
+                        let p = &self.pipes[i];
+                        warn!(generation = p.generation, pid = %p.pid, error = %e, "cannot read the child's output; no longer capturing it");
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                let mut pipe = self.pipes.remove(i);
+                debug!(generation = pipe.generation, pid = %pipe.pid, stream = ?pipe.sink, "output pipe closed");
+                self.out.clear();
+                pipe.lines.finish(&pipe.prefix, &mut self.out);
+                self.write(pipe.sink);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Writes `self.out` to the sink's file.
+    fn write(&mut self, sink: Sink) {
+        let file = match sink {
+            Sink::Stdout => self.stdout.as_mut(),
+            Sink::Stderr => self.stderr.as_mut(),
+        };
+        if let Some(file) = file {
+            file.write_lines(&self.out);
+        }
+    }
+}
+
+impl ChildPipes {
+    /// A new pipe feeding `sink`; returns the write end's number.
+    fn add(&mut self, sink: Sink) -> io::Result<RawFd> {
+        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        fcntl(rd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let raw = wr.as_raw_fd();
+        self.write_ends.push(wr);
+        self.read_ends.push((sink, rd));
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1048576);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("10KiB").unwrap(), 10 * 1024);
+        assert_eq!(parse_size("10k").unwrap(), 10 * 1024);
+        assert_eq!(parse_size("50MB").unwrap(), 50 * 1024 * 1024);
+        assert_eq!(parse_size("50mb").unwrap(), 50 * 1024 * 1024);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("7B").unwrap(), 7);
+        for bad in ["", "MB", "1.5MB", "-1", "10 XB", "10TB", "1e6"] {
+            assert_eq!(
+                parse_size(bad).unwrap_err(),
+                format!("{bad:?} is not a size (expected bytes like 1048576, or a number with KB, MB or GB, like 50MB or 10KiB)")
+            );
+        }
+        assert_eq!(
+            parse_size("99999999999999GB").unwrap_err(),
+            "size \"99999999999999GB\" is too large"
+        );
+    }
+
+    #[test]
+    fn lines_are_cut_whole_and_prefixed() {
+        let mut lb = LineBuffer::default();
+        let mut out = Vec::new();
+        lb.push(b"one\ntw", b"[1 2] ", &mut out);
+        assert_eq!(out, b"[1 2] one\n");
+        assert_eq!(lb.pending(), 2);
+        lb.push(b"o\nthree\nfo", b"[1 2] ", &mut out);
+        assert_eq!(out, b"[1 2] one\n[1 2] two\n[1 2] three\n");
+        lb.finish(b"[1 2] ", &mut out);
+        assert_eq!(out, b"[1 2] one\n[1 2] two\n[1 2] three\n[1 2] fo\n");
+        assert_eq!(lb.pending(), 0);
+        let mut again = Vec::new();
+        lb.finish(b"x", &mut again);
+        assert!(again.is_empty(), "nothing pending, nothing written");
+    }
+
+    #[test]
+    fn overlong_lines_are_cut_at_line_max() {
+        let mut lb = LineBuffer::default();
+        let mut out = Vec::new();
+        let long = vec![b'a'; LINE_MAX * 2 + 10];
+        // In uneven chunks, to cross the limit inside a chunk.
+        for chunk in long.chunks(1000) {
+            lb.push(chunk, b"", &mut out);
+        }
+        lb.push(b"\n", b"", &mut out);
+        let lines: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].len(), LINE_MAX + 1);
+        assert_eq!(lines[1].len(), LINE_MAX + 1);
+        assert_eq!(lines[2].len(), 11);
+        // A line of exactly LINE_MAX bytes plus its newline stays whole.
+        let mut out = Vec::new();
+        let mut exact = vec![b'b'; LINE_MAX];
+        exact.push(b'\n');
+        lb.push(&exact, b"", &mut out);
+        assert!(
+            out == exact,
+            "{} bytes instead of {}",
+            out.len(),
+            exact.len()
+        );
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "relaunch-output-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn rotation_keeps_lines_whole_and_files_under_the_limit() {
+        let dir = temp("rotate");
+        let path = dir.join("out.log");
+        let mut log = LogFile::open(&path, 100, 3).unwrap();
+        let mut all = Vec::new();
+        for i in 0..60 {
+            let line = format!("line {i:04} {}\n", "x".repeat(i % 17));
+            all.extend_from_slice(line.as_bytes());
+            log.write_lines(line.as_bytes());
+        }
+        // And a batch of many lines at once.
+        let batch: String = (60..90).map(|i| format!("line {i:04}\n")).collect();
+        all.extend_from_slice(batch.as_bytes());
+        log.write_lines(batch.as_bytes());
+        // A line longer than the limit is written whole, alone.
+        let long = format!("{}\n", "L".repeat(250));
+        log.write_lines(long.as_bytes());
+        log.write_lines(b"after\n");
+        let read = |p: &Path| fs::read(p).unwrap_or_default();
+        let f = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        assert!(!f(4).exists(), "only 3 backups");
+        assert_eq!(read(&path), b"after\n");
+        assert_eq!(read(&f(1)), long.as_bytes());
+        for p in [f(2), f(3)] {
+            let data = read(&p);
+            assert!(!data.is_empty() && data.len() <= 100, "{}", data.len());
+            assert!(data.ends_with(b"\n"));
+            assert!(all.windows(data.len()).any(|w| w == data), "lines in order");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_backups_truncates_and_zero_max_never_rotates() {
+        let dir = temp("truncate");
+        let path = dir.join("out.log");
+        let mut log = LogFile::open(&path, 10, 0).unwrap();
+        log.write_lines(b"12345\n");
+        log.write_lines(b"abcdef\n");
+        assert_eq!(fs::read(&path).unwrap(), b"abcdef\n");
+        assert!(!dir.join("out.log.1").exists());
+        let path2 = dir.join("big.log");
+        let mut log = LogFile::open(&path2, 0, 3).unwrap();
+        for _ in 0..100 {
+            log.write_lines(b"0123456789\n");
+        }
+        assert_eq!(fs::metadata(&path2).unwrap().len(), 1100);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_file_drops_and_counts() {
+        let dir = temp("drop");
+        let path = dir.join("out.log");
+        let mut log = LogFile::open(&path, 0, 1).unwrap();
+        log.write_lines(b"kept\n");
+        // Replace the file with one opened read-only: writes fail with EBADF.
+        log.file = Some(File::open(&path).unwrap());
+        log.write_lines(b"lost one\n");
+        log.write_lines(b"lost two\n");
+        assert_eq!(log.dropped, 18);
+        assert!(log.failing_since.is_some());
+        // Once writable again (after the retry interval), it recovers and resets the count.
+        log.file = Some(open_append(&path).unwrap());
+        log.last_retry = Some(Instant::now() - RETRY_EVERY);
+        log.write_lines(b"back\n");
+        assert!(log.failing_since.is_none());
+        assert_eq!(log.dropped, 0);
+        assert_eq!(fs::read(&path).unwrap(), b"kept\nback\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
