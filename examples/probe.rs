@@ -11,10 +11,12 @@
 //! * `--report PATH`: at start, append ONE line to PATH (single `write()`, `O_APPEND`, so lines of
 //!   concurrent probes never interleave):
 //!   `pid=P ppid=Q LISTEN_PID=v LISTEN_FDS=v LISTEN_FDNAMES=v NOTIFY_SOCKET=v fds=0,1,2,3 cloexec=-
-//!   start_ns=T sock3=inet:stream:listening` (`start_ns`: CLOCK_MONOTONIC when `main` began).
+//!   start_ns=T sock3=inet:stream:listening uid=U gid=G groups=G1,G2 umask=0022 nice=N cwd=DIR
+//!   nofile=SOFT:HARD` (`start_ns`: CLOCK_MONOTONIC when `main` began).
 //!   Each open fd from 3 up gets a `sockN=DOMAIN:TYPE:ACCEPTCONN` field from `SO_DOMAIN`,
 //!   `SO_TYPE` and `SO_ACCEPTCONN` (`inet`, `inet6`, `unix`; `stream`, `dgram`, `seqpacket`;
-//!   `listening` or `-`), or `sockN=-` if it is not a socket.
+//!   `listening` or `-`), or `sockN=-` if it is not a socket. `groups`: the supplementary
+//!   groups, sorted; `nofile`: RLIMIT_NOFILE, `unlimited` for RLIM_INFINITY.
 //!   (`-` for an unset variable or an empty list). When it receives SIGUSR1, SIGUSR2 or SIGWINCH
 //!   it appends `signal=USR1 pid=P`. The report line is also printed to stderr (cut
 //!   short if it is too long to be written atomically into a pipe shared with other processes).
@@ -191,7 +193,7 @@ fn main() {
 
     let pid = process::id();
     let line = format!(
-        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} fds={} cloexec={} start_ns={start_ns}{}",
+        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} fds={} cloexec={} start_ns={start_ns}{} {}",
         env_or_dash("LISTEN_PID"),
         env_or_dash("LISTEN_FDS"),
         env_or_dash("LISTEN_FDNAMES"),
@@ -199,6 +201,7 @@ fn main() {
         join_or_dash(&fds),
         join_or_dash(&cloexec),
         sockets.concat(),
+        identity(),
         // SAFETY: getppid cannot fail.
         ppid = unsafe { libc::getppid() },
     );
@@ -264,6 +267,65 @@ fn main() {
             }
         }
     }
+}
+
+/// `uid= gid= groups= umask= nice= cwd= nofile=`: who and where this process runs, and its
+/// limits.
+fn identity() -> String {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut groups = vec![0 as libc::gid_t; 1024];
+    // SAFETY: the buffer holds `groups.len()` entries, as the size argument says.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    if n < 0 {
+        die("getgroups", io::Error::last_os_error());
+    }
+    groups.truncate(n as usize);
+    groups.sort_unstable();
+    groups.dedup();
+    let groups: Vec<i32> = groups.into_iter().map(|g| g as i32).collect();
+    // Read, not set: umask(2) can only be queried by changing it.
+    let umask = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "-".into());
+    // SAFETY: getpriority has no memory arguments; -1 is a valid niceness, so errno decides.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if n == -1 && *libc::__errno_location() != 0 {
+            die("getpriority", io::Error::last_os_error());
+        }
+        n
+    };
+    let cwd = env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "-".into());
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        die("getrlimit", io::Error::last_os_error());
+    }
+    let show = |v: libc::rlim_t| {
+        if v == libc::RLIM_INFINITY {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    format!(
+        "uid={uid} gid={gid} groups={} umask={umask} nice={nice} cwd={cwd} nofile={}:{}",
+        join_or_dash(&groups),
+        show(limit.rlim_cur),
+        show(limit.rlim_max)
+    )
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: shared by every process on the machine, so figures from

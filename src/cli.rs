@@ -17,8 +17,10 @@ use crate::config::{Command, Config, ReadyMode};
 use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
 use crate::metrics::MetricsAddr;
 use crate::output::{parse_size, OutputConfig, DEFAULT_BACKUPS};
+use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
+use crate::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
-use crate::supervisor::Settings;
+use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
 
 /// Restart a network server with zero downtime.
 ///
@@ -40,13 +42,18 @@ relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running rela
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
 Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure (also: another \
-relaunch with this --name runs); 2 usage error; 126 program not executable; 127 program not found. \
-Subcommands: 0 ok/running, 1 failed (or not serving), 3 no relaunch running, 4 permission denied, \
-124 --timeout.\n\
+relaunch with this --name runs); 2 usage error; \
+126 program not executable; 127 program not found. When the program is FATAL (with --on-fatal \
+exit): the last failed attempt's status, or 1 if that was 0. Subcommands: 0 ok/running, 1 failed \
+(or not serving), 3 no relaunch running, 4 permission denied, 124 --timeout.\n\
+States (logged as 'state changed from=.. to=..'): STARTING, RUNNING, BACKOFF (a restart is \
+scheduled), STOPPING, EXITED (not restarted, by --restart; relaunch keeps the sockets and waits \
+for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
+Environment: the restart-policy, process, output, pid file and --daemon options also read the \
+RELAUNCH_* variable shown with each; the command line wins. RELAUNCH_* variables are not passed \
+to the child. Relative paths are made absolute at startup.\n\
 Logging: RELAUNCH_LOG=error|warn|info|debug|trace sets the level (default info); -v and -q \
-override it.\n\
-Output, pid file and --daemon options also read the RELAUNCH_* variable shown with each; \
-the command line wins. Relative paths are made absolute at startup.",
+override it.",
     group(ArgGroup::new("log_files").args(["stdout_log", "stderr_log"]).multiple(true))
 )]
 pub struct Args {
@@ -110,6 +117,183 @@ with neither it refuses to start."
     /// Listen backlog of each socket, capped by the kernel's net.core.somaxconn [default: 4096].
     #[arg(long, value_name = "N", default_value_t = 4096, hide_default_value = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
+
+    /// Which exits of a child that had started are followed by a restart: `always`,
+    /// `on-failure` (killed by a signal, or an exit code not in --exit-codes) or `never`
+    /// (supervisord's autorestart=true|unexpected|false). Not restarted, the program is EXITED:
+    /// relaunch keeps the sockets and waits for SIGHUP. A child that fails to start is retried
+    /// whatever this says (see --start-retries) [default: on-failure].
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "RELAUNCH_RESTART",
+        default_value = "on-failure",
+        hide_default_value = true,
+        help_heading = "Restart policy"
+    )]
+    pub restart: RestartPolicy,
+
+    /// The expected exit codes of --restart on-failure, separated by commas (supervisord's
+    /// exitcodes) [default: 0].
+    #[arg(
+        long,
+        value_name = "CODES",
+        env = "RELAUNCH_EXIT_CODES",
+        default_value = "0",
+        hide_default_value = true,
+        help_heading = "Restart policy"
+    )]
+    pub exit_codes: ExitCodes,
+
+    /// How many times a child that fails to start (exits before it counts as started, cannot
+    /// be executed, or is not ready in time) is retried; N+1 failures in a row make the program
+    /// FATAL. A reload starts from a fresh count [default: 3].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RELAUNCH_START_RETRIES",
+        default_value_t = 3,
+        hide_default_value = true,
+        help_heading = "Restart policy"
+    )]
+    pub start_retries: u32,
+
+    /// What relaunch does when the program is FATAL: `exit` (stop and exit with the last
+    /// failure's status, or 1) or `wait` (keep the sockets, log, and wait for SIGHUP to try
+    /// again) [default: exit].
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "RELAUNCH_ON_FATAL",
+        default_value = "exit",
+        hide_default_value = true,
+        help_heading = "Restart policy"
+    )]
+    pub on_fatal: OnFatal,
+
+    /// The first restart delay [default: 100ms].
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_BACKOFF_MIN", default_value = "100ms", hide_default_value = true, value_parser = parse_duration, help_heading = "Restart policy")]
+    pub backoff_min: Duration,
+
+    /// The longest restart delay [default: 30s].
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_BACKOFF_MAX", default_value = "30s", hide_default_value = true, value_parser = parse_duration, help_heading = "Restart policy")]
+    pub backoff_max: Duration,
+
+    /// Each restart without a successful start in between multiplies the delay by this (1 to
+    /// 1000). The delay starts over once a child stays up --start-secs [default: 2].
+    #[arg(long, value_name = "FACTOR", env = "RELAUNCH_BACKOFF_FACTOR", default_value = "2", hide_default_value = true, value_parser = parse_factor, help_heading = "Restart policy")]
+    pub backoff_factor: f64,
+
+    /// Use the exact exponential delays. By default each delay is drawn at random between
+    /// --backoff-min and its exponential bound, so that many restarting servers spread out
+    /// [default: jitter on].
+    #[arg(long, env = "RELAUNCH_NO_JITTER", value_parser = BoolishValueParser::new(), help_heading = "Restart policy")]
+    pub no_jitter: bool,
+
+    /// Crash-loop detection: more than N automatic restarts within --restart-window make the
+    /// program FATAL [default: off].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RELAUNCH_MAX_RESTARTS",
+        help_heading = "Restart policy"
+    )]
+    pub max_restarts: Option<u32>,
+
+    /// The window of --max-restarts [default: 60].
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_RESTART_WINDOW", default_value = "60", hide_default_value = true, requires = "max_restarts", value_parser = parse_duration, help_heading = "Restart policy")]
+    pub restart_window: Duration,
+
+    /// Send the stop signal (and SIGCONT) to the child's whole process group, reaching the
+    /// processes it started; implies --kill-as-group (supervisord's stopasgroup) [default:
+    /// off: the child alone].
+    #[arg(long, env = "RELAUNCH_STOP_AS_GROUP", value_parser = BoolishValueParser::new(), help_heading = "Process")]
+    pub stop_as_group: bool,
+
+    /// Send SIGKILL (after --stop-wait-secs) to the child's whole process group
+    /// (supervisord's killasgroup) [default: off: the child alone].
+    #[arg(long, env = "RELAUNCH_KILL_AS_GROUP", value_parser = BoolishValueParser::new(), help_heading = "Process")]
+    pub kill_as_group: bool,
+
+    /// The child's working directory, entered as --user [default: relaunch's own].
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RELAUNCH_CHDIR",
+        value_parser = parse_path,
+        help_heading = "Process"
+    )]
+    pub chdir: Option<PathBuf>,
+
+    /// A variable for the child's environment; repeatable. Overrides --env-file and
+    /// relaunch's own environment; LISTEN_* and NOTIFY_SOCKET cannot be set. The variable
+    /// holds one KEY=VALUE (use --env-file for more) [default: none].
+    #[arg(long, value_name = "KEY=VALUE", env = "RELAUNCH_ENV", action = clap::ArgAction::Append, help_heading = "Process")]
+    pub env: Vec<EnvVar>,
+
+    /// A file of KEY=VALUE lines (# comments and blank lines allowed, values verbatim), read
+    /// again at every spawn so a reload picks up new values. It must exist at startup; a bad
+    /// line fails the spawn, naming file:line [default: none].
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RELAUNCH_ENV_FILE",
+        value_parser = parse_path,
+        help_heading = "Process"
+    )]
+    pub env_file: Option<PathBuf>,
+
+    /// Pass only PATH of relaunch's environment, plus LISTEN_*, NOTIFY_SOCKET, --env and
+    /// --env-file [default: off: relaunch's whole environment, less LISTEN_*, NOTIFY_SOCKET
+    /// and RELAUNCH_*].
+    #[arg(long, env = "RELAUNCH_CLEAR_ENV", value_parser = BoolishValueParser::new(), help_heading = "Process")]
+    pub clear_env: bool,
+
+    /// Run the child as this user (name or uid), with its primary and supplementary groups.
+    /// relaunch (as root) binds the sockets first; the child drops privileges before exec and
+    /// is never started if that fails [default: relaunch's user].
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "RELAUNCH_USER",
+        help_heading = "Process"
+    )]
+    pub user: Option<String>,
+
+    /// Run the child with this primary group (name or gid); alone, as its only group
+    /// [default: the primary group of --user, else relaunch's].
+    #[arg(
+        long,
+        value_name = "GROUP",
+        env = "RELAUNCH_GROUP",
+        help_heading = "Process"
+    )]
+    pub group: Option<String>,
+
+    /// The child's umask, in octal (022, 0027) [default: relaunch's].
+    #[arg(
+        long,
+        value_name = "OCTAL",
+        env = "RELAUNCH_UMASK",
+        help_heading = "Process"
+    )]
+    pub umask: Option<Umask>,
+
+    /// The child's niceness, -20 (first in line) to 19 (last) [default: relaunch's].
+    #[arg(long, value_name = "N", env = "RELAUNCH_NICE", value_parser = parse_nice, allow_negative_numbers = true, help_heading = "Process")]
+    pub nice: Option<i32>,
+
+    /// A resource limit for the child: NAME=N (soft and hard), NAME=SOFT:HARD, N may be
+    /// `unlimited`. NAME: nofile, nproc, core, memlock, as, fsize, stack, cpu, data, rss,
+    /// locks, sigpending, msgqueue, nice, rtprio, rttime. Repeatable, or separated by commas
+    /// [default: relaunch's limits].
+    #[arg(long, value_name = "NAME=LIMIT", env = "RELAUNCH_RLIMIT", action = clap::ArgAction::Append, value_delimiter = ',', help_heading = "Process")]
+    pub rlimit: Vec<ResourceLimit>,
+
+    /// The signal a child gets when relaunch dies (PR_SET_PDEATHSIG), so a killed relaunch
+    /// leaves no server holding the port; `none` to disable [default: TERM].
+    #[arg(long, value_name = "SIGNAL", env = "RELAUNCH_PDEATHSIG", default_value = "TERM", hide_default_value = true, value_parser = parse_pdeathsig_arg, help_heading = "Process")]
+    pub pdeathsig: DeathSignal,
 
     /// More log output (-v debug, -vv trace). Overrides RELAUNCH_LOG.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -274,7 +458,30 @@ impl Args {
                 ready_timeout: self.ready_timeout,
                 stop_signal: self.stop_signal,
                 stop_wait: self.stop_wait_secs,
-                ..Settings::default()
+                backoff_min: self.backoff_min,
+                backoff_max: self.backoff_max,
+                backoff_factor: self.backoff_factor,
+                jitter: !self.no_jitter,
+                restart: self.restart,
+                exit_codes: self.exit_codes,
+                start_retries: self.start_retries,
+                on_fatal: self.on_fatal,
+                max_restarts: self.max_restarts,
+                restart_window: self.restart_window,
+                stop_as_group: self.stop_as_group,
+                kill_as_group: self.kill_as_group || self.stop_as_group,
+            },
+            process: ProcessOptions {
+                chdir: self.chdir,
+                env: self.env,
+                env_file: self.env_file,
+                clear_env: self.clear_env,
+                user: self.user,
+                group: self.group,
+                umask: self.umask,
+                nice: self.nice,
+                rlimits: self.rlimit,
+                pdeathsig: self.pdeathsig.0,
             },
             output: OutputConfig {
                 stdout_log: self.stdout_log,
@@ -345,6 +552,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| *d <= Duration::from_secs(100 * 365 * 24 * 3600))
         .ok_or_else(|| format!("duration {s:?} is out of range (0 to 100 years)"))
+}
+
+/// `--pdeathsig`: a signal, or `None` for `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeathSignal(pub Option<Signal>);
+
+fn parse_pdeathsig_arg(s: &str) -> Result<DeathSignal, String> {
+    parse_pdeathsig(s).map(DeathSignal)
+}
+
+/// Parses a backoff factor: a number from 1 to 1000.
+pub fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && (1.0..=1000.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)"
+        )),
+    }
 }
 
 /// Parses a file path and makes it absolute against the current directory (without touching
@@ -545,6 +770,141 @@ mod tests {
         assert!(e.contains("\"lots\" is not a size"), "{e}");
         let e = parse(&["--pid-file", ""]).unwrap_err().to_string();
         assert!(e.contains("\"\" is not a path (empty)"), "{e}");
+    }
+
+    #[test]
+    fn policy_and_process_defaults() {
+        let c = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"])
+            .unwrap()
+            .into_config();
+        let st = c.settings;
+        assert_eq!(st.restart, RestartPolicy::OnFailure);
+        assert_eq!(st.exit_codes, ExitCodes::of(&[0]));
+        assert_eq!(st.start_retries, 3);
+        assert_eq!(st.on_fatal, OnFatal::Exit);
+        assert_eq!(st.backoff_min, Duration::from_millis(100));
+        assert_eq!(st.backoff_max, Duration::from_secs(30));
+        assert_eq!(st.backoff_factor, 2.0);
+        assert!(st.jitter);
+        assert_eq!(st.max_restarts, None);
+        assert_eq!(st.restart_window, Duration::from_secs(60));
+        assert!(!st.stop_as_group && !st.kill_as_group);
+        assert_eq!(c.process, ProcessOptions::default());
+        assert_eq!(c.process.pdeathsig, Some(Signal::SIGTERM));
+    }
+
+    #[test]
+    fn policy_and_process_flags() {
+        let c = Args::try_parse_from([
+            "relaunch",
+            "-l",
+            ":1",
+            "--restart",
+            "never",
+            "--exit-codes",
+            "0,2",
+            "--start-retries",
+            "0",
+            "--on-fatal",
+            "wait",
+            "--backoff-min",
+            "1s",
+            "--backoff-max",
+            "1m",
+            "--backoff-factor",
+            "1.5",
+            "--no-jitter",
+            "--max-restarts",
+            "5",
+            "--restart-window",
+            "30",
+            "--stop-as-group",
+            "--chdir",
+            "/srv",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2=3",
+            "--env-file",
+            "/etc/app.env",
+            "--clear-env",
+            "--user",
+            "www-data",
+            "--group",
+            "100",
+            "--umask",
+            "027",
+            "--nice",
+            "-5",
+            "--rlimit",
+            "nofile=1024,core=unlimited",
+            "--rlimit",
+            "nproc=10:20",
+            "--pdeathsig",
+            "none",
+            "--",
+            "srv",
+        ])
+        .unwrap()
+        .into_config();
+        let st = c.settings;
+        assert_eq!(st.restart, RestartPolicy::Never);
+        assert_eq!(st.exit_codes, ExitCodes::of(&[0, 2]));
+        assert_eq!(st.start_retries, 0);
+        assert_eq!(st.on_fatal, OnFatal::Wait);
+        assert_eq!(st.backoff_min, Duration::from_secs(1));
+        assert_eq!(st.backoff_max, Duration::from_secs(60));
+        assert_eq!(st.backoff_factor, 1.5);
+        assert!(!st.jitter);
+        assert_eq!(st.max_restarts, Some(5));
+        assert_eq!(st.restart_window, Duration::from_secs(30));
+        assert!(
+            st.stop_as_group && st.kill_as_group,
+            "stop-as-group implies kill-as-group"
+        );
+        let p = c.process;
+        assert_eq!(p.chdir, Some(PathBuf::from("/srv")));
+        let env: Vec<String> = p
+            .env
+            .iter()
+            .map(|v| crate::process::show_pair(&v.key, &v.value))
+            .collect();
+        assert_eq!(env, ["A=1", "B=2=3"]);
+        assert_eq!(p.env_file, Some(PathBuf::from("/etc/app.env")));
+        assert!(p.clear_env);
+        assert_eq!(p.user.as_deref(), Some("www-data"));
+        assert_eq!(p.group.as_deref(), Some("100"));
+        assert_eq!(p.umask, Some(Umask(0o27)));
+        assert_eq!(p.nice, Some(-5));
+        let limits: Vec<String> = p.rlimits.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            limits,
+            [
+                "nofile=1024:1024",
+                "core=unlimited:unlimited",
+                "nproc=10:20"
+            ]
+        );
+        assert_eq!(p.pdeathsig, None);
+    }
+
+    #[test]
+    fn policy_flag_errors_name_the_value() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(parse(&["--backoff-factor", "0.9"]).contains(
+            "\"0.9\" is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)"
+        ));
+        assert!(parse(&["--backoff-factor", "inf"]).contains("\"inf\""));
+        assert!(parse(&["--restart-window", "5"]).contains("--max-restarts"));
+        assert!(parse(&["--no-jitter=maybe"]).contains("maybe"));
     }
 
     #[test]

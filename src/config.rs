@@ -1,13 +1,15 @@
 //! The validated, immutable configuration the master runs with.
 //!
 //! One `Config` is built at startup; every generation of the server is started from the same
-//! [`Command`], so a reload changes nothing but the program file found at its path.
+//! [`Command`], so a reload changes nothing but the program file found at its path (and the
+//! contents of `--env-file`, which is read again at every spawn).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::control::ControlConfig;
 use crate::output::OutputConfig;
+use crate::process::ProcessOptions;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 
@@ -24,8 +26,10 @@ pub struct Config {
     pub command: Command,
     /// How a child says it is up.
     pub ready: ReadyMode,
-    /// Timing and signals of the supervisor.
+    /// Timing, signals and restart policy of the supervisor.
     pub settings: Settings,
+    /// What each child gets besides its sockets: user, environment, limits, ...
+    pub process: ProcessOptions,
     /// Where the children's output goes (inherited, or captured into log files).
     pub output: OutputConfig,
     /// Where to write relaunch's pid (`--pid-file`), as an absolute path. Other features put

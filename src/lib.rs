@@ -27,8 +27,10 @@
 //! ```
 //!
 //! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
-//! grammar) → [`activation`] (sockets inherited from relaunch's parent) → [`sockets`] (binding) → [`runtime`] (the event loop, with [`signals`]) →
-//! [`supervisor`] (the pure state machine) → [`spawn`] (fork/exec; the only `unsafe` code).
+//! grammar) → [`activation`] (sockets inherited from relaunch's parent) → [`sockets`]
+//! (binding) → [`runtime`] (the event loop, with [`signals`]) → [`supervisor`] (the pure state
+//! machine, with the restart policy) → [`process`] (user, environment and limits of the
+//! child, resolved before `fork`) → [`spawn`] (fork/exec; the only `unsafe` code).
 //! Around them: [`output`] (capturing the children's output into rotated log files),
 //! [`pidfile`] and [`daemon`] (background mode).
 //! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
@@ -49,6 +51,7 @@ pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod pidfile;
+pub mod process;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;
@@ -63,8 +66,8 @@ pub use config::{Command, Config};
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {
-    /// The process exit code: 1 runtime failure, 2 usage error, 126 not executable, 127 not
-    /// found.
+    /// The process exit code: 1 runtime failure, 2 usage error (e.g. an unknown `--user`),
+    /// 126 not executable, 127 not found.
     pub code: i32,
     /// What went wrong, with its causes.
     pub error: anyhow::Error,

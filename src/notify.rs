@@ -160,6 +160,17 @@ impl NotifySocket {
         }
     }
 
+    /// Gives the private directory and the socket to the user (and group) the children run
+    /// as (`--user`, `--group`), so they can reach it; the directory stays 0700. `None` leaves
+    /// that id as it is.
+    pub fn chown(&self, uid: Option<u32>, gid: u32) -> io::Result<()> {
+        for path in [&self.dir, &self.path] {
+            std::os::unix::fs::chown(path, uid, Some(gid))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
     /// The value of `NOTIFY_SOCKET` for children: the socket's path.
     pub fn env_value(&self) -> OsString {
         self.path.clone().into_os_string()

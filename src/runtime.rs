@@ -18,7 +18,8 @@
 //! has a deadline (a child starting, stopping or backing off) or relaunch's own service
 //! manager asked for watchdog pings.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use anyhow::{anyhow, Context};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
@@ -38,9 +39,10 @@ use crate::daemon::Startup;
 use crate::notify::{self, Manager, Note, NotifySocket};
 use crate::output::Output;
 use crate::pidfile::{self, PidFile};
+use crate::process;
 use crate::signals::Signals;
 use crate::sockets::{self, Listener};
-use crate::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions};
+use crate::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions, Step};
 use crate::supervisor::{
     Action, Event, ExitStatus, ManagerMessage, Phase, SpawnFailure, Supervisor, Trigger,
 };
@@ -88,6 +90,9 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
     let inherited = activation::take_inherited(&config.listen)?;
     spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
+    // Everything about the child that can be wrong is checked before a socket is bound.
+    check_settings(&config.settings).map_err(|error| Failure { code: 2, error })?;
+    let options = spawn_options(&config).map_err(|error| Failure { code: 2, error })?;
     let output = Output::open(&config.output, config.daemon)?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     if let Some(path) = &config.pid_file {
@@ -117,18 +122,29 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         });
     }
     let notify_socket = match config.ready {
-        ReadyMode::Notify => Some(NotifySocket::bind().context("creating the notify socket")?),
+        ReadyMode::Notify => {
+            let sock = NotifySocket::bind().context("creating the notify socket")?;
+            if let Some(creds) = &options.credentials {
+                // Its directory is private (0700): hand it to the user the children run as.
+                sock.chown(creds.uid, creds.gid)
+                    .context("giving the notify socket to --user/--group")?;
+            }
+            Some(sock)
+        }
         _ => None,
     };
+    // The supervisor is pure: its backoff jitter gets its randomness from here.
+    let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     let control = Control::new(&config.name, &config.control, &listeners, started)?;
     let mut master = Master {
         control,
-        supervisor: Supervisor::new(config.settings),
+        supervisor: Supervisor::with_seed(config.settings, seed),
         config,
         listeners,
-        options: SpawnOptions::default(),
+        options,
+        pidfds: HashMap::new(),
         notify_socket,
         ready_pipes: Vec::new(),
         next_watchdog: manager
@@ -150,6 +166,9 @@ struct Master {
     listeners: Vec<Listener>,
     supervisor: Supervisor,
     options: SpawnOptions,
+    /// A pidfd per live child, where the kernel has them: signals go through it, so they can
+    /// never reach a process that reused a child's pid. Closed when the child is reaped.
+    pidfds: HashMap<Pid, OwnedFd>,
     /// The socket children send sd_notify messages to (`--ready notify`).
     notify_socket: Option<NotifySocket>,
     /// Read ends of the children's readiness pipes (`--ready fd:N`), until they say ready.
@@ -192,6 +211,7 @@ impl Master {
             for e in &exits {
                 if let Event::Exited { pid, status } = e {
                     self.ready_pipes.retain(|(p, _)| p != pid);
+                    self.pidfds.remove(pid);
                     if let Some((first, exit)) = &mut self.first {
                         if first == pid {
                             *exit = Some(*status);
@@ -254,7 +274,7 @@ impl Master {
                         queue.push_front(a);
                     }
                 }
-                Action::Signal { pid, signal } => send(pid, signal),
+                Action::Signal { pid, signal, group } => self.send(pid, signal, group),
                 Action::Manager(message) => self.tell_manager(&message),
                 Action::ReloadDone {
                     generation,
@@ -326,6 +346,20 @@ impl Master {
             })
             .collect();
         let mut extras = Extras::default();
+        // --env-file is read again at every spawn, so a reload picks up its new contents; a
+        // bad file fails this spawn (a reload then keeps the old generation serving).
+        if let Some(path) = &self.config.process.env_file {
+            extras.env = process::read_env_file(path).map_err(|message| SpawnFailure {
+                message,
+                exit_code: 1,
+            })?;
+        }
+        for (k, v) in process::env_pairs(&self.config.process.env) {
+            match extras.env.iter_mut().find(|(name, _)| *name == k) {
+                Some(slot) => slot.1 = v,
+                None => extras.env.push((k, v)),
+            }
+        }
         if let Some(sock) = &self.notify_socket {
             extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
         }
@@ -367,6 +401,15 @@ impl Master {
         match spawn::spawn(&self.config.command, &fds, &extras, &self.options) {
             Ok((pid, path)) => {
                 debug!(generation, pid = %pid, program = %path.display(), "exec'd");
+                // The child is not reaped yet (only this loop reaps), so the pid is still its.
+                match spawn::pidfd_open(pid) {
+                    Ok(fd) => {
+                        self.pidfds.insert(pid, fd);
+                    }
+                    Err(e) => {
+                        debug!(pid = %pid, error = %e, "no pidfd (signals go through kill)")
+                    }
+                }
                 if let Some(rd) = ready_read {
                     self.ready_pipes.push((pid, rd));
                 }
@@ -380,7 +423,31 @@ impl Master {
                 if let Some(startup) = &mut self.startup {
                     startup.reason = Some(format!("cannot start the server: {e}"));
                 }
-                Err(spawn_failure(&e))
+                Err(spawn_failure(&e, &self.config))
+            }
+        }
+    }
+
+    /// Sends `signal` to a child (through its pidfd when there is one), or to its process
+    /// group.
+    fn send(&self, pid: Pid, signal: Signal, group: bool) {
+        let result = if group {
+            // The child leads its group, and is not reaped yet: the group id is still its.
+            killpg(pid, signal)
+        } else if let Some(fd) = self.pidfds.get(&pid) {
+            spawn::pidfd_send_signal(fd.as_fd(), signal)
+        } else {
+            kill(pid, signal)
+        };
+        let to = if group { "process group" } else { "process" };
+        match result {
+            Ok(()) => debug!(pid = %pid, signal = %signal.as_str(), to, "sent signal"),
+            // Already gone: its exit is about to be reaped.
+            Err(Errno::ESRCH) => {
+                debug!(pid = %pid, signal = %signal.as_str(), to, "already gone")
+            }
+            Err(e) => {
+                warn!(pid = %pid, signal = %signal.as_str(), to, error = %e, "could not signal")
             }
         }
     }
@@ -529,11 +596,95 @@ struct Readable {
     control: Vec<PollFlags>,
 }
 
-fn spawn_failure(e: &SpawnError) -> SpawnFailure {
+fn spawn_failure(e: &SpawnError, config: &Config) -> SpawnFailure {
+    // Name the value of the option whose step failed.
+    let detail = match e {
+        SpawnError::Os { step, .. } => match step {
+            Step::Chdir => config
+                .process
+                .chdir
+                .as_ref()
+                .map(|d| format!(" (--chdir {})", d.display())),
+            Step::Groups | Step::SetGid | Step::SetUid => {
+                let mut who = Vec::new();
+                if let Some(u) = &config.process.user {
+                    who.push(format!("--user {u}"));
+                }
+                if let Some(g) = &config.process.group {
+                    who.push(format!("--group {g}"));
+                }
+                Some(format!(
+                    " ({}; relaunch must run as root to switch users)",
+                    who.join(" ")
+                ))
+            }
+            Step::ResourceLimit => {
+                let all: Vec<String> = config
+                    .process
+                    .rlimits
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                Some(format!(
+                    " (--rlimit {}; raising a hard limit needs privileges)",
+                    all.join(",")
+                ))
+            }
+            Step::Nice => config
+                .process
+                .nice
+                .map(|n| format!(" (--nice {n}; lowering the niceness needs privileges)")),
+            _ => None,
+        },
+        _ => None,
+    };
     SpawnFailure {
-        message: e.to_string(),
+        message: format!("{e}{}", detail.unwrap_or_default()),
         exit_code: e.exit_code(),
     }
+}
+
+/// Checks what the supervisor's settings cannot express on their own.
+fn check_settings(settings: &crate::supervisor::Settings) -> anyhow::Result<()> {
+    if settings.backoff_min > settings.backoff_max {
+        return Err(anyhow!(
+            "--backoff-min {:?} is longer than --backoff-max {:?}; the first restart delay cannot exceed the longest",
+            settings.backoff_min,
+            settings.backoff_max
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves the process options of `config` into what [`spawn::spawn`] applies: looks up
+/// `--user`/`--group`, and checks `--chdir` and `--env-file`. Any error here is a usage error.
+fn spawn_options(config: &Config) -> anyhow::Result<SpawnOptions> {
+    let p = &config.process;
+    let credentials = process::resolve_credentials(p.user.as_deref(), p.group.as_deref())
+        .map_err(|e| anyhow!(e))?;
+    if let Some(creds) = &credentials {
+        info!(
+            uid = %creds.uid.map_or("-".to_owned(), |u| u.to_string()),
+            gid = creds.gid,
+            groups = %creds.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+            "children drop privileges"
+        );
+    }
+    if let Some(dir) = &p.chdir {
+        process::check_chdir(dir).map_err(|e| anyhow!(e))?;
+    }
+    if let Some(path) = &p.env_file {
+        process::read_env_file(path).map_err(|e| anyhow!(e))?;
+    }
+    Ok(SpawnOptions {
+        pdeathsig: p.pdeathsig,
+        clear_env: p.clear_env,
+        chdir: p.chdir.clone(),
+        credentials,
+        umask: p.umask.map(|m| m.0),
+        nice: p.nice,
+        rlimits: p.rlimits.clone(),
+    })
 }
 
 /// Reaps every child that has exited, ours or adopted.
@@ -556,13 +707,4 @@ fn reap() -> Vec<Event> {
         }
     }
     events
-}
-
-fn send(pid: Pid, signal: Signal) {
-    match kill(pid, signal) {
-        Ok(()) => debug!(pid = %pid, signal = %signal.as_str(), "sent signal"),
-        // Already gone: its exit is about to be reaped.
-        Err(Errno::ESRCH) => debug!(pid = %pid, signal = %signal.as_str(), "process already gone"),
-        Err(e) => warn!(pid = %pid, signal = %signal.as_str(), error = %e, "could not signal"),
-    }
 }

@@ -8,10 +8,16 @@
 //!    strings, with a reserved `LISTEN_PID=` slot of fixed size, open a close-on-exec pipe for
 //!    error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
-//!    reset every signal disposition and the mask, `setpgid(0, 0)`, `PR_SET_PDEATHSIG` (and
-//!    exit if the master is already gone), point fds 1 and 2 at the output pipes if relaunch
-//!    captures the child's output ([`Extras::stdout`], [`Extras::stderr`]), move the sockets to
-//!    fds 3.. (see `place_fds`), write the pid's digits into the reserved slot, and `execve`.
+//!    reset the signal dispositions the master changed and the mask, `setpgid(0, 0)`,
+//!    `setrlimit` (`--rlimit`), `setpriority` (`--nice`), drop privileges (`setgroups`,
+//!    `setresgid`, `setresuid` as raw system calls, then check that uid 0 cannot be regained:
+//!    any failure fails the spawn, so a child never runs with more than it was given),
+//!    `PR_SET_PDEATHSIG` (after the credentials, which clear it; and exit if the master is
+//!    already gone), `chdir` as the target user, `umask`, point fds 1 and 2 at the output pipes
+//!    if relaunch captures the child's output ([`Extras::stdout`], [`Extras::stderr`]), move
+//!    the sockets to fds 3.. (see `place_fds`), write the pid's digits into the reserved slot,
+//!    and `execve`. Users, groups and the supplementary group list are looked up before `fork`
+//!    (see [`crate::process`]).
 //! 3. If any step fails, the child writes `(step, errno)` into the pipe and `_exit(127)`s. The
 //!    master reads the pipe: end-of-file means `execve` succeeded (the pipe was close-on-exec).
 //!
@@ -34,18 +40,64 @@ use nix::unistd::{access, AccessFlags, Pid};
 use crate::config::Command;
 
 /// What the child is given besides the command.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpawnOptions {
     /// Signal the child gets when the master dies (`PR_SET_PDEATHSIG`); `None` to disable.
+    /// Set after the privileges are dropped (the kernel clears it on a change of credentials).
     pub pdeathsig: Option<Signal>,
+    /// Pass only `PATH` of the master's environment (plus the socket-activation variables and
+    /// [`Extras::env`]).
+    pub clear_env: bool,
+    /// Working directory of the child, entered after dropping privileges.
+    pub chdir: Option<PathBuf>,
+    /// User and groups to switch to before exec (the master must be privileged).
+    pub credentials: Option<Credentials>,
+    /// The child's umask.
+    pub umask: Option<u32>,
+    /// The child's niceness (absolute, -20..=19).
+    pub nice: Option<i32>,
+    /// Resource limits, set before dropping privileges (raising a hard limit needs them).
+    pub rlimits: Vec<ResourceLimit>,
 }
 
 impl Default for SpawnOptions {
     fn default() -> Self {
         SpawnOptions {
             pdeathsig: Some(Signal::SIGTERM),
+            clear_env: false,
+            chdir: None,
+            credentials: None,
+            umask: None,
+            nice: None,
+            rlimits: Vec::new(),
         }
     }
+}
+
+/// The identity a child takes before exec: `setgroups(groups)`, `setgid(gid)`, then
+/// `setuid(uid)`, in that order (each step needs the privilege the next one gives up). All
+/// looked up before `fork`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user id; `None` keeps the master's (`--group` alone).
+    pub uid: Option<u32>,
+    /// The primary group id.
+    pub gid: u32,
+    /// The supplementary groups (usually including `gid`).
+    pub groups: Vec<u32>,
+}
+
+/// One resource limit for the child (`setrlimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceLimit {
+    /// Its name, as `--rlimit` spells it (`nofile`).
+    pub name: &'static str,
+    /// The `RLIMIT_*` number.
+    pub resource: i32,
+    /// The soft limit (`RLIM_INFINITY` for unlimited).
+    pub soft: u64,
+    /// The hard limit (`RLIM_INFINITY` for unlimited).
+    pub hard: u64,
 }
 
 /// A socket to pass: the master's fd and its name for `LISTEN_FDNAMES`.
@@ -89,6 +141,18 @@ pub enum Step {
     Exec,
     /// Redirecting the child's stdout or stderr (`dup2` onto fd 1 or 2).
     Output,
+    /// `setrlimit` (`--rlimit`).
+    ResourceLimit,
+    /// `setpriority` (`--nice`).
+    Nice,
+    /// `setgroups`: the supplementary groups of `--user`.
+    Groups,
+    /// `setgid` (`--group`, or the group of `--user`).
+    SetGid,
+    /// `setuid` (`--user`), or the check that the privileges cannot be regained.
+    SetUid,
+    /// `chdir` (`--chdir`).
+    Chdir,
 }
 
 impl Step {
@@ -104,7 +168,32 @@ impl Step {
             3 => Step::DeathSignal,
             4 => Step::Fds,
             6 => Step::Output,
+            7 => Step::ResourceLimit,
+            8 => Step::Nice,
+            9 => Step::Groups,
+            10 => Step::SetGid,
+            11 => Step::SetUid,
+            12 => Step::Chdir,
             _ => Step::Exec,
+        }
+    }
+
+    /// What the step does, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::Pipe => "creating a pipe",
+            Step::Fork => "fork",
+            Step::ProcessGroup => "setpgid",
+            Step::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Step::Fds => "placing the sockets at fd 3 and up",
+            Step::Exec => "exec",
+            Step::Output => "redirecting stdout/stderr",
+            Step::ResourceLimit => "setrlimit (--rlimit)",
+            Step::Nice => "setpriority (--nice)",
+            Step::Groups => "dropping privileges: setgroups (supplementary groups of --user)",
+            Step::SetGid => "dropping privileges: setgid (--group, or the group of --user)",
+            Step::SetUid => "dropping privileges: setuid (--user)",
+            Step::Chdir => "chdir (--chdir)",
         }
     }
 }
@@ -156,22 +245,12 @@ impl fmt::Display for SpawnError {
                 program,
                 step,
                 errno,
-            } => {
-                let what = match step {
-                    Step::Pipe => "creating a pipe",
-                    Step::Fork => "fork",
-                    Step::ProcessGroup => "setpgid",
-                    Step::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
-                    Step::Fds => "placing the sockets at fd 3 and up",
-                    Step::Exec => "exec",
-                    Step::Output => "redirecting stdout/stderr",
-                };
-                write!(
-                    f,
-                    "starting {program:?}: {what}: {}",
-                    io::Error::from(*errno)
-                )
-            }
+            } => write!(
+                f,
+                "starting {program:?}: {}: {}",
+                step.describe(),
+                io::Error::from(*errno)
+            ),
         }
     }
 }
@@ -250,6 +329,15 @@ struct ExecImage {
     stdio: [RawFd; 2],
     pdeathsig: libc::c_int,
     master_pid: libc::pid_t,
+    /// `(resource, limits)` for `setrlimit`.
+    rlimits: Vec<(i32, libc::rlimit)>,
+    nice: Option<libc::c_int>,
+    /// Supplementary groups, gid and uid to switch to, in that order.
+    groups: Option<Vec<libc::gid_t>>,
+    gid: Option<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    chdir: Option<CString>,
+    umask: Option<libc::mode_t>,
     /// Signals whose disposition the child resets to the default.
     reset_signals: &'static [libc::c_int],
 }
@@ -386,14 +474,25 @@ fn cstring(bytes: Vec<u8>, what: &str) -> Result<CString, SpawnError> {
 }
 
 /// The environment a child inherits from the master: the master's own, less the socket
-/// activation and notification variables meant for the master itself.
+/// activation and notification variables meant for the master itself, and less relaunch's own
+/// configuration (`RELAUNCH_*`).
 pub fn inherited_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| {
             let k = k.as_bytes();
-            !k.starts_with(b"LISTEN_") && k != b"NOTIFY_SOCKET"
+            !k.starts_with(b"LISTEN_") && k != b"NOTIFY_SOCKET" && !k.starts_with(b"RELAUNCH_")
         })
         .collect()
+}
+
+/// The environment a child starts from: [`inherited_env`], or only `PATH` of it with
+/// `clear_env`.
+fn base_env(clear_env: bool) -> Vec<(OsString, OsString)> {
+    let mut env = inherited_env();
+    if clear_env {
+        env.retain(|(k, _)| k == "PATH");
+    }
+    env
 }
 
 impl ExecImage {
@@ -410,15 +509,18 @@ impl ExecImage {
         for arg in &command.args {
             argv.push(cstring(arg.clone().into_vec(), "argument")?);
         }
-        let mut env = Vec::new();
-        for (k, v) in inherited_env() {
-            let mut kv = k.into_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            env.push(cstring(kv, "environment")?);
-        }
+        // Later entries replace earlier ones of the same name: one entry per name, so the
+        // child's getenv finds what relaunch meant.
+        let mut vars = base_env(options.clear_env);
         for (k, v) in &extras.env {
-            let mut kv = k.clone().into_vec();
+            match vars.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => vars.push((k.clone(), v.clone())),
+            }
+        }
+        let mut env = Vec::with_capacity(vars.len() + 3);
+        for (k, v) in vars {
+            let mut kv = k.into_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
             env.push(cstring(kv, "environment")?);
@@ -477,6 +579,35 @@ impl ExecImage {
             stdio: [extras.stdout.unwrap_or(-1), extras.stderr.unwrap_or(-1)],
             pdeathsig: options.pdeathsig.map_or(0, |s| s as libc::c_int),
             master_pid: std::process::id() as libc::pid_t,
+            rlimits: options
+                .rlimits
+                .iter()
+                .map(|r| {
+                    (
+                        r.resource,
+                        libc::rlimit {
+                            rlim_cur: r.soft as libc::rlim_t,
+                            rlim_max: r.hard as libc::rlim_t,
+                        },
+                    )
+                })
+                .collect(),
+            nice: options.nice,
+            groups: options
+                .credentials
+                .as_ref()
+                .map(|c| c.groups.iter().map(|&g| g as libc::gid_t).collect()),
+            gid: options.credentials.as_ref().map(|c| c.gid as libc::gid_t),
+            uid: options
+                .credentials
+                .as_ref()
+                .and_then(|c| c.uid)
+                .map(|u| u as libc::uid_t),
+            chdir: match &options.chdir {
+                Some(dir) => Some(cstring(dir.as_os_str().as_bytes().to_vec(), "--chdir")?),
+                None => None,
+            },
+            umask: options.umask.map(|m| m as libc::mode_t),
             reset_signals: NON_DEFAULT_SIGNALS
                 .get()
                 .map_or_else(all_signals, Vec::as_slice),
@@ -616,6 +747,53 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         fail(report, Step::ProcessGroup);
     }
 
+    // Limits and priority first: raising a hard limit or lowering the niceness needs the
+    // privileges dropped below.
+    for (resource, limit) in &image.rlimits {
+        if libc::setrlimit(*resource as _, limit) != 0 {
+            fail(report, Step::ResourceLimit);
+        }
+    }
+    if let Some(nice) = image.nice {
+        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+            fail(report, Step::Nice);
+        }
+    }
+
+    // Dropping privileges: groups, then gid, then uid (each needs the privilege the next gives
+    // up). Any failure ends the child before exec: it never runs with more than asked for.
+    // Raw system calls, not glibc's wrappers: those broadcast the change to every thread glibc
+    // knows of, and this child, sharing the master's memory (CLONE_VM), would see the master's
+    // threads. The raw calls change exactly this process.
+    if let Some(groups) = &image.groups {
+        if libc::syscall(cred::SETGROUPS, groups.len(), groups.as_ptr()) != 0 {
+            fail(report, Step::Groups);
+        }
+    }
+    if let Some(gid) = image.gid {
+        if libc::syscall(cred::SETRESGID, gid, gid, gid) != 0 {
+            fail(report, Step::SetGid);
+        }
+        if libc::getgid() != gid || libc::getegid() != gid {
+            *libc::__errno_location() = libc::EPERM;
+            fail(report, Step::SetGid);
+        }
+    }
+    if let Some(uid) = image.uid {
+        if libc::syscall(cred::SETRESUID, uid, uid, uid) != 0 {
+            fail(report, Step::SetUid);
+        }
+        // Fail closed: the switch must have taken, and must not be reversible.
+        if libc::getuid() != uid
+            || libc::geteuid() != uid
+            || (uid != 0 && libc::syscall(cred::SETRESUID, 0, 0, 0) != -1)
+        {
+            *libc::__errno_location() = libc::EPERM;
+            fail(report, Step::SetUid);
+        }
+    }
+
+    // After the credentials: the kernel clears the parent-death signal when they change.
     if image.pdeathsig != 0 {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -634,6 +812,15 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         }
     }
 
+    // As the target user: a directory it may not enter fails the spawn.
+    if let Some(dir) = &image.chdir {
+        if libc::chdir(dir.as_ptr()) != 0 {
+            fail(report, Step::Chdir);
+        }
+    }
+    if let Some(mask) = image.umask {
+        libc::umask(mask);
+    }
     // stdout/stderr first: their sources may sit on numbers `place_fds` is about to reuse.
     // dup2 leaves the copy at 1 or 2 without close-on-exec.
     for (target, &source) in (1..).zip(image.stdio.iter()) {
@@ -663,6 +850,22 @@ unsafe fn child(image: &mut ExecImage, report: RawFd) -> ! {
         image.envp_ptrs.as_ptr(),
     );
     fail(report, Step::Exec)
+}
+
+/// The credential system calls with 32-bit ids.
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+mod cred {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid32;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid32;
+}
+
+/// The credential system calls (32-bit ids on every other Linux architecture).
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+mod cred {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid;
 }
 
 /// Puts `sources[i]` at `targets[i]` without close-on-exec, and leaves every other fd from 3
@@ -770,6 +973,45 @@ unsafe fn fail(report: RawFd, step: Step) -> ! {
         }
     }
     libc::_exit(127)
+}
+
+/// Opens a pidfd for `pid` (Linux 5.3+; close-on-exec, as `pidfd_open` always makes it).
+///
+/// A pidfd names one process, not a number: signals sent through it (see
+/// [`pidfd_send_signal`]) can never reach a later process that reuses the pid. The caller must
+/// open it while `pid` is its own unreaped child, so the number cannot have been reused yet.
+/// Fails with `ENOSYS` (or `EPERM` under some seccomp filters) where the kernel lacks it;
+/// callers then fall back to `kill`.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; it touches
+    // no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us, so we own it and nothing else closes it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process a pidfd refers to. `ESRCH` once that process has exited
+/// (even if its pid was reused since).
+pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, signal: Signal) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal reads only its arguments; a null siginfo is allowed and means
+    // "as kill(2) would send it".
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
 }
 
 /// Which side of [`fork_process`] the caller is on.
@@ -1136,6 +1378,214 @@ mod tests {
         assert_eq!(
             status,
             nix::sys::wait::WaitStatus::Exited(Pid::from_raw(pid), 0)
+        );
+    }
+
+    /// Runs `script` with `sh -c` through [`spawn`], waits for it, and returns what it wrote
+    /// to `$OUT` (a file in a fresh directory any user may write to).
+    fn run_script(
+        script: &str,
+        extras: &Extras,
+        options: &SpawnOptions,
+    ) -> Result<String, SpawnError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "relaunch-spawn-opts-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let out = dir.join("out");
+        let command = Command {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                format!("exec > {}; {script}", out.display()).into(),
+            ],
+        };
+        let result = spawn(&command, &[], extras, options).map(|(pid, _)| {
+            let status = nix::sys::wait::waitpid(pid, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+            fs::read_to_string(&out).unwrap()
+        });
+        fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn extra_variables_replace_inherited_ones_and_clear_env_keeps_only_path() {
+        let extras = Extras {
+            env: vec![
+                ("HOME".into(), "/override".into()),
+                ("RELAUNCH_TEST_EXTRA".into(), "1".into()),
+            ],
+            ..Extras::default()
+        };
+        let script = "env | grep -c '^HOME='; echo \"$HOME ${PATH:+path} $RELAUNCH_TEST_EXTRA\"; env | grep -v -e '^HOME=' -e '^PATH=' -e '^RELAUNCH_TEST_EXTRA=' -e '^PWD=' -e '^SHLVL=' -e '^_=' | wc -l";
+        let text = run_script(script, &extras, &SpawnOptions::default()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "1", "one HOME, the override: {text}");
+        assert_eq!(lines[1], "/override path 1", "{text}");
+        let cleared = SpawnOptions {
+            clear_env: true,
+            ..SpawnOptions::default()
+        };
+        let text = run_script(script, &extras, &cleared).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "/override path 1", "{text}");
+        assert_eq!(
+            lines[2].trim(),
+            "0",
+            "nothing but PATH and the extras (and what sh sets itself): {text}"
+        );
+    }
+
+    #[test]
+    fn umask_nice_limits_and_directory_apply_in_the_child() {
+        let dir = std::env::temp_dir();
+        let options = SpawnOptions {
+            umask: Some(0o027),
+            nice: Some(7),
+            rlimits: vec![ResourceLimit {
+                name: "nofile",
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft: 100,
+                hard: 200,
+            }],
+            chdir: Some(dir.clone()),
+            ..SpawnOptions::default()
+        };
+        let text = run_script(
+            "umask; ulimit -S -n; ulimit -H -n; pwd -P; cut -d ' ' -f 19 /proc/$$/stat",
+            &Extras::default(),
+            &options,
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "0027", "{text}");
+        assert_eq!(lines[1..3], ["100", "200"], "{text}");
+        assert_eq!(
+            lines[3],
+            fs::canonicalize(&dir).unwrap().to_str().unwrap(),
+            "{text}"
+        );
+        assert_eq!(lines[4], "7", "{text}");
+    }
+
+    #[test]
+    fn a_missing_directory_fails_the_spawn_naming_chdir() {
+        let options = SpawnOptions {
+            chdir: Some("/nonexistent/relaunch-dir".into()),
+            ..SpawnOptions::default()
+        };
+        let e = run_script("true", &Extras::default(), &options).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SpawnError::Os {
+                    step: Step::Chdir,
+                    errno: Errno::ENOENT,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("chdir (--chdir)"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn credentials_are_dropped_before_exec_or_the_spawn_fails() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let creds = Credentials {
+            uid: Some(65534),
+            gid: 65534,
+            groups: vec![65534, 100],
+        };
+        let options = SpawnOptions {
+            credentials: Some(creds),
+            ..SpawnOptions::default()
+        };
+        let result = run_script("id -u; id -g; id -G", &Extras::default(), &options);
+        if !root {
+            // Fail closed: without the privilege the child never runs.
+            let e = result.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SpawnError::Os {
+                        step: Step::Groups,
+                        errno: Errno::EPERM,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            return;
+        }
+        let text = result.unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["65534", "65534"], "{text}");
+        let mut groups: Vec<&str> = lines[2].split_whitespace().collect();
+        groups.sort_unstable();
+        assert_eq!(groups, ["100", "65534"], "{text}");
+        // As that user, a private directory cannot be entered: the spawn fails there.
+        let private = std::env::temp_dir().join(format!("relaunch-private-{}", std::process::id()));
+        fs::create_dir(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let e = run_script(
+            "true",
+            &Extras::default(),
+            &SpawnOptions {
+                chdir: Some(private.clone()),
+                ..options
+            },
+        )
+        .unwrap_err();
+        fs::remove_dir(&private).unwrap();
+        assert!(
+            matches!(
+                e,
+                SpawnError::Os {
+                    step: Step::Chdir,
+                    errno: Errno::EACCES,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_pidfd_signals_its_process_and_nothing_after_it_is_reaped() {
+        let command = Command {
+            program: "sleep".into(),
+            args: vec!["60".into()],
+        };
+        let (pid, _) = spawn(&command, &[], &Extras::default(), &SpawnOptions::default()).unwrap();
+        let fd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("NOTE: no pidfd on this kernel ({e}); relaunch falls back to kill()");
+                nix::sys::signal::kill(pid, Signal::SIGKILL).unwrap();
+                nix::sys::wait::waitpid(pid, None).unwrap();
+                return;
+            }
+        };
+        // SAFETY: F_GETFD only queries the descriptor table.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags & libc::FD_CLOEXEC != 0, "a pidfd is close-on-exec");
+        pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), Signal::SIGTERM).unwrap();
+        assert_eq!(
+            nix::sys::wait::waitpid(pid, None).unwrap(),
+            nix::sys::wait::WaitStatus::Signaled(pid, Signal::SIGTERM, false)
+        );
+        // Reaped: whatever process gets this pid next, the pidfd reaches none.
+        assert_eq!(
+            pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), Signal::SIGTERM),
+            Err(Errno::ESRCH)
         );
     }
 }

@@ -47,8 +47,13 @@ pub struct StatusRecord {
     pub started_at: String,
     /// Seconds since the master started.
     pub uptime_secs: f64,
-    /// The program's state: `STARTING`, `RUNNING`, `BACKOFF` or `STOPPING`.
+    /// The program's state: `STARTING`, `RUNNING`, `BACKOFF`, `STOPPING`, `EXITED` or `FATAL`
+    /// (supervisord's names; see [`crate::supervisor::ProgramState`]).
     pub state: String,
+    /// Why the program is in that state (e.g. the last exit for EXITED, the retries used up for
+    /// FATAL); empty while it simply runs.
+    #[serde(default)]
+    pub state_reason: String,
     /// Whether a reload attempt is in progress.
     pub reloading: bool,
     /// Whether a follow-up reload is queued behind it (requests coalesce into it).
@@ -528,19 +533,7 @@ impl Tracker {
 
     /// The program's state as one word.
     pub fn state(sup: &Supervisor) -> &'static str {
-        if sup.is_stopping() {
-            "STOPPING"
-        } else if let Some(c) = sup.current() {
-            match c.phase {
-                Phase::Running => "RUNNING",
-                Phase::Starting { .. } => "STARTING",
-                Phase::Stopping { .. } => "STOPPING",
-            }
-        } else if sup.in_backoff() {
-            "BACKOFF"
-        } else {
-            "STARTING"
-        }
+        sup.state().as_str()
     }
 
     /// Builds the status record. `master` holds the fields the tracker does not know (name,
@@ -586,6 +579,7 @@ impl Tracker {
             started_at: at(self.started),
             uptime_secs: secs(now.saturating_duration_since(self.started)),
             state: Self::state(sup).into(),
+            state_reason: sup.state_reason().to_owned(),
             reloading: sup.reloading().is_some(),
             reload_queued: sup.reload_queued(),
             generations,

@@ -6,24 +6,48 @@
 //!
 //! # Generations and their states
 //! Each child is one *generation* (numbered from 1). A child is `Starting` until it has stayed
-//! alive `start_secs`, then `Running`; a child asked to stop is `Stopping` until it exits, and
-//! gets SIGKILL once `stop_wait` has passed. Between a crash and the next spawn the supervisor is
-//! in `Backoff`. The names follow supervisord's.
+//! alive `start_secs` (after saying it is ready, with `--ready notify`/`fd:N`), then `Running`;
+//! a child asked to stop is `Stopping` until it exits, and gets SIGKILL once `stop_wait` has
+//! passed.
+//!
+//! The program as a whole is in one [`ProgramState`], named as supervisord's: STARTING,
+//! RUNNING, BACKOFF (a restart is scheduled), STOPPING (relaunch shuts down), EXITED (the last
+//! generation exited and `--restart` says not to restart it) and FATAL (restarting gave up).
+//! A reload's pending generation does not change it. Every change is logged once, with its
+//! reason (`state changed from=RUNNING to=BACKOFF reason=...`).
 //!
 //! # Rules (the invariants of the README)
 //! - A reload starts a *pending* generation while the *current* one keeps serving. Only when the
 //!   pending one has been alive `start_secs` is the old one sent the stop signal (plus SIGCONT).
 //! - If the pending generation exits or fails to exec first, it is dropped and the current one
-//!   is left untouched.
+//!   is left untouched. A failed reload is not a failed start: the old generation serves.
 //! - At most two generations are alive at any time, and at most one of them is not yet started:
 //!   a reload requested while one is in progress, or while an old generation is still stopping,
 //!   is *queued*; any number of requests in that time coalesce into one follow-up reload.
-//! - An unexpected exit of the current child schedules a restart after a backoff that doubles
-//!   from `backoff_min` up to `backoff_max` for children that die before they count as started,
-//!   and resets once one does. The sockets stay open meanwhile (the runtime never closes them).
 //! - On stop, every child gets the stop signal, SIGKILL after `stop_wait`; once all are gone the
 //!   supervisor exits with the status of the child that was current, as a shell would.
+//!
+//! # Restart policy
+//! | what happened, with nothing else serving | what follows |
+//! |---|---|
+//! | a started child exits; `--restart always` | restart after the backoff delay |
+//! | … `on-failure`, killed by a signal or a code not in `--exit-codes` | restart after the delay |
+//! | … `on-failure` with an expected code, or `--restart never` | EXITED: keep the sockets, wait for a reload |
+//! | a child fails to start (exits before it counts as started, cannot be executed, is not ready in time), whatever `--restart` says | retry after the delay; the `start_retries + 1`-th failure in a row is FATAL |
+//! | more than `max_restarts` restarts within `restart_window` | FATAL (crash loop) |
+//! | FATAL with `--on-fatal exit` | stop what is left, exit with the last failure's status (never 0) |
+//! | FATAL with `--on-fatal wait` | keep the sockets, wait for a reload |
+//! | a reload, in any state | a new generation now; fresh retry count, backoff and window |
+//!
+//! The delay after `n` restarts in a row without a start that counted is bounded by
+//! `backoff_min × backoff_factor^n`, capped at `backoff_max`, and starts over once a child
+//! counts as started. With jitter (the default) each delay is drawn uniformly between
+//! `backoff_min` and that bound ("full jitter" with a floor: the first restart still comes after
+//! `backoff_min`, and no delay is ever shorter). The randomness comes from a xorshift generator
+//! seeded through [`Supervisor::with_seed`], so the machine stays pure and its tests
+//! deterministic. All times are the caller's monotonic `now`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -33,8 +57,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::notify::Note;
 
-/// Timing and signals of the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timing, signals and restart policy of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
     /// How long a new child must stay alive to count as started.
     pub start_secs: Duration,
@@ -46,6 +70,12 @@ pub struct Settings {
     pub backoff_min: Duration,
     /// The longest restart delay.
     pub backoff_max: Duration,
+    /// Each consecutive restart without a successful start multiplies the delay by this
+    /// (at least 1).
+    pub backoff_factor: f64,
+    /// Draw each delay at random between `backoff_min` and its exponential bound, so that
+    /// many supervisors restarting at once spread out.
+    pub jitter: bool,
     /// Whether children announce readiness themselves (`--ready notify` or `fd:N`). Then a
     /// child counts as started `start_secs` after it said it is ready, and one that does not
     /// say so within `ready_timeout` has failed. Otherwise it counts as started once it has
@@ -53,6 +83,24 @@ pub struct Settings {
     pub ready_signal: bool,
     /// How long a child may take to announce readiness.
     pub ready_timeout: Duration,
+    /// Which exits of a started child are followed by a restart.
+    pub restart: RestartPolicy,
+    /// The exit codes that are expected (not failures) under [`RestartPolicy::OnFailure`].
+    pub exit_codes: ExitCodes,
+    /// Failed starts in a row allowed before FATAL, after the first one: `start_retries + 1`
+    /// consecutive failures to start make the program FATAL.
+    pub start_retries: u32,
+    /// What relaunch does in FATAL.
+    pub on_fatal: OnFatal,
+    /// Crash-loop detection: more than this many automatic restarts within
+    /// `restart_window` make the program FATAL. `None`: off.
+    pub max_restarts: Option<u32>,
+    /// The window of `max_restarts`.
+    pub restart_window: Duration,
+    /// Send the stop signal (and SIGCONT) to the child's whole process group.
+    pub stop_as_group: bool,
+    /// Send SIGKILL to the child's whole process group (implied by `stop_as_group`).
+    pub kill_as_group: bool,
 }
 
 impl Default for Settings {
@@ -62,10 +110,195 @@ impl Default for Settings {
             stop_signal: Signal::SIGTERM,
             stop_wait: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(30),
+            backoff_factor: 2.0,
+            jitter: true,
             ready_signal: false,
             ready_timeout: Duration::from_secs(60),
+            restart: RestartPolicy::OnFailure,
+            exit_codes: ExitCodes::default(),
+            start_retries: 3,
+            on_fatal: OnFatal::Exit,
+            max_restarts: None,
+            restart_window: Duration::from_secs(60),
+            stop_as_group: false,
+            kill_as_group: false,
         }
+    }
+}
+
+/// Which exits of a child that had started are followed by a restart (`--restart`; supervisord's
+/// `autorestart`). A child that fails to *start* is always retried, up to `start_retries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Every exit (supervisord `autorestart=true`).
+    Always,
+    /// Exits by a signal, or with a code not in `exit_codes` (`autorestart=unexpected`).
+    OnFailure,
+    /// None: the program is EXITED until a reload (`autorestart=false`).
+    Never,
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "always" => Ok(RestartPolicy::Always),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "never" => Ok(RestartPolicy::Never),
+            _ => Err(format!(
+                "{s:?} is not a restart policy (expected always, on-failure or never)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// What relaunch does when the program becomes FATAL (`--on-fatal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFatal {
+    /// Stop whatever is left and exit with a non-zero code.
+    Exit,
+    /// Keep the sockets and wait for a reload (SIGHUP) to try again.
+    Wait,
+}
+
+impl std::str::FromStr for OnFatal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exit" => Ok(OnFatal::Exit),
+            "wait" => Ok(OnFatal::Wait),
+            _ => Err(format!(
+                "{s:?} is not an --on-fatal action (expected exit or wait)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OnFatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFatal::Exit => "exit",
+            OnFatal::Wait => "wait",
+        })
+    }
+}
+
+/// A set of exit codes, 0 to 255 (`--exit-codes 0,2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCodes([u64; 4]);
+
+impl ExitCodes {
+    /// The empty set.
+    pub const NONE: ExitCodes = ExitCodes([0; 4]);
+
+    /// The set of these codes (each 0..=255; others are ignored).
+    pub fn of(codes: &[i32]) -> ExitCodes {
+        let mut set = ExitCodes::NONE;
+        for &c in codes {
+            if (0..=255).contains(&c) {
+                set.0[c as usize / 64] |= 1 << (c % 64);
+            }
+        }
+        set
+    }
+
+    /// Whether `code` is in the set.
+    pub fn contains(&self, code: i32) -> bool {
+        (0..=255).contains(&code) && self.0[code as usize / 64] & (1 << (code % 64)) != 0
+    }
+
+    /// The codes, ascending.
+    pub fn codes(&self) -> impl Iterator<Item = i32> + '_ {
+        (0..=255).filter(|&c| self.contains(c))
+    }
+}
+
+impl Default for ExitCodes {
+    /// `0`, as supervisord's `exitcodes`.
+    fn default() -> Self {
+        ExitCodes::of(&[0])
+    }
+}
+
+impl std::str::FromStr for ExitCodes {
+    type Err = String;
+
+    /// A comma-separated list of codes from 0 to 255 (`0,2`); empty means none is expected.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut codes = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<i32>() {
+                Ok(c) if (0..=255).contains(&c) && !part.starts_with('+') => codes.push(c),
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not a list of exit codes (expected numbers from 0 to 255 separated by commas, like 0,2)"
+                    ))
+                }
+            }
+        }
+        Ok(ExitCodes::of(&codes))
+    }
+}
+
+impl fmt::Display for ExitCodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.codes().map(|c| c.to_string()).collect();
+        f.write_str(&list.join(","))
+    }
+}
+
+/// The state of the supervised program, named as supervisord names them. A reload's new
+/// generation, while it starts, is reported separately ([`Supervisor::pending`]); the state is
+/// that of the generation that serves (or of its absence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgramState {
+    /// A generation was spawned (or is being spawned) and has not counted as started yet, and
+    /// none serves.
+    Starting,
+    /// A generation is up and serving.
+    Running,
+    /// Nothing serves; a restart is scheduled after a delay.
+    Backoff,
+    /// relaunch is shutting down; the children were asked to stop.
+    Stopping,
+    /// The last generation exited and, by `--restart`, is not restarted. relaunch keeps the
+    /// sockets and waits for a reload.
+    Exited,
+    /// Restarting gave up (`--start-retries` or `--max-restarts` exhausted). relaunch exits, or
+    /// with `--on-fatal wait` keeps the sockets and waits for a reload.
+    Fatal,
+}
+
+impl ProgramState {
+    /// The supervisord name: `STARTING`, `RUNNING`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramState::Starting => "STARTING",
+            ProgramState::Running => "RUNNING",
+            ProgramState::Backoff => "BACKOFF",
+            ProgramState::Stopping => "STOPPING",
+            ProgramState::Exited => "EXITED",
+            ProgramState::Fatal => "FATAL",
+        }
+    }
+}
+
+impl fmt::Display for ProgramState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -79,6 +312,15 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// How the process ended, as a phrase: `exited with exit code 3`, `was killed by signal 9
+    /// (SIGKILL)`.
+    pub fn ended(self) -> String {
+        match self {
+            ExitStatus::Code(_) => format!("exited with {self}"),
+            ExitStatus::Signal(_) => format!("was {self}"),
+        }
+    }
+
     /// The status a shell would report: the exit code, or 128 + the signal number.
     pub fn shell_code(self) -> i32 {
         match self {
@@ -170,12 +412,15 @@ pub enum Action {
         /// The generation number, for logs.
         generation: u64,
     },
-    /// Send a signal to a child.
+    /// Send a signal to a child, or to its process group.
     Signal {
-        /// The child.
+        /// The child (which leads its own process group).
         pid: Pid,
         /// The signal.
         signal: Signal,
+        /// Send it to the child's whole process group (`--stop-as-group`, `--kill-as-group`),
+        /// reaching the processes it started, rather than to the child alone.
+        group: bool,
     },
     /// Tell relaunch's own service manager (sd_notify), if it has one.
     Manager(ManagerMessage),
@@ -270,8 +515,23 @@ pub struct Supervisor {
     spawning: Option<(u64, Role)>,
     /// A restart scheduled after a crash: when, and its generation.
     backoff: Option<(Instant, u64)>,
-    /// Consecutive children that died before counting as started.
+    /// Consecutive failed starts (children that died, could not be executed or were not
+    /// ready in time before counting as started). Reset when one starts, and by a reload.
     failures: u32,
+    /// Automatic restarts since a child last counted as started: the backoff's exponent.
+    backoff_step: u32,
+    /// When automatic restarts were scheduled, within `restart_window` (`max_restarts`).
+    restart_times: VecDeque<Instant>,
+    /// Why nothing runs and nothing restarts by itself, if so: EXITED or FATAL.
+    idle: Option<Idle>,
+    /// The exit code a FATAL program would end relaunch with: the last failure's status.
+    failure_code: i32,
+    /// State of the jitter's xorshift generator (never 0).
+    rng: u64,
+    /// The state last logged.
+    logged_state: Option<ProgramState>,
+    /// Why the state is what it is, for the transition log and status.
+    reason: String,
     /// A reload asked for while another was in progress.
     queued: Option<Trigger>,
     /// Set once a stop was asked for.
@@ -293,9 +553,26 @@ pub struct Supervisor {
     exited: bool,
 }
 
+/// Why no generation runs and none is scheduled to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// The last one exited and `--restart` says not to restart it.
+    Exited,
+    /// Restarting gave up; relaunch exits with `code` when it stops.
+    Fatal { code: i32 },
+}
+
 impl Supervisor {
-    /// A supervisor that has not started anything yet; call [`Supervisor::start`].
+    /// A supervisor that has not started anything yet; call [`Supervisor::start`]. Its jitter
+    /// is drawn from a fixed seed (deterministic, for tests); the runtime uses
+    /// [`Supervisor::with_seed`].
     pub fn new(settings: Settings) -> Supervisor {
+        Supervisor::with_seed(settings, 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Like [`Supervisor::new`], with the seed of the random backoff jitter. The supervisor
+    /// reads no clock and no entropy itself: pass a random seed for real use.
+    pub fn with_seed(settings: Settings, seed: u64) -> Supervisor {
         Supervisor {
             settings,
             next_generation: 1,
@@ -305,6 +582,17 @@ impl Supervisor {
             spawning: None,
             backoff: None,
             failures: 0,
+            backoff_step: 0,
+            restart_times: VecDeque::new(),
+            idle: None,
+            failure_code: 1,
+            rng: if seed == 0 {
+                0x2545_F491_4F6C_DD1D
+            } else {
+                seed
+            },
+            logged_state: None,
+            reason: String::new(),
             queued: None,
             stopping: false,
             exit_pid: None,
@@ -321,7 +609,58 @@ impl Supervisor {
     /// The first actions: spawn generation 1.
     pub fn start(&mut self) -> Vec<Action> {
         let generation = self.new_generation();
-        vec![self.spawn(generation, Role::Current)]
+        self.reason = format!("starting generation {generation}");
+        let out = vec![self.spawn(generation, Role::Current)];
+        self.log_state();
+        out
+    }
+
+    /// The program's state, as supervisord would name it (see [`ProgramState`]).
+    pub fn state(&self) -> ProgramState {
+        if matches!(self.idle, Some(Idle::Fatal { .. })) {
+            return ProgramState::Fatal;
+        }
+        if self.stopping {
+            return ProgramState::Stopping;
+        }
+        match &self.current {
+            Some(Child {
+                phase: Phase::Running,
+                ..
+            }) => ProgramState::Running,
+            Some(_) => ProgramState::Starting,
+            None if self.spawning.is_some() || self.pending.is_some() => ProgramState::Starting,
+            None if self.backoff.is_some() => ProgramState::Backoff,
+            None if self.idle == Some(Idle::Exited) => ProgramState::Exited,
+            None => ProgramState::Starting,
+        }
+    }
+
+    /// Why the program is in its [`state`](Supervisor::state): the event that put it there,
+    /// e.g. `generation 3 exited with exit code 1 before it was up (start failure 2 of 4)`.
+    pub fn state_reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Consecutive failed starts so far (reset when a generation counts as started, and by a
+    /// reload); the program is FATAL once this exceeds `start_retries`.
+    pub fn start_failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the scheduled restart is due, in BACKOFF.
+    pub fn restart_at(&self) -> Option<Instant> {
+        self.backoff.map(|(at, _)| at)
+    }
+
+    /// How the last generation that served (or tried to) ended, if one did.
+    pub fn last_exit(&self) -> Option<ExitStatus> {
+        self.last_status
+    }
+
+    /// The settings the supervisor runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The generation that serves, if any.
@@ -416,7 +755,11 @@ impl Supervisor {
             Event::Forward(signal) => match &self.current {
                 Some(c) => {
                     debug!(generation = c.generation, pid = %c.pid, signal = %signal.as_str(), "forwarding signal");
-                    out.push(Action::Signal { pid: c.pid, signal });
+                    out.push(Action::Signal {
+                        pid: c.pid,
+                        signal,
+                        group: false,
+                    });
                 }
                 None => {
                     info!(signal = %signal.as_str(), "no running child to forward the signal to")
@@ -429,10 +772,34 @@ impl Supervisor {
             Event::Notify { pid, note } => self.notified(pid, note, now),
             Event::Tick => {}
         }
+        self.log_state();
         self.advance(now, &mut out);
+        self.log_state();
         self.start_queued(&mut out);
         self.check_done(&mut out);
+        self.log_state();
         out
+    }
+
+    /// Logs a change of [`ProgramState`] once, with its reason.
+    fn log_state(&mut self) {
+        let state = self.state();
+        if self.logged_state == Some(state) {
+            return;
+        }
+        let from = self.logged_state.map_or("-", ProgramState::as_str);
+        self.logged_state = Some(state);
+        let to = state.as_str();
+        let reason = &self.reason;
+        match state {
+            ProgramState::Fatal => {
+                error!(from = %from, to = %to, reason = %reason, "state changed")
+            }
+            ProgramState::Backoff | ProgramState::Exited => {
+                warn!(from = %from, to = %to, reason = %reason, "state changed")
+            }
+            _ => info!(from = %from, to = %to, reason = %reason, "state changed"),
+        }
     }
 
     fn new_generation(&mut self) -> u64 {
@@ -482,14 +849,19 @@ impl Supervisor {
             self.queued = Some(trigger);
             return;
         }
-        // A reload starts with a clean slate of failures.
+        // A reload starts with a clean slate: fresh retry count, backoff and crash-loop window.
         self.failures = 0;
+        self.backoff_step = 0;
+        self.restart_times.clear();
         let generation = if self.current.is_none() {
-            // Nothing serves (crash, backoff): start the new generation right away as current.
+            // Nothing serves (crash, backoff, EXITED, FATAL): start the new generation right
+            // away as current.
             let generation = match self.backoff.take() {
                 Some((_, g)) => g,
                 None => self.new_generation(),
             };
+            self.idle = None;
+            self.reason = format!("reload ({trigger}) starts generation {generation}");
             out.push(self.spawn(generation, Role::Current));
             generation
         } else {
@@ -589,13 +961,20 @@ impl Supervisor {
                     return;
                 }
                 match role {
-                    Role::Current => self.current = Some(child),
+                    Role::Current => {
+                        self.reason = format!("generation {generation} spawned as pid {pid}");
+                        self.current = Some(child);
+                    }
                     Role::Pending => self.pending = Some(child),
                 }
             }
             Err(failure) if !self.ever_spawned => {
                 error!(generation, reason = %failure.message, "cannot start the server");
                 self.last_status = Some(ExitStatus::Code(failure.exit_code));
+                self.reason = format!("generation {generation}: {}", failure.message);
+                self.idle = Some(Idle::Fatal {
+                    code: failure.exit_code,
+                });
                 self.exit(failure.exit_code, out);
             }
             Err(failure) => match role {
@@ -605,13 +984,15 @@ impl Supervisor {
                         reason = %format!("{}; the old generation keeps serving", failure.message),
                         "reload failed"
                     );
+                    let why = format!("generation {generation}: {}", failure.message);
                     self.finish_reload(generation, false, failure.message, out);
-                    self.after_reload_attempt(now);
+                    self.after_reload_attempt(now, why, failure.exit_code, out);
                 }
                 Role::Current => {
                     error!(generation, reason = %failure.message, "spawn failed");
+                    let why = format!("generation {generation}: {}", failure.message);
                     self.finish_reload(generation, false, failure.message, out);
-                    self.schedule_restart(now, true);
+                    self.start_failed(now, why, failure.exit_code, out);
                 }
             },
         }
@@ -678,8 +1059,15 @@ impl Supervisor {
             }
             if self.pending.is_some() {
                 info!("the current generation died during a reload; the new one takes over once started");
+            } else if failed_to_start {
+                let why = format!(
+                    "generation {} {} before it was up",
+                    child.generation,
+                    status.ended()
+                );
+                self.start_failed(now, why, failure_code(status), out);
             } else {
-                self.schedule_restart(now, failed_to_start);
+                self.ran_and_exited(now, child.generation, status, out);
             }
         } else if let Some(child) = self.pending.take_if(|c| c.pid == pid) {
             let reason = match &child.status {
@@ -694,8 +1082,9 @@ impl Supervisor {
                 reason = %format!("{reason}; the old generation keeps serving"),
                 "reload failed"
             );
+            let why = format!("generation {} {reason}", child.generation);
             self.finish_reload(child.generation, false, reason, out);
-            self.after_reload_attempt(now);
+            self.after_reload_attempt(now, why, failure_code(status), out);
         } else if let Some(i) = self.retiring.iter().position(|c| c.pid == pid) {
             let child = self.retiring.remove(i);
             if self.exit_pid == Some(pid) {
@@ -707,14 +1096,86 @@ impl Supervisor {
         }
     }
 
-    /// A reload's new generation ended before it was promoted (it failed).
-    fn after_reload_attempt(&mut self, now: Instant) {
+    /// A generation that had counted as started exited: restart it or not, by `--restart`.
+    fn ran_and_exited(
+        &mut self,
+        now: Instant,
+        generation: u64,
+        status: ExitStatus,
+        out: &mut Vec<Action>,
+    ) {
+        let expected = match status {
+            ExitStatus::Code(c) => self.settings.exit_codes.contains(c),
+            // A signal is never an expected end, whatever the exit codes say.
+            ExitStatus::Signal(_) => false,
+        };
+        let restart = match self.settings.restart {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !expected,
+            RestartPolicy::Never => false,
+        };
+        let why = format!("generation {generation} {}", status.ended());
+        if restart {
+            self.failure_code = failure_code(status);
+            self.schedule_restart(now, why, out);
+            return;
+        }
+        let rule = match self.settings.restart {
+            RestartPolicy::Never => "--restart never".to_owned(),
+            _ => format!(
+                "an expected exit under --restart on-failure (--exit-codes {})",
+                self.settings.exit_codes
+            ),
+        };
+        self.reason = format!("{why}: {rule}, not restarted");
+        self.idle = Some(Idle::Exited);
+        warn!(
+            generation,
+            status = %status,
+            "no restart ({rule}); relaunch keeps the sockets open and waits: send SIGHUP to start a new generation, or SIGTERM to exit"
+        );
+    }
+
+    /// A generation failed to start (it exited, could not be executed, or was not ready in
+    /// time) and none serves: retry after a backoff, or give up once `start_retries` retries
+    /// have failed too.
+    fn start_failed(&mut self, now: Instant, why: String, code: i32, out: &mut Vec<Action>) {
         if self.stopping {
             return;
         }
-        if self.current.is_none() && self.backoff.is_none() && self.spawning.is_none() {
-            // The old one died during the reload too: nothing serves, restart with backoff.
-            self.schedule_restart(now, true);
+        self.failures = self.failures.saturating_add(1);
+        self.failure_code = code;
+        let allowed = self.settings.start_retries.saturating_add(1);
+        if self.failures >= allowed {
+            let reason = format!(
+                "{} consecutive start failures (--start-retries {}); last: {why}",
+                self.failures, self.settings.start_retries
+            );
+            self.fatal(now, reason, out);
+        } else {
+            let why = format!("{why} (start failure {} of {allowed})", self.failures);
+            self.schedule_restart(now, why, out);
+        }
+    }
+
+    /// A reload's new generation ended before it was promoted (it failed). If the old one is
+    /// gone too, nothing serves: that counts as a failed start.
+    fn after_reload_attempt(
+        &mut self,
+        now: Instant,
+        why: String,
+        code: i32,
+        out: &mut Vec<Action>,
+    ) {
+        if self.stopping {
+            return;
+        }
+        if self.current.is_none()
+            && self.backoff.is_none()
+            && self.spawning.is_none()
+            && self.idle.is_none()
+        {
+            self.start_failed(now, why, code, out);
         }
     }
 
@@ -728,22 +1189,84 @@ impl Supervisor {
         }
     }
 
-    fn schedule_restart(&mut self, now: Instant, failed_to_start: bool) {
+    /// Schedules an automatic restart after the backoff delay, unless the crash-loop limit
+    /// (`max_restarts` within `restart_window`) is reached, which makes the program FATAL.
+    fn schedule_restart(&mut self, now: Instant, why: String, out: &mut Vec<Action>) {
         if self.stopping || self.backoff.is_some() {
             return;
         }
-        if !failed_to_start {
-            self.failures = 0;
+        if let Some(max) = self.settings.max_restarts {
+            let window = self.settings.restart_window;
+            while self
+                .restart_times
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= window)
+            {
+                self.restart_times.pop_front();
+            }
+            if self.restart_times.len() >= max as usize {
+                let reason = format!(
+                    "crash loop: {why}, after {} restarts within --restart-window {:?} (--max-restarts {max})",
+                    self.restart_times.len(),
+                    window
+                );
+                self.fatal(now, reason, out);
+                return;
+            }
+            self.restart_times.push_back(now);
         }
-        let delay = backoff_delay(&self.settings, self.failures);
-        self.failures = self.failures.saturating_add(1);
+        let delay = self.next_delay();
+        self.backoff_step = self.backoff_step.saturating_add(1);
         let generation = self.new_generation();
-        info!(
-            generation,
-            delay_ms = delay.as_millis() as u64,
-            "restarting"
-        );
+        let delay_ms = delay.as_millis() as u64;
+        info!(generation, delay_ms, reason = %why, "restarting");
+        self.reason = format!("{why}; generation {generation} follows in {delay_ms} ms");
         self.backoff = Some((now + delay, generation));
+    }
+
+    /// The next restart delay: the exponential bound for `backoff_step`, or with jitter a
+    /// uniform draw between `backoff_min` and that bound.
+    fn next_delay(&mut self) -> Duration {
+        let bound = backoff_delay(&self.settings, self.backoff_step);
+        let min = self.settings.backoff_min;
+        if !self.settings.jitter || bound <= min {
+            return bound;
+        }
+        let span = (bound - min).as_nanos().min(u64::MAX as u128 - 1) as u64;
+        min + Duration::from_nanos(self.random() % (span + 1))
+    }
+
+    /// xorshift64*: plenty for spreading restarts, and deterministic for a given seed.
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Restarting gave up. Logs it loudly, then exits (stopping whatever is left) or waits
+    /// for a reload, by `on_fatal`.
+    fn fatal(&mut self, now: Instant, reason: String, out: &mut Vec<Action>) {
+        let code = self.failure_code;
+        self.backoff = None;
+        self.idle = Some(Idle::Fatal { code });
+        self.reason = reason;
+        match self.settings.on_fatal {
+            OnFatal::Exit => {
+                error!(
+                    code,
+                    reason = %self.reason,
+                    "FATAL: giving up on the server; relaunch exits with code {code} (--on-fatal exit). Fix the server (its output above says why it failed), then start relaunch again; --on-fatal wait keeps the sockets and waits for SIGHUP instead"
+                );
+                self.shutdown(now, out);
+            }
+            OnFatal::Wait => error!(
+                reason = %self.reason,
+                "FATAL: giving up on the server; relaunch keeps the sockets open and waits (--on-fatal wait). Fix the server (its output above says why it failed), then send SIGHUP to try again with a fresh retry count, or SIGTERM to exit"
+            ),
+        }
     }
 
     fn stop(&mut self, signal: Signal, now: Instant, out: &mut Vec<Action>) {
@@ -757,6 +1280,7 @@ impl Supervisor {
                             out.push(Action::Signal {
                                 pid: child.pid,
                                 signal: Signal::SIGKILL,
+                                group: self.settings.kill_as_group || self.settings.stop_as_group,
                             });
                         }
                     }
@@ -770,6 +1294,12 @@ impl Supervisor {
             return;
         }
         info!(signal = %signal.as_str(), "shutting down");
+        self.reason = format!("{} asked relaunch to stop", signal.as_str());
+        self.shutdown(now, out);
+    }
+
+    /// Stops every child; the supervisor exits once all are reaped.
+    fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.stopping = true;
         self.queued = None;
         self.backoff = None;
@@ -792,15 +1322,22 @@ impl Supervisor {
             kill_at: now + self.settings.stop_wait,
             killed: signal == Signal::SIGKILL,
         };
+        let group = if signal == Signal::SIGKILL {
+            self.settings.kill_as_group || self.settings.stop_as_group
+        } else {
+            self.settings.stop_as_group
+        };
         out.push(Action::Signal {
             pid: child.pid,
             signal,
+            group,
         });
         if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
             // A stopped (SIGSTOP'd) child could not act on the signal otherwise.
             out.push(Action::Signal {
                 pid: child.pid,
                 signal: Signal::SIGCONT,
+                group,
             });
         }
         debug!(generation = child.generation, pid = %child.pid, signal = %signal.as_str(), "stopping");
@@ -833,12 +1370,14 @@ impl Supervisor {
                 reason = %format!("{reason}; stopping it, the old generation keeps serving"),
                 "reload failed"
             );
+            let why = format!("generation {} {reason}", new.generation);
             self.finish_reload(new.generation, false, reason, out);
             self.retire(new, now, out);
-            self.after_reload_attempt(now);
+            self.after_reload_attempt(now, why, 1, out);
         }
         if let Some(new) = self.pending.take_if(|c| due(c, true)) {
             self.failures = 0;
+            self.backoff_step = 0;
             let promoted = Child {
                 phase: Phase::Running,
                 ..new
@@ -862,21 +1401,25 @@ impl Supervisor {
                 ),
             }
             self.current = Some(promoted);
+            self.reason = format!("reload complete: generation {generation} (pid {pid}) serves");
             self.finish_reload(generation, true, String::new(), out);
             self.announce_first_ready(generation, pid, out);
         }
         if let Some(child) = self.current.take_if(|c| due(c, false)) {
             let reason = self.not_ready_reason(&child);
             error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            let why = format!("generation {} {reason}", child.generation);
             self.finish_reload(child.generation, false, reason, out);
             self.retire(child, now, out);
-            self.schedule_restart(now, true);
+            self.start_failed(now, why, 1, out);
         }
         if let Some(child) = self.current.as_mut().filter(|c| due(c, true)) {
             child.phase = Phase::Running;
             self.failures = 0;
+            self.backoff_step = 0;
             let (generation, pid) = (child.generation, child.pid);
             info!(generation, pid = %pid, "running");
+            self.reason = format!("generation {generation} (pid {pid}) is up");
             self.finish_reload(generation, true, String::new(), out);
             self.announce_first_ready(generation, pid, out);
         }
@@ -892,6 +1435,7 @@ impl Supervisor {
                     out.push(Action::Signal {
                         pid: child.pid,
                         signal: Signal::SIGKILL,
+                        group: self.settings.kill_as_group || self.settings.stop_as_group,
                     });
                 }
             }
@@ -899,6 +1443,7 @@ impl Supervisor {
         if let Some((at, generation)) = self.backoff {
             if at <= now && self.room_for_restart() {
                 self.backoff = None;
+                self.reason = format!("backoff over: starting generation {generation}");
                 out.push(self.spawn(generation, Role::Current));
             }
         }
@@ -912,26 +1457,46 @@ impl Supervisor {
             && self.retiring.is_empty()
             && self.spawning.is_none()
         {
-            let code = self.last_status.map_or(0, ExitStatus::shell_code);
+            let code = match self.idle {
+                Some(Idle::Fatal { code }) => code,
+                _ => self.last_status.map_or(0, ExitStatus::shell_code),
+            };
             self.exit(code, out);
         }
     }
 
     fn exit(&mut self, code: i32, out: &mut Vec<Action>) {
+        self.log_state();
         self.exited = true;
         info!(code, "exiting");
         out.push(Action::Exit { code });
     }
 }
 
-/// The restart delay after `failures` consecutive children that died before counting as
-/// started: `backoff_min × 2^failures`, at most `backoff_max`.
-pub fn backoff_delay(settings: &Settings, failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.min(31));
-    settings
-        .backoff_min
-        .saturating_mul(factor)
-        .min(settings.backoff_max)
+/// The exponential bound of the restart delay after `step` restarts in a row without a
+/// start that counted: `backoff_min × backoff_factor^step`, at most `backoff_max`. With jitter,
+/// the actual delay is drawn between `backoff_min` and this bound.
+pub fn backoff_delay(settings: &Settings, step: u32) -> Duration {
+    let factor = if settings.backoff_factor.is_finite() {
+        settings.backoff_factor.max(1.0)
+    } else {
+        1.0
+    };
+    let nanos = settings.backoff_min.as_nanos() as f64 * factor.powi(step.min(4096) as i32);
+    let max = settings.backoff_max;
+    if !nanos.is_finite() || nanos >= max.as_nanos() as f64 {
+        return max;
+    }
+    Duration::from_nanos(nanos.round() as u64).min(max)
+}
+
+/// The exit code relaunch would end with after a failure that ended with `status`: its shell
+/// code, or 1 if that is 0 (a failure must not look like success).
+fn failure_code(status: ExitStatus) -> i32 {
+    match status.shell_code() {
+        0 => 1,
+        code => code,
+    }
 }
 
 #[cfg(test)]
@@ -963,6 +1528,25 @@ mod tests {
         Action::Signal {
             pid: pid(p),
             signal,
+            group: false,
+        }
+    }
+
+    /// A signal to the process group of `p`.
+    fn gsig(p: i32, signal: Signal) -> Action {
+        Action::Signal {
+            pid: pid(p),
+            signal,
+            group: true,
+        }
+    }
+
+    /// Settings with exact delays (no jitter) and unlimited start retries.
+    fn exact() -> Settings {
+        Settings {
+            jitter: false,
+            start_retries: u32::MAX,
+            ..Settings::default()
         }
     }
 
@@ -1305,7 +1889,7 @@ mod tests {
 
     #[test]
     fn crash_restarts_with_doubling_backoff_that_resets_once_started() {
-        let mut s = Sim::new();
+        let mut s = Sim::with(exact());
         let mut p = s.start();
         s.at(1000);
         let mut t;
@@ -1326,7 +1910,7 @@ mod tests {
             // Dies before counting as started.
             s.exit(p, ExitStatus::Code(1));
         }
-        for d in [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000] {
+        for d in [100, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000] {
             expected.push(d);
         }
         assert_eq!(delays, expected);
@@ -1376,7 +1960,7 @@ mod tests {
 
     #[test]
     fn a_later_spawn_failure_backs_off_instead_of_exiting() {
-        let mut s = Sim::new();
+        let mut s = Sim::with(exact());
         let p = s.start();
         s.at(1000);
         s.exit(p, ExitStatus::Code(1));
@@ -1445,6 +2029,11 @@ mod tests {
             "killed by signal 9 (SIGKILL)"
         );
         assert_eq!(ExitStatus::Signal(15).shell_code(), 143);
+        assert_eq!(ExitStatus::Code(3).ended(), "exited with exit code 3");
+        assert_eq!(
+            ExitStatus::Signal(9).ended(),
+            "was killed by signal 9 (SIGKILL)"
+        );
     }
 
     fn notify_settings() -> Settings {
@@ -1728,6 +2317,93 @@ mod tests {
         );
     }
 
+    // ----------------------------------------------------------------------------------------
+    // Restart policy
+
+    fn policy(restart: RestartPolicy, codes: &[i32]) -> Settings {
+        Settings {
+            restart,
+            exit_codes: ExitCodes::of(codes),
+            ..exact()
+        }
+    }
+
+    /// Starts generation 1 and lets it count as started (at 1000 ms).
+    fn running(s: &mut Sim) -> Pid {
+        let p = s.start();
+        s.at(1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        p
+    }
+
+    #[test]
+    fn on_failure_does_not_restart_an_expected_exit_code_and_waits_for_a_reload() {
+        let mut s = Sim::with(policy(RestartPolicy::OnFailure, &[0, 2]));
+        let p = running(&mut s);
+        assert!(s.exit(p, ExitStatus::Code(2)).is_empty());
+        assert_eq!(s.sup.state(), ProgramState::Exited);
+        assert!(!s.sup.in_backoff());
+        assert_eq!(s.sup.next_deadline(), None, "nothing is scheduled");
+        assert!(s.at(600_000).is_empty(), "and nothing happens, ever");
+        assert!(
+            s.sup.state_reason().contains("exit code 2") && s.sup.state_reason().contains("0,2"),
+            "{}",
+            s.sup.state_reason()
+        );
+        // A reload starts a new generation as current.
+        let a = s.ev(Event::Reload(HUP));
+        assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+        s.run(a);
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        assert_eq!(s.sup.current().unwrap().generation, 2);
+        s.at(601_000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!(s.done, vec![(2, true)]);
+    }
+
+    #[test]
+    fn on_failure_restarts_unexpected_codes_and_any_signal() {
+        // Even a signal whose number is among the expected codes is a failure.
+        let mut s = Sim::with(policy(RestartPolicy::OnFailure, &[0, 9]));
+        let p = running(&mut s);
+        s.exit(p, ExitStatus::Signal(9));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        s.at(1100);
+        let p = s.sup.current().unwrap().pid;
+        s.at(2100);
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        s.at(2200);
+        let p = s.sup.current().unwrap().pid;
+        s.at(3200);
+        s.exit(p, ExitStatus::Code(0));
+        assert_eq!(s.sup.state(), ProgramState::Exited);
+    }
+
+    #[test]
+    fn always_restarts_even_a_clean_exit() {
+        let mut s = Sim::with(policy(RestartPolicy::Always, &[0]));
+        let p = running(&mut s);
+        s.exit(p, ExitStatus::Code(0));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        assert_eq!(s.at(1100), Vec::<Action>::new());
+        assert_eq!(s.sup.current().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn never_restarts_not_even_a_crash_and_stop_then_exits_with_its_status() {
+        let mut s = Sim::with(policy(RestartPolicy::Never, &[0]));
+        let p = running(&mut s);
+        s.exit(p, ExitStatus::Signal(11));
+        assert_eq!(s.sup.state(), ProgramState::Exited);
+        assert!(s.at(100_000).is_empty());
+        assert_eq!(
+            s.ev(Event::Stop(TERM)),
+            vec![Action::Exit { code: 139 }],
+            "relaunch exits like a shell with the last child's status"
+        );
+    }
+
     #[test]
     fn accessors_show_the_attempt_in_progress_and_the_coalesced_follow_up() {
         let mut s = Sim::new();
@@ -1765,11 +2441,390 @@ mod tests {
         );
     }
 
-    /// Drives the machine through a long pseudo-random mix of every event and checks the
-    /// invariants after each step.
+    #[test]
+    fn a_failed_start_is_retried_whatever_the_restart_policy() {
+        // supervisord too retries a process that exits during startsecs, even with
+        // autorestart=false and an expected code: a server that exits at once did not start.
+        let mut s = Sim::with(policy(RestartPolicy::Never, &[0]));
+        let p = s.start();
+        s.at(500);
+        s.exit(p, ExitStatus::Code(0));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        assert_eq!(s.sup.start_failures(), 1);
+    }
+
+    fn retries(n: u32, on_fatal: OnFatal) -> Settings {
+        Settings {
+            start_retries: n,
+            on_fatal,
+            ..exact()
+        }
+    }
+
+    /// Lets the current child exit at once with `status`, then waits out the backoff;
+    /// returns what the exit produced.
+    fn fail_start(s: &mut Sim, status: ExitStatus) -> Vec<Action> {
+        let p = s.sup.current().expect("a generation is starting").pid;
+        s.ms += 10;
+        let a = s.exit(p, status);
+        if let Some(at) = s.sup.restart_at() {
+            let ms = (at - s.t0).as_millis() as u64;
+            s.at(ms);
+        }
+        a
+    }
+
+    #[test]
+    fn start_retries_then_fatal_exits_with_the_last_status() {
+        let mut s = Sim::with(retries(2, OnFatal::Exit));
+        s.start();
+        assert!(fail_start(&mut s, ExitStatus::Code(3)).is_empty());
+        assert_eq!(s.sup.start_failures(), 1);
+        assert!(fail_start(&mut s, ExitStatus::Code(4)).is_empty());
+        assert_eq!(s.sup.start_failures(), 2);
+        assert_eq!(s.sup.state(), ProgramState::Starting, "third attempt");
+        let a = fail_start(&mut s, ExitStatus::Code(5));
+        assert_eq!(a, vec![Action::Exit { code: 5 }]);
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert_eq!(s.manager.last(), Some(&ManagerMessage::Stopping));
+        assert!(
+            s.sup
+                .state_reason()
+                .starts_with("3 consecutive start failures (--start-retries 2)"),
+            "{}",
+            s.sup.state_reason()
+        );
+        assert!(s.ev(Event::Reload(HUP)).is_empty(), "nothing after exit");
+    }
+
+    #[test]
+    fn fatal_exit_code_is_never_zero_and_follows_the_shell() {
+        for (status, code) in [
+            (ExitStatus::Code(0), 1),
+            (ExitStatus::Code(7), 7),
+            (ExitStatus::Signal(9), 137),
+        ] {
+            let mut s = Sim::with(retries(0, OnFatal::Exit));
+            s.start();
+            assert_eq!(
+                fail_start(&mut s, status),
+                vec![Action::Exit { code }],
+                "{status}"
+            );
+        }
+        // An exec failure of a later attempt: its 126/127.
+        let mut s = Sim::with(retries(1, OnFatal::Exit));
+        let p = running(&mut s);
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(s.ev(Event::Tick), vec![]);
+        s.ms = 1100;
+        assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 2 }]);
+        let gone = |generation| Event::Spawned {
+            generation,
+            result: Err(SpawnFailure {
+                message: "program not found".into(),
+                exit_code: 127,
+            }),
+        };
+        assert!(s.ev(gone(2)).is_empty());
+        s.ms = 1300;
+        assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 3 }]);
+        assert_eq!(s.ev(gone(3)), vec![Action::Exit { code: 127 }]);
+    }
+
+    #[test]
+    fn fatal_exit_waits_for_a_child_still_stopping() {
+        // Not ready in time: the child is stopped, and relaunch exits only once it is reaped.
+        let mut s = Sim::with(Settings {
+            start_retries: 0,
+            ..notify_settings()
+        });
+        let p = s.start();
+        assert_eq!(
+            s.at(60_000),
+            vec![sig(p.as_raw(), TERM), sig(p.as_raw(), CONT)]
+        );
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert_eq!(s.at(70_000), vec![sig(p.as_raw(), KILL)]);
+        assert_eq!(
+            s.exit(p, ExitStatus::Signal(9)),
+            vec![Action::Exit { code: 1 }],
+            "not ready in time is a failure of its own, not the kill's 137"
+        );
+    }
+
+    #[test]
+    fn on_fatal_wait_keeps_waiting_and_a_reload_starts_from_a_fresh_count() {
+        let mut s = Sim::with(retries(1, OnFatal::Wait));
+        s.start();
+        fail_start(&mut s, ExitStatus::Code(1));
+        assert!(fail_start(&mut s, ExitStatus::Code(1)).is_empty());
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert_eq!(s.sup.next_deadline(), None);
+        assert!(s.at(1_000_000).is_empty(), "FATAL waits without restarting");
+        // A reload: a new attempt with a fresh retry count (two attempts again).
+        let a = s.ev(Event::Reload(HUP));
+        assert_eq!(a, vec![Action::Spawn { generation: 3 }]);
+        s.run(a);
+        assert_eq!(s.sup.start_failures(), 0);
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        fail_start(&mut s, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        fail_start(&mut s, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        // A stop in FATAL exits with the failure's code.
+        assert_eq!(s.ev(Event::Stop(TERM)), vec![Action::Exit { code: 1 }]);
+    }
+
+    #[test]
+    fn a_start_that_counts_resets_the_retry_count() {
+        let mut s = Sim::with(retries(2, OnFatal::Exit));
+        s.start();
+        fail_start(&mut s, ExitStatus::Code(1));
+        fail_start(&mut s, ExitStatus::Code(1));
+        assert_eq!(s.sup.start_failures(), 2);
+        s.at(s.ms + 1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!(s.sup.start_failures(), 0);
+        let p = s.sup.current().unwrap().pid;
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(
+            s.sup.start_failures(),
+            0,
+            "a crash after running is no start failure"
+        );
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+    }
+
+    #[test]
+    fn a_failed_reload_does_not_count_as_a_start_failure() {
+        let mut s = Sim::with(retries(0, OnFatal::Exit));
+        running(&mut s);
+        for _ in 0..3 {
+            s.hup();
+            let p = s.sup.pending().unwrap().pid;
+            assert!(s.exit(p, ExitStatus::Code(1)).is_empty());
+        }
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!(s.sup.start_failures(), 0);
+    }
+
+    #[test]
+    fn a_crash_loop_within_the_window_is_fatal() {
+        let mut s = Sim::with(Settings {
+            max_restarts: Some(2),
+            restart_window: Duration::from_secs(10),
+            ..exact()
+        });
+        let mut p = running(&mut s);
+        // Two restarts are allowed within 10 s; each child runs (1 s) before it crashes.
+        for _ in 0..2 {
+            s.exit(p, ExitStatus::Code(1));
+            assert_eq!(s.sup.state(), ProgramState::Backoff);
+            s.at(s.ms + 100);
+            p = s.sup.current().unwrap().pid;
+            s.at(s.ms + 1000);
+            assert_eq!(s.sup.state(), ProgramState::Running);
+        }
+        let a = s.exit(p, ExitStatus::Code(1));
+        assert_eq!(a, vec![Action::Exit { code: 1 }]);
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert!(
+            s.sup
+                .state_reason()
+                .starts_with("crash loop: generation 3 exited with exit code 1"),
+            "{}",
+            s.sup.state_reason()
+        );
+    }
+
+    #[test]
+    fn restarts_spread_wider_than_the_window_are_no_crash_loop() {
+        let mut s = Sim::with(Settings {
+            max_restarts: Some(1),
+            restart_window: Duration::from_secs(10),
+            ..exact()
+        });
+        let mut p = running(&mut s);
+        for _ in 0..5 {
+            s.exit(p, ExitStatus::Code(1));
+            assert_eq!(s.sup.state(), ProgramState::Backoff);
+            s.at(s.ms + 100);
+            p = s.sup.current().unwrap().pid;
+            s.at(s.ms + 10_000);
+        }
+        assert_eq!(s.sup.state(), ProgramState::Running);
+    }
+
+    #[test]
+    fn backoff_bounds_follow_min_factor_and_max() {
+        let set = |min_ms, factor, max_ms| Settings {
+            backoff_min: Duration::from_millis(min_ms),
+            backoff_factor: factor,
+            backoff_max: Duration::from_millis(max_ms),
+            ..Settings::default()
+        };
+        let ms = |s: &Settings, step| backoff_delay(s, step).as_millis() as u64;
+        let s = set(100, 1.5, 1000);
+        let got: Vec<u64> = (0..8).map(|step| ms(&s, step)).collect();
+        assert_eq!(got, [100, 150, 225, 337, 506, 759, 1000, 1000]);
+        let s = set(250, 1.0, 1000);
+        assert_eq!(ms(&s, 50), 250, "factor 1: constant delay");
+        let s = set(100, 2.0, 30_000);
+        assert_eq!(ms(&s, u32::MAX), 30_000, "no overflow");
+        let s = set(0, 2.0, 1000);
+        assert_eq!(ms(&s, 10), 0);
+        // A factor below 1 would shrink the delay: treated as 1.
+        let s = set(100, 0.5, 1000);
+        assert_eq!(ms(&s, 3), 100);
+    }
+
+    #[test]
+    fn jitter_draws_between_min_and_the_bound_and_is_seeded() {
+        let delays = |seed| {
+            let mut s = Supervisor::with_seed(Settings::default(), seed);
+            (0..12)
+                .map(|step| {
+                    s.backoff_step = step;
+                    s.next_delay()
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = delays(1);
+        assert_eq!(a, delays(1), "the same seed gives the same delays");
+        assert_ne!(a, delays(2), "another seed gives others");
+        let settings = Settings::default();
+        for (step, d) in a.iter().enumerate() {
+            assert!(
+                *d >= settings.backoff_min && *d <= backoff_delay(&settings, step as u32),
+                "step {step}: {d:?}"
+            );
+        }
+        assert_eq!(a[0], settings.backoff_min, "the first delay is the minimum");
+        let spread = a.iter().filter(|d| **d != settings.backoff_min).count();
+        assert!(spread >= 8, "jitter spreads the delays: {a:?}");
+    }
+
+    #[test]
+    fn states_follow_the_program_through_its_life() {
+        let mut s = Sim::with(exact());
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        let p = s.start();
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        s.at(1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        s.hup();
+        assert!(s.sup.pending().is_some());
+        assert_eq!(
+            s.sup.state(),
+            ProgramState::Running,
+            "a reload's pending generation does not change the state"
+        );
+        s.at(2000);
+        s.exit(p, ExitStatus::Code(0));
+        let p = s.sup.current().unwrap().pid;
+        s.exit(p, ExitStatus::Signal(9));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        assert!(s.sup.restart_at().is_some());
+        s.at(2100);
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        s.ev(Event::Stop(TERM));
+        assert_eq!(s.sup.state(), ProgramState::Stopping);
+        assert_eq!(s.sup.last_exit(), Some(ExitStatus::Signal(9)));
+        for name in [
+            "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL",
+        ] {
+            assert!(
+                [
+                    ProgramState::Starting,
+                    ProgramState::Running,
+                    ProgramState::Backoff,
+                    ProgramState::Stopping,
+                    ProgramState::Exited,
+                    ProgramState::Fatal
+                ]
+                .iter()
+                .any(|st| st.to_string() == name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn stop_as_group_signals_the_group_and_kill_as_group_only_the_kill() {
+        let mut s = Sim::with(Settings {
+            stop_as_group: true,
+            ..Settings::default()
+        });
+        let p = s.start().as_raw();
+        assert_eq!(
+            s.ev(Event::Forward(Signal::SIGUSR1)),
+            vec![sig(p, Signal::SIGUSR1)],
+            "forwarded signals go to the child alone"
+        );
+        assert_eq!(s.ev(Event::Stop(TERM)), vec![gsig(p, TERM), gsig(p, CONT)]);
+        assert_eq!(s.at(10_000), vec![gsig(p, KILL)]);
+
+        let mut s = Sim::with(Settings {
+            kill_as_group: true,
+            ..Settings::default()
+        });
+        let p = s.start().as_raw();
+        assert_eq!(s.ev(Event::Stop(TERM)), vec![sig(p, TERM), sig(p, CONT)]);
+        assert_eq!(
+            s.ev(Event::Stop(Signal::SIGQUIT)),
+            vec![gsig(p, KILL)],
+            "SIGQUIT's kill too"
+        );
+
+        // A stop signal of KILL is a kill: to the group with kill_as_group.
+        let mut s = Sim::with(Settings {
+            kill_as_group: true,
+            stop_signal: KILL,
+            ..Settings::default()
+        });
+        let p = s.start().as_raw();
+        assert_eq!(s.ev(Event::Stop(TERM)), vec![gsig(p, KILL)]);
+    }
+
+    #[test]
+    fn policy_values_parse_and_name_bad_input() {
+        assert_eq!("always".parse(), Ok(RestartPolicy::Always));
+        assert_eq!("On-Failure".parse(), Ok(RestartPolicy::OnFailure));
+        assert_eq!("never".parse(), Ok(RestartPolicy::Never));
+        assert_eq!(
+            "sometimes".parse::<RestartPolicy>().unwrap_err(),
+            "\"sometimes\" is not a restart policy (expected always, on-failure or never)"
+        );
+        assert_eq!("wait".parse(), Ok(OnFatal::Wait));
+        assert_eq!("exit".parse(), Ok(OnFatal::Exit));
+        assert_eq!(
+            "retry".parse::<OnFatal>().unwrap_err(),
+            "\"retry\" is not an --on-fatal action (expected exit or wait)"
+        );
+        let codes: ExitCodes = "0, 2,255".parse().unwrap();
+        assert_eq!(codes.codes().collect::<Vec<_>>(), [0, 2, 255]);
+        assert_eq!(codes.to_string(), "0,2,255");
+        assert!(codes.contains(255) && !codes.contains(1) && !codes.contains(-1));
+        assert_eq!("".parse::<ExitCodes>(), Ok(ExitCodes::NONE));
+        assert_eq!(ExitCodes::default().to_string(), "0");
+        for bad in ["256", "-1", "a", "1;2", "+1"] {
+            assert_eq!(
+                bad.parse::<ExitCodes>().unwrap_err(),
+                format!("{bad:?} is not a list of exit codes (expected numbers from 0 to 255 separated by commas, like 0,2)")
+            );
+        }
+    }
+
+    /// Drives the machine through a long pseudo-random mix of every event, over random
+    /// policies, and checks the invariants after each step.
     #[test]
     fn invariants_hold_under_random_events() {
-        for seed in 1..=200u64 {
+        // Which states the runs reached, and how many ended in a FATAL exit: the random walk
+        // must cover every state, or it proves little.
+        let mut seen = std::collections::HashSet::new();
+        let mut fatal_exits = 0;
+        for seed in 1..=300u64 {
             let mut rng = seed;
             let mut next = move || {
                 rng ^= rng << 13;
@@ -1777,17 +2832,44 @@ mod tests {
                 rng ^= rng << 17;
                 rng
             };
-            let mut s = Sim::with(Settings {
+            let restart = [
+                RestartPolicy::Always,
+                RestartPolicy::OnFailure,
+                RestartPolicy::Never,
+            ][(next() % 3) as usize];
+            let on_fatal = if next() % 2 == 0 {
+                OnFatal::Exit
+            } else {
+                OnFatal::Wait
+            };
+            let settings = Settings {
                 stop_wait: Duration::from_millis(300),
                 ready_signal: seed % 2 == 0,
                 ready_timeout: Duration::from_millis(2000),
+                restart,
+                exit_codes: ExitCodes::of(&[0, 2]),
+                start_retries: (next() % 4) as u32,
+                on_fatal,
+                max_restarts: (next() % 2 == 0).then_some((next() % 4) as u32),
+                restart_window: Duration::from_millis(3000),
+                stop_as_group: next() % 3 == 0,
+                kill_as_group: next() % 2 == 0,
+                jitter: true,
                 ..Settings::default()
-            });
+            };
+            let mut s = Sim {
+                sup: Supervisor::with_seed(settings, seed),
+                ..Sim::with(settings)
+            };
             s.start();
             let mut signalled_stop = std::collections::HashSet::new();
+            let mut restarts: Vec<Instant> = Vec::new();
+            let mut exited = false;
             for _ in 0..300 {
                 let live: Vec<Pid> = s.sup.children().map(|c| c.pid).collect();
-                let actions = match next() % 7 {
+                let restart_before = s.sup.restart_at();
+                let reload_before = s.sup.reloading;
+                let actions = match next() % 9 {
                     6 if !live.is_empty() => {
                         let p = live[(next() % live.len() as u64) as usize];
                         s.ev(ready(p))
@@ -1797,29 +2879,82 @@ mod tests {
                         let ms = s.ms + next() % 1500;
                         s.at(ms)
                     }
-                    3 | 4 if !live.is_empty() => {
+                    3..=5 if !live.is_empty() => {
                         let p = live[(next() % live.len() as u64) as usize];
-                        s.exit(p, ExitStatus::Code(1))
+                        let status = match next() % 4 {
+                            0 => ExitStatus::Code(0),
+                            1 => ExitStatus::Code(2),
+                            2 => ExitStatus::Code(1),
+                            _ => ExitStatus::Signal(9),
+                        };
+                        s.exit(p, status)
+                    }
+                    7 if s.sup.in_backoff() => {
+                        // The next spawn fails (exec error).
+                        let at = s.sup.restart_at().unwrap();
+                        s.ms = s.ms.max((at - s.t0).as_millis() as u64 + 1);
+                        let a = s.ev(Event::Tick);
+                        let mut rest = Vec::new();
+                        for a in a {
+                            match a {
+                                Action::Spawn { generation } => {
+                                    let more = s.ev(Event::Spawned {
+                                        generation,
+                                        result: Err(SpawnFailure {
+                                            message: "exec failed".into(),
+                                            exit_code: 126,
+                                        }),
+                                    });
+                                    rest.extend(s.run(more));
+                                }
+                                other => rest.push(other),
+                            }
+                        }
+                        rest
                     }
                     _ => {
                         let a = s.ev(Event::Forward(Signal::SIGUSR2));
                         s.run(a)
                     }
                 };
+                let state = s.sup.state();
+                seen.insert(state);
                 for a in &actions {
-                    if let Action::Signal { pid, signal } = a {
-                        assert!(
-                            live.contains(pid),
-                            "seed {seed}: signal to a dead pid {pid}"
-                        );
-                        if *signal == TERM {
-                            signalled_stop.insert(*pid);
+                    match a {
+                        Action::Signal { pid, signal, group } => {
+                            assert!(
+                                live.contains(pid),
+                                "seed {seed}: signal to a dead pid {pid}"
+                            );
+                            if *signal == TERM {
+                                signalled_stop.insert(*pid);
+                            }
+                            let want_group = match *signal {
+                                KILL => settings.kill_as_group || settings.stop_as_group,
+                                Signal::SIGUSR2 => false,
+                                _ => settings.stop_as_group,
+                            };
+                            assert_eq!(*group, want_group, "seed {seed}: {a:?}");
                         }
+                        Action::Exit { code } => {
+                            assert!(
+                                state == ProgramState::Fatal && on_fatal == OnFatal::Exit,
+                                "seed {seed}: exit without stop in {state}"
+                            );
+                            assert_ne!(*code, 0, "seed {seed}: FATAL exits non-zero");
+                            exited = true;
+                            fatal_exits += 1;
+                        }
+                        _ => {}
                     }
+                }
+                if exited {
                     assert!(
-                        !matches!(a, Action::Exit { .. }),
-                        "seed {seed}: exit without stop"
+                        s.sup.children().count() == 0,
+                        "seed {seed}: exit with children"
                     );
+                    assert!(s.hup().is_empty() && s.at(s.ms + 100_000).is_empty());
+                    break;
                 }
                 assert!(s.alive() <= 2, "seed {seed}: {} alive", s.alive());
                 let starting = s
@@ -1834,15 +2969,82 @@ mod tests {
                         "seed {seed}: current was stopped"
                     );
                 }
+                assert!(
+                    s.sup.start_failures() <= settings.start_retries + 1,
+                    "seed {seed}: {} failures",
+                    s.sup.start_failures()
+                );
+                match state {
+                    ProgramState::Exited | ProgramState::Fatal => {
+                        assert!(
+                            s.sup.current().is_none()
+                                && !s.sup.in_backoff()
+                                && s.sup.spawning.is_none(),
+                            "seed {seed}: {state} with something scheduled or serving"
+                        );
+                        if state == ProgramState::Fatal && on_fatal == OnFatal::Exit {
+                            // Exiting, once the children still stopping are reaped.
+                            assert!(
+                                s.sup.is_stopping() && s.sup.pending().is_none(),
+                                "seed {seed}: FATAL with --on-fatal exit must be stopping"
+                            );
+                        }
+                    }
+                    ProgramState::Backoff => assert!(s.sup.in_backoff(), "seed {seed}"),
+                    ProgramState::Running => assert_eq!(
+                        s.sup.current().map(|c| c.phase),
+                        Some(Phase::Running),
+                        "seed {seed}"
+                    ),
+                    ProgramState::Starting => assert!(
+                        s.sup.current().is_some()
+                            || s.sup.pending().is_some()
+                            || s.sup.spawning.is_some(),
+                        "seed {seed}: STARTING with nothing starting"
+                    ),
+                    ProgramState::Stopping => panic!("seed {seed}: stopping without a stop"),
+                }
                 if s.sup.current().is_none() && s.sup.pending().is_none() {
                     assert!(
-                        s.sup.in_backoff() || s.sup.spawning.is_some(),
-                        "seed {seed}: nothing serves and no restart is scheduled"
+                        s.sup.in_backoff()
+                            || s.sup.spawning.is_some()
+                            || matches!(state, ProgramState::Exited | ProgramState::Fatal),
+                        "seed {seed}: nothing serves, no restart is scheduled, and the state is {state}"
                     );
                 }
+                // A reload that started begins a fresh crash-loop window.
+                if s.sup.reloading.is_some() && s.sup.reloading != reload_before {
+                    restarts.clear();
+                }
+                // A newly scheduled restart: its delay is within bounds, and the crash-loop
+                // limit holds.
+                if let Some(at) = s.sup.restart_at().filter(|at| Some(*at) != restart_before) {
+                    let now = s.now();
+                    let delay = at - now;
+                    assert!(
+                        delay >= settings.backoff_min && delay <= settings.backoff_max,
+                        "seed {seed}: delay {delay:?}"
+                    );
+                    restarts.push(now);
+                    if let Some(max) = settings.max_restarts {
+                        let recent = restarts
+                            .iter()
+                            .filter(|t| now.duration_since(**t) < settings.restart_window)
+                            .count();
+                        assert!(
+                            recent <= max as usize,
+                            "seed {seed}: {recent} restarts in the window, max {max}"
+                        );
+                    }
+                }
+            }
+            if exited {
+                continue;
             }
             // Stop always ends in Exit once every child is reaped.
             let a = s.ev(Event::Stop(TERM));
+            seen.insert(s.sup.state());
+            let immediate = a.iter().any(|a| matches!(a, Action::Exit { .. }));
             s.run(a);
             let mut exit = None;
             for _ in 0..4 {
@@ -1855,7 +3057,7 @@ mod tests {
             }
             if s.sup.children().count() == 0 && exit.is_none() {
                 // Already exited when Stop was handled (no child at the time).
-                assert!(s.sup.exited, "seed {seed}");
+                assert!(s.sup.exited && immediate, "seed {seed}");
             } else {
                 assert!(
                     matches!(exit, Some(Action::Exit { .. })),
@@ -1863,5 +3065,7 @@ mod tests {
                 );
             }
         }
+        assert_eq!(seen.len(), 6, "states reached: {seen:?}");
+        assert!(fatal_exits > 0);
     }
 }

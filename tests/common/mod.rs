@@ -364,9 +364,14 @@ impl Relaunch {
             "LISTEN_FDNAMES",
             "LISTEN_FDS_FIRST_FD",
             "NOTIFY_SOCKET",
-            "RELAUNCH_LOG",
         ] {
             cmd.env_remove(var);
+        }
+        // relaunch reads its options from RELAUNCH_* too: none of the test's own may leak in.
+        for (var, _) in env::vars_os() {
+            if var.to_string_lossy().starts_with("RELAUNCH_") {
+                cmd.env_remove(var);
+            }
         }
         cmd
     }
@@ -957,6 +962,15 @@ pub struct ProbeReport {
     pub fds: Vec<i32>,
     /// Open fds with FD_CLOEXEC set.
     pub cloexec: Vec<i32>,
+    /// Real uid and gid, supplementary groups (sorted), umask (`0022`), niceness, working
+    /// directory and RLIMIT_NOFILE (`soft:hard`). None if the report lacks them.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Option<Vec<u32>>,
+    pub umask: Option<String>,
+    pub nice: Option<i32>,
+    pub cwd: Option<String>,
+    pub nofile: Option<String>,
     pub line: String,
 }
 
@@ -978,6 +992,13 @@ impl ProbeReport {
             notify_socket: var("NOTIFY_SOCKET"),
             fds: list("fds")?,
             cloexec: list("cloexec")?,
+            uid: field(line, "uid").and_then(|v| v.parse().ok()),
+            gid: field(line, "gid").and_then(|v| v.parse().ok()),
+            groups: list("groups").map(|g| g.into_iter().map(|g| g as u32).collect()),
+            umask: var("umask"),
+            nice: field_i32(line, "nice"),
+            cwd: var("cwd"),
+            nofile: var("nofile"),
             line: line.to_owned(),
         })
     }
