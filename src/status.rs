@@ -50,8 +50,8 @@ pub struct StatusRecord {
     /// The program's state: `STARTING`, `RUNNING`, `BACKOFF`, `STOPPING`, `EXITED` or `FATAL`
     /// (supervisord's names; see [`crate::supervisor::ProgramState`]).
     pub state: String,
-    /// Why the program is in that state (e.g. the last exit for EXITED, the retries used up for
-    /// FATAL); empty while it simply runs.
+    /// Why the program is in that state, as logged with `state changed` (which generation is
+    /// up, the last exit for EXITED, the retries used up for FATAL).
     #[serde(default)]
     pub state_reason: String,
     /// Whether a reload attempt is in progress.

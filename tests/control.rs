@@ -971,3 +971,78 @@ fn metrics_endpoint_serves_prometheus_text_and_no_fd_leaks_to_children() {
     let report = wait_for_report(&r, &p.report, g2);
     assert_eq!(report.fds, vec![0, 1, 2, 3], "{}", report.line);
 }
+
+#[test]
+fn status_reports_fatal_and_exited_with_their_reasons_and_exit_code_1() {
+    // FATAL: every start fails (exit 3 at once); with --on-fatal wait relaunch stays up.
+    let p = Program::new("status-fatal");
+    p.fail();
+    let ctl = p.ctl();
+    let r = p.start(&[
+        "--start-secs",
+        "0.5",
+        "--start-retries",
+        "1",
+        "--backoff-min",
+        "10ms",
+        "--on-fatal",
+        "wait",
+    ]);
+    r.wait_for_log("control socket", T);
+    let v = wait_status(&r, &ctl, "FATAL", |_, v| v["state"] == "FATAL");
+    let (code, _) = status(&ctl);
+    assert_eq!(code, 1, "status exits 1 when the program is FATAL: {v}");
+    let reason = v["state_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("start failures") && reason.contains("exit code 3"),
+        "state_reason should say why: {v}"
+    );
+    assert!(v["generations"].as_array().unwrap().is_empty(), "{v}");
+    // A reload leaves FATAL once the program works again.
+    p.ok();
+    let out = client(&["reload", "--wait", "--control", s(&ctl)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = wait_status(&r, &ctl, "RUNNING after the reload", |code, v| {
+        code == 0 && v["state"] == "RUNNING"
+    });
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("generation 3"),
+        "{v}"
+    );
+    drop(r);
+
+    // EXITED: --restart never and a clean exit after it counted as started.
+    let q = Program::new("status-exited");
+    let ctl = q.ctl();
+    let dir = TempDir::new("status-exited-flag");
+    let flag = dir.join("exit-now");
+    let script = q.dir.join("exit-on-flag.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.05; done\nexit 0\n",
+            s(&flag)
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    q.point("exit-on-flag.sh");
+    let r = q.start(&["--start-secs", "0.2", "--restart", "never"]);
+    r.wait_for_log("control socket", T);
+    wait_status(&r, &ctl, "RUNNING", |code, v| {
+        code == 0 && v["state"] == "RUNNING"
+    });
+    fs::write(&flag, "").unwrap();
+    let v = wait_status(&r, &ctl, "EXITED", |_, v| v["state"] == "EXITED");
+    assert_eq!(status(&ctl).0, 1, "nothing serves: {v}");
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 0"),
+        "{v}"
+    );
+}
