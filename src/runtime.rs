@@ -514,6 +514,7 @@ impl Master {
                 notify::monotonic_usec()
             ),
             ManagerMessage::Stopping => "STOPPING=1\nSTATUS=stopping".to_owned(),
+            ManagerMessage::Status { status } => format!("STATUS={status}"),
         };
         manager.send(&text);
     }

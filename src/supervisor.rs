@@ -456,6 +456,11 @@ pub enum ManagerMessage {
     },
     /// `STOPPING=1`.
     Stopping,
+    /// Just a `STATUS=` line: nothing serves, and why (BACKOFF, EXITED, FATAL).
+    Status {
+        /// `STATUS=` text.
+        status: String,
+    },
 }
 
 /// The state of one child, named as supervisord names them.
@@ -610,8 +615,8 @@ impl Supervisor {
     pub fn start(&mut self) -> Vec<Action> {
         let generation = self.new_generation();
         self.reason = format!("starting generation {generation}");
-        let out = vec![self.spawn(generation, Role::Current)];
-        self.log_state();
+        let mut out = vec![self.spawn(generation, Role::Current)];
+        self.log_state(&mut out);
         out
     }
 
@@ -772,17 +777,18 @@ impl Supervisor {
             Event::Notify { pid, note } => self.notified(pid, note, now),
             Event::Tick => {}
         }
-        self.log_state();
+        self.log_state(&mut out);
         self.advance(now, &mut out);
-        self.log_state();
+        self.log_state(&mut out);
         self.start_queued(&mut out);
         self.check_done(&mut out);
-        self.log_state();
+        self.log_state(&mut out);
         out
     }
 
-    /// Logs a change of [`ProgramState`] once, with its reason.
-    fn log_state(&mut self) {
+    /// Logs a change of [`ProgramState`] once, with its reason; the service manager hears of
+    /// the states in which nothing serves (BACKOFF, EXITED, FATAL) as a `STATUS=` line.
+    fn log_state(&mut self, out: &mut Vec<Action>) {
         let state = self.state();
         if self.logged_state == Some(state) {
             return;
@@ -799,6 +805,14 @@ impl Supervisor {
                 warn!(from = %from, to = %to, reason = %reason, "state changed")
             }
             _ => info!(from = %from, to = %to, reason = %reason, "state changed"),
+        }
+        if matches!(
+            state,
+            ProgramState::Backoff | ProgramState::Exited | ProgramState::Fatal
+        ) {
+            out.push(Action::Manager(ManagerMessage::Status {
+                status: format!("{to}: {reason}"),
+            }));
         }
     }
 
@@ -1466,7 +1480,7 @@ impl Supervisor {
     }
 
     fn exit(&mut self, code: i32, out: &mut Vec<Action>) {
-        self.log_state();
+        self.log_state(out);
         self.exited = true;
         info!(code, "exiting");
         out.push(Action::Exit { code });
@@ -1518,6 +1532,8 @@ mod tests {
         manager: Vec<ManagerMessage>,
         /// Reload outcomes, in order: (generation, ok).
         done: Vec<(u64, bool)>,
+        /// `STATUS=` lines for the service manager about states where nothing serves.
+        statuses: Vec<String>,
     }
 
     fn pid(n: i32) -> Pid {
@@ -1563,6 +1579,7 @@ mod tests {
                 next_pid: 100,
                 manager: Vec::new(),
                 done: Vec::new(),
+                statuses: Vec::new(),
             }
         }
 
@@ -1578,6 +1595,9 @@ mod tests {
             let mut rest = Vec::new();
             for a in actions {
                 match a {
+                    Action::Manager(ManagerMessage::Status { status }) => {
+                        self.statuses.push(status)
+                    }
                     Action::Manager(m) => self.manager.push(m),
                     Action::ReloadDone { generation, ok, .. } => self.done.push((generation, ok)),
                     other => rest.push(other),
@@ -2261,6 +2281,21 @@ mod tests {
         }
         s.ev(Event::Stop(TERM));
         assert_eq!(s.manager.last(), Some(&ManagerMessage::Stopping));
+    }
+
+    #[test]
+    fn the_service_manager_hears_why_nothing_serves() {
+        let mut s = Sim::new();
+        let p = s.start();
+        s.at(1000);
+        assert!(s.statuses.is_empty(), "nothing to say while it serves");
+        s.exit(p, ExitStatus::Code(7));
+        assert_eq!(s.statuses.len(), 1, "{:?}", s.statuses);
+        assert!(
+            s.statuses[0].starts_with("BACKOFF: ") && s.statuses[0].contains("exit code 7"),
+            "{:?}",
+            s.statuses
+        );
     }
 
     #[test]
