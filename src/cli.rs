@@ -86,7 +86,7 @@ with neither it refuses to start."
     /// fd:N, how long it must stay alive after saying it is ready [default: 1 with --ready
     /// timer, 0 otherwise]. Durations are seconds with fractions (1.5) or with a unit (500ms,
     /// 2s, 1m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_START_SECS", value_parser = parse_duration)]
     pub start_secs: Option<Duration>,
 
     /// How a new child says it is up: `timer` (alive for --start-secs), `notify` (sends
@@ -95,6 +95,7 @@ with neither it refuses to start."
     #[arg(
         long,
         value_name = "MODE",
+        env = "RELAUNCH_READY",
         default_value = "timer",
         hide_default_value = true
     )]
@@ -102,20 +103,20 @@ with neither it refuses to start."
 
     /// With --ready notify or fd:N: how long a new child may take to say it is ready before it
     /// is stopped as failed (the old generation keeps serving) [default: 60].
-    #[arg(long, value_name = "DURATION", default_value = "60", hide_default_value = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_READY_TIMEOUT", default_value = "60", hide_default_value = true, value_parser = parse_duration)]
     pub ready_timeout: Duration,
 
     /// Signal that asks a child to stop, by name or number (TERM, SIGTERM, 15) [default: TERM].
-    #[arg(long, value_name = "SIGNAL", default_value = "TERM", hide_default_value = true, value_parser = parse_signal)]
+    #[arg(long, value_name = "SIGNAL", env = "RELAUNCH_STOP_SIGNAL", default_value = "TERM", hide_default_value = true, value_parser = parse_signal)]
     pub stop_signal: Signal,
 
     /// How long a child may take to exit after the stop signal before it gets SIGKILL
     /// [default: 10].
-    #[arg(long, value_name = "DURATION", default_value = "10", hide_default_value = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_STOP_WAIT_SECS", default_value = "10", hide_default_value = true, value_parser = parse_duration)]
     pub stop_wait_secs: Duration,
 
     /// Listen backlog of each socket, capped by the kernel's net.core.somaxconn [default: 4096].
-    #[arg(long, value_name = "N", default_value_t = 4096, hide_default_value = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    #[arg(long, value_name = "N", env = "RELAUNCH_BACKLOG", default_value_t = 4096, hide_default_value = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
 
     /// Which exits of a child that had started are followed by a restart: `always`,
@@ -409,23 +410,28 @@ own log goes to the stderr log [default: off]"
 
     /// Name of this relaunch, for its control socket and status [default: the program's file
     /// name]. 1 to 64 characters out of A-Z a-z 0-9 . _ - @ +.
-    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    #[arg(long, value_name = "NAME", env = "RELAUNCH_NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
     /// Control socket for `relaunch status|reload|stop|signal` (mode 0600, only this user and
     /// root may use it) [default: $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without
     /// XDG_RUNTIME_DIR /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock].
-    #[arg(long, value_name = "PATH", conflicts_with = "no_control")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "RELAUNCH_CONTROL",
+        conflicts_with = "no_control"
+    )]
     pub control: Option<PathBuf>,
 
     /// Do not open a control socket (the subcommands then only work with --pid-file, through
     /// signals).
-    #[arg(long)]
+    #[arg(long, env = "RELAUNCH_NO_CONTROL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_control: bool,
 
     /// Serve Prometheus metrics over HTTP at ADDR (e.g. 127.0.0.1:9100 or :9100), path
     /// /metrics [default: off].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "RELAUNCH_METRICS")]
     pub metrics: Option<MetricsAddr>,
 
     /// The server to run, with its arguments, after `--`.
@@ -676,6 +682,30 @@ mod tests {
         assert!(!config.settings.ready_signal);
         assert_eq!(config.command.program, "srv");
         assert_eq!(config.command.args, vec![OsString::from("-x")]);
+    }
+
+    #[test]
+    fn core_options_read_relaunch_variables_and_flags_win() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        for (id, var) in [
+            ("start_secs", "RELAUNCH_START_SECS"),
+            ("ready", "RELAUNCH_READY"),
+            ("ready_timeout", "RELAUNCH_READY_TIMEOUT"),
+            ("stop_signal", "RELAUNCH_STOP_SIGNAL"),
+            ("stop_wait_secs", "RELAUNCH_STOP_WAIT_SECS"),
+            ("backlog", "RELAUNCH_BACKLOG"),
+            ("name", "RELAUNCH_NAME"),
+            ("control", "RELAUNCH_CONTROL"),
+            ("no_control", "RELAUNCH_NO_CONTROL"),
+            ("metrics", "RELAUNCH_METRICS"),
+        ] {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(var), "{id}");
+        }
     }
 
     #[test]
