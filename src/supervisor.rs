@@ -49,6 +49,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -343,12 +344,17 @@ impl fmt::Display for ExitStatus {
 }
 
 /// What asked for a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// A signal sent to the master (SIGHUP).
     Signal(Signal),
     /// A `reload` request on the control socket.
     Control,
+    /// A watched file changed and settled (`--watch`, `--watch-path`; see [`crate::watch`]).
+    Watch {
+        /// The changed path (the program's, when it is among the changes).
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for Trigger {
@@ -356,6 +362,7 @@ impl fmt::Display for Trigger {
         match self {
             Trigger::Signal(s) => f.write_str(s.as_str()),
             Trigger::Control => f.write_str("control"),
+            Trigger::Watch { .. } => f.write_str("watch"),
         }
     }
 }
@@ -753,7 +760,12 @@ impl Supervisor {
         }
         match event {
             Event::Reload(trigger) => {
-                info!(trigger = %trigger, "reload requested");
+                match &trigger {
+                    Trigger::Watch { path } => {
+                        info!(trigger = %trigger, path = %path.display(), "reload requested")
+                    }
+                    _ => info!(trigger = %trigger, "reload requested"),
+                }
                 self.reload(trigger, &mut out);
             }
             Event::Stop(signal) => self.stop(signal, now, &mut out),
@@ -2849,6 +2861,28 @@ mod tests {
                 format!("{bad:?} is not a list of exit codes (expected numbers from 0 to 255 separated by commas, like 0,2)")
             );
         }
+    }
+
+    #[test]
+    fn watch_triggers_reload_coalesce_and_report_like_sighup() {
+        let watch = |p: &str| Trigger::Watch { path: p.into() };
+        assert_eq!(watch("/srv/app").to_string(), "watch");
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.at(1000);
+        let a = s.ev(Event::Reload(watch("/srv/app")));
+        assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+        s.run(a);
+        // More changes during the reload coalesce into one follow-up.
+        assert!(s.ev(Event::Reload(watch("/srv/app"))).is_empty());
+        assert!(s.hup().is_empty());
+        s.at(2000);
+        s.exit(g1, ExitStatus::Code(0));
+        assert_eq!(s.sup.pending().unwrap().generation, 3);
+        let g3 = s.sup.pending().unwrap().pid;
+        s.exit(g3, ExitStatus::Code(1));
+        assert_eq!(s.done, vec![(2, true), (3, false)]);
+        assert!(s.sup.pending().is_none(), "exactly one follow-up");
     }
 
     /// Drives the machine through a long pseudo-random mix of every event, over random
