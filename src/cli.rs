@@ -4,7 +4,7 @@
 //! value and say what would be valid; `main` prints them on one line and exits with 2.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask}
 use crate::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
 use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
+use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
 /// Restart a network server with zero downtime.
 ///
@@ -295,6 +296,40 @@ with neither it refuses to start."
     /// leaves no server holding the port; `none` to disable [default: TERM].
     #[arg(long, value_name = "SIGNAL", env = "RELAUNCH_PDEATHSIG", default_value = "TERM", hide_default_value = true, value_parser = parse_pdeathsig_arg, help_heading = "Process")]
     pub pdeathsig: DeathSignal,
+    /// Reload when the program's file changes: a new build renamed onto its path, written in
+    /// place, deleted and recreated, or a symlink on its path swapped (current -> releases/N).
+    /// The path is the one found at startup. A build whose reload failed is not retried until it
+    /// changes again [default: off].
+    #[arg(long, env = "RELAUNCH_WATCH", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Reloading on file changes")]
+    pub watch: bool,
+
+    /// Also reload when PATH changes: a file (e.g. the configuration) or a directory (its
+    /// entries, not recursively). It may be missing at startup, but its directory must exist.
+    /// Repeatable, or separated by colons; works with or without --watch [default: none].
+    #[arg(long, value_name = "PATH", env = "RELAUNCH_WATCH_PATH", action = clap::ArgAction::Append, value_delimiter = ':', value_parser = parse_watch_path, help_heading = "Reloading on file changes")]
+    pub watch_path: Vec<PathBuf>,
+
+    /// How long the watched files must be unchanged before a change counts; a burst of changes
+    /// is one reload [default: 500ms].
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_WATCH_SETTLE", value_parser = parse_duration, help_heading = "Reloading on file changes")]
+    pub watch_settle: Option<Duration>,
+
+    /// Before a watch-triggered reload, run `/bin/sh -c CMD` (RELAUNCH_PROGRAM holds the
+    /// program's path; its output goes to relaunch's stderr); a failure keeps the old generation
+    /// and is not retried until the files change again. SIGHUP reloads do not run it
+    /// [default: none].
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "RELAUNCH_CHECK_CMD",
+        help_heading = "Reloading on file changes"
+    )]
+    pub check_cmd: Option<OsString>,
+
+    /// How long --check-cmd may run before it is killed (with its process group) and counts as
+    /// failed [default: 30].
+    #[arg(long, value_name = "DURATION", env = "RELAUNCH_CHECK_TIMEOUT", value_parser = parse_duration, help_heading = "Reloading on file changes")]
+    pub check_timeout: Option<Duration>,
 
     /// More log output (-v debug, -vv trace). Overrides RELAUNCH_LOG.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -440,6 +475,36 @@ own log goes to the stderr log [default: off]"
 }
 
 impl Args {
+    /// Checks what the flags mean together: the watch options need something to watch. The
+    /// message names the flag that has no effect. `main` calls this right after parsing.
+    pub fn validate(self) -> Result<Args, clap::Error> {
+        let watching = self.watch || !self.watch_path.is_empty();
+        let useless = [
+            (
+                self.watch_settle.is_some() && !watching,
+                "--watch-settle",
+                "--watch or --watch-path",
+            ),
+            (
+                self.check_cmd.is_some() && !watching,
+                "--check-cmd",
+                "--watch or --watch-path",
+            ),
+            (
+                self.check_timeout.is_some() && self.check_cmd.is_none(),
+                "--check-timeout",
+                "--check-cmd",
+            ),
+        ];
+        match useless.into_iter().find(|(bad, _, _)| *bad) {
+            Some((_, flag, needs)) => Err(clap::Error::raw(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("{flag} has no effect without {needs}\n"),
+            )),
+            None => Ok(self),
+        }
+    }
+
     /// Converts the parsed arguments into the immutable configuration the master runs with.
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
@@ -515,6 +580,15 @@ impl Args {
                 metrics: self.metrics,
             },
             name,
+            watch: WatchConfig {
+                program: self.watch,
+                paths: self.watch_path,
+                settle: self.watch_settle.unwrap_or(DEFAULT_SETTLE),
+                check: self.check_cmd.map(|command| CheckCommand {
+                    command,
+                    timeout: self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
+                }),
+            },
         }
     }
 
@@ -585,6 +659,35 @@ pub fn parse_path(s: &str) -> Result<PathBuf, String> {
         return Err("\"\" is not a path (empty)".to_owned());
     }
     std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))
+}
+
+/// Parses a `--watch-path`: the path may not exist yet, but the directory that would hold it
+/// must (a typo in a directory name would otherwise watch nothing forever).
+pub fn parse_watch_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path to watch is empty".to_owned());
+    }
+    // Absolute now: `--daemon` changes to `/` before the watcher starts.
+    let path = std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))?;
+    if path.symlink_metadata().is_ok() {
+        return Ok(path);
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(format!(
+            "cannot watch {s:?}: {} is not a directory",
+            parent.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "cannot watch {s:?}: its directory {} does not exist",
+            parent.display()
+        )),
+        Err(e) => Err(format!("cannot watch {s:?}: {}: {e}", parent.display())),
+    }
 }
 
 /// Parses a signal by name or number, in any case: `TERM`, `sigterm`, `15`.
@@ -699,6 +802,11 @@ mod tests {
             ("control", "RELAUNCH_CONTROL"),
             ("no_control", "RELAUNCH_NO_CONTROL"),
             ("metrics", "RELAUNCH_METRICS"),
+            ("watch", "RELAUNCH_WATCH"),
+            ("watch_path", "RELAUNCH_WATCH_PATH"),
+            ("watch_settle", "RELAUNCH_WATCH_SETTLE"),
+            ("check_cmd", "RELAUNCH_CHECK_CMD"),
+            ("check_timeout", "RELAUNCH_CHECK_TIMEOUT"),
         ] {
             let arg = cmd
                 .get_arguments()
@@ -947,5 +1055,95 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         let e = Args::try_parse_from(["relaunch", "--listen", ":1", "srv"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn watch_flags_default_to_off_500ms_and_30s() {
+        let args = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"]).unwrap();
+        let watch = args.validate().unwrap().into_config().watch;
+        assert!(!watch.is_enabled());
+        assert_eq!(watch.settle, Duration::from_millis(500));
+        assert_eq!(watch.check, None);
+
+        let args = Args::try_parse_from([
+            "relaunch",
+            "-l",
+            ":1",
+            "--watch",
+            "--watch-settle",
+            "0.25",
+            "--check-cmd",
+            "make check",
+            "--",
+            "srv",
+        ])
+        .unwrap();
+        let watch = args.validate().unwrap().into_config().watch;
+        assert!(watch.program && watch.paths.is_empty());
+        assert_eq!(watch.settle, Duration::from_millis(250));
+        let check = watch.check.unwrap();
+        assert_eq!(check.command, "make check");
+        assert_eq!(check.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn watch_options_without_anything_to_watch_are_errors_naming_the_flag() {
+        for (flags, message) in [
+            (
+                &["--check-cmd", "true"][..],
+                "--check-cmd has no effect without --watch or --watch-path",
+            ),
+            (
+                &["--watch-settle", "1"][..],
+                "--watch-settle has no effect without --watch or --watch-path",
+            ),
+            (
+                &["--watch", "--check-timeout", "1"][..],
+                "--check-timeout has no effect without --check-cmd",
+            ),
+        ] {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(flags);
+            argv.extend(["--", "srv"]);
+            let e = Args::try_parse_from(argv).unwrap().validate().unwrap_err();
+            assert_eq!(
+                e.to_string().trim(),
+                format!("error: {message}"),
+                "{flags:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn watch_paths_need_an_existing_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        let dir = std::env::temp_dir();
+        let missing_file = dir.join("relaunch-no-such-file.conf");
+        let p = missing_file.to_str().unwrap();
+        assert_eq!(parse_watch_path(p).unwrap(), missing_file);
+        // Relative paths are made absolute at once (`--daemon` changes to `/` later).
+        assert_eq!(
+            parse_watch_path("Cargo.toml").unwrap(),
+            cwd.join("Cargo.toml")
+        );
+        assert_eq!(
+            parse_watch_path("not-yet.conf").unwrap(),
+            cwd.join("not-yet.conf")
+        );
+        assert_eq!(
+            parse_watch_path("/nonexistent/dir/app.conf").unwrap_err(),
+            "cannot watch \"/nonexistent/dir/app.conf\": its directory /nonexistent/dir does not exist"
+        );
+        assert_eq!(
+            parse_watch_path("Cargo.toml/x").unwrap_err(),
+            format!(
+                "cannot watch \"Cargo.toml/x\": {} is not a directory",
+                cwd.join("Cargo.toml").display()
+            )
+        );
+        assert_eq!(
+            parse_watch_path("").unwrap_err(),
+            "the path to watch is empty"
+        );
     }
 }

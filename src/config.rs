@@ -12,6 +12,7 @@ use crate::output::OutputConfig;
 use crate::process::ProcessOptions;
 use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
+use crate::watch::WatchConfig;
 
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct Config {
     pub name: String,
     /// The control socket and metrics endpoint.
     pub control: ControlConfig,
+    /// Files whose change triggers a reload (`--watch`, `--watch-path`); off by default.
+    pub watch: WatchConfig,
 }
 
 /// How a new child says it is up (`--ready`).

@@ -11,7 +11,9 @@
 //!
 //! ```no_run
 //! use clap::Parser;
-//! let mut args = relaunch::cli::Args::parse();
+//! let mut args = relaunch::cli::Args::parse()
+//!     .validate()
+//!     .unwrap_or_else(|e| e.exit());
 //! if let Some(command) = args.client.take() {
 //!     // `relaunch status|reload|stop|...`: talk to a running master.
 //!     std::process::exit(relaunch::client::run(command));
@@ -35,7 +37,8 @@
 //! [`pidfile`] and [`daemon`] (background mode).
 //! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
 //! [`conn`]), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
-//! other side: the `status`, `reload`, `stop` and `signal` subcommands.
+//! other side: the `status`, `reload`, `stop` and `signal` subcommands. [`watch`] reloads when
+//! the program or other watched files change.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -60,6 +63,7 @@ pub mod spawn;
 pub mod spec;
 pub mod status;
 pub mod supervisor;
+pub mod watch;
 
 pub use config::{Command, Config};
 

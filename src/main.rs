@@ -14,7 +14,7 @@ use tracing::Level;
 const USAGE: i32 = 2;
 
 fn main() {
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse().and_then(Args::validate) {
         Ok(args) => args,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

@@ -15,8 +15,13 @@
 //! pid file and exits, and only then tells the shell command why.
 //!
 //! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
-//! has a deadline (a child starting, stopping or backing off) or relaunch's own service
-//! manager asked for watchdog pings.
+//! has a deadline (a child starting, stopping or backing off), relaunch's own service
+//! manager asked for watchdog pings, or a watched file's change is settling.
+//!
+//! With `--watch`/`--watch-path`, a [`Watcher`] adds its inotify fd to the poll set and its
+//! deadline to the timeout; it claims the exits of its `--check-cmd` processes from the reaped
+//! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
+//! generation is spawned from and how each reload ended ([`Action::ReloadDone`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -46,6 +51,7 @@ use crate::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions, Step};
 use crate::supervisor::{
     Action, Event, ExitStatus, ManagerMessage, Phase, SpawnFailure, Supervisor, Trigger,
 };
+use crate::watch::Watcher;
 use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
@@ -115,12 +121,19 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         }
     }
     // Fail fast, with the shell's exit codes, if the program cannot be found at all.
-    if let Err(e) = spawn::resolve_program(&config.command.program) {
-        return Err(Failure {
-            code: e.exit_code(),
-            error: anyhow!(e),
-        });
-    }
+    let program = match spawn::resolve_program(&config.command.program) {
+        Ok(program) => program,
+        Err(e) => {
+            return Err(Failure {
+                code: e.exit_code(),
+                error: anyhow!(e),
+            })
+        }
+    };
+    let watch = match config.watch.is_enabled() {
+        true => Some(Watcher::new(&config.watch, &program).context("starting the file watcher")?),
+        false => None,
+    };
     let notify_socket = match config.ready {
         ReadyMode::Notify => {
             let sock = NotifySocket::bind().context("creating the notify socket")?;
@@ -155,6 +168,7 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         output,
         startup: startup.take(),
         first: None,
+        watch,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -185,6 +199,8 @@ struct Master {
     startup: Option<Startup>,
     /// While `startup` waits: the first child's pid, and its exit status once reaped.
     first: Option<(Pid, Option<ExitStatus>)>,
+    /// The file watcher (`--watch`, `--watch-path`).
+    watch: Option<Watcher>,
 }
 
 impl Master {
@@ -207,7 +223,14 @@ impl Master {
             let mut events = Vec::new();
             let pending = signals.drain();
             // Reap first: a child that died just before its deadline must not be promoted.
-            let exits = reap();
+            let mut exits = reap();
+            if let Some(watch) = &mut self.watch {
+                // The watcher's check commands are reaped here too; their exits are its own.
+                exits.retain(|e| match e {
+                    Event::Exited { pid, status } => !watch.reaped(*pid, *status),
+                    _ => true,
+                });
+            }
             for e in &exits {
                 if let Event::Exited { pid, status } = e {
                     self.ready_pipes.retain(|(p, _)| p != pid);
@@ -225,6 +248,9 @@ impl Master {
             }
             if readable.pipes {
                 events.extend(self.ready_pipe_events());
+            }
+            if let Some(trigger) = self.watch.as_mut().and_then(|w| w.poll(now)) {
+                events.push(Event::Reload(trigger));
             }
             for sig in pending {
                 match sig {
@@ -282,6 +308,9 @@ impl Master {
                     reason,
                 } => {
                     debug!(generation, ok, reason = %reason, "reload attempt ended");
+                    if let Some(watch) = &mut self.watch {
+                        watch.reload_done(generation, ok);
+                    }
                     let now = Instant::now();
                     self.control
                         .reload_done(generation, ok, &reason, &self.supervisor, now);
@@ -337,6 +366,9 @@ impl Master {
     }
 
     fn spawn(&mut self, generation: u64) -> Result<Pid, SpawnFailure> {
+        if let Some(watch) = &mut self.watch {
+            watch.spawning(generation);
+        }
         let fds: Vec<PassFd<'_>> = self
             .listeners
             .iter()
@@ -544,6 +576,7 @@ impl Master {
             self.supervisor.next_deadline(),
             self.next_watchdog,
             self.control.next_deadline(Instant::now()),
+            self.watch.as_ref().and_then(Watcher::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -569,6 +602,10 @@ impl Master {
         for fd in self.output.poll_fds() {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
+        let output_to = fds.len();
+        if let Some(watch) = &self.watch {
+            fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
+        }
         let control_from = fds.len();
         self.control.poll_fds(&mut fds);
         match poll(&mut fds, timeout) {
@@ -579,7 +616,7 @@ impl Master {
         Ok(Readable {
             notify: self.notify_socket.is_some() && ready(&fds[1]),
             pipes: fds[pipes_from..output_from].iter().any(ready),
-            output: fds[output_from..control_from].iter().any(ready),
+            output: fds[output_from..output_to].iter().any(ready),
             control: fds[control_from..]
                 .iter()
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
