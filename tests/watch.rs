@@ -347,6 +347,52 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
 }
 
 #[test]
+fn a_build_that_is_not_ready_in_time_fails_once_and_is_not_retried() {
+    let dir = TempDir::new("watch-not-ready");
+    let server = dir.join("server");
+    let report = dir.join("report");
+    fs::copy(probe_bin(), &server).expect("copy probe");
+    let r = Relaunch::start(&[
+        "--ready",
+        "notify",
+        "--ready-timeout",
+        "1",
+        "--watch",
+        "--watch-settle",
+        "300ms",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        s(&server),
+        "--report",
+        s(&report),
+        "--ready-after-ms",
+        "0",
+    ]);
+    r.wait_for_event("running", &[("generation", "1")], T);
+
+    // A build that starts but never says READY=1.
+    deploy_bytes(&server, b"#!/bin/sh\nexec sleep 300\n", 0o755);
+    let failed = r.wait_for_event("reload failed", &[("generation", "2")], T);
+    assert!(
+        failed.contains("not ready within --ready-timeout"),
+        "{failed}"
+    );
+    thread::sleep(Duration::from_millis(900)); // bounded window: three settle times
+    assert_eq!(
+        reload_requests(&r).len(),
+        1,
+        "no retry of the build that was not ready"
+    );
+
+    // The next build is tried, and says it is ready.
+    let probe = fs::read(probe_bin()).expect("read probe");
+    deploy_bytes(&server, &probe, 0o755);
+    r.wait_for_event("reload complete", &[("generation", "3")], T);
+    assert_requests(&r, 2, &server);
+}
+
+#[test]
 fn a_swapped_release_symlink_reloads_and_the_new_target_is_watched() {
     let dir = TempDir::new("watch-symlink");
     for release in ["1", "2"] {
