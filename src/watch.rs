@@ -7,13 +7,16 @@
 //! compilers and `cp` write in place in several steps, packages delete and recreate, and
 //! Capistrano-style releases swap a symlink (`current -> releases/N`). So the watcher resolves
 //! each path the way the kernel does and watches, with inotify:
-//! - the directory that holds the final name, for anything happening to that name (created,
-//!   deleted, renamed onto or away, written, closed after writing, metadata changed);
+//! - the directory that holds the final name, for that name being created, deleted, or renamed
+//!   onto or away;
+//! - the file the name points to, for writes, closes after writing and metadata changes (or, for
+//!   a directory, anything happening to its entries, not recursively);
 //! - every directory that holds a symlink met along the way, for that symlink being replaced
 //!   (both the directory holding `current` and the one holding the file it points to);
-//! - when a directory on the way is missing, the nearest existing one, for it to reappear;
-//! - a watched path that is itself a directory, for anything happening to its entries (not
-//!   recursively).
+//! - when a directory on the way is missing, the nearest existing one, for it to reappear.
+//!
+//! Directories are watched for names only: a server writing its log next to its binary does not
+//! wake the master at every write.
 //!
 //! A structural event (a name created, deleted or renamed, a watched directory deleted or moved,
 //! or an event-queue overflow) makes the watcher resolve every path again and re-aim its watches
@@ -37,10 +40,10 @@
 //! not ready in time or cannot be executed fails). Then:
 //! - a version equal to the one the serving generation runs is no change (a symlink swapped
 //!   back, an event that changed nothing, a SIGHUP that already picked the build up);
-//! - a version that failed before (its generation exited early or could not be executed, the
-//!   program was not an executable file, or `--check-cmd` rejected it) is not tried again: a
-//!   broken deploy costs one failed reload, not a retry loop. The next change makes a new
-//!   version, which is tried;
+//! - a version that failed before (its generation exited early, was not ready in time or could
+//!   not be executed, the program was not an executable file, or `--check-cmd` rejected it) is
+//!   not tried again: a broken deploy costs one failed reload, not a retry loop. The next
+//!   change makes a new version, which is tried;
 //! - if every changed path was removed, nothing happens until one reappears.
 //!
 //! # The pre-flight check
@@ -461,22 +464,27 @@ impl Debounce {
 // ---------------------------------------------------------------------------------------------
 // Where to watch
 
-/// One directory to watch for one path, and what to look for in it.
+/// One inotify watch for one path, and what to look for with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spot {
-    /// The directory (resolved: no symlinks in it).
-    pub dir: PathBuf,
-    /// The entry that matters; `None` for every entry (a watched directory's own contents).
+    /// What to watch (resolved: no symlinks in it): a directory, for its entry `name`; or, with
+    /// `name` `None`, the watched file itself or every entry of the watched directory.
+    pub path: PathBuf,
+    /// The directory entry that matters, or `None` (see `path`).
     pub name: Option<OsString>,
     /// Whether writes and metadata changes matter too, not only names appearing, disappearing
     /// or being replaced.
     pub content: bool,
 }
 
-/// Resolves `path` (absolute) as the kernel would, and returns the directories to watch so
-/// that any change of what `path` names is seen: the final name's directory, each directory
-/// holding a symlink met on the way, the nearest existing directory when one is missing, and the
-/// path itself when it is a directory.
+/// Resolves `path` (absolute) as the kernel would, and returns what to watch so that any change
+/// of what `path` names is seen: the final name's directory (for that name being created,
+/// deleted or replaced), the file or directory it names (for writes, metadata, and a
+/// directory's entries), each directory holding a symlink met on the way, and the nearest
+/// existing directory when one is missing.
+///
+/// Directories are watched for names only, and files for their content: a server writing its
+/// log next to its binary does not wake the master up at every write.
 pub fn plan(path: &Path) -> Vec<Spot> {
     let mut spots = Vec::new();
     let mut dir = PathBuf::from("/");
@@ -493,7 +501,7 @@ pub fn plan(path: &Path) -> Vec<Spot> {
         match fs::symlink_metadata(&here) {
             Ok(m) if m.file_type().is_symlink() => {
                 spots.push(Spot {
-                    dir: dir.clone(),
+                    path: dir.clone(),
                     name: Some(name),
                     content: false,
                 });
@@ -510,28 +518,26 @@ pub fn plan(path: &Path) -> Vec<Spot> {
                 }
             }
             Ok(m) if m.is_dir() && !last => dir = here,
-            Ok(m) => {
-                // The final name (or a file where a directory was expected).
+            Ok(_) => {
+                // The final name (or a file where a directory was expected), and what it is.
                 spots.push(Spot {
-                    dir: dir.clone(),
+                    path: dir.clone(),
                     name: Some(name),
+                    content: false,
+                });
+                spots.push(Spot {
+                    path: here,
+                    name: None,
                     content: true,
                 });
-                if m.is_dir() {
-                    spots.push(Spot {
-                        dir: here,
-                        name: None,
-                        content: true,
-                    });
-                }
                 break;
             }
             Err(_) => {
                 // Missing: watch the nearest existing directory for it to appear.
                 spots.push(Spot {
-                    dir: dir.clone(),
+                    path: dir.clone(),
                     name: Some(name),
-                    content: last,
+                    content: false,
                 });
                 break;
             }
@@ -590,7 +596,7 @@ struct Interest {
 }
 
 struct Watched {
-    dir: PathBuf,
+    path: PathBuf,
     interests: Vec<Interest>,
 }
 
@@ -705,7 +711,16 @@ impl Watcher {
                 kill_group(check.pid);
             }
         }
+        let due = self.core.next_deadline().filter(|d| *d <= now);
         let decision = self.core.tick(now, Stat::of);
+        if let Some(due) = due {
+            debug!(
+                late_us = now.saturating_duration_since(due).as_micros() as u64,
+                took_us = now.elapsed().as_micros() as u64,
+                decision = ?decision,
+                "settle window over"
+            );
+        }
         self.apply(decision, now, &mut reload);
         reload
     }
@@ -802,7 +817,7 @@ impl Watcher {
             return; // a watch removed since
         };
         if mask.intersects(self_gone_mask()) {
-            debug!(dir = %watched.dir.display(), "watched directory gone or moved");
+            debug!(path = %watched.path.display(), "watched file or directory gone or moved");
             touched.extend(watched.interests.iter().map(|i| i.target));
             *replan = true;
             return;
@@ -831,7 +846,7 @@ impl Watcher {
             for (target, path) in self.core.paths().enumerate() {
                 for spot in plan(path) {
                     let entry = wanted
-                        .entry(spot.dir)
+                        .entry(spot.path)
                         .or_insert_with(|| (AddWatchFlags::empty(), Vec::new()));
                     entry.0 |= if spot.content {
                         content_mask()
@@ -848,13 +863,13 @@ impl Watcher {
             let mut fresh: HashMap<WatchDescriptor, Watched> = HashMap::new();
             let mut vanished = false;
             let mut error = None;
-            for (dir, (mask, interests)) in wanted {
-                let flags = mask | AddWatchFlags::IN_ONLYDIR | AddWatchFlags::IN_DONT_FOLLOW;
-                match self.inotify.add_watch(&dir, flags) {
+            for (path, (mask, interests)) in wanted {
+                let flags = mask | AddWatchFlags::IN_DONT_FOLLOW;
+                match self.inotify.add_watch(&path, flags) {
                     Ok(wd) => fresh
                         .entry(wd)
                         .or_insert_with(|| Watched {
-                            dir,
+                            path,
                             interests: Vec::new(),
                         })
                         .interests
@@ -868,7 +883,7 @@ impl Watcher {
                         };
                         error.get_or_insert(format!(
                             "watching {}: {}{hint}",
-                            dir.display(),
+                            path.display(),
                             e.desc()
                         ));
                     }
@@ -1283,26 +1298,29 @@ mod tests {
         }
     }
 
-    fn spot(dir: &Path, name: Option<&str>, content: bool) -> Spot {
+    fn spot(path: &Path, name: Option<&str>, content: bool) -> Spot {
         Spot {
-            dir: dir.to_owned(),
+            path: path.to_owned(),
             name: name.map(OsString::from),
             content,
         }
     }
 
     #[test]
-    fn plan_watches_the_directory_of_a_plain_file() {
+    fn plan_watches_a_plain_file_and_its_name_in_its_directory() {
         let t = Tmp::new("plain");
         fs::write(t.0.join("server"), b"x").unwrap();
         assert_eq!(
             plan(&t.0.join("server")),
-            vec![spot(&t.0, Some("server"), true)]
+            vec![
+                spot(&t.0, Some("server"), false),
+                spot(&t.0.join("server"), None, true)
+            ]
         );
         // Missing files are fine: watched for appearing.
         assert_eq!(
             plan(&t.0.join("later")),
-            vec![spot(&t.0, Some("later"), true)]
+            vec![spot(&t.0, Some("later"), false)]
         );
     }
 
@@ -1321,7 +1339,8 @@ mod tests {
             vec![
                 spot(&t.0.join("bin"), Some("app"), false),
                 spot(&t.0, Some("current"), false),
-                spot(&rel, Some("server"), true),
+                spot(&rel, Some("server"), false),
+                spot(&rel.join("server"), None, true),
             ]
         );
     }
@@ -1336,7 +1355,7 @@ mod tests {
         fs::create_dir(t.0.join("conf")).unwrap();
         assert_eq!(
             plan(&t.0.join("conf/app.toml")),
-            vec![spot(&t.0.join("conf"), Some("app.toml"), true)]
+            vec![spot(&t.0.join("conf"), Some("app.toml"), false)]
         );
     }
 
@@ -1347,7 +1366,7 @@ mod tests {
         assert_eq!(
             plan(&t.0.join("release")),
             vec![
-                spot(&t.0, Some("release"), true),
+                spot(&t.0, Some("release"), false),
                 spot(&t.0.join("release"), None, true)
             ]
         );
@@ -1360,6 +1379,6 @@ mod tests {
         std::os::unix::fs::symlink("a", t.0.join("b")).unwrap();
         let spots = plan(&t.0.join("a"));
         assert!(spots.len() <= 41, "{}", spots.len());
-        assert!(spots.iter().all(|s| s.dir == t.0));
+        assert!(spots.iter().all(|s| s.path == t.0));
     }
 }
