@@ -69,12 +69,18 @@ fn main() {
         );
     }
     for watch in [true, false] {
-        let (voluntary, involuntary) = idle(&relaunch, &probe, &dir, watch, idle_secs);
+        let (voluntary, involuntary) = idle(&relaunch, &probe, &dir, watch, idle_secs, 0);
         println!(
             "idle master {} for {idle_secs} s: {voluntary} voluntary, {involuntary} non-voluntary context switches",
             if watch { "with --watch" } else { "without --watch" },
         );
     }
+    let writes = 500;
+    let (voluntary, involuntary) = idle(&relaunch, &probe, &dir, true, 0, writes);
+    println!(
+        "master with --watch while {writes} lines are written to another file next to the program \
+         (one every 10 ms): {voluntary} voluntary, {involuntary} non-voluntary context switches"
+    );
 }
 
 struct RemoveDir(PathBuf);
@@ -113,7 +119,14 @@ impl Master {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("RELAUNCH_LOG", "info")
+            .env(
+                "RELAUNCH_LOG",
+                if std::env::var_os("WATCH_BENCH_DEBUG").is_some() {
+                    "debug"
+                } else {
+                    "info"
+                },
+            )
             .spawn()
             .expect("start relaunch");
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -214,15 +227,32 @@ fn latency(relaunch: &Path, probe: &Path, dir: &Path, runs: usize, settle_ms: u6
         let spawned = m.wait_for(&format!("spawned generation={g} "));
         let pid: i32 = field(&spawned, "pid").unwrap().parse().unwrap();
         let started = start_ns(&report, pid);
-        samples.push(started.saturating_sub(renamed) as f64 / 1e6);
+        let ms = started.saturating_sub(renamed) as f64 / 1e6;
+        if std::env::var_os("WATCH_BENCH_DEBUG").is_some() && ms > settle_ms as f64 + 20.0 {
+            let lines = m.lines.lock().unwrap();
+            let from = lines
+                .iter()
+                .rposition(|l| l.contains(&format!("exited generation={} ", g - 2)))
+                .unwrap_or(0);
+            eprintln!("slow run ({ms:.1} ms):\n{}", lines[from..].join("\n"));
+        }
+        samples.push(ms);
         m.wait_for(&format!("reload complete generation={g} "));
         m.wait_for(&format!("exited generation={} ", g - 1));
     }
     samples
 }
 
-/// (voluntary, non-voluntary) context switches of relaunch over `secs` idle seconds.
-fn idle(relaunch: &Path, probe: &Path, dir: &Path, watch: bool, secs: u64) -> (u64, u64) {
+/// (voluntary, non-voluntary) context switches of relaunch over `secs` idle seconds, then
+/// while `writes` lines are appended (one every 10 ms) to a log file next to the program.
+fn idle(
+    relaunch: &Path,
+    probe: &Path,
+    dir: &Path,
+    watch: bool,
+    secs: u64,
+    writes: usize,
+) -> (u64, u64) {
     let server = dir.join("idle-server");
     let report = dir.join("idle-report");
     std::fs::copy(probe, &server).unwrap();
@@ -249,6 +279,14 @@ fn idle(relaunch: &Path, probe: &Path, dir: &Path, watch: bool, secs: u64) -> (u
     };
     let before = switches();
     std::thread::sleep(Duration::from_secs(secs));
+    if writes > 0 {
+        use std::io::Write;
+        let mut log = std::fs::File::create(dir.join("app.log")).unwrap();
+        for i in 0..writes {
+            writeln!(log, "line {i}").unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let after = switches();
     (after.0 - before.0, after.1 - before.1)
 }
