@@ -314,10 +314,10 @@ with neither it refuses to start."
     #[arg(long, value_name = "DURATION", env = "RELAUNCH_WATCH_SETTLE", value_parser = parse_duration, help_heading = "Reloading on file changes")]
     pub watch_settle: Option<Duration>,
 
-    /// Before a watch-triggered reload, run `/bin/sh -c CMD` (RELAUNCH_PROGRAM holds the
-    /// program's path; its output goes to relaunch's stderr); a failure keeps the old generation
-    /// and is not retried until the files change again. SIGHUP reloads do not run it
-    /// [default: none].
+    /// Before a watch-triggered reload, run `/bin/sh -c CMD` as the server would be run (same
+    /// user, directory, limits; RELAUNCH_PROGRAM holds the program's path; its output goes to
+    /// relaunch's stderr); a failure keeps the old generation and is not retried until the
+    /// files change again. SIGHUP reloads do not run it [default: none].
     #[arg(
         long,
         value_name = "CMD",

@@ -131,7 +131,9 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         }
     };
     let watch = match config.watch.is_enabled() {
-        true => Some(Watcher::new(&config.watch, &program).context("starting the file watcher")?),
+        true => Some(
+            Watcher::new(&config.watch, &program, &options).context("starting the file watcher")?,
+        ),
         false => None,
     };
     let notify_socket = match config.ready {

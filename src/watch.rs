@@ -49,7 +49,10 @@
 //! # The pre-flight check
 //! With `--check-cmd CMD`, a settled change runs `/bin/sh -c CMD` before the reload, with the
 //! program's path in `RELAUNCH_PROGRAM`, stdin from `/dev/null` and stdout and stderr on
-//! relaunch's stderr, in its own process group. It runs asynchronously: the event loop keeps
+//! relaunch's stderr. It is started the way the server is (same user and groups, directory,
+//! umask, limits and environment rules, its own process group, `PR_SET_PDEATHSIG`), without the
+//! sockets: a check that runs the new build does not run it as root when the server would
+//! not. It runs asynchronously: the event loop keeps
 //! going, the runtime routes its exit here ([`Watcher::reaped`]) rather than to the supervisor,
 //! and it is killed (its whole process group, SIGKILL) after `--check-timeout` or when a watched
 //! path changes while it runs (then it starts over once the change settles). A non-zero exit
@@ -69,12 +72,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -84,6 +84,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
+use crate::config::Command;
+use crate::spawn::{self, Extras, SpawnOptions};
 use crate::supervisor::{ExitStatus, Trigger};
 
 /// Default of `--watch-settle`.
@@ -616,6 +618,8 @@ pub struct Watcher {
     core: Debounce,
     watches: HashMap<WatchDescriptor, Watched>,
     check: Option<CheckCommand>,
+    /// How children are started (`--user`, `--chdir`, ...): the check is started the same way.
+    options: SpawnOptions,
     program: PathBuf,
     checks: Vec<RunningCheck>,
     /// Checks reaped and not yet looked at.
@@ -624,8 +628,13 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts watching what `config` asks for; `program` is the program as resolved at startup
-    /// (watched with `--watch`, and passed to `--check-cmd` as `RELAUNCH_PROGRAM`).
-    pub fn new(config: &WatchConfig, program: &Path) -> anyhow::Result<Watcher> {
+    /// (watched with `--watch`, and passed to `--check-cmd` as `RELAUNCH_PROGRAM`); `options`
+    /// are the server's, which `--check-cmd` is started with too.
+    pub fn new(
+        config: &WatchConfig,
+        program: &Path,
+        options: &SpawnOptions,
+    ) -> anyhow::Result<Watcher> {
         let absolute =
             |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {p:?}"));
         let program = absolute(program)?;
@@ -650,6 +659,7 @@ impl Watcher {
             core,
             watches: HashMap::new(),
             check: config.check.clone(),
+            options: options.clone(),
             program,
             checks: Vec::new(),
             finished: Vec::new(),
@@ -912,26 +922,23 @@ impl Watcher {
             let d = self.core.check_finished(Ok(()));
             return self.apply(d, now, reload);
         };
-        let spawned = io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .and_then(|stderr| {
-                std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(&check.command)
-                    .env_clear()
-                    .envs(crate::spawn::inherited_env())
-                    .env("RELAUNCH_PROGRAM", &self.program)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::from(stderr))
-                    .stderr(Stdio::inherit())
-                    .process_group(0)
-                    .spawn()
-            });
-        match spawned {
-            Ok(child) => {
+        // Started like a generation of the server (same user, groups, directory, limits,
+        // environment rules, own process group, PDEATHSIG), without the sockets; stdin from
+        // /dev/null, stdout onto relaunch's stderr.
+        let mut script = OsString::from("exec </dev/null\n");
+        script.push(&check.command);
+        let command = Command {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script],
+        };
+        let extras = Extras {
+            env: vec![("RELAUNCH_PROGRAM".into(), self.program.clone().into())],
+            stdout: Some(2),
+            ..Extras::default()
+        };
+        match spawn::spawn(&command, &[], &extras, &self.options) {
+            Ok((pid, _)) => {
                 // Reaped by the runtime's waitpid loop and handed back through `reaped`.
-                let pid = Pid::from_raw(child.id() as i32);
                 info!(pid = %pid, command = ?check.command, "running --check-cmd");
                 self.checks.push(RunningCheck {
                     pid,
@@ -941,7 +948,7 @@ impl Watcher {
                 });
             }
             Err(e) => {
-                let why = format!("cannot run /bin/sh: {e}");
+                let why = format!("cannot run --check-cmd: {e}");
                 warn!(reason = %format!("{why}; the old generation keeps serving"), "check failed");
                 let d = self.core.check_finished(Err(why));
                 self.apply(d, now, reload);
