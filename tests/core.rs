@@ -1148,3 +1148,136 @@ fn no_zombies_after_reloads_and_a_crash_and_no_leftovers_after_stop() {
             })
     });
 }
+
+// =============================================================================================
+// 11. Strict readers of the protocol, and PID 1 duties.
+
+/// A child that asks libsystemd itself (through Python's ctypes) what it inherited: the
+/// strictest reader there is, since `sd_listen_fds` ignores everything unless `LISTEN_PID` is
+/// the caller's own pid.
+const SD_READER: &str = r#"
+import ctypes, os, signal, sys
+lib = ctypes.CDLL("libsystemd.so.0")
+names = ctypes.POINTER(ctypes.c_char_p)()
+n = lib.sd_listen_fds_with_names(0, ctypes.byref(names))
+got = [names[i].decode() for i in range(max(n, 0))]
+# AF_UNSPEC, SOCK_STREAM, listening, any port
+inet = [lib.sd_is_socket_inet(3 + i, 0, 1, 1, 0) for i in range(max(n, 0))]
+with open(sys.argv[1], "a") as f:
+    f.write("pid=%d n=%d names=%s inet=%s\n" % (os.getpid(), n, ":".join(got), ",".join(map(str, inet))))
+signal.pause()
+"#;
+
+#[test]
+fn libsystemd_sd_listen_fds_finds_the_sockets_and_their_names() {
+    if Command::new("python3").arg("-V").output().is_err() {
+        panic!("python3 is needed for this test (CI machines have it)");
+    }
+    let dir = TempDir::new("sd-listen-fds");
+    let report = dir.join("report");
+    let script = dir.join("reader.py");
+    fs::write(&script, SD_READER).unwrap();
+    let r = Relaunch::start(&[
+        "--start-secs",
+        "0.2",
+        "--listen",
+        "web=127.0.0.1:0",
+        "--listen",
+        "admin=127.0.0.1:0",
+        "--",
+        "python3",
+        s(&script),
+        s(&report),
+    ]);
+    let read = |generation: u32| {
+        let pid = r.generation_pid(generation);
+        let mut line = String::new();
+        r.wait_until(
+            T,
+            &format!("the libsystemd report of generation {generation}"),
+            || {
+                line = fs::read_to_string(&report)
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| field_i32(l, "pid") == Some(pid))
+                    .unwrap_or_default()
+                    .to_owned();
+                !line.is_empty()
+            },
+        );
+        line
+    };
+    for generation in [1, 2] {
+        let line = read(generation);
+        assert_eq!(
+            field(&line, "n"),
+            Some("2"),
+            "sd_listen_fds_with_names: {line}"
+        );
+        assert_eq!(field(&line, "names"), Some("web:admin"), "{line}");
+        assert_eq!(
+            field(&line, "inet"),
+            Some("1,1"),
+            "sd_is_socket_inet: {line}"
+        );
+        if generation == 1 {
+            r.wait_for_event("running", &[("generation", "1")], T);
+            r.signal(libc::SIGHUP);
+        }
+    }
+}
+
+#[test]
+fn orphans_are_reaped_when_relaunch_is_pid_1() {
+    if !Path::new("/usr/bin/unshare").exists() {
+        panic!("/usr/bin/unshare (util-linux) is needed for this test");
+    }
+    let dir = TempDir::new("pid1");
+    let report = dir.join("report");
+    let probe = probe_bin();
+    // The child leaves an orphan behind: the inner shell exits at once, and its `sleep` is
+    // reparented to PID 1 of the namespace, which is relaunch.
+    let script = format!(
+        "sh -c 'sleep 0.5 &'; exec {} --report {}",
+        s(&probe),
+        s(&report)
+    );
+    let mut cmd = Relaunch::command_for(
+        Path::new("/usr/bin/unshare"),
+        &[
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            s(&relaunch_bin()),
+            "--no-control",
+            "--start-secs",
+            "0.2",
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+    );
+    cmd.env("RELAUNCH_LOG", "debug");
+    let r = Relaunch::spawn(cmd);
+    r.wait_for_event("running", &[("generation", "1")], T);
+    let master = descendants(r.pid())
+        .into_iter()
+        .find(|&p| {
+            fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| e.file_name().is_some_and(|n| n == "relaunch"))
+        })
+        .unwrap_or_else(|| r.fail("no relaunch process below unshare"));
+    r.wait_for_log("reaped a process that is not one of our generations", T);
+    let children: Vec<ProcStat> = proc_table()
+        .into_iter()
+        .filter(|st| st.ppid == master)
+        .collect();
+    assert!(
+        children.iter().all(|st| st.state != 'Z'),
+        "zombies under relaunch as PID 1: {children:?}"
+    );
+    assert_eq!(children.len(), 1, "only the server is left: {children:?}");
+}
