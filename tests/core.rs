@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -14,9 +14,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -234,94 +232,6 @@ fn foreign_activation_env_and_inherited_fds_do_not_reach_the_child() {
 
 // =============================================================================================
 // 2. Reload under load: no request fails.
-
-#[derive(Default)]
-struct LoadStats {
-    ok: u64,
-    failures: BTreeMap<String, u64>,
-    samples: Vec<String>,
-    pids: HashSet<i32>,
-}
-
-/// HTTP clients hammering `addr` until dropped (also on panic).
-struct Load {
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<LoadStats>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Mutex::new(LoadStats::default()));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
-                thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        let result = http_get(addr, Duration::from_secs(10));
-                        let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-                        let failure = match result {
-                            Ok((200, body)) => match body_pid(&body) {
-                                Some(pid) => {
-                                    stats.ok += 1;
-                                    stats.pids.insert(pid);
-                                    continue;
-                                }
-                                None => ("bad body".to_owned(), format!("body {body:?}")),
-                            },
-                            Ok((status, body)) => {
-                                (format!("status {status}"), format!("body {body:?}"))
-                            }
-                            Err(failure) => (failure.kind(), failure.to_string()),
-                        };
-                        *stats.failures.entry(failure.0).or_default() += 1;
-                        if stats.samples.len() < 10 {
-                            stats.samples.push(failure.1);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            stats,
-            threads,
-        }
-    }
-
-    fn seen(&self, pid: i32) -> bool {
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pids
-            .contains(&pid)
-    }
-
-    fn failed(&self) -> bool {
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        !stats.failures.is_empty()
-    }
-
-    fn finish(mut self) -> LoadStats {
-        self.stop_and_join();
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *stats)
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
 
 #[test]
 fn twenty_reloads_under_load_fail_no_request() {

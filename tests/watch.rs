@@ -7,15 +7,12 @@
 //! for something *not* to happen is the bounded window after a broken build (no retry loop).
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -101,86 +98,6 @@ fn assert_requests(r: &Relaunch, n: usize, path: &Path) {
 // ---------------------------------------------------------------------------------------------
 // Load
 
-#[derive(Default)]
-struct LoadStats {
-    ok: u64,
-    failures: BTreeMap<String, u64>,
-    samples: Vec<String>,
-    pids: HashSet<i32>,
-}
-
-/// HTTP clients requesting `addr` in a loop until finished (or dropped).
-struct Load {
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<LoadStats>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Mutex::new(LoadStats::default()));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
-                thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        let result = http_get(addr, Duration::from_secs(10));
-                        let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-                        let (kind, sample) = match result {
-                            Ok((200, body)) => match body_pid(&body) {
-                                Some(pid) => {
-                                    stats.ok += 1;
-                                    stats.pids.insert(pid);
-                                    continue;
-                                }
-                                None => ("bad body".to_owned(), format!("body {body:?}")),
-                            },
-                            Ok((status, body)) => {
-                                (format!("status {status}"), format!("body {body:?}"))
-                            }
-                            Err(failure) => (failure.kind(), failure.to_string()),
-                        };
-                        *stats.failures.entry(kind).or_default() += 1;
-                        if stats.samples.len() < 10 {
-                            stats.samples.push(sample);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            stats,
-            threads,
-        }
-    }
-
-    fn seen(&self, pid: i32) -> bool {
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.pids.contains(&pid) || !stats.failures.is_empty()
-    }
-
-    fn finish(mut self) -> LoadStats {
-        self.stop_and_join();
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *stats)
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The program replaced
 
@@ -197,13 +114,13 @@ fn a_new_build_renamed_onto_the_program_reloads_once_without_failed_requests() {
 
     let load = Load::start(addr, 4);
     r.wait_until(T, &format!("clients served by pid {pid1}"), || {
-        load.seen(pid1)
+        load.seen(pid1) || load.failed()
     });
     deploy_hello(&server);
     let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
     let pid2 = field_i32(&done, "pid").expect("pid=");
     r.wait_until(T, &format!("clients served by pid {pid2}"), || {
-        load.seen(pid2)
+        load.seen(pid2) || load.failed()
     });
     r.wait_for_event("exited", &[("generation", "1")], T);
     let stats = load.finish();

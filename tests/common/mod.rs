@@ -10,7 +10,11 @@
 //!   live in their own process groups), and relaunch itself is reaped.
 #![allow(dead_code)]
 
+mod load;
 pub mod net;
+
+#[allow(unused_imports)] // not every test file runs load
+pub use load::{Load, LoadStats};
 
 use std::collections::BTreeSet;
 use std::env;
