@@ -364,7 +364,12 @@ fn handle_connection(mut stream: TcpStream, stopping: &AtomicBool, body: &str) -
     for served in 0.. {
         let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping)? {
             Some(len) => len,
-            None => return Ok(()), // client closed, idle too long, or we are stopping
+            // Client closed, idle too long, or we are stopping. Close like after a response:
+            // a request may be arriving right now (the client cannot know we are about to
+            // close), and closing with unread input would answer it with a RST, a failure the
+            // client cannot retry safely. With FIN first, the client reads a clean end of
+            // stream instead and may send the request again on a new connection.
+            None => return linger_close(stream),
         };
         let request = match parse_head(&buf[..head_len]) {
             Ok(request) => request,
