@@ -314,6 +314,9 @@ fn header(opts: &Opts, started: SystemTime) -> String {
         kernel.trim()
     );
     let _ = writeln!(h, "- load average at start: {}", load.trim());
+    if opts.soak.is_some() {
+        return h;
+    }
     let _ = writeln!(
         h,
         "- server startup delay {} ms; relaunch --start-secs {}{}; gap between reloads {} ms; \

@@ -359,7 +359,7 @@ pub fn details(runs: &[Run]) -> String {
                             }
                         )
                     });
-                    format!("{} ({rel})", us(s.latency_us))
+                    format!("{} ({rel}, answered by pid {})", us(s.latency_us), s.pid)
                 })
                 .collect();
             let _ = writeln!(out, "- slowest requests: {}", parts.join("; "));
