@@ -14,6 +14,10 @@
 //!   without an answer where a retry is not allowed;
 //! * `other`: any other error (e.g. EADDRNOTAVAIL when the client runs out of local ports).
 //!
+//! After a failure a client pauses [`PAUSE_AFTER_FAILURE`] before its next request, as real
+//! clients back off: a refused `connect()` returns in microseconds, and without a pause the
+//! failure count would measure how fast a client can spin rather than how long it was denied.
+//!
 //! In keep-alive mode, a server that stops closes idle connections. A client that finds its
 //! reused connection closed *cleanly* (end of stream before any byte of the response) reconnects
 //! and sends the GET again (GET is idempotent), at most [`MAX_RETRIES`] times; this is counted
@@ -29,6 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// How long a client waits after a failed request before the next one.
+pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(10);
 /// Retries of one request after clean closes of reused keep-alive connections.
 pub const MAX_RETRIES: u32 = 3;
 /// Failure messages kept as examples for the report.
@@ -334,6 +340,9 @@ fn client(id: usize, config: LoadConfig, origin: Instant, shared: &Shared) -> Ve
                     pid: 0,
                     outcome,
                 });
+                if !shared.stop.load(Ordering::Relaxed) {
+                    thread::sleep(PAUSE_AFTER_FAILURE);
+                }
             }
         }
     }

@@ -172,12 +172,21 @@ fn run(opts: &Opts) -> Result<()> {
     }
 
     let mut runs = Vec::new();
+    let mut failed_runs = Vec::new();
     for &mode in modes.iter().filter(|_| opts.reloads > 0) {
         for &kind in &kinds {
             let measure_idle = mode == modes[0] && opts.idle_secs > 0;
             eprintln!("bench: {} / {} ...", kind.name(), mode.describe());
-            let run = bench_run(opts, &settings, kind, mode, measure_idle)
-                .with_context(|| format!("{} / {}", kind.name(), mode.describe()))?;
+            let run = match bench_run(opts, &settings, kind, mode, measure_idle) {
+                Ok(run) => run,
+                Err(e) => {
+                    procs::check_interrupted()?;
+                    let why = format!("{} / {}: {e:#}", kind.name(), mode.describe());
+                    eprintln!("bench: run failed: {why}");
+                    failed_runs.push(format!("- {why}"));
+                    continue;
+                }
+            };
             let s = run.summary();
             eprintln!(
                 "bench: {} / {}: {} requests, {} failed, p99 steady {} reload {}",
@@ -195,6 +204,9 @@ fn run(opts: &Opts) -> Result<()> {
     let mut text = String::new();
     if !skipped.is_empty() {
         let _ = writeln!(text, "Peers not run:\n{}\n", skipped.join("\n"));
+    }
+    if !failed_runs.is_empty() {
+        let _ = writeln!(text, "Runs that failed:\n{}\n", failed_runs.join("\n"));
     }
     if !runs.is_empty() {
         text.push_str(&report::tables(&runs));
@@ -386,20 +398,43 @@ fn bench_run(
     let mut reloads = Vec::new();
     let mut windows = Vec::new();
     let mut floor = Vec::new();
+    let mut aborted = None;
     for i in 0..opts.reloads {
         procs::sleep(Duration::from_millis(opts.gap_ms))?;
         // Side by side with the reloads, under the same load: what exec alone costs.
         floor.extend(settings.exec_floor(&tag)?);
         let deadline = Instant::now() + Duration::from_secs(opts.reload_timeout_secs);
-        let r = target
-            .reload(Some(&load), deadline)
-            .with_context(|| format!("reload {} of {}", i + 1, opts.reloads))?;
+        let asked = procs::Stamp::now();
+        let (r, stuck) = match target.reload(Some(&load), deadline) {
+            Ok(r) => (r, false),
+            // The reload did not finish in time (or the target died): record it as failed and
+            // end this run; the target's state is unknown.
+            Err(e) => (
+                targets::Reload {
+                    hup: asked,
+                    complete: None,
+                    window: asked.at.elapsed(),
+                    spawn_latency: None,
+                    failed: Some(format!("{e:#}")),
+                },
+                true,
+            ),
+        };
         if let Some(why) = &r.failed {
             eprintln!("bench: reload {} failed: {why}", i + 1);
         }
         let start = us_since(origin, r.hup.at);
         windows.push((start, start + r.window.as_micros() as u64));
         reloads.push(r);
+        if stuck {
+            procs::check_interrupted()?;
+            aborted = Some(format!(
+                "stopped after reload {} of {}, which did not complete",
+                i + 1,
+                opts.reloads
+            ));
+            break;
+        }
         if (i + 1) % 10 == 0 {
             eprintln!(
                 "bench:   {} reloads, {} ok, {} failed requests",
@@ -447,6 +482,7 @@ fn bench_run(
         rss_breakdown,
         log,
         floor,
+        aborted,
         expected_wait,
         wait_note,
     })

@@ -37,6 +37,8 @@ pub struct Run {
     /// Spawn-latency floor samples (std `Command` → hello's `main`), taken under the same
     /// load between reloads.
     pub floor: Vec<Duration>,
+    /// Why the run ended before all its reloads, if it did.
+    pub aborted: Option<String>,
     /// relaunch --start-secs (s), or the wait a reload needs besides its overhead.
     pub expected_wait: Option<Duration>,
     /// Note on what `expected_wait` is.
@@ -219,7 +221,7 @@ pub fn tables(runs: &[Run]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}{} | {} |",
             run.kind.name(),
             run.mode.describe(),
             s.requests,
@@ -234,6 +236,11 @@ pub fn tables(runs: &[Run]) -> String {
             us(s.all.max),
             s.reloads_ok,
             s.reloads_failed,
+            if run.aborted.is_some() {
+                " (ended early)"
+            } else {
+                ""
+            },
             s.distinct_pids,
         );
     }
@@ -329,6 +336,9 @@ pub fn details(runs: &[Run]) -> String {
             run.mode.describe(),
             run.log
         );
+        if let Some(why) = &run.aborted {
+            let _ = writeln!(out, "- **run ended early**: {why}");
+        }
         if !run.load.examples.is_empty() {
             out.push_str("- failure examples (t = s since start):\n");
             for (t, e) in run.load.examples.iter().take(8) {
