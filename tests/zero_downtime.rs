@@ -50,8 +50,9 @@ fn reloads_under_load_fail_no_request(mode: Mode) {
         Instant::now(),
     )
     .expect("starting the clients");
+    let start = load.mark();
     r.wait_until(TIMEOUT, &format!("clients served by pid {first}"), || {
-        load.served_by(first) || load.failed() > 0
+        load.served_by_since(first, &start) || load.failed() > 0
     });
 
     for generation in 2..=RELOADS + 1 {
@@ -59,6 +60,7 @@ fn reloads_under_load_fail_no_request(mode: Mode) {
             break; // reported below, with the failures
         }
         let gen = generation.to_string();
+        let mark = load.mark();
         r.signal(libc::SIGHUP);
         r.wait_until(TIMEOUT, &format!("generation {gen} to take over"), || {
             r.event_index("reload complete", &[("generation", &gen)])
@@ -78,7 +80,7 @@ fn reloads_under_load_fail_no_request(mode: Mode) {
         r.wait_for_event("exited", &[("pid", &old)], TIMEOUT);
         let new: u32 = pid.parse().expect("numeric pid");
         r.wait_until(TIMEOUT, &format!("clients served by pid {new}"), || {
-            load.served_by(new) || load.failed() > 0
+            load.served_by_since(new, &mark) || load.failed() > 0
         });
     }
 

@@ -189,8 +189,14 @@ struct Shared {
     retries: AtomicU64,
     /// Per client: the pid of its last answer (0 before the first one).
     last_pid: Vec<AtomicU32>,
+    /// Per client: answers so far (incremented after `last_pid` is stored).
+    answers: Vec<AtomicU64>,
     examples: Mutex<Vec<(u32, String)>>,
 }
+
+/// Per-client answer counts at some moment.
+#[derive(Debug, Clone)]
+pub struct Mark(Vec<u64>);
 
 /// A running load. Dropping it stops the clients and joins them (each finishes its current
 /// request, which is bounded by the request timeout).
@@ -208,6 +214,7 @@ impl Load {
             failed: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             last_pid: (0..config.clients).map(|_| AtomicU32::new(0)).collect(),
+            answers: (0..config.clients).map(|_| AtomicU64::new(0)).collect(),
             examples: Mutex::new(Vec::new()),
         });
         let mut load = Load {
@@ -235,21 +242,29 @@ impl Load {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
-    /// Whether some client's last answer came from a pid not in `old` (a new server answers).
-    pub fn served_by_other_than(&self, old: &[u32]) -> Option<u32> {
-        self.shared
-            .last_pid
-            .iter()
-            .map(|p| p.load(Ordering::Relaxed))
-            .find(|&pid| pid != 0 && !old.contains(&pid))
+    /// A point in time to compare answers with (see [`Load::served_by_since`]).
+    pub fn mark(&self) -> Mark {
+        Mark(
+            self.shared
+                .answers
+                .iter()
+                .map(|a| a.load(Ordering::Acquire))
+                .collect(),
+        )
     }
 
-    /// Whether some client's last answer came from `pid`.
-    pub fn served_by(&self, pid: u32) -> bool {
+    /// Whether some client got an answer from `pid` after `mark` was taken. Pids are reused
+    /// (tids share the pid space, and a thread-per-connection server goes through it in
+    /// seconds), so a client's last pid alone could come from a long-gone process.
+    pub fn served_by_since(&self, pid: u32, mark: &Mark) -> bool {
         self.shared
-            .last_pid
+            .answers
             .iter()
-            .any(|p| p.load(Ordering::Relaxed) == pid)
+            .zip(&self.shared.last_pid)
+            .zip(&mark.0)
+            .any(|((answers, last), &then)| {
+                answers.load(Ordering::Acquire) > then && last.load(Ordering::Relaxed) == pid
+            })
     }
 
     /// Stops the clients and returns what they recorded.
@@ -318,6 +333,7 @@ fn client(id: usize, config: LoadConfig, origin: Instant, shared: &Shared) -> Ve
             Ok(pid) => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 shared.last_pid[id].store(pid, Ordering::Relaxed);
+                shared.answers[id].fetch_add(1, Ordering::Release);
                 samples.push(Sample {
                     start_us,
                     latency_us,

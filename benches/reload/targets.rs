@@ -153,9 +153,6 @@ pub struct Target {
     log: PathBuf,
     /// Startup delay used for this instance.
     delay_ms: u64,
-    /// Every server pid seen so far: a reload is done when a pid *not* in here answers (a
-    /// client's last answer may still come from an even older generation).
-    known: Vec<u32>,
 }
 
 impl Target {
@@ -326,8 +323,7 @@ impl Target {
             }
         };
         target.delay_ms = delay_ms;
-        let pid = target.wait_serving(deadline)?;
-        target.known.push(pid);
+        target.wait_serving(deadline)?;
         Ok(target)
     }
 
@@ -354,7 +350,6 @@ impl Target {
             settings: settings.clone(),
             log,
             delay_ms: 0,
-            known: Vec::new(),
         }
     }
 
@@ -425,6 +420,7 @@ impl Target {
     fn reload_relaunch(&mut self, load: Option<&Load>, deadline: Instant) -> Result<Reload> {
         let p = &mut self.procs[0];
         let from = p.line_count();
+        let mark = load.map(Load::mark);
         let hup = procs::signal_stamped(p.pid(), libc::SIGHUP)?;
         let (_, line) = p.wait_line(
             from,
@@ -456,14 +452,16 @@ impl Target {
             is_event(l, "exited") && field(l, "pid") == Some(old_pid.as_str())
         })?;
         let mut window = since_hup(&exited.text)?;
-        if let Some(load) = load.filter(|l| !l.served_by(new_pid)) {
-            procs::wait_for(
-                deadline,
-                Duration::from_millis(1),
-                "the new generation to answer a client",
-                || Ok(load.served_by(new_pid).then_some(())),
-            )?;
-            window = window.max(hup.at.elapsed());
+        if let (Some(load), Some(mark)) = (load, &mark) {
+            if !load.served_by_since(new_pid, mark) {
+                procs::wait_for(
+                    deadline,
+                    Duration::from_millis(1),
+                    "the new generation to answer a client",
+                    || Ok(load.served_by_since(new_pid, mark).then_some(())),
+                )?;
+                window = window.max(hup.at.elapsed());
+            }
         }
         Ok(Reload {
             hup,
@@ -475,7 +473,7 @@ impl Target {
     }
 
     fn reload_naive(&mut self, load: &Load, deadline: Instant) -> Result<Reload> {
-        self.known.push(self.procs[0].pid() as u32);
+        let mark = load.mark();
         let hup = Stamp::now();
         self.procs[0].signal(libc::SIGTERM)?;
         procs::wait_for(
@@ -511,9 +509,8 @@ impl Target {
             deadline,
             Duration::from_millis(1),
             "the new server to answer a client",
-            || Ok(load.served_by_other_than(&self.known).map(|_| ())),
+            || Ok(load.served_by_since(new_pid, &mark).then_some(())),
         )?;
-        self.known.push(new_pid);
         Ok(Reload {
             hup,
             complete: None,
@@ -528,8 +525,7 @@ impl Target {
         if old.is_empty() {
             bail!("{}: no server process to reload", self.kind.name());
         }
-        self.known.extend(&old);
-        let known = self.known.clone();
+        let mark = load.mark();
         let hup = procs::signal_stamped(self.reload_pid, libc::SIGHUP)?;
         let what = format!(
             "{}: old server(s) {old:?} to exit and a new one to answer",
@@ -544,9 +540,14 @@ impl Target {
             if old.iter().any(|&pid| procs::alive(pid as i32)) {
                 return Ok(None);
             }
-            Ok(load.served_by_other_than(&known))
+            // The new server: a child that was not there before the HUP (pids are not reused
+            // within a reload: Linux hands them out cyclically).
+            let new = self
+                .server_pids()
+                .into_iter()
+                .find(|pid| !old.contains(pid));
+            Ok(new.filter(|&pid| load.served_by_since(pid, &mark)))
         })?;
-        self.known.push(new_pid);
         Ok(Reload {
             hup,
             complete: None,
@@ -559,7 +560,8 @@ impl Target {
     /// HUP → `main` of `pid`, from the stamp file.
     fn spawn_latency(&self, pid: u32, hup: &Stamp) -> Option<Duration> {
         let text = fs::read_to_string(&self.stamps).ok()?;
-        let ns: i128 = text.lines().find_map(|l| {
+        // The last stamp of that pid: an earlier process may have had the same pid.
+        let ns: i128 = text.lines().rev().find_map(|l| {
             (field(l, "pid")?.parse::<u32>().ok()? == pid)
                 .then(|| field(l, "monotonic_ns")?.parse().ok())
                 .flatten()
