@@ -416,6 +416,7 @@ fn bench_run(
                     window: asked.at.elapsed(),
                     spawn_latency: None,
                     failed: Some(format!("{e:#}")),
+                    note: None,
                 },
                 true,
             ),

@@ -495,6 +495,48 @@ impl Usage {
     }
 }
 
+/// What the threads of `pid` are doing, grouped: `N× STATE where`, where `where` is the top of
+/// the kernel stack (`/proc/PID/task/TID/stack`, readable as root) or the wait channel. For a
+/// process that does not stop when asked, this tells whether it is blocked in the kernel.
+pub fn diagnose(pid: i32) -> String {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("pid {pid} is gone");
+    };
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for entry in dir.flatten() {
+        let task = entry.path();
+        let state = fs::read_to_string(task.join("stat"))
+            .ok()
+            .and_then(|t| {
+                let close = t.rfind(')')?;
+                t.get(close + 2..close + 3).map(str::to_owned)
+            })
+            .unwrap_or_else(|| "?".into());
+        let stack: Vec<String> = fs::read_to_string(task.join("stack"))
+            .unwrap_or_default()
+            .lines()
+            .take(3)
+            .filter_map(|l| {
+                let f = l.split_whitespace().nth(1)?;
+                Some(f.split('+').next().unwrap_or(f).to_owned())
+            })
+            .collect();
+        let place = if stack.is_empty() {
+            fs::read_to_string(task.join("wchan")).unwrap_or_default()
+        } else {
+            stack.join("<")
+        };
+        let key = format!("{state} {}", if place.is_empty() { "-" } else { &place });
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some(g) => g.1 += 1,
+            None => groups.push((key, 1)),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
+    let parts: Vec<String> = groups.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+    format!("pid {pid} threads: {}", parts.join("; "))
+}
+
 /// Clock ticks per second (for utime/stime).
 pub fn ticks_per_sec() -> u64 {
     // SAFETY: sysconf has no memory effects.

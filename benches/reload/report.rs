@@ -374,6 +374,17 @@ pub fn details(runs: &[Run]) -> String {
                 .collect();
             let _ = writeln!(out, "- slowest requests: {}", parts.join("; "));
         }
+        for (i, r) in run.reloads.iter().enumerate() {
+            if let Some(note) = &r.note {
+                let _ = writeln!(
+                    out,
+                    "- reload {} took {}; after {} s: {note}",
+                    i + 1,
+                    dur(r.window),
+                    crate::targets::SLOW_STOP.as_secs()
+                );
+            }
+        }
         for r in run.reloads.iter().filter(|r| r.failed.is_some()) {
             let _ = writeln!(
                 out,

@@ -134,7 +134,12 @@ pub struct Reload {
     pub spawn_latency: Option<Duration>,
     /// Why the reload failed, if it did.
     pub failed: Option<String>,
+    /// What an old server that took over [`SLOW_STOP`] to exit was doing then.
+    pub note: Option<String>,
 }
+
+/// An old server still running this long after it was asked to stop gets diagnosed.
+pub const SLOW_STOP: Duration = Duration::from_secs(2);
 
 /// A running target.
 pub struct Target {
@@ -439,6 +444,7 @@ impl Target {
                 window: line.at - hup.at,
                 spawn_latency: None,
                 failed: Some(line.text),
+                note: None,
             });
         }
         let complete = since_hup(&line.text)?;
@@ -448,9 +454,18 @@ impl Target {
         let old_pid = field(&line.text, "old_pid")
             .ok_or_else(|| anyhow!("no old_pid= in {:?}", line.text))?
             .to_owned();
-        let (_, exited) = p.wait_line(from, deadline, "the old generation to exit", |l| {
-            is_event(l, "exited") && field(l, "pid") == Some(old_pid.as_str())
-        })?;
+        let is_exit = |l: &str| is_event(l, "exited") && field(l, "pid") == Some(old_pid.as_str());
+        let mut note = None;
+        let slow = Instant::now() + SLOW_STOP;
+        while p.find_line(from, is_exit).is_none() && Instant::now() < slow.min(deadline) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if p.find_line(from, is_exit).is_none() {
+            if let Ok(pid) = old_pid.parse() {
+                note = Some(procs::diagnose(pid));
+            }
+        }
+        let (_, exited) = p.wait_line(from, deadline, "the old generation to exit", is_exit)?;
         let mut window = since_hup(&exited.text)?;
         if let (Some(load), Some(mark)) = (load, &mark) {
             if !load.served_by_since(new_pid, mark) {
@@ -469,6 +484,7 @@ impl Target {
             window,
             spawn_latency: self.spawn_latency(new_pid, &hup),
             failed: None,
+            note,
         })
     }
 
@@ -476,11 +492,18 @@ impl Target {
         let mark = load.mark();
         let hup = Stamp::now();
         self.procs[0].signal(libc::SIGTERM)?;
+        let old = self.procs[0].pid();
+        let mut note = None;
         procs::wait_for(
             deadline,
             Duration::from_micros(500),
             "the old server to exit",
-            || Ok(self.procs[0].try_wait()?.map(|_| ())),
+            || {
+                if note.is_none() && hup.at.elapsed() > SLOW_STOP {
+                    note = Some(procs::diagnose(old));
+                }
+                Ok(self.procs[0].try_wait()?.map(|_| ()))
+            },
         )?;
         let port = self.addr.port();
         let delay = self.delay_ms;
@@ -517,6 +540,7 @@ impl Target {
             window: hup.at.elapsed(),
             spawn_latency: self.spawn_latency(new_pid, &hup),
             failed: None,
+            note,
         })
     }
 
@@ -531,7 +555,27 @@ impl Target {
             "{}: old server(s) {old:?} to exit and a new one to answer",
             self.kind.name()
         );
+        let mut note: Option<String> = None;
         let new_pid = procs::wait_for(deadline, Duration::from_millis(1), &what, || {
+            if note.is_none() && hup.at.elapsed() > SLOW_STOP {
+                let notes: Vec<String> = old
+                    .iter()
+                    .filter(|&&pid| procs::alive(pid as i32))
+                    .map(|&pid| procs::diagnose(pid as i32))
+                    .collect();
+                note = Some(if notes.is_empty() {
+                    format!(
+                        "old server(s) gone; new server(s): {}",
+                        self.server_pids()
+                            .iter()
+                            .map(|&pid| procs::diagnose(pid as i32))
+                            .collect::<Vec<_>>()
+                            .join(" / ")
+                    )
+                } else {
+                    notes.join(" / ")
+                });
+            }
             for p in &mut self.procs {
                 if let Some(status) = p.try_wait()? {
                     bail!("{} exited ({status}); output:\n{}", p.name, p.tail(20));
@@ -554,6 +598,7 @@ impl Target {
             window: hup.at.elapsed(),
             spawn_latency: self.spawn_latency(new_pid, &hup),
             failed: None,
+            note,
         })
     }
 
