@@ -14,6 +14,11 @@
 //!
 //! * `--startup-delay-ms N`: wait N ms before serving, like a server with a slow boot.
 //! * `--bind ADDR`: bind ADDR itself when no socket is inherited (a baseline without relaunch).
+//! * `--fd N`: take the listening socket at fd N instead (how circus passes a socket:
+//!   `--fd $(circus.sockets.NAME)`).
+//! * `--stamp-file PATH`: append `pid=P monotonic_ns=T` to PATH, where T is `CLOCK_MONOTONIC`
+//!   read first thing in `main`. The reload benchmark (`benches/reload`) compares it with the
+//!   time it sent SIGHUP to measure spawn latency.
 //!
 //! When `NOTIFY_SOCKET` is set (`relaunch --ready notify`, systemd `Type=notify`), it sends
 //! `READY=1` once it serves, with the small `sd-notify` crate.
@@ -31,9 +36,10 @@
 //!    keep-alive connections, and exit 0.
 
 use std::env;
+use std::fs::OpenOptions;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +59,8 @@ macro_rules! say {
     }};
 }
 
-const USAGE: &str = "usage: hello [--startup-delay-ms N] [--bind ADDR]";
+const USAGE: &str =
+    "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] [--stamp-file PATH]";
 
 /// How often a connection waiting for a request checks whether the server is stopping.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -69,13 +76,28 @@ const ACCEPT_BATCH: usize = 64;
 struct Options {
     startup_delay: Duration,
     bind: Option<String>,
+    fd: Option<RawFd>,
+    stamp_file: Option<String>,
 }
 
 fn main() {
+    // First thing, for `--stamp-file`: how soon after exec this process got to run.
+    let started_ns = monotonic_ns();
     let opts = parse_args().unwrap_or_else(|msg| {
         say!("{msg}\n{USAGE}");
         process::exit(2);
     });
+    if let Some(path) = &opts.stamp_file {
+        let line = format!("pid={} monotonic_ns={started_ns}\n", process::id());
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(err) = written {
+            say!("cannot write the stamp file {path}: {err}");
+        }
+    }
 
     // Catch SIGTERM/SIGINT first: a stop that arrives during a slow boot still ends us cleanly.
     let signals = SignalPipe::new().unwrap_or_else(|err| {
@@ -83,7 +105,7 @@ fn main() {
         process::exit(1);
     });
 
-    let listeners = take_listeners(opts.bind.as_deref()).unwrap_or_else(|msg| {
+    let listeners = take_listeners(opts.bind.as_deref(), opts.fd).unwrap_or_else(|msg| {
         say!("{msg}");
         process::exit(2);
     });
@@ -120,6 +142,8 @@ fn parse_args() -> Result<Options, String> {
     let mut opts = Options {
         startup_delay: Duration::ZERO,
         bind: None,
+        fd: None,
+        stamp_file: None,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -132,6 +156,18 @@ fn parse_args() -> Result<Options, String> {
                 opts.startup_delay = Duration::from_millis(ms);
             }
             "--bind" => opts.bind = Some(args.next().ok_or("--bind needs a value")?),
+            "--fd" => {
+                let v = args.next().ok_or("--fd needs a value")?;
+                let fd = v
+                    .parse()
+                    .ok()
+                    .filter(|fd| *fd >= 3)
+                    .ok_or_else(|| format!("invalid --fd value {v:?} (a number >= 3)"))?;
+                opts.fd = Some(fd);
+            }
+            "--stamp-file" => {
+                opts.stamp_file = Some(args.next().ok_or("--stamp-file needs a value")?)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 process::exit(0);
@@ -142,8 +178,12 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// Every inherited TCP listener, or the one bound to `bind` when nothing was inherited.
-fn take_listeners(bind: Option<&str>) -> Result<Vec<TcpListener>, String> {
+/// The listener at `fd` if given, else every inherited TCP listener, else the one bound to
+/// `bind`.
+fn take_listeners(bind: Option<&str>, fd: Option<RawFd>) -> Result<Vec<TcpListener>, String> {
+    if let Some(fd) = fd {
+        return listener_at_fd(fd).map(|l| vec![l]);
+    }
     let mut fds = ListenFd::from_env();
     let mut listeners = Vec::new();
     for idx in 0..fds.len() {
@@ -172,6 +212,40 @@ fn take_listeners(bind: Option<&str>) -> Result<Vec<TcpListener>, String> {
             .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;
     }
     Ok(listeners)
+}
+
+/// Takes ownership of the listening TCP socket at `fd` (given by `--fd`).
+fn listener_at_fd(fd: RawFd) -> Result<TcpListener, String> {
+    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd is reported as EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(format!("--fd {fd}: {}", io::Error::last_os_error()));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(format!("--fd {fd} is not a socket"));
+    }
+    // SAFETY: the fd is open and is a socket; the parent passed it for us to own, and nothing
+    // else in this process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = TcpListener::from(owned);
+    // Mark it close-on-exec like every other fd of ours.
+    // SAFETY: fcntl on an fd we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    listener
+        .local_addr()
+        .map_err(|err| format!("--fd {fd} is not a TCP socket: {err}"))?;
+    Ok(listener)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock every process on the host shares.
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
 /// The read end of a self-pipe that SIGTERM and SIGINT write to.
@@ -298,7 +372,12 @@ fn handle_connection(mut stream: TcpStream, stopping: &AtomicBool, body: &str) -
     for served in 0.. {
         let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping)? {
             Some(len) => len,
-            None => return Ok(()), // client closed, idle too long, or we are stopping
+            // Client closed, idle too long, or we are stopping. Close like after a response:
+            // a request may be arriving right now (the client cannot know we are about to
+            // close), and closing with unread input would answer it with a RST, a failure the
+            // client cannot retry safely. With FIN first, the client reads a clean end of
+            // stream instead and may send the request again on a new connection.
+            None => return linger_close(stream),
         };
         let request = match parse_head(&buf[..head_len]) {
             Ok(request) => request,

@@ -1,0 +1,782 @@
+//! The reload benchmark: zero downtime under load, reload timing, and the master's footprint,
+//! side by side with the tools users would pick instead. Results and how to read them:
+//! `BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo build --release --examples
+//! cargo bench --bench reload -- --reloads 100 --concurrency 64 --peers naive,systemfd,circus,gunicorn
+//! cargo bench --bench reload -- --soak 1000
+//! ```
+//!
+//! It is a `harness = false` bench target, not a workspace member: it needs no dependency
+//! beyond relaunch's own and its dev-dependencies, so it adds nothing to what users build, and
+//! `cargo clippy --all-targets` checks it with the rest.
+//!
+//! The same executable is also the *restarter* that runs under systemfd
+//! (`reload --restarter -- CMD...`): on SIGHUP it stops CMD (SIGTERM, then waits for it to
+//! exit) and starts it again, which is what cargo-watch / `watchexec --restart` do on a change.
+
+// Shared with tests/zero_downtime.rs, which uses parts of it the benchmark does not.
+#[allow(dead_code)]
+mod load;
+mod procs;
+mod report;
+mod svg;
+mod targets;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use load::{Load, LoadConfig, Mode};
+use procs::Usage;
+use report::{Idle, Run};
+use targets::{Kind, Settings, Target};
+
+/// Zero-downtime reload benchmark for relaunch and its peers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "reload", about)]
+struct Opts {
+    /// Reloads per run.
+    #[arg(long, default_value_t = 100)]
+    reloads: usize,
+    /// Concurrent closed-loop clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Connection modes to run: close (a new connection per request), keepalive.
+    #[arg(long, value_delimiter = ',', default_value = "close,keepalive")]
+    modes: Vec<String>,
+    /// The server's own startup delay (`hello --startup-delay-ms`), in every setup.
+    #[arg(long, default_value_t = 200)]
+    startup_delay_ms: u64,
+    /// relaunch `--start-secs` (must exceed the startup delay, or the old server is stopped
+    /// before the new one serves).
+    #[arg(long, default_value = "0.5")]
+    start_secs: String,
+    /// Pass `--ready MODE` to relaunch (e.g. `notify`; needs relaunch and hello support).
+    #[arg(long)]
+    ready: Option<String>,
+    /// Extra argument for relaunch (repeatable).
+    #[arg(long = "relaunch-arg", allow_hyphen_values = true)]
+    relaunch_args: Vec<String>,
+    /// Steady time between the end of a reload and the next SIGHUP, ms.
+    #[arg(long, default_value_t = 500)]
+    gap_ms: u64,
+    /// Load before the first reload that is not measured, ms.
+    #[arg(long, default_value_t = 1000)]
+    warmup_ms: u64,
+    /// Deadline of each request, ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Deadline of each reload, s.
+    #[arg(long, default_value_t = 60)]
+    reload_timeout_secs: u64,
+    /// Peers to run too, comma-separated: naive,systemfd,circus,gunicorn.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Run only the peers, not relaunch.
+    #[arg(long)]
+    skip_relaunch: bool,
+    /// Idle window measured on each master after its first run, s (0: skip).
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Rounds of the relaunch-vs-baseline throughput comparison per mode (0: skip).
+    #[arg(long, default_value_t = 6)]
+    ratio_rounds: usize,
+    /// Length of each throughput round, s.
+    #[arg(long, default_value_t = 3)]
+    ratio_secs: u64,
+    /// Reloads of relaunch without any load, to measure spawn latency at rest (0: skip).
+    #[arg(long, default_value_t = 30)]
+    rest_reloads: usize,
+    /// Soak mode: this many reloads back to back instead of the benchmark.
+    #[arg(long)]
+    soak: Option<usize>,
+    /// relaunch `--start-secs` in soak mode.
+    #[arg(long, default_value = "0.05")]
+    soak_start_secs: String,
+    /// Clients in soak mode.
+    #[arg(long, default_value_t = 4)]
+    soak_concurrency: usize,
+    /// Where to write the report, the plot and the logs.
+    #[arg(long, default_value = "target/bench-reload")]
+    out: PathBuf,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--restarter") {
+        std::process::exit(restarter(&args[2..]));
+    }
+    if args.len() == 1 {
+        // `cargo test --benches` runs bench targets without arguments: do nothing there.
+        eprintln!(
+            "reload benchmark: run it with `cargo bench --bench reload -- [OPTIONS]` (see --help)"
+        );
+        return;
+    }
+    let opts = Opts::parse();
+    if let Err(e) = run(&opts) {
+        eprintln!("bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(opts: &Opts) -> Result<()> {
+    procs::init()?;
+    let settings = settings(opts)?;
+    fs::create_dir_all(&settings.work)?;
+    let started = SystemTime::now();
+    let header = header(opts, started);
+    eprintln!("{header}");
+
+    if let Some(n) = opts.soak {
+        let text = soak(opts, &settings, n)?;
+        let report = format!("{header}\n{text}");
+        write_out(opts, "soak.md", &report)?;
+        println!("{report}");
+        return Ok(());
+    }
+
+    let modes: Vec<Mode> = opts
+        .modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "close" => Ok(Mode::Close),
+            "keepalive" | "keep-alive" => Ok(Mode::KeepAlive),
+            other => bail!("unknown mode {other:?} (close, keepalive)"),
+        })
+        .collect::<Result<_>>()?;
+    let mut kinds = Vec::new();
+    if !opts.skip_relaunch {
+        kinds.push(Kind::Relaunch);
+    }
+    let mut skipped = Vec::new();
+    for p in &opts.peers {
+        let kind = Kind::parse_peer(p)?;
+        match kind.missing() {
+            Some(why) => {
+                eprintln!("bench: skipping peer {p}: {why}");
+                skipped.push(format!("- {p}: skipped, {why}"));
+            }
+            None => kinds.push(kind),
+        }
+    }
+
+    let mut runs = Vec::new();
+    let mut failed_runs = Vec::new();
+    for &mode in modes.iter().filter(|_| opts.reloads > 0) {
+        for &kind in &kinds {
+            let measure_idle = mode == modes[0] && opts.idle_secs > 0;
+            eprintln!("bench: {} / {} ...", kind.name(), mode.describe());
+            let run = match bench_run(opts, &settings, kind, mode, measure_idle) {
+                Ok(run) => run,
+                Err(e) => {
+                    procs::check_interrupted()?;
+                    let why = format!("{} / {}: {e:#}", kind.name(), mode.describe());
+                    eprintln!("bench: run failed: {why}");
+                    failed_runs.push(format!("- {why}"));
+                    continue;
+                }
+            };
+            let s = run.summary();
+            eprintln!(
+                "bench: {} / {}: {} requests, {} failed, p99 steady {} reload {}",
+                kind.name(),
+                mode.describe(),
+                s.requests,
+                s.failures,
+                report::us(s.steady.p99),
+                report::us(s.window.p99)
+            );
+            runs.push(run);
+        }
+    }
+
+    let mut text = String::new();
+    if !skipped.is_empty() {
+        let _ = writeln!(text, "Peers not run:\n{}\n", skipped.join("\n"));
+    }
+    if !failed_runs.is_empty() {
+        let _ = writeln!(text, "Runs that failed:\n{}\n", failed_runs.join("\n"));
+    }
+    if !runs.is_empty() {
+        text.push_str(&report::tables(&runs));
+        text.push('\n');
+    }
+    if opts.rest_reloads > 0 && !opts.skip_relaunch {
+        eprintln!("bench: spawn latency at rest ...");
+        text.push_str(&at_rest(opts, &settings, opts.rest_reloads)?);
+    }
+    if opts.ratio_rounds > 0 && !opts.skip_relaunch {
+        for &mode in &modes {
+            eprintln!(
+                "bench: throughput relaunch vs baseline / {} ...",
+                mode.describe()
+            );
+            text.push_str(&ratio(opts, &settings, mode)?);
+        }
+    }
+    if !runs.is_empty() {
+        text.push_str(&report::details(&runs));
+        let svg = svg::plot(&runs, "Latency through reloads");
+        write_out(opts, "latency.svg", &svg)?;
+        text.push_str(&format!(
+            "Plot: `{}`\n",
+            opts.out.join("latency.svg").display()
+        ));
+    }
+    let report = format!("{header}\n{text}");
+    write_out(opts, "report.md", &report)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn write_out(opts: &Opts, name: &str, text: &str) -> Result<()> {
+    fs::create_dir_all(&opts.out)?;
+    let path = opts.out.join(name);
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// Binaries and paths; fails with what to build if the example is missing or stale.
+fn settings(opts: &Opts) -> Result<Settings> {
+    let relaunch = PathBuf::from(env!("CARGO_BIN_EXE_relaunch"));
+    let exe = std::env::current_exe().context("locating the benchmark executable")?;
+    // target/<profile>/deps/reload-HASH -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected benchmark location")?;
+    let hello = profile_dir.join("examples").join("hello");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.rs");
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (mtime(&hello), mtime(&source)) {
+        (None, _) => bail!(
+            "{} not found: build the example first with `cargo build --release --examples`",
+            hello.display()
+        ),
+        (Some(bin), Some(src)) if src > bin => bail!(
+            "{} is older than examples/hello.rs: rebuild it with `cargo build --release --examples`",
+            hello.display()
+        ),
+        _ => {}
+    }
+    if !relaunch.is_file() {
+        bail!("{} not found (cargo bench builds it)", relaunch.display());
+    }
+    let out = if opts.out.is_absolute() {
+        opts.out.clone()
+    } else {
+        std::env::current_dir()?.join(&opts.out)
+    };
+    Ok(Settings {
+        relaunch,
+        hello,
+        bench_exe: exe,
+        start_secs: opts.start_secs.clone(),
+        ready: opts.ready.clone(),
+        relaunch_args: opts.relaunch_args.clone(),
+        work: out.join("logs"),
+    })
+}
+
+fn header(opts: &Opts, started: SystemTime) -> String {
+    let secs = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut h = String::new();
+    let _ = writeln!(h, "## reload benchmark\n");
+    let _ = writeln!(
+        h,
+        "- command: `cargo bench --bench reload -- {}`",
+        args.join(" ")
+    );
+    let _ = writeln!(h, "- started: {} (unix {secs})", utc(started));
+    let _ = writeln!(
+        h,
+        "- machine: {cores} cores, {cpu}, Linux {}",
+        kernel.trim()
+    );
+    let _ = writeln!(h, "- load average at start: {}", load.trim());
+    if opts.soak.is_some() {
+        return h;
+    }
+    let _ = writeln!(
+        h,
+        "- server startup delay {} ms; relaunch --start-secs {}{}; gap between reloads {} ms; \
+         request timeout {} ms; {} clients",
+        opts.startup_delay_ms,
+        opts.start_secs,
+        opts.ready
+            .as_deref()
+            .map_or(String::new(), |m| format!(" --ready {m}")),
+        opts.gap_ms,
+        opts.timeout_ms,
+        opts.concurrency,
+    );
+    h
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn us_since(origin: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(origin).as_micros() as u64
+}
+
+/// One target, one mode: load, N reloads, measurements.
+fn bench_run(
+    opts: &Opts,
+    settings: &Settings,
+    kind: Kind,
+    mode: Mode,
+    measure_idle: bool,
+) -> Result<Run> {
+    let tag = format!("{}-{}", kind.name(), mode.name());
+    let mut target = Target::start(kind, settings, opts.startup_delay_ms, &tag)?;
+    let master = target.master();
+    let origin = Instant::now();
+    let load = Load::start(
+        LoadConfig {
+            addr: target.addr,
+            mode,
+            clients: opts.concurrency,
+            timeout: Duration::from_millis(opts.timeout_ms),
+        },
+        origin,
+    )?;
+    procs::sleep(Duration::from_millis(opts.warmup_ms))?;
+    let from_us = us_since(origin, Instant::now());
+    let before = master.and_then(Usage::of);
+    let mut reloads = Vec::new();
+    let mut windows = Vec::new();
+    let mut floor = Vec::new();
+    let mut aborted = None;
+    for i in 0..opts.reloads {
+        procs::sleep(Duration::from_millis(opts.gap_ms))?;
+        // Side by side with the reloads, under the same load: what exec alone costs.
+        floor.extend(settings.exec_floor(&tag)?);
+        let deadline = Instant::now() + Duration::from_secs(opts.reload_timeout_secs);
+        let asked = procs::Stamp::now();
+        let (r, stuck) = match target.reload(Some(&load), deadline) {
+            Ok(r) => (r, false),
+            // The reload did not finish in time (or the target died): record it as failed and
+            // end this run; the target's state is unknown.
+            Err(e) => (
+                targets::Reload {
+                    hup: asked,
+                    complete: None,
+                    window: asked.at.elapsed(),
+                    spawn_latency: None,
+                    failed: Some(format!("{e:#}")),
+                    note: None,
+                },
+                true,
+            ),
+        };
+        if let Some(why) = &r.failed {
+            eprintln!("bench: reload {} failed: {why}", i + 1);
+        }
+        let start = us_since(origin, r.hup.at);
+        windows.push((start, start + r.window.as_micros() as u64));
+        reloads.push(r);
+        if stuck {
+            procs::check_interrupted()?;
+            aborted = Some(format!(
+                "stopped after reload {} of {}, which did not complete",
+                i + 1,
+                opts.reloads
+            ));
+            break;
+        }
+        if (i + 1) % 10 == 0 {
+            eprintln!(
+                "bench:   {} reloads, {} ok, {} failed requests",
+                i + 1,
+                load.ok(),
+                load.failed()
+            );
+        }
+    }
+    procs::sleep(Duration::from_millis(opts.gap_ms))?;
+    let to_us = us_since(origin, Instant::now());
+    let result = load.finish();
+    // Let the servers close their idle connections, then look at the master at rest.
+    procs::sleep(Duration::from_millis(500))?;
+    let after = master.and_then(Usage::of);
+    let rss_breakdown = master.map(procs::rss_breakdown).unwrap_or_default();
+    let idle = match master {
+        Some(pid) if measure_idle => idle(pid, Duration::from_secs(opts.idle_secs))?,
+        _ => None,
+    };
+    let log = target.log().display().to_string();
+    let (expected_wait, wait_note) = match (kind, &opts.ready) {
+        (Kind::Relaunch, None) => (
+            parse_secs(&opts.start_secs).map(Duration::from_secs_f64),
+            "--start-secs",
+        ),
+        (Kind::Relaunch, Some(_)) => (
+            Some(Duration::from_millis(opts.startup_delay_ms)),
+            "readiness (startup delay)",
+        ),
+        _ => (None, "(not observable)"),
+    };
+    target.shutdown()?;
+    Ok(Run {
+        kind,
+        mode,
+        load: result,
+        from_us,
+        to_us,
+        reloads,
+        windows,
+        before,
+        after,
+        idle,
+        rss_breakdown,
+        log,
+        floor,
+        aborted,
+        expected_wait,
+        wait_note,
+    })
+}
+
+fn parse_secs(s: &str) -> Option<f64> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse::<f64>().ok().map(|v| v / 1000.0);
+    }
+    s.strip_suffix('s').unwrap_or(s).parse().ok()
+}
+
+/// CPU time and context switches of `pid` over `window`.
+fn idle(pid: i32, window: Duration) -> Result<Option<Idle>> {
+    let Some(a) = Usage::of(pid) else {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    procs::sleep(window)?;
+    let secs = t.elapsed().as_secs_f64();
+    let Some(b) = Usage::of(pid) else {
+        return Ok(None);
+    };
+    Ok(Some(Idle {
+        secs,
+        cpu_ms: (b.cpu_ticks - a.cpu_ticks) as f64 * 1000.0 / procs::ticks_per_sec() as f64,
+        voluntary: b.voluntary_switches - a.voluntary_switches,
+        involuntary: b.involuntary_switches - a.involuntary_switches,
+    }))
+}
+
+/// Throughput of hello under relaunch vs hello on its own, alternating, no reloads.
+fn ratio(opts: &Opts, settings: &Settings, mode: Mode) -> Result<String> {
+    let tag = format!("ratio-{}", mode.name());
+    let relaunch = Target::start(Kind::Relaunch, settings, 0, &format!("{tag}-relaunch"))?;
+    let baseline = Target::start(Kind::Baseline, settings, 0, &format!("{tag}-baseline"))?;
+    let measure = |addr| -> Result<f64> {
+        let origin = Instant::now();
+        let load = Load::start(
+            LoadConfig {
+                addr,
+                mode,
+                clients: opts.concurrency,
+                timeout: Duration::from_millis(opts.timeout_ms),
+            },
+            origin,
+        )?;
+        let warm = Duration::from_millis(500);
+        procs::sleep(warm + Duration::from_secs(opts.ratio_secs))?;
+        let result = load.finish();
+        let (from, to) = (
+            warm.as_micros() as u64,
+            (warm + Duration::from_secs(opts.ratio_secs)).as_micros() as u64,
+        );
+        let done = result
+            .samples
+            .iter()
+            .filter(|s| s.outcome == load::Outcome::Ok && s.end_us() >= from && s.end_us() < to)
+            .count();
+        if result.failures() > 0 {
+            bail!(
+                "{} failed requests in a throughput round",
+                result.failures()
+            );
+        }
+        Ok(done as f64 / opts.ratio_secs as f64)
+    };
+    let mut rows = String::new();
+    let mut ratios = Vec::new();
+    for round in 0..opts.ratio_rounds {
+        // Alternate the order so that drift favours neither.
+        let (r, b) = if round % 2 == 0 {
+            let r = measure(relaunch.addr)?;
+            (r, measure(baseline.addr)?)
+        } else {
+            let b = measure(baseline.addr)?;
+            (measure(relaunch.addr)?, b)
+        };
+        let q = r / b;
+        eprintln!(
+            "bench:   round {}: relaunch {r:.0} req/s, baseline {b:.0} req/s, ratio {q:.3}",
+            round + 1
+        );
+        let _ = writeln!(rows, "| {} | {r:.0} | {b:.0} | {q:.3} |", round + 1);
+        ratios.push(q);
+    }
+    relaunch.shutdown()?;
+    baseline.shutdown()?;
+    ratios.sort_by(f64::total_cmp);
+    let median = if ratios.len() % 2 == 1 {
+        ratios[ratios.len() / 2]
+    } else {
+        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+    };
+    Ok(format!(
+        "\n### Throughput: hello under relaunch vs hello binding the port itself ({}, {} clients, \
+         {} s rounds, alternating)\n\n\
+         | round | relaunch req/s | baseline req/s | ratio |\n|---:|---:|---:|---:|\n{rows}\n\
+         **Median ratio: {median:.3}**\n\n",
+        mode.describe(),
+        opts.concurrency,
+        opts.ratio_secs
+    ))
+}
+
+/// relaunch reloads with no load at all (no startup delay, the soak's --start-secs): spawn
+/// latency and reload overhead when nothing competes for the CPU, next to the exec floor.
+fn at_rest(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
+    let mut settings = settings.clone();
+    settings.start_secs = opts.soak_start_secs.clone();
+    let mut target = Target::start(Kind::Relaunch, &settings, 0, "rest")?;
+    let wait = parse_secs(&opts.soak_start_secs).map_or(Duration::ZERO, Duration::from_secs_f64);
+    let (mut spawn, mut floor, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        procs::sleep(Duration::from_millis(50))?;
+        floor.extend(settings.exec_floor("rest")?);
+        procs::sleep(Duration::from_millis(50))?;
+        let deadline = Instant::now() + Duration::from_secs(opts.reload_timeout_secs);
+        let r = target.reload(None, deadline)?;
+        if let Some(why) = r.failed {
+            bail!("reload failed at rest: {why}");
+        }
+        spawn.extend(r.spawn_latency);
+        overhead.extend(r.complete.map(|c| c.saturating_sub(wait)));
+    }
+    target.shutdown()?;
+    for v in [&mut spawn, &mut floor, &mut overhead] {
+        v.sort_unstable();
+    }
+    let stats = |v: &[Duration]| {
+        format!(
+            "{} | {} | {} | {}",
+            report::quantile(v, 0.5).map_or("–".into(), report::dur),
+            report::quantile(v, 0.9).map_or("–".into(), report::dur),
+            v.first().map_or("–".into(), |d| report::dur(*d)),
+            v.last().map_or("–".into(), |d| report::dur(*d)),
+        )
+    };
+    Ok(format!(
+        "\n### relaunch at rest: {n} reloads, no load, no startup delay, --start-secs {}\n\n\
+         | measure | median | p90 | min | max |\n|---|---:|---:|---:|---:|\n\
+         | spawn: HUP → hello `main()` | {} |\n\
+         | exec floor: std `Command` → hello `main()` | {} |\n\
+         | HUP → `reload complete` minus --start-secs | {} |\n\n",
+        opts.soak_start_secs,
+        stats(&spawn),
+        stats(&floor),
+        stats(&overhead),
+    ))
+}
+
+/// Reloads back to back under light load; checks that the master's fds, RSS and zombies stay
+/// flat.
+fn soak(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
+    let mut settings = settings.clone();
+    settings.start_secs = opts.soak_start_secs.clone();
+    let mut target = Target::start(Kind::Relaunch, &settings, 0, "soak")?;
+    let master = target.master().context("relaunch has a pid")?;
+    let origin = Instant::now();
+    let load = Load::start(
+        LoadConfig {
+            addr: target.addr,
+            mode: Mode::Close,
+            clients: opts.soak_concurrency,
+            timeout: Duration::from_millis(opts.timeout_ms),
+        },
+        origin,
+    )?;
+    let mut rows = String::new();
+    let mut samples: Vec<(usize, Usage)> = Vec::new();
+    let sample = |i: usize, samples: &mut Vec<(usize, Usage)>, rows: &mut String| -> Result<()> {
+        let u = Usage::of(master).context("relaunch is gone")?;
+        let _ = writeln!(
+            rows,
+            "| {i} | {} | {} | {} | {} | {} |",
+            u.rss_kib, u.hwm_kib, u.anon_kib, u.fds, u.zombies
+        );
+        eprintln!(
+            "bench: soak {i}: VmRSS {} KiB, VmHWM {} KiB, fds {}, zombies {}, {} ok / {} failed requests",
+            u.rss_kib,
+            u.hwm_kib,
+            u.fds,
+            u.zombies,
+            load.ok(),
+            load.failed()
+        );
+        samples.push((i, u));
+        Ok(())
+    };
+    sample(0, &mut samples, &mut rows)?;
+    let t0 = Instant::now();
+    let mut failed_reloads = 0;
+    let step = (n / 10).max(1);
+    for i in 1..=n {
+        let deadline = Instant::now() + Duration::from_secs(opts.reload_timeout_secs);
+        let r = target.reload(Some(&load), deadline)?;
+        if r.failed.is_some() {
+            failed_reloads += 1;
+        }
+        if i % step == 0 || i == n {
+            sample(i, &mut samples, &mut rows)?;
+        }
+    }
+    let elapsed = t0.elapsed();
+    let result = load.finish();
+    target.shutdown()?;
+    let first = samples[1.min(samples.len() - 1)].1;
+    let last = samples.last().expect("sampled").1;
+    let max_zombies = samples.iter().map(|(_, u)| u.zombies).max().unwrap_or(0);
+    let fds_flat = samples.iter().all(|(_, u)| u.fds == first.fds);
+    let rss_growth = last.rss_kib as i64 - first.rss_kib as i64;
+    let verdict = if fds_flat && max_zombies == 0 && rss_growth <= 16 && result.failures() == 0 {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    Ok(format!(
+        "### Soak: {n} reloads back to back (relaunch --start-secs {}, no startup delay, {} \
+         clients, new connection per request)\n\n\
+         {n} reloads in {:.1} s ({:.1} ms each), {failed_reloads} failed; {} requests, {} failed.\n\n\
+         | after reload | VmRSS KiB | VmHWM KiB | RssAnon KiB | fds | zombies |\n\
+         |---:|---:|---:|---:|---:|---:|\n{rows}\n\
+         **{verdict}**: fds {} (from reload {} on: {}), zombies at most {max_zombies}, VmRSS \
+         {:+} KiB from reload {} to {n} (flat means ≤ 16 KiB: a page or four of lazily touched \
+         code or heap).\n",
+        opts.soak_start_secs,
+        opts.soak_concurrency,
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / n as f64,
+        result.samples.len(),
+        result.failures(),
+        if fds_flat { "flat" } else { "CHANGED" },
+        samples[1.min(samples.len() - 1)].0,
+        first.fds,
+        rss_growth,
+        samples[1.min(samples.len() - 1)].0,
+    ))
+}
+
+/// `--restarter -- CMD...`: runs CMD; on SIGHUP stops it (SIGTERM, up to 10 s, then SIGKILL),
+/// waits for it to exit and starts it again; on SIGTERM/SIGINT stops it and exits.
+fn restarter(args: &[String]) -> i32 {
+    let args = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
+    let Some((program, rest)) = args.split_first() else {
+        eprintln!("restarter: usage: --restarter -- CMD [ARGS...]");
+        return 2;
+    };
+    let mut signals =
+        match signal_hook::iterator::Signals::new([libc::SIGHUP, libc::SIGTERM, libc::SIGINT]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("restarter: signals: {e}");
+                return 1;
+            }
+        };
+    let start = || Command::new(program).args(rest).spawn();
+    let mut child = match start() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("restarter: cannot start {program}: {e}");
+            return 127;
+        }
+    };
+    let stop = |child: &mut std::process::Child| {
+        procs::kill(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_micros(500)),
+            }
+        }
+    };
+    for sig in signals.forever() {
+        stop(&mut child);
+        if sig != libc::SIGHUP {
+            return 0;
+        }
+        child = match start() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("restarter: cannot start {program}: {e}");
+                return 127;
+            }
+        };
+    }
+    0
+}
