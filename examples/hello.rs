@@ -72,6 +72,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 * 1024;
 /// Connections accepted per wake-up, so a flood cannot delay the reaction to SIGTERM.
 const ACCEPT_BATCH: usize = 64;
+/// fd table slots reserved at startup (see `presize_fd_table`).
+const FD_TABLE: libc::c_int = 1024;
 
 struct Options {
     startup_delay: Duration,
@@ -87,6 +89,7 @@ fn main() {
         say!("{msg}\n{USAGE}");
         process::exit(2);
     });
+    presize_fd_table();
     if let Some(path) = &opts.stamp_file {
         let line = format!("pid={} monotonic_ns={started_ns}\n", process::id());
         let written = OpenOptions::new()
@@ -235,6 +238,24 @@ fn listener_at_fd(fd: RawFd) -> Result<TcpListener, String> {
         .local_addr()
         .map_err(|err| format!("--fd {fd} is not a TCP socket: {err}"))?;
     Ok(listener)
+}
+
+/// Grows the fd table to [`FD_TABLE`] slots while the process still has one thread.
+///
+/// Growing it later, once connection threads share it, makes the `accept()` that needs the
+/// next slot wait for an RCU grace period in the kernel (`expand_files` → `synchronize_rcu`).
+/// On a loaded machine that wait reached seconds in the reload benchmark: the new generation
+/// stalled while taking over a burst of connections, and an old one could not get back to its
+/// loop to stop until relaunch's stop timeout killed it.
+fn presize_fd_table() {
+    // SAFETY: F_DUPFD_CLOEXEC takes the lowest free fd >= FD_TABLE - 1 (never an open one), and
+    // we close exactly that fd again; the table keeps its size.
+    unsafe {
+        let fd = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, FD_TABLE - 1);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock every process on the host shares.
