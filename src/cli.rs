@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -13,10 +12,12 @@ use clap::{ArgGroup, Parser};
 use nix::sys::signal::Signal;
 
 use crate::client::ClientCommand;
-use crate::config::{Command, Config, ReadyMode};
+use crate::command::Command;
+use crate::config::{Config, ReadyMode};
 use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
 use crate::metrics::MetricsAddr;
-use crate::output::{parse_size, OutputConfig, DEFAULT_BACKUPS};
+use crate::output::{OutputConfig, DEFAULT_BACKUPS};
+use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
@@ -605,35 +606,6 @@ impl Args {
     }
 }
 
-/// Parses a duration: seconds with an optional fraction (`1.5`), or a number with a unit
-/// (`250ms`, `2s`, `1.5m`, `1h`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" => 1e-6,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)"
-            ))
-        }
-    };
-    let value: f64 = number.parse().map_err(|_| {
-        format!("{s:?} is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)")
-    })?;
-    Duration::try_from_secs_f64(value * scale)
-        .ok()
-        .filter(|d| *d <= Duration::from_secs(100 * 365 * 24 * 3600))
-        .ok_or_else(|| format!("duration {s:?} is out of range (0 to 100 years)"))
-}
-
 /// `--pdeathsig`: a signal, or `None` for `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeathSignal(pub Option<Signal>);
@@ -690,85 +662,9 @@ pub fn parse_watch_path(s: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Parses a signal by name or number, in any case: `TERM`, `sigterm`, `15`.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
-    let t = s.trim();
-    let sig = if let Ok(n) = t.parse::<i32>() {
-        Signal::try_from(n).ok()
-    } else {
-        let upper = t.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
-        Signal::from_str(&name).ok()
-    };
-    match sig {
-        Some(Signal::SIGSTOP) | None => Err(format!(
-            "{s:?} is not a usable signal (expected a name like TERM, SIGINT, QUIT or a number like 15)"
-        )),
-        Some(sig) => Ok(sig),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("0.2").unwrap(), Duration::from_millis(200));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-    }
-
-    #[test]
-    fn bad_durations_name_the_value() {
-        for bad in ["", "-1", "abc", "1x", "1..2", "ms", "1 s"] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(
-                e.contains(&format!("{bad:?}")) && e.contains("500ms"),
-                "{bad:?}: {e}"
-            );
-        }
-        assert_eq!(
-            parse_duration("1e400").unwrap_err(),
-            "\"1e400\" is not a duration (expected seconds like 1.5, or a number with ms, s, m or h, like 500ms)"
-        );
-        assert_eq!(
-            parse_duration("99999999999h").unwrap_err(),
-            "duration \"99999999999h\" is out of range (0 to 100 years)"
-        );
-    }
-
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("quit").unwrap(), Signal::SIGQUIT);
-        assert_eq!(parse_signal("Int").unwrap(), Signal::SIGINT);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-    }
-
-    #[test]
-    fn bad_signals_name_the_value() {
-        for bad in ["BOGUS", "0", "99", "", "STOP", "SIGSTOP", "-15"] {
-            let e = parse_signal(bad).unwrap_err();
-            assert_eq!(
-                e,
-                format!("{bad:?} is not a usable signal (expected a name like TERM, SIGINT, QUIT or a number like 15)")
-            );
-        }
-    }
 
     #[test]
     fn cli_defaults() {

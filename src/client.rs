@@ -24,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Pid;
 
-use crate::cli::{parse_duration, parse_signal};
+use crate::parse::{parse_duration, parse_signal};
 use crate::control::{
     parse_name, socket_next_to, write_request, PathEnv, Request, Response, PROTOCOL,
 };

@@ -4,7 +4,7 @@
 //! [`Command`], so a reload changes nothing but the program file found at its path (and the
 //! contents of `--env-file`, which is read again at every spawn).
 
-use std::ffi::OsString;
+use crate::command::Command;
 use std::path::PathBuf;
 
 use crate::control::ControlConfig;
@@ -75,14 +75,4 @@ impl std::str::FromStr for ReadyMode {
             },
         }
     }
-}
-
-/// The server's command line. The program is looked up in `PATH` again at every spawn (when it
-/// has no `/`), so a rebuilt or redeployed binary is picked up by the next generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// The program, as given: a path, or a name looked up in `PATH`.
-    pub program: OsString,
-    /// Its arguments (without argv\[0\], which is the program as given).
-    pub args: Vec<OsString>,
 }

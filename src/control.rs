@@ -49,7 +49,7 @@ use nix::sys::stat::{umask, Mode};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::cli::parse_signal;
+use crate::parse::parse_signal;
 use crate::conn::{Conn, ReadState};
 use crate::metrics::{MetricsAddr, MetricsServer};
 use crate::sockets::Listener;

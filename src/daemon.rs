@@ -42,7 +42,7 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 
-use crate::config::Command;
+use crate::command::Command;
 use crate::spawn::{fork_process, Forked};
 
 /// Which process [`detach`] returned in.

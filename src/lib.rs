@@ -46,6 +46,7 @@
 pub mod activation;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod conn;
 pub mod control;
@@ -53,6 +54,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod notify;
 pub mod output;
+pub mod parse;
 pub mod pidfile;
 pub mod process;
 pub mod runtime;
@@ -65,7 +67,8 @@ pub mod status;
 pub mod supervisor;
 pub mod watch;
 
-pub use config::{Command, Config};
+pub use command::Command;
+pub use config::Config;
 
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]

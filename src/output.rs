@@ -101,33 +101,6 @@ impl OutputConfig {
     }
 }
 
-/// Parses a byte size: a number of bytes (`1048576`), or a number with a unit `K`, `M` or `G`
-/// (optionally followed by `B` or `iB`, any case). Units are powers of 1024, as in supervisord
-/// (`50MB` = 52428800 bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("{s:?} is not a size (expected bytes like 1048576, or a number with KB, MB or GB, like 50MB or 10KiB)")
-    };
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    if number.is_empty() {
-        return Err(bad());
-    }
-    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
 /// Cuts one pipe's bytes into whole lines.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
@@ -635,28 +608,6 @@ impl ChildPipes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576").unwrap(), 1048576);
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert_eq!(parse_size("10KiB").unwrap(), 10 * 1024);
-        assert_eq!(parse_size("10k").unwrap(), 10 * 1024);
-        assert_eq!(parse_size("50MB").unwrap(), 50 * 1024 * 1024);
-        assert_eq!(parse_size("50mb").unwrap(), 50 * 1024 * 1024);
-        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_size("7B").unwrap(), 7);
-        for bad in ["", "MB", "1.5MB", "-1", "10 XB", "10TB", "1e6"] {
-            assert_eq!(
-                parse_size(bad).unwrap_err(),
-                format!("{bad:?} is not a size (expected bytes like 1048576, or a number with KB, MB or GB, like 50MB or 10KiB)")
-            );
-        }
-        assert_eq!(
-            parse_size("99999999999999GB").unwrap_err(),
-            "size \"99999999999999GB\" is too large"
-        );
-    }
 
     #[test]
     fn lines_are_cut_whole_and_prefixed() {

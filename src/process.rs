@@ -193,7 +193,7 @@ pub fn parse_pdeathsig(s: &str) -> Result<Option<Signal>, String> {
     if s.trim().eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    crate::cli::parse_signal(s)
+    crate::parse::parse_signal(s)
         .map(Some)
         .map_err(|_| format!("{s:?} is not a usable signal (expected none, a name like TERM or KILL, or a number like 15)"))
 }

@@ -37,7 +37,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::signal::Signal;
 use nix::unistd::{access, AccessFlags, Pid};
 
-use crate::config::Command;
+use crate::command::Command;
 
 /// What the child is given besides the command.
 #[derive(Debug, Clone, PartialEq, Eq)]

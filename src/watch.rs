@@ -84,7 +84,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
-use crate::config::Command;
+use crate::command::Command;
 use crate::spawn::{self, Extras, SpawnOptions};
 use crate::supervisor::{ExitStatus, Trigger};
 
