@@ -19,7 +19,7 @@ use crate::metrics::MetricsAddr;
 use crate::output::{OutputConfig, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
-use crate::spawn::ResourceLimit;
+use crate::sys::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
 use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};

@@ -3,7 +3,7 @@
 //! directly and capture its output.
 //!
 //! [`detach`] must run first thing, while relaunch has a single thread and before the event
-//! loop, sockets or signal handlers exist (`spawn::fork_process` refuses otherwise):
+//! loop, sockets or signal handlers exist (`sys::fork::fork_process` refuses otherwise):
 //!
 //! 1. A close-on-exec pipe is made; the process forks. The **original process** waits on the
 //!    pipe and becomes the shell's answer: exit 0 once the first generation of the server is
@@ -43,7 +43,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 
 use crate::command::Command;
-use crate::spawn::{fork_process, Forked};
+use crate::sys::fork::{fork_process, Forked};
 
 /// Which process [`detach`] returned in.
 #[derive(Debug)]

@@ -43,7 +43,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod activation;
 pub mod cli;
 pub mod client;
 pub mod command;
@@ -60,10 +59,12 @@ pub mod process;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;
-#[allow(unsafe_code)]
-pub mod spawn;
+
+
 pub mod spec;
 pub mod status;
+#[allow(unsafe_code)]
+pub(crate) mod sys;
 pub mod supervisor;
 pub mod watch;
 

@@ -395,7 +395,7 @@ struct Pipe {
 /// The pipes made for one child before it is spawned.
 #[derive(Debug, Default)]
 pub struct ChildPipes {
-    /// The master fd to become the child's stdout (see [`crate::spawn::Extras::stdout`]).
+    /// The master fd to become the child's stdout (see [`crate::sys::spawn::Extras::stdout`]).
     pub stdout: Option<RawFd>,
     /// The master fd to become the child's stderr.
     pub stderr: Option<RawFd>,

@@ -29,6 +29,8 @@
 //! and a server using `select()` breaks with fds above 1024 (the reason systemd keeps the soft
 //! limit of services at 1024).
 
+pub mod activation;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
@@ -45,7 +47,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::activation::Inherited;
+use activation::Inherited;
 use crate::spec::{
     Family, Host, Id, ListenAddr, ListenSpec, Proto, SocketOptions, SpecError, UnixKind, UnixPath,
     FDNAME_MAX,
@@ -903,7 +905,7 @@ fn describe_sockaddr(addr: &SockAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activation::ActivationSocket;
+    use crate::sockets::activation::ActivationSocket;
     use crate::spec::validate_name;
     use socket2::SockRef;
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};

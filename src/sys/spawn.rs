@@ -33,7 +33,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::{access, AccessFlags, Pid};
 
@@ -975,144 +975,11 @@ unsafe fn fail(report: RawFd, step: Step) -> ! {
     libc::_exit(127)
 }
 
-/// Opens a pidfd for `pid` (Linux 5.3+; close-on-exec, as `pidfd_open` always makes it).
-///
-/// A pidfd names one process, not a number: signals sent through it (see
-/// [`pidfd_send_signal`]) can never reach a later process that reuses the pid. The caller must
-/// open it while `pid` is its own unreaped child, so the number cannot have been reused yet.
-/// Fails with `ENOSYS` (or `EPERM` under some seccomp filters) where the kernel lacks it;
-/// callers then fall back to `kill`.
-pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; it touches
-    // no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us, so we own it and nothing else closes it.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
-}
-
-/// Sends `signal` to the process a pidfd refers to. `ESRCH` once that process has exited
-/// (even if its pid was reused since).
-pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, signal: Signal) -> Result<(), Errno> {
-    // SAFETY: pidfd_send_signal reads only its arguments; a null siginfo is allowed and means
-    // "as kill(2) would send it".
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Errno::last())
-    }
-}
-
-/// Which side of [`fork_process`] the caller is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forked {
-    /// The original process; the child has this pid.
-    Parent(Pid),
-    /// The new process.
-    Child,
-}
-
-/// `fork(2)` for detaching (`--daemon`), where the child goes on to run arbitrary code: it
-/// allocates, logs and takes locks. That is only sound while the process has exactly one
-/// thread (no other thread can hold a lock or be half-way through `malloc` at the moment of
-/// the fork), so this checks `/proc/self/task` first and refuses otherwise.
-pub fn fork_process() -> io::Result<Forked> {
-    let threads = fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "refusing to fork with {threads} threads running (detaching must happen before any thread starts)"
-        )));
-    }
-    // SAFETY: the process has a single thread (checked just above; nothing in between starts
-    // one), so the child inherits no lock held by another thread and may run any code.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
-        nix::unistd::ForkResult::Child => Ok(Forked::Child),
-    }
-}
-
-/// Prepares the master's own fds at startup: fds 0, 1 and 2 are opened on `/dev/null` if
-/// closed (so no socket lands there and children get sane stdio), and every other inherited
-/// fd is made close-on-exec, so nothing of the master's parent leaks into the server.
-pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
-    for fd in 0..3 {
-        if fcntl(fd, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
-            let null = fs::OpenOptions::new()
-                .read(fd == 0)
-                .write(fd != 0)
-                .open("/dev/null")?;
-            let raw = null.as_raw_fd();
-            if raw == fd {
-                // open(2) picked the free number itself: keep it open, without close-on-exec.
-                std::mem::forget(null);
-                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-            } else {
-                nix::unistd::dup2(raw, fd)?;
-            }
-        }
-    }
-    let mut fds = Vec::new();
-    for entry in fs::read_dir("/proc/self/fd")? {
-        if let Some(fd) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<RawFd>().ok())
-        {
-            fds.push(fd);
-        }
-    }
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            // The directory's own fd is gone by now: EBADF is expected for it.
-            match fcntl(fd, FcntlArg::F_GETFD) {
-                Ok(flags) => {
-                    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
-                    fcntl(fd, FcntlArg::F_SETFD(flags))?;
-                }
-                Err(Errno::EBADF) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Takes ownership of `fd`, a file descriptor relaunch inherited from its parent (a socket
-/// passed by socket activation, or named with `--listen fd:N`), and marks it close-on-exec: it
-/// reaches a child only when the spawn module places it at 3.. on purpose.
-///
-/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2 (stdio stays
-/// where it is). The caller must call this at most once per fd, at startup, before relaunch
-/// opens any file of its own: only then is an open fd with that number the inherited one, owned
-/// by nothing else in the process. [`crate::activation::take_inherited`] does exactly that.
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    if fd < 3 {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let flags = fcntl(fd, FcntlArg::F_GETFD)?;
-    // SAFETY: F_GETFD just showed `fd` is open. By this function's contract it was inherited
-    // and nothing else in the process has wrapped it: this becomes its only owner.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
-    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(flags))?;
-    Ok(owned)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::pidfd::{pidfd_open, pidfd_send_signal};
 
     #[test]
     fn decimal_digits() {

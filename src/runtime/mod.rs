@@ -37,7 +37,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
-use crate::activation;
+use crate::sockets::activation;
 use crate::config::{Config, ReadyMode};
 use crate::control::Control;
 use crate::daemon::Startup;
@@ -47,7 +47,8 @@ use crate::pidfile::{self, PidFile};
 use crate::process;
 use crate::signals::Signals;
 use crate::sockets::{self, Listener};
-use crate::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions, Step};
+use crate::sys::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions, Step};
+use crate::sys::{fds, pidfd};
 use crate::supervisor::{
     Action, Event, ExitStatus, ManagerMessage, Phase, SpawnFailure, Supervisor, Trigger,
 };
@@ -95,7 +96,7 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     // First, before relaunch opens any fd of its own: take over the sockets of socket
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
     let inherited = activation::take_inherited(&config.listen)?;
-    spawn::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
+    fds::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
     // Everything about the child that can be wrong is checked before a socket is bound.
     check_settings(&config.settings).map_err(|error| Failure { code: 2, error })?;
     let options = spawn_options(&config).map_err(|error| Failure { code: 2, error })?;
@@ -436,7 +437,7 @@ impl Master {
             Ok((pid, path)) => {
                 debug!(generation, pid = %pid, program = %path.display(), "exec'd");
                 // The child is not reaped yet (only this loop reaps), so the pid is still its.
-                match spawn::pidfd_open(pid) {
+                match pidfd::pidfd_open(pid) {
                     Ok(fd) => {
                         self.pidfds.insert(pid, fd);
                     }
@@ -469,7 +470,7 @@ impl Master {
             // The child leads its group, and is not reaped yet: the group id is still its.
             killpg(pid, signal)
         } else if let Some(fd) = self.pidfds.get(&pid) {
-            spawn::pidfd_send_signal(fd.as_fd(), signal)
+            pidfd::pidfd_send_signal(fd.as_fd(), signal)
         } else {
             kill(pid, signal)
         };

@@ -85,7 +85,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::command::Command;
-use crate::spawn::{self, Extras, SpawnOptions};
+use crate::sys::spawn::{self, Extras, SpawnOptions};
 use crate::supervisor::{ExitStatus, Trigger};
 
 /// Default of `--watch-settle`.

@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
 use tracing::debug;
 
-use crate::spawn;
+use crate::sys::fds::Adopter;
 use crate::spec::{ListenAddr, ListenSpec, SpecError};
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
@@ -120,10 +120,12 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         }
     }
     let count = names.len();
+    let mut adopter = Adopter::claim()
+        .ok_or_else(|| anyhow!("the inherited sockets were already taken over"))?;
     let mut inherited = Inherited::default();
     for (i, name) in names.into_iter().enumerate() {
         let number = LISTEN_FDS_START + i as RawFd;
-        let fd = spawn::adopt_fd(number).with_context(|| {
+        let fd = adopter.adopt(number).with_context(|| {
             format!("taking over fd {number} ({name:?}) passed by socket activation (LISTEN_FDS={count})")
         })?;
         inherited
@@ -144,7 +146,7 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         if inherited.fds.contains_key(&n) {
             return Err(SpecError::new(format!("--listen fd:{n} is given twice")).into());
         }
-        match spawn::adopt_fd(n) {
+        match adopter.adopt(n) {
             Ok(fd) => {
                 inherited.fds.insert(n, fd);
             }

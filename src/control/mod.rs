@@ -1,0 +1,3 @@
+//! (being split)
+mod server;
+pub use server::*;

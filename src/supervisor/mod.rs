@@ -1,0 +1,3 @@
+//! (being split)
+mod machine;
+pub use machine::*;

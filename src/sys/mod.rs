@@ -1,0 +1,16 @@
+//! Everything relaunch asks of the kernel that needs `unsafe`: the only module allowed it (the
+//! crate root denies `unsafe_code` everywhere else). Every `unsafe` block says why it is sound
+//! in a `// SAFETY:` comment.
+//!
+//! - [`spawn`]: starting a child: its exec image is built before `fork`, with a reserved
+//!   `LISTEN_PID` slot that the child fills with its own pid; between `fork` and `exec` only
+//!   async-signal-safe calls.
+//! - [`fds`]: the master's fds at startup: stdio made sane, inherited fds made close-on-exec,
+//!   and adoption of inherited sockets (an `unsafe fn`, behind a once-per-process [`fds::Adopter`]).
+//! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
+//! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
+
+pub(crate) mod fds;
+pub(crate) mod fork;
+pub(crate) mod pidfd;
+pub(crate) mod spawn;

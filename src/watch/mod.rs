@@ -1,0 +1,3 @@
+//! (being split)
+mod watcher;
+pub use watcher::*;
