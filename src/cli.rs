@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::ClientCommand;
 use crate::command::Command;
-use crate::config::{Config, ReadyMode};
+use crate::config::{Config, ProgramConfig, ReadyMode};
 use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
 use crate::metrics::MetricsAddr;
 use crate::output::{OutputConfig, DEFAULT_BACKUPS};
@@ -516,7 +516,8 @@ impl Args {
             ReadyMode::Timer => Duration::from_secs(1),
             _ => Duration::ZERO,
         });
-        Config {
+        let program = ProgramConfig {
+            name: name.clone(),
             listen: self.listen,
             backlog: self.backlog,
             ready: self.ready,
@@ -563,6 +564,17 @@ impl Args {
                 backups: self.log_backups,
                 prefix: self.log_prefix,
             },
+            watch: WatchConfig {
+                program: self.watch,
+                paths: self.watch_path,
+                settle: self.watch_settle.unwrap_or(DEFAULT_SETTLE),
+                check: self.check_cmd.map(|command| CheckCommand {
+                    command,
+                    timeout: self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
+                }),
+            },
+        };
+        Config {
             pid_file: pid_file.clone(),
             daemon: self.daemon,
             control: ControlConfig {
@@ -581,15 +593,7 @@ impl Args {
                 metrics: self.metrics,
             },
             name,
-            watch: WatchConfig {
-                program: self.watch,
-                paths: self.watch_path,
-                settle: self.watch_settle.unwrap_or(DEFAULT_SETTLE),
-                check: self.check_cmd.map(|command| CheckCommand {
-                    command,
-                    timeout: self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
-                }),
-            },
+            programs: vec![program],
         }
     }
 
@@ -677,10 +681,11 @@ mod tests {
         assert_eq!(args.stop_signal, Signal::SIGTERM);
         assert_eq!(args.backlog, 4096);
         let config = args.into_config();
-        assert_eq!(config.settings.start_secs, Duration::from_secs(1));
-        assert!(!config.settings.ready_signal);
-        assert_eq!(config.command.program, "srv");
-        assert_eq!(config.command.args, vec![OsString::from("-x")]);
+        let program = config.program();
+        assert_eq!(program.settings.start_secs, Duration::from_secs(1));
+        assert!(!program.settings.ready_signal);
+        assert_eq!(program.command.program, "srv");
+        assert_eq!(program.command.args, vec![OsString::from("-x")]);
     }
 
     #[test]
@@ -721,10 +726,10 @@ mod tests {
             Args::try_parse_from(argv).map(Args::into_config)
         };
         let c = parse(&["--ready", "notify"]).unwrap();
-        assert_eq!(c.ready, ReadyMode::Notify);
-        assert!(c.settings.ready_signal);
+        assert_eq!(c.program().ready, ReadyMode::Notify);
+        assert!(c.program().settings.ready_signal);
         assert_eq!(
-            c.settings.start_secs,
+            c.program().settings.start_secs,
             Duration::ZERO,
             "0 by default in notify mode"
         );
@@ -737,9 +742,9 @@ mod tests {
             "3s",
         ])
         .unwrap();
-        assert_eq!(c.ready, ReadyMode::Fd(5));
-        assert_eq!(c.settings.start_secs, Duration::from_secs(2));
-        assert_eq!(c.settings.ready_timeout, Duration::from_secs(3));
+        assert_eq!(c.program().ready, ReadyMode::Fd(5));
+        assert_eq!(c.program().settings.start_secs, Duration::from_secs(2));
+        assert_eq!(c.program().settings.ready_timeout, Duration::from_secs(3));
         for bad in ["fd:2", "fd:x", "fd:", "sometimes", "fd:99999"] {
             let e = parse(&["--ready", bad]).unwrap_err().to_string();
             assert!(
@@ -760,10 +765,10 @@ mod tests {
             Args::try_parse_from(argv).map(Args::into_config)
         };
         let c = parse(&[]).unwrap();
-        assert_eq!(c.output, OutputConfig::default());
-        assert_eq!(c.output.max_bytes, 50 * 1024 * 1024);
-        assert_eq!(c.output.backups, 10);
-        assert!(!c.output.captures() && c.pid_file.is_none() && !c.daemon);
+        assert_eq!(c.program().output, OutputConfig::default());
+        assert_eq!(c.program().output.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(c.program().output.backups, 10);
+        assert!(!c.program().output.captures() && c.pid_file.is_none() && !c.daemon);
 
         let c = parse(&[
             "--stdout-log",
@@ -781,16 +786,16 @@ mod tests {
         ])
         .unwrap();
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(c.output.stdout_log, Some(cwd.join("out.log")));
-        assert_eq!(c.output.stderr_log, Some(PathBuf::from("/var/log/err.log")));
-        assert_eq!(c.output.max_bytes, 10 * 1024);
-        assert_eq!(c.output.backups, 0);
-        assert!(c.output.prefix && c.output.captures());
+        assert_eq!(c.program().output.stdout_log, Some(cwd.join("out.log")));
+        assert_eq!(c.program().output.stderr_log, Some(PathBuf::from("/var/log/err.log")));
+        assert_eq!(c.program().output.max_bytes, 10 * 1024);
+        assert_eq!(c.program().output.backups, 0);
+        assert!(c.program().output.prefix && c.program().output.captures());
         assert_eq!(c.pid_file, Some(cwd.join("run/r.pid")));
         assert!(c.daemon);
 
         let c = parse(&["--redirect-stderr"]).unwrap();
-        assert!(c.output.redirect_stderr && !c.output.captures());
+        assert!(c.program().output.redirect_stderr && !c.program().output.captures());
 
         let kind = |extra: &[&str]| parse(extra).unwrap_err().kind();
         use clap::error::ErrorKind;
@@ -811,7 +816,7 @@ mod tests {
         let c = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"])
             .unwrap()
             .into_config();
-        let st = c.settings;
+        let st = c.program().settings;
         assert_eq!(st.restart, RestartPolicy::OnFailure);
         assert_eq!(st.exit_codes, ExitCodes::of(&[0]));
         assert_eq!(st.start_retries, 3);
@@ -823,8 +828,8 @@ mod tests {
         assert_eq!(st.max_restarts, None);
         assert_eq!(st.restart_window, Duration::from_secs(60));
         assert!(!st.stop_as_group && !st.kill_as_group);
-        assert_eq!(c.process, ProcessOptions::default());
-        assert_eq!(c.process.pdeathsig, Some(Signal::SIGTERM));
+        assert_eq!(c.program().process, ProcessOptions::default());
+        assert_eq!(c.program().process.pdeathsig, Some(Signal::SIGTERM));
     }
 
     #[test]
@@ -881,7 +886,7 @@ mod tests {
         ])
         .unwrap()
         .into_config();
-        let st = c.settings;
+        let st = c.program().settings;
         assert_eq!(st.restart, RestartPolicy::Never);
         assert_eq!(st.exit_codes, ExitCodes::of(&[0, 2]));
         assert_eq!(st.start_retries, 0);
@@ -896,7 +901,7 @@ mod tests {
             st.stop_as_group && st.kill_as_group,
             "stop-as-group implies kill-as-group"
         );
-        let p = c.process;
+        let p = c.program().process.clone();
         assert_eq!(p.chdir, Some(PathBuf::from("/srv")));
         let env: Vec<String> = p
             .env
@@ -956,7 +961,7 @@ mod tests {
     #[test]
     fn watch_flags_default_to_off_500ms_and_30s() {
         let args = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"]).unwrap();
-        let watch = args.validate().unwrap().into_config().watch;
+        let watch = args.validate().unwrap().into_config().programs.remove(0).watch;
         assert!(!watch.is_enabled());
         assert_eq!(watch.settle, Duration::from_millis(500));
         assert_eq!(watch.check, None);
@@ -974,7 +979,7 @@ mod tests {
             "srv",
         ])
         .unwrap();
-        let watch = args.validate().unwrap().into_config().watch;
+        let watch = args.validate().unwrap().into_config().programs.remove(0).watch;
         assert!(watch.program && watch.paths.is_empty());
         assert_eq!(watch.settle, Duration::from_millis(250));
         let check = watch.check.unwrap();

@@ -1,12 +1,13 @@
-//! The validated, immutable configuration the master runs with.
+//! The validated, immutable configuration the master runs with: the master's own settings,
+//! and one [`ProgramConfig`] per program it runs (the command line describes exactly one).
 //!
-//! One `Config` is built at startup; every generation of the server is started from the same
+//! One `Config` is built at startup; every generation of a program is started from the same
 //! [`Command`], so a reload changes nothing but the program file found at its path (and the
 //! contents of `--env-file`, which is read again at every spawn).
 
-use crate::command::Command;
 use std::path::PathBuf;
 
+use crate::command::Command;
 use crate::control::ControlConfig;
 use crate::output::OutputConfig;
 use crate::process::ProcessOptions;
@@ -17,6 +18,39 @@ use crate::watch::WatchConfig;
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where to write relaunch's pid (`--pid-file`), as an absolute path. Other features put
+    /// their files next to it (e.g. a control socket).
+    pub pid_file: Option<PathBuf>,
+    /// Whether relaunch detached into the background (`--daemon`).
+    pub daemon: bool,
+    /// This relaunch's name (`--name`; default: the program's file name), for its control
+    /// socket and status.
+    pub name: String,
+    /// The control socket and metrics endpoint.
+    pub control: ControlConfig,
+    /// The programs to run: the command line gives one.
+    pub programs: Vec<ProgramConfig>,
+}
+
+impl Config {
+    /// The first program: the one the command line describes.
+    pub fn program(&self) -> &ProgramConfig {
+        &self.programs[0]
+    }
+
+    /// The first program, to change it (e.g. `--daemon` makes its path absolute).
+    pub fn program_mut(&mut self) -> &mut ProgramConfig {
+        &mut self.programs[0]
+    }
+}
+
+/// Everything about one program: its sockets, command, readiness, restart policy, process
+/// options, output capture and file watching.
+#[derive(Debug, Clone)]
+pub struct ProgramConfig {
+    /// Its name, carried in logs and status (the command line's program is named as the
+    /// master).
+    pub name: String,
     /// The `--listen` sockets, in the order they are passed (fd 3, 4, ..., after the sockets of
     /// socket activation unless `systemd:NAME` picks those); may be empty when relaunch was
     /// socket-activated.
@@ -33,16 +67,6 @@ pub struct Config {
     pub process: ProcessOptions,
     /// Where the children's output goes (inherited, or captured into log files).
     pub output: OutputConfig,
-    /// Where to write relaunch's pid (`--pid-file`), as an absolute path. Other features put
-    /// their files next to it (e.g. a control socket).
-    pub pid_file: Option<PathBuf>,
-    /// Whether relaunch detached into the background (`--daemon`).
-    pub daemon: bool,
-    /// This relaunch's name (`--name`; default: the program's file name), for its control
-    /// socket and status.
-    pub name: String,
-    /// The control socket and metrics endpoint.
-    pub control: ControlConfig,
     /// Files whose change triggers a reload (`--watch`, `--watch-path`); off by default.
     pub watch: WatchConfig,
 }

@@ -33,16 +33,17 @@ fn main() {
     // Detach first: before any thread, socket or signal handler exists, and before logging
     // decides about colours for a terminal the daemon will not have.
     let startup = if config.daemon {
-        if let Err(e) = daemon::absolute_program(&mut config.command) {
+        if let Err(e) = daemon::absolute_program(&mut config.program_mut().command) {
             eprintln!(
                 "relaunch: error: cannot make the program path {:?} absolute: {e}",
-                config.command.program
+                config.program().command.program
             );
             exit(1);
         }
         let keep: Vec<std::os::fd::RawFd> = config
-            .listen
+            .programs
             .iter()
+            .flat_map(|program| &program.listen)
             .filter_map(|spec| match spec.addr {
                 relaunch::spec::ListenAddr::Fd(fd) => Some(fd),
                 _ => None,

@@ -24,9 +24,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use nix::poll::{PollFd, PollFlags};
+use nix::poll::PollFlags;
 
 use crate::conn::{Conn, ReadState};
+use crate::poll::{PollSet, Token};
 use crate::sockets;
 use crate::spec::ListenSpec;
 use crate::status::{Clock, Tracker, DURATION_BUCKETS};
@@ -115,12 +116,14 @@ impl MetricsServer {
         self.local
     }
 
-    /// Adds the listener and every connection to `fds`.
-    pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
-        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+    /// Registers the listener and every connection in `set`; [`MetricsServer::io`] takes the
+    /// `revents` of the returned tokens, in their order.
+    pub fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
+        let mut tokens = vec![set.add(self.listener.as_fd())];
         for c in &self.conns {
-            fds.push(PollFd::new(c.stream.as_fd(), c.interest(true)));
+            tokens.push(set.add_with(c.stream.as_fd(), c.interest(true)));
         }
+        tokens
     }
 
     /// The earliest connection deadline.
@@ -128,7 +131,7 @@ impl MetricsServer {
         self.conns.iter().filter_map(|c| c.deadline).min()
     }
 
-    /// Accepts, reads and answers as `poll` found possible (`revents` in `poll_fds` order).
+    /// Accepts, reads and answers as `poll` found possible (`revents` in `register` order).
     /// `render` makes the exposition text; it is called at most once.
     pub fn io(&mut self, revents: &[PollFlags], now: Instant, render: impl FnOnce() -> String) {
         let mut render = Some(render);

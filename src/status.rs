@@ -1,16 +1,15 @@
 //! What `relaunch status` and the metrics endpoint report, and how the master keeps it.
 //!
-//! The supervisor stays pure and keeps no clock of its own: a [`Tracker`] watches it from the
-//! edge instead. The runtime shows the tracker every event before the supervisor handles it,
-//! the supervisor after each step, every spawn result and every [`Action::ReloadDone`]; the
-//! tracker stamps them with the loop's monotonic `now` and keeps what a status record needs:
-//! when each generation was started and became ready, the reload attempt in progress and what
-//! triggered it, the last 20 events, counters, and a histogram of reload durations.
+//! The supervisor stays pure and keeps no clock of its own: a [`Tracker`] keeps the rest. The
+//! runtime hands it every [`Report`] of the supervisor (spawned, ready, exited, reload started
+//! and ended with its failure kind, ...); the tracker stamps them with the loop's monotonic
+//! `now` and keeps what a status record needs: when each generation was started and became
+//! ready, when each reload attempt started and what triggered it, the last 20 events,
+//! counters, and a histogram of reload durations. It guesses nothing: restarts and failure
+//! kinds are what the supervisor reported.
 //!
 //! Times are monotonic ([`Instant`]) inside and converted to wall-clock RFC 3339 strings (UTC,
 //! milliseconds) only when a record is built ([`Clock`]).
-//!
-//! [`Action::ReloadDone`]: crate::supervisor::Action::ReloadDone
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::{Event, ExitStatus, Phase, SpawnFailure, Supervisor};
+use crate::supervisor::{ExitStatus, Phase, ReloadFailure, Report, SpawnCause, Supervisor};
 
 /// How many events the history keeps.
 pub const HISTORY_LEN: usize = 20;
@@ -295,8 +294,6 @@ struct GenInfo {
     pid: Option<Pid>,
     spawned_at: Option<Instant>,
     ready_at: Option<Instant>,
-    spawn_error: bool,
-    exited: bool,
 }
 
 /// A reload attempt in progress.
@@ -377,106 +374,115 @@ impl Tracker {
         self.history.push_back((at, entry));
     }
 
-    /// Call with every event before the supervisor handles it: records exits of generations.
-    pub fn before(&mut self, event: &Event, sup: &Supervisor, now: Instant) {
-        let Event::Exited { pid, status } = event else {
-            return;
-        };
-        let Some(child) = sup.children().find(|c| c.pid == *pid) else {
-            return; // an adopted orphan, not a generation
-        };
-        let expected = matches!(child.phase, Phase::Stopping { .. });
-        let generation = child.generation;
-        self.generations.entry(generation).or_default().exited = true;
-        let (code, signal) = match status {
-            ExitStatus::Code(c) => (Some(*c), None),
-            ExitStatus::Signal(s) => (None, Some(*s)),
-        };
-        self.push(
-            now,
-            HistoryEntry {
-                event: "exit".into(),
+    /// Call with every report of the supervisor, in order, stamped with the step's `now`.
+    /// Returns the record of a reload attempt that ended ([`Report::ReloadEnded`]).
+    pub fn on(&mut self, report: &Report, clock: &Clock, now: Instant) -> Option<ReloadRecord> {
+        match report {
+            Report::Exited {
                 generation,
-                pid: Some(pid.as_raw()),
-                code,
-                signal,
-                expected: Some(expected),
-                ..HistoryEntry::default()
-            },
-        );
-    }
-
-    /// Call after every step of the supervisor: notices reload attempts that started and
-    /// generations that became ready.
-    pub fn after(&mut self, sup: &Supervisor, now: Instant) {
-        if let Some((generation, trigger)) = sup.reloading() {
-            self.attempts.entry(generation).or_insert_with(|| Attempt {
-                trigger: trigger.to_string(),
-                started: now,
-            });
-        }
-        for child in sup.children() {
-            if child.phase == Phase::Running {
-                let info = self.generations.entry(child.generation).or_default();
+                pid,
+                status,
+                expected,
+            } => {
+                let (code, signal) = match status {
+                    ExitStatus::Code(c) => (Some(*c), None),
+                    ExitStatus::Signal(s) => (None, Some(*s)),
+                };
+                self.push(
+                    now,
+                    HistoryEntry {
+                        event: "exit".into(),
+                        generation: *generation,
+                        pid: Some(pid.as_raw()),
+                        code,
+                        signal,
+                        expected: Some(*expected),
+                        ..HistoryEntry::default()
+                    },
+                );
+            }
+            Report::ReloadStarted {
+                generation,
+                trigger,
+            } => {
+                self.attempts.entry(*generation).or_insert_with(|| Attempt {
+                    trigger: trigger.to_string(),
+                    started: now,
+                });
+            }
+            Report::Ready { generation, .. } => {
+                let info = self.generations.entry(*generation).or_default();
                 if info.ready_at.is_none() {
                     info.ready_at = Some(now);
                 }
             }
-        }
-    }
-
-    /// Call with the result of every spawn, before the supervisor handles it.
-    pub fn spawned(&mut self, generation: u64, result: &Result<Pid, SpawnFailure>, now: Instant) {
-        let is_reload = self.attempts.contains_key(&generation);
-        let info = self.generations.entry(generation).or_default();
-        info.spawned_at = Some(now);
-        match result {
-            Ok(pid) => {
+            Report::Spawned {
+                generation,
+                pid,
+                cause,
+            } => {
+                let info = self.generations.entry(*generation).or_default();
+                info.spawned_at = Some(now);
                 info.pid = Some(*pid);
-                if !is_reload && generation > 1 {
+                if *cause == SpawnCause::Restart {
                     self.counters.restarts += 1;
                     self.push(
                         now,
                         HistoryEntry {
                             event: "restart".into(),
-                            generation,
+                            generation: *generation,
                             pid: Some(pid.as_raw()),
                             ..HistoryEntry::default()
                         },
                     );
                 }
+                self.trim();
             }
-            Err(failure) => {
-                info.spawn_error = true;
+            Report::SpawnFailed {
+                generation,
+                message,
+            } => {
+                self.generations.entry(*generation).or_default().spawned_at = Some(now);
                 self.counters.spawn_failures += 1;
                 self.push(
                     now,
                     HistoryEntry {
                         event: "spawn_failed".into(),
-                        generation,
-                        reason: Some(failure.message.clone()),
+                        generation: *generation,
+                        reason: Some(message.clone()),
                         ..HistoryEntry::default()
                     },
                 );
+                self.trim();
             }
+            Report::ReloadEnded {
+                generation,
+                failure,
+                reason,
+                ..
+            } => return Some(self.reload_done(*generation, *failure, reason, clock, now)),
+            _ => {}
         }
-        // Keep a bounded number of generations (the newest ones).
+        None
+    }
+
+    /// Keeps a bounded number of generations (the newest ones).
+    fn trim(&mut self) {
         while self.generations.len() > 32 {
             self.generations.pop_first();
         }
     }
 
-    /// Call with every [`Action::ReloadDone`](crate::supervisor::Action::ReloadDone); returns
-    /// the attempt's outcome. `stopping`: whether the supervisor is stopping.
-    pub fn reload_done(
+    /// Records the end of the reload attempt `generation` and returns its outcome.
+    fn reload_done(
         &mut self,
         generation: u64,
-        ok: bool,
+        failure: Option<ReloadFailure>,
         reason: &str,
-        stopping: bool,
         clock: &Clock,
         now: Instant,
     ) -> ReloadRecord {
+        let ok = failure.is_none();
         let attempt = self.attempts.remove(&generation);
         let started = attempt.as_ref().map_or(now, |a| a.started);
         let trigger = attempt.map_or_else(|| "unknown".to_owned(), |a| a.trigger);
@@ -486,18 +492,6 @@ impl Tracker {
             .get(&generation)
             .cloned()
             .unwrap_or_default();
-        let failure = (!ok).then(|| {
-            if info.spawn_error {
-                "spawn"
-            } else if info.exited {
-                "exited"
-            } else if stopping {
-                "stopping"
-            } else {
-                "not_ready"
-            }
-            .to_owned()
-        });
         if ok {
             self.counters.reloads_ok += 1;
         } else {
@@ -508,7 +502,7 @@ impl Tracker {
             generation,
             trigger: trigger.clone(),
             result: if ok { "ok" } else { "failed" }.into(),
-            failure,
+            failure: failure.map(|f| f.as_str().to_owned()),
             reason: (!ok).then(|| reason.to_owned()),
             pid: info.pid.map(Pid::as_raw),
             started_at: Some(clock.rfc3339(started)),
@@ -606,7 +600,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::{Action, Settings, Trigger};
+    use crate::supervisor::{Action, Event, Settings, SpawnFailure, Step, Trigger};
     use nix::sys::signal::Signal;
 
     #[test]
@@ -675,7 +669,6 @@ mod tests {
         }
 
         fn run(&mut self, actions: Vec<Action>, ms: u64, fail_spawns: bool) {
-            let now = self.at(ms);
             for a in actions {
                 match a {
                     Action::Spawn { generation } => {
@@ -688,37 +681,27 @@ mod tests {
                         } else {
                             Ok(Pid::from_raw(self.next_pid))
                         };
-                        self.tracker.spawned(generation, &result, now);
                         let more = self.ev(Event::Spawned { generation, result }, ms);
                         self.run(more, ms, fail_spawns);
-                    }
-                    Action::ReloadDone {
-                        generation,
-                        ok,
-                        reason,
-                    } => {
-                        let stopping = self.sup.is_stopping();
-                        let r = self.tracker.reload_done(
-                            generation,
-                            ok,
-                            &reason,
-                            stopping,
-                            &self.clock,
-                            now,
-                        );
-                        self.done.push(r);
                     }
                     _ => {}
                 }
             }
         }
 
+        /// Feeds an event; the tracker gets its reports, as the runtime does.
         fn ev(&mut self, e: Event, ms: u64) -> Vec<Action> {
-            let now = self.at(ms);
-            self.tracker.before(&e, &self.sup, now);
-            let a = self.sup.handle(e, now);
-            self.tracker.after(&self.sup, now);
-            a
+            let step = self.sup.handle(e, self.at(ms));
+            self.absorb(step, ms)
+        }
+
+        fn absorb(&mut self, step: Step, ms: u64) -> Vec<Action> {
+            for r in &step.reports {
+                if let Some(record) = self.tracker.on(r, &self.clock, self.at(ms)) {
+                    self.done.push(record);
+                }
+            }
+            step.actions
         }
 
         fn step(&mut self, e: Event, ms: u64) {
@@ -739,7 +722,8 @@ mod tests {
     #[test]
     fn records_start_reloads_exits_restarts_and_failures() {
         let mut r = Rig::new();
-        let a = r.sup.start();
+        let step = r.sup.start();
+        let a = r.absorb(step, 0);
         r.run(a, 0, false);
         let s = r.record(500);
         assert_eq!(s.state, "STARTING");
@@ -866,7 +850,8 @@ mod tests {
     #[test]
     fn history_keeps_the_last_twenty() {
         let mut r = Rig::new();
-        let a = r.sup.start();
+        let step = r.sup.start();
+        let a = r.absorb(step, 0);
         r.run(a, 0, false);
         r.step(Event::Tick, 1000);
         let mut ms = 1000;

@@ -1,3 +1,354 @@
-//! (being split)
+//! The control socket: `relaunch status | reload --wait | stop | signal` talk to a running
+//! master through it.
+//!
+//! # Where it lives
+//! `--control PATH`, or by default `<dir>/<name>.sock` ([`default_path`]) where `<dir>` is
+//! `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for root, else the path of `--pid-file`
+//! with its extension replaced by `.sock`, else `$TMPDIR/relaunch-<uid>`. A missing directory
+//! is created with mode 0700; an existing one is left as it is (relaunch never chmods a shared
+//! directory), except that the temp-dir fallback must be owned by the user and closed to
+//! others. The socket is created with mode 0600. A socket file left behind by a relaunch that
+//! died is replaced; one that answers belongs to a running relaunch, and starting a second one
+//! under the same name fails with exit code 1. The file is removed when relaunch exits.
+//!
+//! # Who may use it
+//! Every connection's peer is checked with `SO_PEERCRED`: only relaunch's own uid and root
+//! are served; anyone else gets one error line and is disconnected.
+//!
+//! # Protocol (version 1)
+//! One JSON object per line each way ([`Request`], [`Response`]). Requests:
+//! `{"v":1,"cmd":"status"}`, `{"v":1,"cmd":"reload","wait":true}`,
+//! `{"v":1,"cmd":"stop","wait":true}`, `{"v":1,"cmd":"signal","signal":"USR1"}`. A
+//! connection may send several requests; each gets one answer line, in order. `reload` with
+//! `wait` answers when the reload attempt that will carry the request ends: the one it started,
+//! or, when a reload was already in progress, the coalesced follow-up (not the attempt in
+//! progress, which was started before the request and may not include what it asked for).
+//!
+//! # Never blocking the master
+//! Everything runs in the master's one thread (`Control` is driven by the runtime's poll
+//! loop): sockets are non-blocking; a request line is at most [`MAX_REQUEST`] bytes; each
+//! wake-up reads at most that much per connection; answers a client does not read are
+//! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
+//! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
+//! [`MAX_CLIENTS`] connections are served at once. The deadlines are folded into the loop's
+//! `poll` timeout, so an idle master still makes no wake-ups.
+//!
+//! # Files, and who drives the supervisor
+//! `paths.rs` (where the socket lives), `protocol.rs` (the lines), `server.rs` (the socket and
+//! its connections), `waiters.rs` (which `reload --wait` an ending attempt answers), and here
+//! `Control`, the control plane as the runtime drives it. The control plane never holds the
+//! supervisor: it turns requests into [`Ask`]s, the runtime feeds the matching events through
+//! its one path into the state machine, and hands back what they reported.
+
+mod paths;
+mod protocol;
 mod server;
-pub use server::*;
+mod waiters;
+
+pub use paths::{
+    default_path, parse_name, program_name, socket_next_to, ControlConfig, PathEnv, MAX_NAME,
+};
+pub use protocol::{
+    parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply,
+    MAX_REQUEST, PROTOCOL,
+};
+pub use server::{BindError, ControlServer, IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
+pub use waiters::{Joined, ReloadWaiters};
+
+use std::time::Instant;
+
+use anyhow::anyhow;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::info;
+
+use crate::metrics::MetricsServer;
+use crate::parse::parse_signal;
+use crate::poll::{PollSet, Ready, Token};
+use crate::status::{ReloadRecord, SocketRecord, StatusRecord};
+use crate::supervisor::Report;
+use server::Waiting;
+
+/// What a client asked of the master, for the runtime to carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// `status`: answer with [`Control::status`].
+    Status,
+    /// `reload`: feed a control reload, then [`Control::reload_asked`].
+    Reload {
+        /// Answer when the attempt ends.
+        wait: bool,
+    },
+    /// `stop`: feed a stop, then [`Control::stop_asked`].
+    Stop {
+        /// Answer when relaunch exits.
+        wait: bool,
+    },
+    /// `signal`: forward it to the current generation, then [`Control::signal_asked`].
+    Signal(Signal),
+}
+
+/// The tokens of one poll round.
+#[derive(Debug, Default)]
+pub(crate) struct ControlTokens {
+    server: Vec<Token>,
+    metrics: Vec<Token>,
+}
+
+/// The control socket, the metrics endpoint, and the clients waiting on reloads and stops.
+#[derive(Debug)]
+pub(crate) struct Control {
+    server: Option<ControlServer>,
+    metrics: Option<MetricsServer>,
+    waiters: ReloadWaiters<u64>,
+    /// The status fields that never change.
+    base: StatusRecord,
+}
+
+impl Control {
+    /// Binds the control socket and the metrics endpoint as configured.
+    pub(crate) fn new(
+        name: &str,
+        config: &ControlConfig,
+        sockets: Vec<SocketRecord>,
+    ) -> Result<Control, crate::Failure> {
+        let server = match &config.socket {
+            Some(path) => {
+                let server = ControlServer::bind(path, config.default_path)
+                    .map_err(|e| crate::Failure::from(anyhow!(e)))?;
+                info!(path = %server.path().display(), "control socket");
+                Some(server)
+            }
+            None => None,
+        };
+        let metrics = match &config.metrics {
+            Some(addr) => {
+                let m = MetricsServer::bind(addr)?;
+                info!(addr = %m.local_addr(), "metrics");
+                Some(m)
+            }
+            None => None,
+        };
+        let base = StatusRecord {
+            name: name.to_owned(),
+            pid: std::process::id() as i32,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            control: server.as_ref().map(|s| s.path().display().to_string()),
+            sockets,
+            ..StatusRecord::default()
+        };
+        Ok(Control {
+            server,
+            metrics,
+            waiters: ReloadWaiters::default(),
+            base,
+        })
+    }
+
+    /// The status fields the master knows (name, pid, version, control path, sockets).
+    pub(crate) fn base(&self) -> &StatusRecord {
+        &self.base
+    }
+
+    /// Registers the fds to poll this round.
+    pub(crate) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> ControlTokens {
+        ControlTokens {
+            server: self.server.as_ref().map_or_else(Vec::new, |s| s.register(set)),
+            metrics: self.metrics.as_ref().map_or_else(Vec::new, |m| m.register(set)),
+        }
+    }
+
+    /// The earliest connection deadline.
+    pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let a = self.server.as_ref().and_then(|s| s.next_deadline(now));
+        let b = self.metrics.as_ref().and_then(|m| m.next_deadline());
+        a.into_iter().chain(b).min()
+    }
+
+    /// Does the I/O `poll` found possible, answers what needs no supervisor (bad requests),
+    /// and returns what the clients asked, in order. `metrics` renders the exposition text
+    /// (called at most once).
+    pub(crate) fn io(
+        &mut self,
+        ready: &Ready,
+        tokens: &ControlTokens,
+        now: Instant,
+        metrics: impl FnOnce() -> String,
+    ) -> Vec<(u64, Ask)> {
+        if let Some(m) = &mut self.metrics {
+            let revents: Vec<_> = tokens.metrics.iter().map(|t| ready.revents(*t)).collect();
+            m.io(&revents, now, metrics);
+        }
+        let Some(server) = &mut self.server else {
+            return Vec::new();
+        };
+        let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
+        let (gone, requests) = server.io(&revents, now);
+        for id in gone {
+            self.waiters.forget(&id);
+        }
+        let mut asks = Vec::new();
+        for (id, request) in requests {
+            let ask = match request.cmd.as_str() {
+                "status" => Ok(Ask::Status),
+                "reload" => Ok(Ask::Reload { wait: request.wait }),
+                "stop" => Ok(Ask::Stop { wait: request.wait }),
+                "signal" => match request.signal.as_deref().map(parse_signal) {
+                    Some(Ok(signal)) => Ok(Ask::Signal(signal)),
+                    Some(Err(e)) => Err(e),
+                    None => Err("no signal given".to_owned()),
+                },
+                other => Err(format!("unknown command {other:?}")),
+            };
+            match ask {
+                Ok(ask) => asks.push((id, ask)),
+                Err(e) => self.reply(id, &Response::error(e), now),
+            }
+        }
+        asks
+    }
+
+    fn reply(&mut self, id: u64, response: &Response, now: Instant) {
+        if let Some(server) = &mut self.server {
+            server.reply(id, response, now);
+        }
+    }
+
+    /// Answers a `status` request with `record`.
+    pub(crate) fn status(&mut self, id: u64, record: StatusRecord, now: Instant) {
+        let mut r = Response::ok();
+        r.status = Some(record);
+        self.reply(id, &r, now);
+    }
+
+    /// Answers a `reload` request: `reports` are those of the step that handled the reload
+    /// event, or `None` when relaunch is stopping and it was not fed.
+    pub(crate) fn reload_asked(
+        &mut self,
+        id: u64,
+        wait: bool,
+        reports: Option<&[Report]>,
+        now: Instant,
+    ) {
+        let Some(reports) = reports else {
+            self.reply(
+                id,
+                &Response::error("relaunch is stopping; not reloading"),
+                now,
+            );
+            return;
+        };
+        match ReloadWaiters::<u64>::classify(reports) {
+            Joined::Refused => self.reply(id, &Response::error("the reload was not started"), now),
+            joined if wait => {
+                self.waiters.join(id, joined);
+                if let Some(server) = &mut self.server {
+                    server.wait(id, Waiting::Reload);
+                }
+            }
+            joined => {
+                let mut r = Response::ok();
+                r.accepted = Some(Accepted {
+                    generation: match joined {
+                        Joined::Attempt(g) => Some(g),
+                        _ => None,
+                    },
+                    queued: joined == Joined::FollowUp,
+                });
+                self.reply(id, &r, now);
+            }
+        }
+    }
+
+    /// Answers a `stop` request (the stop event was fed): at once, or when relaunch exits.
+    pub(crate) fn stop_asked(&mut self, id: u64, wait: bool, now: Instant) {
+        if wait {
+            if let Some(server) = &mut self.server {
+                server.wait(id, Waiting::Stop);
+            }
+        } else {
+            let mut r = Response::ok();
+            r.stop = Some(StopReply { exit_code: None });
+            self.reply(id, &r, now);
+        }
+    }
+
+    /// Answers a `signal` request. `target`: the current generation the runtime forwarded
+    /// the signal to, or `None` when there is none (or relaunch is stopping).
+    pub(crate) fn signal_asked(
+        &mut self,
+        id: u64,
+        signal: Signal,
+        target: Option<(u64, Pid)>,
+        now: Instant,
+    ) {
+        let response = match target {
+            Some((generation, pid)) => {
+                let mut r = Response::ok();
+                r.signal = Some(SignalReply {
+                    signal: signal.as_str().to_owned(),
+                    generation,
+                    pid: pid.as_raw(),
+                });
+                r
+            }
+            None => Response::error(
+                "no current generation to signal (starting, restarting or stopping)",
+            ),
+        };
+        self.reply(id, &response, now);
+    }
+
+    /// Call with every report, in order; `record` is the status tracker's record of a
+    /// [`Report::ReloadEnded`]. Binds and answers `reload --wait` callers.
+    pub(crate) fn on(&mut self, report: &Report, record: Option<&ReloadRecord>, now: Instant) {
+        match report {
+            Report::ReloadStarted { generation, .. } => self.waiters.started(*generation),
+            Report::FollowUpDropped => {
+                for id in self.waiters.dropped() {
+                    self.reply(
+                        id,
+                        &Response::error("the reload was not started: relaunch is stopping"),
+                        now,
+                    );
+                }
+            }
+            Report::ReloadEnded {
+                generation,
+                failure,
+                reason,
+                ..
+            } => {
+                let waiting = self.waiters.done(*generation);
+                let mut response = Response::ok();
+                response.ok = failure.is_none();
+                response.error = failure.is_some().then(|| reason.clone());
+                response.reload = record.cloned();
+                for id in waiting {
+                    self.reply(id, &response, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The master is about to exit with `code`: answers `stop --wait` callers and fails the
+    /// rest, sending what the sockets take without blocking.
+    pub(crate) fn exit(&mut self, code: i32) {
+        let now = Instant::now();
+        let reloads = self.waiters.drain();
+        let Some(server) = &mut self.server else {
+            return;
+        };
+        for id in reloads {
+            server.reply(id, &Response::error("relaunch exited"), now);
+        }
+        let mut stopped = Response::ok();
+        stopped.stop = Some(StopReply {
+            exit_code: Some(code),
+        });
+        for id in server.waiting_for(Waiting::Stop) {
+            server.reply(id, &stopped, now);
+        }
+    }
+}

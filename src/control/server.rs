@@ -1,41 +1,8 @@
-//! The control socket: `relaunch status | reload --wait | stop | signal` talk to a running
-//! master through it.
-//!
-//! # Where it lives
-//! `--control PATH`, or by default `<dir>/<name>.sock` ([`default_path`]) where `<dir>` is
-//! `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for root, else the path of `--pid-file`
-//! with its extension replaced by `.sock`, else `$TMPDIR/relaunch-<uid>`. A missing directory
-//! is created with mode 0700; an existing one is left as it is (relaunch never chmods a shared
-//! directory), except that the temp-dir fallback must be owned by the user and closed to
-//! others. The socket is created with mode 0600. A socket file left behind by a relaunch that
-//! died is replaced; one that answers belongs to a running relaunch, and starting a second one
-//! under the same name fails with exit code 1. The file is removed when relaunch exits.
-//!
-//! # Who may use it
-//! Every connection's peer is checked with `SO_PEERCRED`: only relaunch's own uid and root
-//! are served; anyone else gets one error line and is disconnected.
-//!
-//! # Protocol (version 1)
-//! One JSON object per line each way ([`Request`], [`Response`]). Requests:
-//! `{"v":1,"cmd":"status"}`, `{"v":1,"cmd":"reload","wait":true}`,
-//! `{"v":1,"cmd":"stop","wait":true}`, `{"v":1,"cmd":"signal","signal":"USR1"}`. A
-//! connection may send several requests; each gets one answer line, in order. `reload` with
-//! `wait` answers when the reload attempt that will carry the request ends: the one it started,
-//! or, when a reload was already in progress, the coalesced follow-up (not the attempt in
-//! progress, which was started before the request and may not include what it asked for).
-//!
-//! # Never blocking the master
-//! Everything runs in the master's one thread ([`Control`] is driven by the runtime's poll
-//! loop): sockets are non-blocking; a request line is at most [`MAX_REQUEST`] bytes; each
-//! wake-up reads at most that much per connection; answers a client does not read are
-//! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
-//! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
-//! [`MAX_CLIENTS`] connections are served at once. The deadlines are folded into the loop's
-//! `poll` timeout, so an idle master still makes no wake-ups.
+//! The listening control socket and its connections: binding it safely, accepting, the peer
+//! check, reading request lines and writing answers without ever blocking the master.
 
-use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -43,23 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use nix::poll::{PollFd, PollFlags};
+use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{umask, Mode};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::parse::parse_signal;
+use super::paths::PathEnv;
+use super::protocol::{parse_request, Request, Response, MAX_REQUEST};
 use crate::conn::{Conn, ReadState};
-use crate::metrics::{MetricsAddr, MetricsServer};
-use crate::sockets::Listener;
-use crate::status::{Clock, ReloadRecord, SocketRecord, StatusRecord, Tracker};
-use crate::supervisor::{Action, Event, SpawnFailure, Supervisor, Trigger};
+use crate::poll::{PollSet, Token};
 
-/// The protocol version this relaunch speaks.
-pub const PROTOCOL: u32 = 1;
-/// The longest request line accepted, in bytes.
-pub const MAX_REQUEST: usize = 64 * 1024;
 /// The most answer bytes buffered for a client that does not read them.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// How long a connection may stay without sending a complete request (or without reading its
@@ -67,368 +27,7 @@ pub const MAX_OUTPUT: usize = 1024 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CLIENTS: usize = 64;
-/// The longest `--name`.
-pub const MAX_NAME: usize = 64;
 
-// ---------------------------------------------------------------------------------------------
-// Configuration and paths
-
-/// The master's control-plane settings (`--name`, `--control`, `--no-control`, `--metrics`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlConfig {
-    /// The control socket's path; `None` with `--no-control`.
-    pub socket: Option<PathBuf>,
-    /// Whether `socket` is the default path rather than `--control` (the default's directory
-    /// gets extra checks).
-    pub default_path: bool,
-    /// Where to serve Prometheus metrics (`--metrics`).
-    pub metrics: Option<MetricsAddr>,
-}
-
-/// Checks a `--name`: 1 to 64 characters out of `A-Z a-z 0-9 . _ - @ +`, not starting with
-/// `.`. It becomes a file name, so no `/`.
-pub fn parse_name(s: &str) -> Result<String, String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
-    if s.is_empty() || s.len() > MAX_NAME || s.starts_with('.') || !s.chars().all(ok_char) {
-        return Err(format!(
-            "{s:?} is not a usable name (expected 1 to {MAX_NAME} characters out of A-Z a-z 0-9 . _ - @ +, not starting with '.')"
-        ));
-    }
-    Ok(s.to_owned())
-}
-
-/// The default `--name`: the program's file name, with characters a name cannot hold replaced
-/// by `_`.
-pub fn program_name(program: &OsStr) -> String {
-    let base = Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut name: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-@+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(MAX_NAME)
-        .collect();
-    if name.starts_with('.') {
-        name.replace_range(..1, "_");
-    }
-    if name.is_empty() {
-        name = "relaunch".into();
-    }
-    name
-}
-
-/// What the default control path depends on.
-#[derive(Debug, Clone)]
-pub struct PathEnv {
-    /// `$XDG_RUNTIME_DIR`, if set to an absolute path.
-    pub runtime_dir: Option<PathBuf>,
-    /// The effective uid.
-    pub euid: u32,
-    /// The temp dir (`$TMPDIR` or `/tmp`).
-    pub temp_dir: PathBuf,
-}
-
-impl PathEnv {
-    /// The current process's environment.
-    pub fn current() -> PathEnv {
-        PathEnv {
-            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute()),
-            euid: nix::unistd::geteuid().as_raw(),
-            temp_dir: std::env::temp_dir(),
-        }
-    }
-
-    /// The temp-dir fallback directory: `$TMPDIR/relaunch-<uid>`.
-    pub fn temp_fallback(&self) -> PathBuf {
-        self.temp_dir.join(format!("relaunch-{}", self.euid))
-    }
-
-    /// Every directory a default control socket may be in, most specific first (the client
-    /// looks in all of them: a root shell may have `XDG_RUNTIME_DIR` set while a root service
-    /// has not).
-    pub fn search_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        if let Some(rt) = &self.runtime_dir {
-            dirs.push(rt.join("relaunch"));
-        }
-        if self.euid == 0 {
-            dirs.push(PathBuf::from("/run/relaunch"));
-        }
-        dirs.push(self.temp_fallback());
-        dirs
-    }
-}
-
-/// The default control socket of a master named `name`: `$XDG_RUNTIME_DIR/relaunch/<name>.sock`;
-/// else, for root, `/run/relaunch/<name>.sock`; else next to `pid_file` (its extension
-/// replaced by `.sock`); else `$TMPDIR/relaunch-<uid>/<name>.sock`.
-pub fn default_path(name: &str, pid_file: Option<&Path>, env: &PathEnv) -> PathBuf {
-    if let Some(rt) = &env.runtime_dir {
-        return rt.join("relaunch").join(format!("{name}.sock"));
-    }
-    if env.euid == 0 {
-        return Path::new("/run/relaunch").join(format!("{name}.sock"));
-    }
-    if let Some(pid_file) = pid_file {
-        return socket_next_to(pid_file);
-    }
-    env.temp_fallback().join(format!("{name}.sock"))
-}
-
-/// The control socket that goes with a pid file: `app.pid` → `app.sock`.
-pub fn socket_next_to(pid_file: &Path) -> PathBuf {
-    if pid_file.extension() == Some(OsStr::new("sock")) {
-        let mut p = pid_file.as_os_str().to_owned();
-        p.push(".sock");
-        PathBuf::from(p)
-    } else {
-        pid_file.with_extension("sock")
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Protocol
-
-/// A request line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// The protocol version: 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub v: Option<u32>,
-    /// `status`, `reload`, `stop` or `signal`.
-    #[serde(default)]
-    pub cmd: String,
-    /// `reload`, `stop`: answer only when done.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub wait: bool,
-    /// `signal`: the signal, by name or number (`USR1`, `SIGUSR1`, `10`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-}
-
-impl Request {
-    /// A version-1 request for `cmd`.
-    pub fn new(cmd: &str) -> Request {
-        Request {
-            v: Some(PROTOCOL),
-            cmd: cmd.into(),
-            ..Request::default()
-        }
-    }
-}
-
-/// An answer line. `ok` says whether the request did what it asked (for `reload` with `wait`:
-/// whether the reload succeeded); `error` says why not.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Response {
-    /// The protocol version: 1.
-    pub v: u32,
-    /// Whether the request succeeded.
-    pub ok: bool,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// `status`: the record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<StatusRecord>,
-    /// `reload` without `wait`: what happened to the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<Accepted>,
-    /// `reload` with `wait`: the outcome of the attempt that carried the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reload: Option<ReloadRecord>,
-    /// `stop`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop: Option<StopReply>,
-    /// `signal`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<SignalReply>,
-}
-
-impl Response {
-    /// A failed answer.
-    pub fn error(message: impl Into<String>) -> Response {
-        Response {
-            v: PROTOCOL,
-            ok: false,
-            error: Some(message.into()),
-            ..Response::default()
-        }
-    }
-
-    fn ok() -> Response {
-        Response {
-            v: PROTOCOL,
-            ok: true,
-            ..Response::default()
-        }
-    }
-
-    /// The answer as one line, with its newline.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
-            format!(r#"{{"v":1,"ok":false,"error":"cannot encode the answer: {e}"}}"#).into_bytes()
-        });
-        line.push(b'\n');
-        line
-    }
-}
-
-/// What happened to a `reload` request without `wait`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Accepted {
-    /// It started a new attempt: its generation.
-    pub generation: Option<u64>,
-    /// It was coalesced into the follow-up of the reload in progress.
-    pub queued: bool,
-}
-
-/// The answer to `stop`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StopReply {
-    /// With `wait`: the code relaunch exits with (the last child's status). Without: `null`
-    /// (the stop has begun).
-    pub exit_code: Option<i32>,
-}
-
-/// The answer to `signal`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SignalReply {
-    /// The signal sent, e.g. `SIGUSR1`.
-    pub signal: String,
-    /// The generation it was sent to (the current one).
-    pub generation: u64,
-    /// Its pid.
-    pub pid: i32,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reload waiters
-
-/// Which reload attempt a request will get the outcome of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
-    /// The attempt it started, with this generation.
-    Attempt(u64),
-    /// The follow-up queued behind the reload in progress.
-    FollowUp,
-    /// None: the supervisor did not take the request (relaunch is stopping).
-    Refused,
-}
-
-/// Maps `reload --wait` callers to the attempt whose [`Action::ReloadDone`] answers them.
-///
-/// A request handled while no reload is in progress starts an attempt, and waits for that
-/// one. A request handled while one is in progress is coalesced into the queued follow-up,
-/// whose generation is not known yet: it waits in `follow_up` until the supervisor starts the
-/// follow-up (seen after any step as `reload_queued()` turning false with `reloading()` set),
-/// and then for that attempt. If the follow-up is dropped instead (relaunch began to stop),
-/// its waiters are failed. Pure: tested against the real supervisor.
-#[derive(Debug, Clone)]
-pub struct ReloadWaiters<T> {
-    bound: Vec<(u64, T)>,
-    follow_up: Vec<T>,
-}
-
-impl<T> Default for ReloadWaiters<T> {
-    fn default() -> Self {
-        ReloadWaiters {
-            bound: Vec::new(),
-            follow_up: Vec::new(),
-        }
-    }
-}
-
-impl<T: PartialEq> ReloadWaiters<T> {
-    /// Where a reload request went, read from the supervisor right after it handled the
-    /// request.
-    pub fn classify(sup: &Supervisor) -> Joined {
-        if sup.reload_queued() {
-            Joined::FollowUp
-        } else if let Some((generation, _)) = sup.reloading() {
-            Joined::Attempt(generation)
-        } else {
-            Joined::Refused
-        }
-    }
-
-    /// Registers `token` as waiting for the attempt `joined` names.
-    pub fn join(&mut self, token: T, joined: Joined) {
-        match joined {
-            Joined::Attempt(generation) => self.bound.push((generation, token)),
-            Joined::FollowUp => self.follow_up.push(token),
-            Joined::Refused => {}
-        }
-    }
-
-    /// Call after every step of the supervisor. Binds the follow-up's waiters once it has
-    /// started; returns the waiters of a follow-up that was dropped.
-    pub fn after(&mut self, sup: &Supervisor) -> Vec<T> {
-        if self.follow_up.is_empty() || sup.reload_queued() {
-            return Vec::new();
-        }
-        match sup.reloading() {
-            Some((generation, _)) => {
-                let waiting = std::mem::take(&mut self.follow_up);
-                self.bound
-                    .extend(waiting.into_iter().map(|t| (generation, t)));
-                Vec::new()
-            }
-            None => std::mem::take(&mut self.follow_up),
-        }
-    }
-
-    /// The waiters of the attempt `generation`, which just ended.
-    pub fn done(&mut self, generation: u64) -> Vec<T> {
-        let (done, rest) = std::mem::take(&mut self.bound)
-            .into_iter()
-            .partition(|(g, _)| *g == generation);
-        self.bound = rest;
-        done.into_iter().map(|(_, t)| t).collect()
-    }
-
-    /// Forgets a waiter (its client went away).
-    pub fn forget(&mut self, token: &T) {
-        self.bound.retain(|(_, t)| t != token);
-        self.follow_up.retain(|t| t != token);
-    }
-
-    /// Every waiter, removed.
-    pub fn drain(&mut self) -> Vec<T> {
-        let mut all: Vec<T> = std::mem::take(&mut self.bound)
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
-        all.append(&mut self.follow_up);
-        all
-    }
-
-    /// How many wait.
-    pub fn len(&self) -> usize {
-        self.bound.len() + self.follow_up.len()
-    }
-
-    /// Whether none waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The socket
 
 /// Why the control socket could not be set up.
 #[derive(Debug)]
@@ -457,7 +56,7 @@ impl std::error::Error for BindError {}
 
 /// What a connection is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
+pub(super) enum Waiting {
     Reload,
     Stop,
 }
@@ -571,21 +170,21 @@ impl ControlServer {
         &self.path
     }
 
-    fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
-        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+    /// Registers the listener and every connection in `set`; [`ControlServer::io`] takes the
+    /// `revents` of the returned tokens, in their order.
+    pub(super) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
+        let mut tokens = vec![set.add(self.listener.as_fd())];
         for c in &self.clients {
             // Read on while the input may still be one request line (so that a longer one is
             // seen, answered and closed); a client pipelining requests behind one that waits
             // is not read from until that one is answered.
             let want_input = c.waiting.is_none() && c.conn.input().len() <= MAX_REQUEST;
-            fds.push(PollFd::new(
-                c.conn.stream.as_fd(),
-                c.conn.interest(want_input),
-            ));
+            tokens.push(set.add_with(c.conn.stream.as_fd(), c.conn.interest(want_input)));
         }
+        tokens
     }
 
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let has_work = self
             .clients
             .iter()
@@ -597,10 +196,10 @@ impl ControlServer {
     }
 
     /// Accepts, reads and writes as `poll` found possible (`revents` in the order of
-    /// `poll_fds`), closes what is finished, broken or expired, and returns the forgotten
+    /// `register`), closes what is finished, broken or expired, and returns the forgotten
     /// connections (so their waits can be dropped) and the requests to serve: at most one per
     /// connection per call, in order.
-    fn io(&mut self, revents: &[PollFlags], now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
+    pub(super) fn io(&mut self, revents: &[PollFlags], now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
         let bad = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
         for (i, c) in self.clients.iter_mut().enumerate() {
             let Some(&ev) = revents.get(i + 1) else {
@@ -776,7 +375,7 @@ impl ControlServer {
     }
 
     /// Sends `response` to connection `id` (if it is still there) and ends its wait.
-    fn reply(&mut self, id: u64, response: &Response, now: Instant) {
+    pub(super) fn reply(&mut self, id: u64, response: &Response, now: Instant) {
         let Some(c) = self.client(id) else {
             return;
         };
@@ -798,14 +397,14 @@ impl ControlServer {
         }
     }
 
-    fn wait(&mut self, id: u64, what: Waiting) {
+    pub(super) fn wait(&mut self, id: u64, what: Waiting) {
         if let Some(c) = self.client(id) {
             c.waiting = Some(what);
             c.conn.deadline = None;
         }
     }
 
-    fn waiting_for(&self, what: Waiting) -> Vec<u64> {
+    pub(super) fn waiting_for(&self, what: Waiting) -> Vec<u64> {
         self.clients
             .iter()
             .filter(|c| c.waiting == Some(what))
@@ -863,590 +462,22 @@ fn prepare_dir(dir: &Path, check_owner: bool, euid: u32) -> anyhow::Result<()> {
     }
 }
 
-/// Parses a request line; the error is the message for the client.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let request: Request = serde_json::from_slice(line).map_err(|e| {
-        format!(r#"malformed request ({e}); expected one JSON object per line like {{"v":1,"cmd":"status"}}"#)
-    })?;
-    match request.v {
-        Some(PROTOCOL) => {}
-        Some(v) => {
-            return Err(format!(
-                "unsupported protocol version {v} (this relaunch speaks version {PROTOCOL})"
-            ))
-        }
-        None => {
-            return Err(format!(
-                r#"request without "v" (the protocol version); send {{"v":{PROTOCOL},"cmd":"{}"}}"#,
-                request.cmd
-            ))
-        }
-    }
-    match request.cmd.as_str() {
-        "status" | "reload" | "stop" => Ok(request),
-        "signal" => match &request.signal {
-            Some(s) => parse_signal(s).map(|_| request.clone()),
-            None => {
-                Err(r#"signal needs "signal", e.g. {"v":1,"cmd":"signal","signal":"USR1"}"#.into())
-            }
-        },
-        other => Err(format!(
-            "unknown command {other:?} (expected status, reload, stop or signal)"
-        )),
-    }
-}
 
-// ---------------------------------------------------------------------------------------------
-// The control plane, as the runtime drives it
-
-/// Everything beside the supervisor that the runtime's loop drives: the status tracker, the
-/// control socket, the metrics endpoint, and the clients waiting on reloads and stops.
-#[derive(Debug)]
-pub struct Control {
-    tracker: Tracker,
-    server: Option<ControlServer>,
-    metrics: Option<MetricsServer>,
-    waiters: ReloadWaiters<u64>,
-    /// The status fields that never change.
-    base: StatusRecord,
-}
-
-impl Control {
-    /// Binds the control socket and the metrics endpoint as configured.
-    pub fn new(
-        name: &str,
-        config: &ControlConfig,
-        listeners: &[Listener],
-        started: Instant,
-    ) -> Result<Control, crate::Failure> {
-        let server = match &config.socket {
-            Some(path) => {
-                let server = ControlServer::bind(path, config.default_path)
-                    .map_err(|e| crate::Failure::from(anyhow!(e)))?;
-                info!(path = %server.path().display(), "control socket");
-                Some(server)
-            }
-            None => None,
-        };
-        let metrics = match &config.metrics {
-            Some(addr) => {
-                let m = MetricsServer::bind(addr)?;
-                info!(addr = %m.local_addr(), "metrics");
-                Some(m)
-            }
-            None => None,
-        };
-        let base = StatusRecord {
-            name: name.to_owned(),
-            pid: std::process::id() as i32,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            control: server.as_ref().map(|s| s.path().display().to_string()),
-            sockets: listeners
-                .iter()
-                .enumerate()
-                .map(|(i, l)| SocketRecord {
-                    fd: 3 + i as i32,
-                    name: l.name.clone(),
-                    kind: l.kind.to_string(),
-                    address: l.local_addr.clone(),
-                })
-                .collect(),
-            ..StatusRecord::default()
-        };
-        Ok(Control {
-            tracker: Tracker::new(started),
-            server,
-            metrics,
-            waiters: ReloadWaiters::default(),
-            base,
-        })
-    }
-
-    /// Adds the fds to poll to `fds`; [`Control::run`] takes their `revents` in this order.
-    pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
-        if let Some(s) = &self.server {
-            s.poll_fds(fds);
-        }
-        if let Some(m) = &self.metrics {
-            m.poll_fds(fds);
-        }
-    }
-
-    /// The earliest connection deadline.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let a = self.server.as_ref().and_then(|s| s.next_deadline(now));
-        let b = self.metrics.as_ref().and_then(|m| m.next_deadline());
-        a.into_iter().chain(b).min()
-    }
-
-    /// Call with every event before the supervisor handles it.
-    pub fn before(&mut self, event: &Event, sup: &Supervisor, now: Instant) {
-        self.tracker.before(event, sup, now);
-    }
-
-    /// Call after every step of the supervisor.
-    pub fn after(&mut self, sup: &Supervisor, now: Instant) {
-        self.tracker.after(sup, now);
-        for id in self.waiters.after(sup) {
-            if let Some(server) = &mut self.server {
-                server.reply(
-                    id,
-                    &Response::error("the reload was not started: relaunch is stopping"),
-                    now,
-                );
-            }
-        }
-    }
-
-    /// Call with every spawn result, before the supervisor handles it.
-    pub fn spawned(
-        &mut self,
-        generation: u64,
-        result: &Result<nix::unistd::Pid, SpawnFailure>,
-        now: Instant,
-    ) {
-        self.tracker.spawned(generation, result, now);
-    }
-
-    /// Call with every [`Action::ReloadDone`]: records it and answers its waiters.
-    pub fn reload_done(
-        &mut self,
-        generation: u64,
-        ok: bool,
-        reason: &str,
-        sup: &Supervisor,
-        now: Instant,
-    ) {
-        let clock = Clock::now();
-        let record =
-            self.tracker
-                .reload_done(generation, ok, reason, sup.is_stopping(), &clock, now);
-        let waiting = self.waiters.done(generation);
-        let Some(server) = &mut self.server else {
-            return;
-        };
-        let mut response = Response::ok();
-        response.ok = ok;
-        response.error = (!ok).then(|| reason.to_owned());
-        response.reload = Some(record);
-        for id in waiting {
-            server.reply(id, &response, now);
-        }
-    }
-
-    /// The master is about to exit with `code`: answers `stop --wait` callers and fails the
-    /// rest, sending what the sockets take without blocking.
-    pub fn exit(&mut self, code: i32) {
-        let now = Instant::now();
-        let reloads = self.waiters.drain();
-        let Some(server) = &mut self.server else {
-            return;
-        };
-        for id in reloads {
-            server.reply(id, &Response::error("relaunch exited"), now);
-        }
-        let mut stopped = Response::ok();
-        stopped.stop = Some(StopReply {
-            exit_code: Some(code),
-        });
-        for id in server.waiting_for(Waiting::Stop) {
-            server.reply(id, &stopped, now);
-        }
-    }
-
-    /// Does the I/O `poll` found possible (`revents`: the entries for the fds `poll_fds`
-    /// added, in order), serves the requests, and returns the supervisor's actions.
-    pub fn run(
-        &mut self,
-        revents: &[PollFlags],
-        sup: &mut Supervisor,
-        now: Instant,
-    ) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let split = self.server.as_ref().map_or(0, |s| 1 + s.clients.len());
-        let (server_ev, metrics_ev) = revents.split_at(split.min(revents.len()));
-        if let Some(m) = &mut self.metrics {
-            let tracker = &self.tracker;
-            m.io(metrics_ev, now, || crate::metrics::render(tracker, sup));
-        }
-        let Some(server) = &mut self.server else {
-            return actions;
-        };
-        let (gone, requests) = server.io(server_ev, now);
-        for id in gone {
-            self.waiters.forget(&id);
-        }
-        for (id, request) in requests {
-            self.serve(id, request, sup, now, &mut actions);
-        }
-        actions
-    }
-
-    fn handle(&mut self, event: Event, sup: &mut Supervisor, now: Instant, out: &mut Vec<Action>) {
-        self.before(&event, sup, now);
-        out.extend(sup.handle(event, now));
-        self.after(sup, now);
-    }
-
-    fn serve(
-        &mut self,
-        id: u64,
-        request: Request,
-        sup: &mut Supervisor,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        let response = match request.cmd.as_str() {
-            "status" => {
-                let mut r = Response::ok();
-                r.status = Some(self.tracker.record(sup, &self.base, &Clock::now(), now));
-                Some(r)
-            }
-            "reload" if sup.is_stopping() => {
-                Some(Response::error("relaunch is stopping; not reloading"))
-            }
-            "reload" => {
-                self.handle(Event::Reload(Trigger::Control), sup, now, out);
-                match ReloadWaiters::<u64>::classify(sup) {
-                    Joined::Refused => Some(Response::error("the reload was not started")),
-                    joined if request.wait => {
-                        self.waiters.join(id, joined);
-                        if let Some(server) = &mut self.server {
-                            server.wait(id, Waiting::Reload);
-                        }
-                        None
-                    }
-                    joined => {
-                        let mut r = Response::ok();
-                        r.accepted = Some(Accepted {
-                            generation: match joined {
-                                Joined::Attempt(g) => Some(g),
-                                _ => None,
-                            },
-                            queued: joined == Joined::FollowUp,
-                        });
-                        Some(r)
-                    }
-                }
-            }
-            "stop" => {
-                self.handle(
-                    Event::Stop(nix::sys::signal::Signal::SIGTERM),
-                    sup,
-                    now,
-                    out,
-                );
-                if request.wait {
-                    if let Some(server) = &mut self.server {
-                        server.wait(id, Waiting::Stop);
-                    }
-                    None
-                } else {
-                    let mut r = Response::ok();
-                    r.stop = Some(StopReply { exit_code: None });
-                    Some(r)
-                }
-            }
-            "signal" => {
-                let signal = request.signal.as_deref().map(parse_signal);
-                match (signal, sup.current()) {
-                    (Some(Ok(signal)), Some(current)) if !sup.is_stopping() => {
-                        let mut r = Response::ok();
-                        r.signal = Some(SignalReply {
-                            signal: signal.as_str().to_owned(),
-                            generation: current.generation,
-                            pid: current.pid.as_raw(),
-                        });
-                        self.handle(Event::Forward(signal), sup, now, out);
-                        Some(r)
-                    }
-                    (Some(Ok(_)), _) => Some(Response::error(
-                        "no current generation to signal (starting, restarting or stopping)",
-                    )),
-                    (Some(Err(e)), _) => Some(Response::error(e)),
-                    (None, _) => Some(Response::error("no signal given")),
-                }
-            }
-            other => Some(Response::error(format!("unknown command {other:?}"))),
-        };
-        if let (Some(response), Some(server)) = (response, &mut self.server) {
-            server.reply(id, &response, now);
-        }
-    }
-}
-
-/// Writes one request line to a connected stream (client side).
-pub fn write_request(stream: &mut UnixStream, request: &Request) -> io::Result<()> {
-    let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
-    line.push(b'\n');
-    stream.write_all(&line)
-}
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
-    use crate::supervisor::{ExitStatus, Settings};
-    use nix::unistd::Pid;
-
-    #[test]
-    fn names() {
-        assert_eq!(parse_name("web-1.prod@eu").unwrap(), "web-1.prod@eu");
-        for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(65)] {
-            let e = parse_name(bad).unwrap_err();
-            assert!(
-                e.starts_with(&format!("{bad:?} is not a usable name")),
-                "{e}"
-            );
-        }
-        assert_eq!(program_name(OsStr::new("/usr/bin/my server")), "my_server");
-        assert_eq!(program_name(OsStr::new("./.hidden")), "_hidden");
-        assert_eq!(program_name(OsStr::new("/")), "relaunch");
-        assert_eq!(program_name(OsStr::new("hello")), "hello");
-    }
-
-    #[test]
-    fn default_paths() {
-        let env = |rt: Option<&str>, euid| PathEnv {
-            runtime_dir: rt.map(PathBuf::from),
-            euid,
-            temp_dir: PathBuf::from("/tmp"),
-        };
-        let pid = Some(Path::new("/srv/app/app.pid"));
-        assert_eq!(
-            default_path("web", pid, &env(Some("/run/user/1000"), 1000)),
-            Path::new("/run/user/1000/relaunch/web.sock")
-        );
-        assert_eq!(
-            default_path("web", pid, &env(None, 0)),
-            Path::new("/run/relaunch/web.sock")
-        );
-        assert_eq!(
-            default_path("web", pid, &env(None, 1000)),
-            Path::new("/srv/app/app.sock")
-        );
-        assert_eq!(
-            default_path("web", None, &env(None, 1000)),
-            Path::new("/tmp/relaunch-1000/web.sock")
-        );
-        assert_eq!(
-            socket_next_to(Path::new("/x/run")),
-            Path::new("/x/run.sock")
-        );
-        assert_eq!(
-            socket_next_to(Path::new("/x/a.sock")),
-            Path::new("/x/a.sock.sock")
-        );
-        assert_eq!(
-            env(Some("/r"), 0).search_dirs(),
-            vec![
-                PathBuf::from("/r/relaunch"),
-                PathBuf::from("/run/relaunch"),
-                PathBuf::from("/tmp/relaunch-0")
-            ]
-        );
-    }
-
-    #[test]
-    fn requests_are_checked_and_errors_say_what_to_send() {
-        assert_eq!(
-            parse_request(br#"{"v":1,"cmd":"reload","wait":true}"#).unwrap(),
-            Request {
-                wait: true,
-                ..Request::new("reload")
-            }
-        );
-        let e = parse_request(br#"{"cmd":"status"}"#).unwrap_err();
-        assert!(e.contains(r#"{"v":1,"cmd":"status"}"#), "{e}");
-        let e = parse_request(br#"{"v":2,"cmd":"status"}"#).unwrap_err();
-        assert!(e.contains("unsupported protocol version 2"), "{e}");
-        let e = parse_request(b"garbage").unwrap_err();
-        assert!(e.starts_with("malformed request"), "{e}");
-        let e = parse_request(br#"{"v":1,"cmd":"explode"}"#).unwrap_err();
-        assert!(e.contains("unknown command \"explode\""), "{e}");
-        let e = parse_request(br#"{"v":1,"cmd":"signal","signal":"BOGUS"}"#).unwrap_err();
-        assert!(e.contains("BOGUS"), "{e}");
-        assert!(parse_request(br#"{"v":1,"cmd":"signal","signal":"usr1"}"#).is_ok());
-    }
-
-    #[test]
-    fn responses_round_trip_as_one_line() {
-        let mut r = Response::ok();
-        r.accepted = Some(Accepted {
-            generation: Some(3),
-            queued: false,
-        });
-        let line = r.to_line();
-        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
-        assert_eq!(
-            String::from_utf8_lossy(&line),
-            "{\"v\":1,\"ok\":true,\"accepted\":{\"generation\":3,\"queued\":false}}\n"
-        );
-        let back: Response = serde_json::from_slice(&line).unwrap();
-        assert_eq!(back, r);
-    }
-
-    /// The supervisor and the waiters, driven the way the runtime drives them.
-    struct Rig {
-        sup: Supervisor,
-        waiters: ReloadWaiters<&'static str>,
-        t0: Instant,
-        ms: u64,
-        next_pid: i32,
-        /// (waiter, generation, ok) in the order they were answered.
-        answered: Vec<(&'static str, u64, bool)>,
-        failed: Vec<&'static str>,
-    }
-
-    impl Rig {
-        fn new() -> Rig {
-            let mut rig = Rig {
-                sup: Supervisor::new(Settings::default()),
-                waiters: ReloadWaiters::default(),
-                t0: Instant::now(),
-                ms: 0,
-                next_pid: 100,
-                answered: Vec::new(),
-                failed: Vec::new(),
-            };
-            let a = rig.sup.start();
-            rig.run(a, None);
-            rig.tick(1000);
-            rig
-        }
-
-        fn now(&self) -> Instant {
-            self.t0 + Duration::from_millis(self.ms)
-        }
-
-        /// Runs actions; spawns succeed unless `fail` names the generation to fail.
-        fn run(&mut self, actions: Vec<Action>, fail: Option<u64>) {
-            for a in actions {
-                match a {
-                    Action::Spawn { generation } => {
-                        self.next_pid += 1;
-                        let result = if fail == Some(generation) {
-                            Err(SpawnFailure {
-                                message: "gone".into(),
-                                exit_code: 127,
-                            })
-                        } else {
-                            Ok(Pid::from_raw(self.next_pid))
-                        };
-                        let more = self.handle(Event::Spawned { generation, result });
-                        self.run(more, fail);
-                    }
-                    Action::ReloadDone { generation, ok, .. } => {
-                        for w in self.waiters.done(generation) {
-                            self.answered.push((w, generation, ok));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-
-        fn handle(&mut self, e: Event) -> Vec<Action> {
-            let a = self.sup.handle(e, self.now());
-            let dropped = self.waiters.after(&self.sup);
-            self.failed.extend(dropped);
-            a
-        }
-
-        fn request(&mut self, who: &'static str) -> Joined {
-            let a = self.handle(Event::Reload(Trigger::Control));
-            let joined = ReloadWaiters::<&str>::classify(&self.sup);
-            self.waiters.join(who, joined);
-            self.run(a, None);
-            joined
-        }
-
-        fn tick(&mut self, ms: u64) {
-            self.ms = ms;
-            let a = self.handle(Event::Tick);
-            self.run(a, None);
-        }
-
-        fn exit(&mut self, pid: Pid, code: i32) {
-            let a = self.handle(Event::Exited {
-                pid,
-                status: ExitStatus::Code(code),
-            });
-            self.run(a, None);
-        }
-    }
-
-    #[test]
-    fn a_request_while_idle_waits_for_the_attempt_it_started() {
-        let mut r = Rig::new();
-        assert_eq!(r.request("a"), Joined::Attempt(2));
-        r.tick(2000);
-        assert_eq!(r.answered, vec![("a", 2, true)]);
-        assert!(r.waiters.is_empty());
-    }
-
-    #[test]
-    fn requests_during_a_reload_get_the_follow_up_result_not_the_one_in_progress() {
-        let mut r = Rig::new();
-        let g1 = r.sup.current().unwrap().pid;
-        assert_eq!(r.request("first"), Joined::Attempt(2));
-        assert_eq!(r.request("second"), Joined::FollowUp);
-        assert_eq!(r.request("third"), Joined::FollowUp);
-        r.tick(2000); // generation 2 takes over; the follow-up waits for generation 1 to exit
-        assert_eq!(r.answered, vec![("first", 2, true)]);
-        r.exit(g1, 0); // the follow-up (generation 3) starts
-        assert_eq!(r.sup.reloading().map(|(g, _)| g), Some(3));
-        let g3 = r.sup.pending().unwrap().pid;
-        r.exit(g3, 1); // and fails
-        assert_eq!(
-            r.answered,
-            vec![
-                ("first", 2, true),
-                ("second", 3, false),
-                ("third", 3, false)
-            ]
-        );
-        assert!(r.waiters.is_empty());
-    }
-
-    #[test]
-    fn a_follow_up_whose_predecessor_fails_at_spawn_is_still_the_one_waited_for() {
-        let mut r = Rig::new();
-        let a = r.handle(Event::Reload(Trigger::Control));
-        let joined = ReloadWaiters::<&str>::classify(&r.sup);
-        r.waiters.join("first", joined);
-        // A second request arrives before the first attempt's spawn ran.
-        let b = r.handle(Event::Reload(Trigger::Control));
-        assert!(b.is_empty());
-        let joined = ReloadWaiters::<&str>::classify(&r.sup);
-        assert_eq!(joined, Joined::FollowUp);
-        r.waiters.join("second", joined);
-        // Generation 2 fails to exec; the follow-up (3) starts in the same step.
-        r.run(a, Some(2));
-        assert_eq!(r.answered, vec![("first", 2, false)]);
-        assert_eq!(r.sup.reloading().map(|(g, _)| g), Some(3));
-        r.tick(3000);
-        assert_eq!(r.answered, vec![("first", 2, false), ("second", 3, true)]);
-    }
-
-    #[test]
-    fn a_dropped_follow_up_fails_its_waiters() {
-        let mut r = Rig::new();
-        r.request("first");
-        r.request("second");
-        let a = r.handle(Event::Stop(nix::sys::signal::Signal::SIGTERM));
-        r.run(a, None);
-        assert_eq!(r.answered, vec![("first", 2, false)]);
-        assert_eq!(r.failed, vec!["second"]);
-        assert_eq!(r.request("late"), Joined::Refused);
-    }
 
     /// Polls the server's fds for real, then runs its I/O.
     fn poll_io(server: &mut ControlServer, now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
-        let mut fds = Vec::new();
-        server.poll_fds(&mut fds);
-        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)).unwrap();
-        let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap()).collect();
-        drop(fds);
+        let mut set = PollSet::new();
+        let tokens = server.register(&mut set);
+        let ready = set
+            .wait(Some(Instant::now() + Duration::from_millis(1000)))
+            .unwrap();
+        let revents: Vec<PollFlags> = tokens.iter().map(|t| ready.revents(*t)).collect();
         server.io(&revents, now)
     }
 
@@ -1511,15 +542,5 @@ mod tests {
         let e = ControlServer::bind(&path, false).unwrap_err().to_string();
         assert!(e.contains("is not a socket"), "{e}");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
-    }
-
-    #[test]
-    fn forgotten_waiters_are_not_answered() {
-        let mut r = Rig::new();
-        r.request("gone");
-        r.request("queued-gone");
-        r.waiters.forget(&"gone");
-        r.waiters.forget(&"queued-gone");
-        assert!(r.waiters.is_empty());
     }
 }

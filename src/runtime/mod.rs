@@ -1,9 +1,12 @@
 //! The master's event loop: one thread, one `poll`, one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
-//! signal self-pipe, the notify socket, the children's readiness pipes, their output pipes,
-//! and the control socket and metrics connections, until the nearest deadline) and feeding what happened to the [`Supervisor`], carrying out the actions it
-//! returns. Each wake-up handles, in this order: the children's captured output (a bounded
+//! signal self-pipe, each program's notify socket, readiness pipes and output pipes, and the
+//! control socket and metrics connections, registered in one [`PollSet`] each round, until the
+//! nearest deadline) and feeding what happened to the programs ([`Program::handle`], the one
+//! path into each state machine), carrying out the actions they return and routing what they
+//! report: to the control plane's waiters, to relaunch's own service manager
+//! ([`ServiceManager`]), and to the `--daemon` startup. Each wake-up handles, in this order: the children's captured output (a bounded
 //! amount per pipe, see [`crate::output`]), reaped children (every one, including orphans
 //! when relaunch is PID 1 or a subreaper), then readiness messages, then signals, then due
 //! deadlines. The sockets are owned here and stay open until `run` returns; dropping them
@@ -21,38 +24,31 @@
 //! With `--watch`/`--watch-path`, a [`Watcher`] adds its inotify fd to the poll set and its
 //! deadline to the timeout; it claims the exits of its `--check-cmd` processes from the reaped
 //! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
-//! generation is spawned from and how each reload ended ([`Action::ReloadDone`]).
+//! generation is spawned from and how each reload ended ([`Report::ReloadEnded`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
-use crate::sockets::activation;
-use crate::config::{Config, ReadyMode};
-use crate::control::Control;
+use crate::config::Config;
+use crate::control::{Ask, Control};
 use crate::daemon::Startup;
-use crate::notify::{self, Manager, Note, NotifySocket};
-use crate::output::Output;
+use crate::notify::{self, Manager};
 use crate::pidfile::{self, PidFile};
-use crate::process;
+use crate::poll::PollSet;
+use crate::program::{Handled, Prepared, Program};
 use crate::signals::Signals;
-use crate::sockets::{self, Listener};
-use crate::sys::spawn::{self, Extras, PassFd, SpawnError, SpawnOptions, Step};
-use crate::sys::{fds, pidfd};
+use crate::sockets::activation;
 use crate::supervisor::{
-    Action, Event, ExitStatus, ManagerMessage, Phase, SpawnFailure, Supervisor, Trigger,
+    Action, Event, ExitStatus, ManagerMessage, Phase, Report, ServiceManager, Trigger,
 };
-use crate::watch::Watcher;
+use crate::sys::fds;
 use crate::Failure;
 
 /// Runs the master until it stops; returns the exit code (the last current child's status).
@@ -60,13 +56,11 @@ use crate::Failure;
 /// generation came up; a failure is reported only after everything is cleaned up.
 pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
     let mut startup = startup;
-    let own_log = config.output.stderr_log.clone().or_else(|| {
-        config
-            .output
-            .stdout_log
-            .clone()
-            .filter(|_| config.output.redirect_stderr)
-    });
+    let output = &config.program().output;
+    let own_log = output
+        .stderr_log
+        .clone()
+        .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
     let result = run_master(config, &mut startup);
     if let Some(startup) = startup {
         let (code, mut message) = match &result {
@@ -93,231 +87,287 @@ pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
 
 fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
     let started = Instant::now();
+    let Config {
+        pid_file,
+        daemon,
+        name,
+        control,
+        programs,
+    } = config;
     // First, before relaunch opens any fd of its own: take over the sockets of socket
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
-    let inherited = activation::take_inherited(&config.listen)?;
+    let specs: Vec<_> = programs.iter().flat_map(|p| p.listen.clone()).collect();
+    let inherited = activation::take_inherited(&specs)?;
     fds::sanitize_inherited_fds(&[]).context("preparing inherited file descriptors")?;
-    // Everything about the child that can be wrong is checked before a socket is bound.
-    check_settings(&config.settings).map_err(|error| Failure { code: 2, error })?;
-    let options = spawn_options(&config).map_err(|error| Failure { code: 2, error })?;
-    let output = Output::open(&config.output, config.daemon)?;
+    // Everything about the child that can be wrong is checked before a socket is bound; the
+    // log files are opened first, so `--daemon` has its log from the start.
+    let prepared = programs
+        .into_iter()
+        .map(|p| Prepared::new(p, daemon))
+        .collect::<Result<Vec<_>, _>>()?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
-    if let Some(path) = &config.pid_file {
+    if let Some(path) = &pid_file {
         pidfile::check(path)?;
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
-    spawn::snapshot_signal_dispositions();
-    let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
-    sockets::log_listening(&listeners);
-    if let ReadyMode::Fd(n) = config.ready {
-        let first_free = 3 + listeners.len() as RawFd;
-        if n < first_free {
-            return Err(Failure {
-                code: 2,
-                error: anyhow!(
-                    "--ready fd:{n} collides with the sockets at fds 3..{}; use fd:{first_free} or higher",
-                    first_free - 1
-                ),
-            });
-        }
-    }
-    // Fail fast, with the shell's exit codes, if the program cannot be found at all.
-    let program = match spawn::resolve_program(&config.command.program) {
-        Ok(program) => program,
-        Err(e) => {
-            return Err(Failure {
-                code: e.exit_code(),
-                error: anyhow!(e),
-            })
-        }
-    };
-    let watch = match config.watch.is_enabled() {
-        true => Some(
-            Watcher::new(&config.watch, &program, &options).context("starting the file watcher")?,
-        ),
-        false => None,
-    };
-    let notify_socket = match config.ready {
-        ReadyMode::Notify => {
-            let sock = NotifySocket::bind().context("creating the notify socket")?;
-            if let Some(creds) = &options.credentials {
-                // Its directory is private (0700): hand it to the user the children run as.
-                sock.chown(creds.uid, creds.gid)
-                    .context("giving the notify socket to --user/--group")?;
-            }
-            Some(sock)
-        }
-        _ => None,
-    };
-    // The supervisor is pure: its backoff jitter gets its randomness from here.
-    let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    crate::sys::spawn::snapshot_signal_dispositions();
+    // The command line's one program takes every inherited socket.
+    let mut inherited = Some(inherited);
+    let programs = prepared
+        .into_iter()
+        .map(|p| p.open(inherited.take().unwrap_or_default(), started))
+        .collect::<Result<Vec<_>, _>>()?;
     // Removed when this function returns, before a failed start is reported to the shell.
-    let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
-    let control = Control::new(&config.name, &config.control, &listeners, started)?;
+    let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
+    let sockets = programs.iter().flat_map(Program::socket_records).collect();
+    let control = Control::new(&name, &control, sockets)?;
     let mut master = Master {
         control,
-        supervisor: Supervisor::with_seed(config.settings, seed),
-        config,
-        listeners,
-        options,
-        pidfds: HashMap::new(),
-        notify_socket,
-        ready_pipes: Vec::new(),
+        programs,
         next_watchdog: manager
             .as_ref()
             .and_then(|m| m.watchdog_every)
             .map(|every| Instant::now() + every),
         manager,
-        output,
+        upward: ServiceManager::default(),
         startup: startup.take(),
         first: None,
-        watch,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
     result
 }
 
+/// The running master: its programs, its control plane, and what it tells its own service
+/// manager and the `--daemon` shell command.
 struct Master {
-    config: Config,
-    listeners: Vec<Listener>,
-    supervisor: Supervisor,
-    options: SpawnOptions,
-    /// A pidfd per live child, where the kernel has them: signals go through it, so they can
-    /// never reach a process that reused a child's pid. Closed when the child is reaped.
-    pidfds: HashMap<Pid, OwnedFd>,
-    /// The socket children send sd_notify messages to (`--ready notify`).
-    notify_socket: Option<NotifySocket>,
-    /// Read ends of the children's readiness pipes (`--ready fd:N`), until they say ready.
-    ready_pipes: Vec<(Pid, OwnedFd)>,
+    /// The programs (the command line's set of one).
+    programs: Vec<Program>,
+    /// The control socket and metrics endpoint (see [`crate::control`]).
+    control: Control,
     /// relaunch's own service manager, if `NOTIFY_SOCKET` named one.
     manager: Option<Manager>,
+    /// What to tell that manager, worked out from the programs' reports.
+    upward: ServiceManager,
     /// When the next `WATCHDOG=1` is due.
     next_watchdog: Option<Instant>,
-    /// The control socket, metrics and status tracking (see [`crate::control`]).
-    control: Control,
-    /// The children's captured output.
-    output: Output,
     /// With `--daemon`: the shell command waiting to hear whether the first generation is up.
     startup: Option<Startup>,
     /// While `startup` waits: the first child's pid, and its exit status once reaped.
     first: Option<(Pid, Option<ExitStatus>)>,
-    /// The file watcher (`--watch`, `--watch-path`).
-    watch: Option<Watcher>,
 }
+
+/// An action of one program (by its index).
+type Queued = (usize, Action);
 
 impl Master {
     fn run(&mut self, signals: &mut Signals) -> Result<i32, Failure> {
-        let mut queue: VecDeque<Action> = self.supervisor.start().into();
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        for i in 0..self.programs.len() {
+            let handled = self.programs[i].start(Instant::now());
+            let actions = self.route(i, handled, Instant::now());
+            queue.extend(actions.into_iter().map(|a| (i, a)));
+        }
         loop {
             if let Some(code) = self.execute(&mut queue) {
-                self.output.finish();
+                for program in &mut self.programs {
+                    program.finish_output();
+                }
                 return Ok(code);
             }
             if let Some(event) = self.check_startup() {
-                queue.extend(self.handle(event, Instant::now()));
+                self.feed(0, event, Instant::now(), &mut queue);
                 continue;
             }
-            let readable = self.wait(signals)?;
-            if readable.output {
-                self.output.drain();
+            let mut set = PollSet::new();
+            let signal_token = set.add(std::os::fd::AsFd::as_fd(&*signals));
+            let program_tokens: Vec<_> = self.programs.iter().map(|p| p.register(&mut set)).collect();
+            let control_tokens = self.control.register(&mut set);
+            let ready = set.wait(self.deadline()).map_err(|e| anyhow!("poll: {e}"))?;
+            let _ = signal_token; // the signal pipe is drained every round
+            let readable: Vec<_> = program_tokens
+                .iter()
+                .map(|t| Program::readable(&ready, t))
+                .collect();
+            for (program, r) in self.programs.iter_mut().zip(&readable) {
+                if r.output {
+                    program.drain_output();
+                }
             }
             let now = Instant::now();
-            let mut events = Vec::new();
+            let mut events: Vec<(usize, Event)> = Vec::new();
             let pending = signals.drain();
             // Reap first: a child that died just before its deadline must not be promoted.
-            let mut exits = reap();
-            if let Some(watch) = &mut self.watch {
-                // The watcher's check commands are reaped here too; their exits are its own.
-                exits.retain(|e| match e {
-                    Event::Exited { pid, status } => !watch.reaped(*pid, *status),
-                    _ => true,
-                });
-            }
-            for e in &exits {
-                if let Event::Exited { pid, status } = e {
-                    self.ready_pipes.retain(|(p, _)| p != pid);
-                    self.pidfds.remove(pid);
-                    if let Some((first, exit)) = &mut self.first {
-                        if first == pid {
-                            *exit = Some(*status);
-                        }
-                    }
+            for (pid, status) in reap() {
+                if let Some(i) = self.owner(pid, status) {
+                    events.push((i, Event::Exited { pid, status }));
                 }
             }
-            events.extend(exits);
-            if readable.notify {
-                events.extend(self.notifications());
+            for (i, r) in readable.iter().enumerate() {
+                if r.notify {
+                    events.extend(self.programs[i].notifications().into_iter().map(|e| (i, e)));
+                }
+                if r.pipes {
+                    events.extend(self.programs[i].ready_pipe_events().into_iter().map(|e| (i, e)));
+                }
             }
-            if readable.pipes {
-                events.extend(self.ready_pipe_events());
-            }
-            if let Some(trigger) = self.watch.as_mut().and_then(|w| w.poll(now)) {
-                events.push(Event::Reload(trigger));
+            for (i, program) in self.programs.iter_mut().enumerate() {
+                if let Some(trigger) = program.watch_poll(now) {
+                    events.push((i, Event::Reload(trigger)));
+                }
             }
             for sig in pending {
-                match sig {
-                    Signal::SIGCHLD => {}
-                    Signal::SIGHUP => events.push(Event::Reload(Trigger::Signal(sig))),
-                    // Capturing output: USR1 reopens the log files (logrotate's postrotate).
-                    Signal::SIGUSR1 if self.output.is_capturing() => self.output.reopen(),
-                    Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                        events.push(Event::Stop(sig))
+                for i in 0..self.programs.len() {
+                    match sig {
+                        Signal::SIGCHLD => {}
+                        Signal::SIGHUP => events.push((i, Event::Reload(Trigger::Signal(sig)))),
+                        // Capturing output: USR1 reopens the log files (logrotate's postrotate).
+                        Signal::SIGUSR1 if self.programs[i].captures_output() => {
+                            self.programs[i].reopen_output()
+                        }
+                        Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                            events.push((i, Event::Stop(sig)))
+                        }
+                        other => events.push((i, Event::Forward(other))),
                     }
-                    other => events.push(Event::Forward(other)),
                 }
             }
-            for event in events {
-                queue.extend(self.handle(event, now));
+            for (i, event) in events {
+                self.feed(i, event, now, &mut queue);
             }
             // Control requests see this wake-up's exits and signals already handled.
-            queue.extend(
-                self.control
-                    .run(&readable.control, &mut self.supervisor, now),
-            );
-            queue.extend(self.handle(Event::Tick, now));
+            let asks = {
+                let program = &self.programs[0];
+                self.control.io(&ready, &control_tokens, now, || {
+                    crate::metrics::render(program.status(), program.supervisor())
+                })
+            };
+            for (id, ask) in asks {
+                self.serve(id, ask, now, &mut queue);
+            }
+            for i in 0..self.programs.len() {
+                self.feed(i, Event::Tick, now, &mut queue);
+            }
             self.watchdog(now);
         }
     }
 
-    /// Feeds one event to the supervisor, with the control plane watching.
-    fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
-        self.control.before(&event, &self.supervisor, now);
-        let actions = self.supervisor.handle(event, now);
-        self.control.after(&self.supervisor, now);
-        actions
+    /// The program a reaped process belongs to, with the bookkeeping of the reap done; `None`
+    /// for a watcher's check command. Orphans adopted by relaunch (as PID 1 or subreaper) go to
+    /// the first program, which logs and ignores them.
+    fn owner(&mut self, pid: Pid, status: ExitStatus) -> Option<usize> {
+        let i = self.programs.iter().position(|p| p.owns(pid)).unwrap_or(0);
+        if self.programs.iter_mut().any(|p| p.reaped(pid, status)) {
+            return None; // a watcher's check command: its exit is its own
+        }
+        if let Some((first, exit)) = &mut self.first {
+            if *first == pid {
+                *exit = Some(status);
+            }
+        }
+        Some(i)
+    }
+
+    /// The one path into a program's state machine: feeds `event` to program `i`, routes
+    /// what it reported, and queues its actions.
+    fn feed(&mut self, i: usize, event: Event, now: Instant, queue: &mut VecDeque<Queued>) {
+        let handled = self.programs[i].handle(event, now);
+        let actions = self.route(i, handled, now);
+        queue.extend(actions.into_iter().map(|a| (i, a)));
+    }
+
+    /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
+    /// startup) and returns its actions.
+    fn route(&mut self, _program: usize, handled: Handled, now: Instant) -> Vec<Action> {
+        for (report, record) in &handled.reports {
+            self.control.on(report, record.as_ref(), now);
+            if let Some(message) = self.upward.on(report) {
+                self.tell_manager(&message);
+            }
+            if let Report::Spawned { pid, .. } = report {
+                if self.startup.is_some() && self.first.is_none() {
+                    self.first = Some((*pid, None));
+                }
+            }
+            if let Report::ReloadEnded {
+                generation,
+                failure,
+                reason,
+                ..
+            } = report
+            {
+                debug!(generation, ok = failure.is_none(), reason = %reason, "reload attempt ended");
+            }
+        }
+        handled.actions
+    }
+
+    /// Feeds `event` to program `i` and returns its reports (for the control plane).
+    fn feed_for(
+        &mut self,
+        i: usize,
+        event: Event,
+        now: Instant,
+        queue: &mut VecDeque<Queued>,
+    ) -> Vec<Report> {
+        let handled = self.programs[i].handle(event, now);
+        let reports = handled.reports.iter().map(|(r, _)| r.clone()).collect();
+        let actions = self.route(i, handled, now);
+        queue.extend(actions.into_iter().map(|a| (i, a)));
+        reports
+    }
+
+    /// Carries out what a control client asked, through the one path into the state machine.
+    fn serve(&mut self, id: u64, ask: Ask, now: Instant, queue: &mut VecDeque<Queued>) {
+        match ask {
+            Ask::Status => {
+                let record = self.programs[0].record(self.control.base(), now);
+                self.control.status(id, record, now);
+            }
+            Ask::Reload { wait } => {
+                let reports = (!self.programs[0].supervisor().is_stopping())
+                    .then(|| self.feed_for(0, Event::Reload(Trigger::Control), now, queue));
+                self.control.reload_asked(id, wait, reports.as_deref(), now);
+            }
+            Ask::Stop { wait } => {
+                self.feed(0, Event::Stop(Signal::SIGTERM), now, queue);
+                self.control.stop_asked(id, wait, now);
+            }
+            Ask::Signal(signal) => {
+                let sup = self.programs[0].supervisor();
+                let target = sup
+                    .current()
+                    .filter(|_| !sup.is_stopping())
+                    .map(|c| (c.generation, c.pid));
+                if target.is_some() {
+                    self.feed(0, Event::Forward(signal), now, queue);
+                }
+                self.control.signal_asked(id, signal, target, now);
+            }
+        }
     }
 
     /// Carries out actions in order; a spawn's result is fed back before the next action.
-    /// Returns the exit code once the supervisor asks to exit.
-    fn execute(&mut self, queue: &mut VecDeque<Action>) -> Option<i32> {
-        while let Some(action) = queue.pop_front() {
+    /// Returns the exit code once every program's supervisor has asked to exit.
+    fn execute(&mut self, queue: &mut VecDeque<Queued>) -> Option<i32> {
+        while let Some((i, action)) = queue.pop_front() {
             match action {
                 Action::Spawn { generation } => {
-                    let result = self.spawn(generation);
+                    let result = self.programs[i].spawn(generation).map_err(|failed| {
+                        if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup) {
+                            startup.reason = Some(why);
+                        }
+                        failed.failure
+                    });
                     let now = Instant::now();
-                    self.control.spawned(generation, &result, now);
-                    let more = self.handle(Event::Spawned { generation, result }, now);
+                    let handled = self.programs[i].handle(Event::Spawned { generation, result }, now);
+                    let more = self.route(i, handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
-                        queue.push_front(a);
+                        queue.push_front((i, a));
                     }
                 }
-                Action::Signal { pid, signal, group } => self.send(pid, signal, group),
-                Action::Manager(message) => self.tell_manager(&message),
-                Action::ReloadDone {
-                    generation,
-                    ok,
-                    reason,
-                } => {
-                    debug!(generation, ok, reason = %reason, "reload attempt ended");
-                    if let Some(watch) = &mut self.watch {
-                        watch.reload_done(generation, ok);
-                    }
-                    let now = Instant::now();
-                    self.control
-                        .reload_done(generation, ok, &reason, &self.supervisor, now);
-                }
+                Action::Signal { pid, signal, group } => self.programs[i].send(pid, signal, group),
                 Action::Exit { code } => {
                     self.control.exit(code);
                     return Some(code);
@@ -336,7 +386,9 @@ impl Master {
             return None; // already failed; stopping
         }
         let (first, exit) = self.first?;
-        match self.supervisor.current() {
+        let program = &self.programs[0];
+        let supervisor = program.supervisor();
+        match supervisor.current() {
             Some(c) if c.pid == first && c.phase == Phase::Running => {
                 info!(generation = c.generation, pid = %c.pid, "the server is up; detached");
                 if let Some(startup) = self.startup.take() {
@@ -352,188 +404,22 @@ impl Master {
                 };
                 let mut reason =
                     format!("the server (generation 1, pid {first}) {what} before it was up");
-                if exit.is_none() && self.config.settings.ready_signal {
+                let settings = &program.config().settings;
+                if exit.is_none() && settings.ready_signal {
                     reason.push_str(&format!(
                         " (not ready within --ready-timeout {:?})",
-                        self.config.settings.ready_timeout
+                        settings.ready_timeout
                     ));
                 }
-                if self.supervisor.is_stopping() {
+                if supervisor.is_stopping() {
                     reason = "relaunch was asked to stop before the server was up".to_owned();
                 }
                 error!(reason = %reason, "not detaching: the first generation did not come up; stopping");
+                let stopping = supervisor.is_stopping();
                 startup.reason = Some(reason);
-                (!self.supervisor.is_stopping()).then_some(Event::Stop(Signal::SIGTERM))
+                (!stopping).then_some(Event::Stop(Signal::SIGTERM))
             }
         }
-    }
-
-    fn spawn(&mut self, generation: u64) -> Result<Pid, SpawnFailure> {
-        if let Some(watch) = &mut self.watch {
-            watch.spawning(generation);
-        }
-        let fds: Vec<PassFd<'_>> = self
-            .listeners
-            .iter()
-            .map(|l| PassFd {
-                fd: l.raw_fd(),
-                name: &l.name,
-            })
-            .collect();
-        let mut extras = Extras::default();
-        // --env-file is read again at every spawn, so a reload picks up its new contents; a
-        // bad file fails this spawn (a reload then keeps the old generation serving).
-        if let Some(path) = &self.config.process.env_file {
-            extras.env = process::read_env_file(path).map_err(|message| SpawnFailure {
-                message,
-                exit_code: 1,
-            })?;
-        }
-        for (k, v) in process::env_pairs(&self.config.process.env) {
-            match extras.env.iter_mut().find(|(name, _)| *name == k) {
-                Some(slot) => slot.1 = v,
-                None => extras.env.push((k, v)),
-            }
-        }
-        if let Some(sock) = &self.notify_socket {
-            extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
-        }
-        let mut ready_read = None;
-        let mut _ready_write = None;
-        if let ReadyMode::Fd(n) = self.config.ready {
-            let (rd, wr) =
-                nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
-                    SpawnFailure {
-                        message: format!("creating the readiness pipe: {e}"),
-                        exit_code: 1,
-                    }
-                })?;
-            // The child's end must block like any fresh fd would.
-            let _ = nix::fcntl::fcntl(
-                wr.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
-            );
-            extras.fds.push((wr.as_raw_fd(), n));
-            ready_read = Some(rd);
-            // Closed in the master once the child has its copy.
-            _ready_write = Some(wr);
-        }
-        let pipes = match self.output.pipes_for_child() {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                let message = format!("creating the output pipes: {e}");
-                if let Some(startup) = &mut self.startup {
-                    startup.reason = Some(format!("cannot start the server: {message}"));
-                }
-                return Err(SpawnFailure {
-                    message,
-                    exit_code: 1,
-                });
-            }
-        };
-        extras.stdout = pipes.stdout;
-        extras.stderr = pipes.stderr;
-        match spawn::spawn(&self.config.command, &fds, &extras, &self.options) {
-            Ok((pid, path)) => {
-                debug!(generation, pid = %pid, program = %path.display(), "exec'd");
-                // The child is not reaped yet (only this loop reaps), so the pid is still its.
-                match pidfd::pidfd_open(pid) {
-                    Ok(fd) => {
-                        self.pidfds.insert(pid, fd);
-                    }
-                    Err(e) => {
-                        debug!(pid = %pid, error = %e, "no pidfd (signals go through kill)")
-                    }
-                }
-                if let Some(rd) = ready_read {
-                    self.ready_pipes.push((pid, rd));
-                }
-                self.output.attach(generation, pid, pipes);
-                if self.startup.is_some() && self.first.is_none() {
-                    self.first = Some((pid, None));
-                }
-                Ok(pid)
-            }
-            Err(e) => {
-                if let Some(startup) = &mut self.startup {
-                    startup.reason = Some(format!("cannot start the server: {e}"));
-                }
-                Err(spawn_failure(&e, &self.config))
-            }
-        }
-    }
-
-    /// Sends `signal` to a child (through its pidfd when there is one), or to its process
-    /// group.
-    fn send(&self, pid: Pid, signal: Signal, group: bool) {
-        let result = if group {
-            // The child leads its group, and is not reaped yet: the group id is still its.
-            killpg(pid, signal)
-        } else if let Some(fd) = self.pidfds.get(&pid) {
-            pidfd::pidfd_send_signal(fd.as_fd(), signal)
-        } else {
-            kill(pid, signal)
-        };
-        let to = if group { "process group" } else { "process" };
-        match result {
-            Ok(()) => debug!(pid = %pid, signal = %signal.as_str(), to, "sent signal"),
-            // Already gone: its exit is about to be reaped.
-            Err(Errno::ESRCH) => {
-                debug!(pid = %pid, signal = %signal.as_str(), to, "already gone")
-            }
-            Err(e) => {
-                warn!(pid = %pid, signal = %signal.as_str(), to, error = %e, "could not signal")
-            }
-        }
-    }
-
-    /// Messages on the notify socket, attributed to the child they come from.
-    fn notifications(&mut self) -> Vec<Event> {
-        let Some(sock) = &self.notify_socket else {
-            return Vec::new();
-        };
-        let children: Vec<Pid> = self.supervisor.children().map(|c| c.pid).collect();
-        sock.receive()
-            .into_iter()
-            .filter_map(|r| match notify::owning_child(r.pid, &children) {
-                Some(pid) => Some(Event::Notify { pid, note: r.note }),
-                None => {
-                    debug!(sender = %r.pid, "dropped a notification from a process that is not one of relaunch's children or their descendants");
-                    None
-                }
-            })
-            .collect()
-    }
-
-    /// A newline on a child's readiness pipe means ready; end-of-file means it closed the
-    /// pipe without saying so (its deadline still applies).
-    fn ready_pipe_events(&mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        self.ready_pipes.retain(|(pid, fd)| {
-            let mut buf = [0u8; 256];
-            loop {
-                match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                    Ok(0) => {
-                        debug!(pid = %pid, "readiness pipe closed without a newline");
-                        return false;
-                    }
-                    Ok(n) if buf[..n].contains(&b'\n') => {
-                        events.push(Event::Notify {
-                            pid: *pid,
-                            note: Note {
-                                ready: true,
-                                ..Note::default()
-                            },
-                        });
-                        return false;
-                    }
-                    Ok(_) => continue,
-                    Err(Errno::EINTR) => continue,
-                    Err(_) => return true, // EAGAIN: nothing more yet
-                }
-            }
-        });
-        events
     }
 
     fn tell_manager(&mut self, message: &ManagerMessage) {
@@ -554,7 +440,8 @@ impl Master {
         manager.send(&text);
     }
 
-    /// Pings the manager's watchdog, at half its interval, while a generation is running.
+    /// Pings the manager's watchdog, at half its interval, while every program's current
+    /// generation is running.
     fn watchdog(&mut self, now: Instant) {
         let (Some(due), Some(manager)) = (self.next_watchdog, &mut self.manager) else {
             return;
@@ -564,188 +451,40 @@ impl Master {
         }
         let every = manager.watchdog_every.unwrap_or(Duration::from_secs(1));
         self.next_watchdog = Some(now + every);
-        let running = self
-            .supervisor
-            .current()
-            .is_some_and(|c| c.phase == Phase::Running);
-        if running && !self.supervisor.is_stopping() {
+        let running = self.programs.iter().all(|p| {
+            let sup = p.supervisor();
+            sup.current().is_some_and(|c| c.phase == Phase::Running) && !sup.is_stopping()
+        });
+        if running {
             manager.send("WATCHDOG=1");
         }
     }
 
-    /// Sleeps until something is readable or the nearest deadline passes.
-    fn wait(&mut self, signals: &Signals) -> Result<Readable, Failure> {
-        let deadline = [
-            self.supervisor.next_deadline(),
-            self.next_watchdog,
-            self.control.next_deadline(Instant::now()),
-            self.watch.as_ref().and_then(Watcher::next_deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Round up to whole milliseconds: waking early would spin until the deadline.
-                let ms = left.as_nanos().div_ceil(1_000_000);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(sock) = &self.notify_socket {
-            fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
-        }
-        let pipes_from = fds.len();
-        for (_, fd) in &self.ready_pipes {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        let output_from = fds.len();
-        for fd in self.output.poll_fds() {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-        }
-        let output_to = fds.len();
-        if let Some(watch) = &self.watch {
-            fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
-        }
-        let control_from = fds.len();
-        self.control.poll_fds(&mut fds);
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(anyhow!("poll: {e}").into()),
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        Ok(Readable {
-            notify: self.notify_socket.is_some() && ready(&fds[1]),
-            pipes: fds[pipes_from..output_from].iter().any(ready),
-            output: fds[output_from..output_to].iter().any(ready),
-            control: fds[control_from..]
-                .iter()
-                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
-                .collect(),
-        })
+    /// The nearest deadline of anything: the programs', the watchdog's, the control plane's.
+    fn deadline(&self) -> Option<Instant> {
+        self.programs
+            .iter()
+            .filter_map(Program::next_deadline)
+            .chain(self.next_watchdog)
+            .chain(self.control.next_deadline(Instant::now()))
+            .min()
     }
-}
-
-/// Which of the optional fds `poll` found readable.
-struct Readable {
-    notify: bool,
-    pipes: bool,
-    output: bool,
-    /// `revents` of the control plane's fds, in the order it added them.
-    control: Vec<PollFlags>,
-}
-
-fn spawn_failure(e: &SpawnError, config: &Config) -> SpawnFailure {
-    // Name the value of the option whose step failed.
-    let detail = match e {
-        SpawnError::Os { step, .. } => match step {
-            Step::Chdir => config
-                .process
-                .chdir
-                .as_ref()
-                .map(|d| format!(" (--chdir {})", d.display())),
-            Step::Groups | Step::SetGid | Step::SetUid => {
-                let mut who = Vec::new();
-                if let Some(u) = &config.process.user {
-                    who.push(format!("--user {u}"));
-                }
-                if let Some(g) = &config.process.group {
-                    who.push(format!("--group {g}"));
-                }
-                Some(format!(
-                    " ({}; relaunch must run as root to switch users)",
-                    who.join(" ")
-                ))
-            }
-            Step::ResourceLimit => {
-                let all: Vec<String> = config
-                    .process
-                    .rlimits
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
-                Some(format!(
-                    " (--rlimit {}; raising a hard limit needs privileges)",
-                    all.join(",")
-                ))
-            }
-            Step::Nice => config
-                .process
-                .nice
-                .map(|n| format!(" (--nice {n}; lowering the niceness needs privileges)")),
-            _ => None,
-        },
-        _ => None,
-    };
-    SpawnFailure {
-        message: format!("{e}{}", detail.unwrap_or_default()),
-        exit_code: e.exit_code(),
-    }
-}
-
-/// Checks what the supervisor's settings cannot express on their own.
-fn check_settings(settings: &crate::supervisor::Settings) -> anyhow::Result<()> {
-    if settings.backoff_min > settings.backoff_max {
-        return Err(anyhow!(
-            "--backoff-min {:?} is longer than --backoff-max {:?}; the first restart delay cannot exceed the longest",
-            settings.backoff_min,
-            settings.backoff_max
-        ));
-    }
-    Ok(())
-}
-
-/// Resolves the process options of `config` into what [`spawn::spawn`] applies: looks up
-/// `--user`/`--group`, and checks `--chdir` and `--env-file`. Any error here is a usage error.
-fn spawn_options(config: &Config) -> anyhow::Result<SpawnOptions> {
-    let p = &config.process;
-    let credentials = process::resolve_credentials(p.user.as_deref(), p.group.as_deref())
-        .map_err(|e| anyhow!(e))?;
-    if let Some(creds) = &credentials {
-        info!(
-            uid = %creds.uid.map_or("-".to_owned(), |u| u.to_string()),
-            gid = creds.gid,
-            groups = %creds.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
-            "children drop privileges"
-        );
-    }
-    if let Some(dir) = &p.chdir {
-        process::check_chdir(dir).map_err(|e| anyhow!(e))?;
-    }
-    if let Some(path) = &p.env_file {
-        process::read_env_file(path).map_err(|e| anyhow!(e))?;
-    }
-    Ok(SpawnOptions {
-        pdeathsig: p.pdeathsig,
-        clear_env: p.clear_env,
-        chdir: p.chdir.clone(),
-        credentials,
-        umask: p.umask.map(|m| m.0),
-        nice: p.nice,
-        rlimits: p.rlimits.clone(),
-    })
 }
 
 /// Reaps every child that has exited, ours or adopted.
-fn reap() -> Vec<Event> {
-    let mut events = Vec::new();
+fn reap() -> Vec<(Pid, ExitStatus)> {
+    let mut exits = Vec::new();
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => events.push(Event::Exited {
-                pid,
-                status: ExitStatus::Code(code),
-            }),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => events.push(Event::Exited {
-                pid,
-                status: ExitStatus::Signal(sig as i32),
-            }),
+            Ok(WaitStatus::Exited(pid, code)) => exits.push((pid, ExitStatus::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                exits.push((pid, ExitStatus::Signal(sig as i32)))
+            }
             Ok(WaitStatus::StillAlive) => break,
             Ok(_) => continue, // stopped/continued: not reported without WUNTRACED
             Err(Errno::EINTR) => continue,
             Err(_) => break, // ECHILD: no children at all
         }
     }
-    events
+    exits
 }

@@ -1,0 +1,331 @@
+//! One program as one value: its settings, its sockets, its supervisor, its readiness channel,
+//! its output capture, its file watcher, and what status reports about it.
+//!
+//! The runtime hosts a set of programs (the command line describes a set of one) and owns the
+//! one path into each program's state machine, [`Program::handle`]: the program feeds the
+//! event to its supervisor, hands the reports to its own status tracker and watcher, and
+//! returns the step with each reload outcome's record, for the runtime to route on (control
+//! plane waiters, the service manager, `--daemon` startup).
+//!
+//! Files: `launch.rs` (spawning a generation, signalling a child), `readiness.rs` (the notify
+//! socket and readiness pipes), and here the value itself and its construction.
+
+mod launch;
+mod readiness;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use nix::unistd::Pid;
+
+use crate::config::{ProgramConfig, ReadyMode};
+use crate::notify::NotifySocket;
+use crate::output::Output;
+use crate::poll::{PollSet, Ready, Token};
+use crate::sockets::activation::Inherited;
+use crate::sockets::{self, Listener};
+use crate::status::{Clock, ReloadRecord, SocketRecord, StatusRecord, Tracker};
+use crate::supervisor::{Action, Event, ExitStatus, Report, Step, Supervisor, Trigger};
+use crate::sys::spawn::{self, SpawnOptions};
+use crate::watch::Watcher;
+use crate::Failure;
+
+/// A program whose settings are checked and whose output files are open, before anything is
+/// bound (the first half of the startup order, see [`crate::runtime`]).
+pub(crate) struct Prepared {
+    config: ProgramConfig,
+    options: SpawnOptions,
+    output: Output,
+}
+
+impl Prepared {
+    /// Checks what can be wrong about the child before a socket is bound (usage errors, exit
+    /// code 2), and opens the output log files (`mirror_stdio`: relaunch's own stdout and
+    /// stderr go there too, with `--daemon`).
+    pub(crate) fn new(config: ProgramConfig, mirror_stdio: bool) -> Result<Prepared, Failure> {
+        launch::check_settings(&config.settings).map_err(|error| Failure { code: 2, error })?;
+        let options = launch::spawn_options(&config).map_err(|error| Failure { code: 2, error })?;
+        let output = Output::open(&config.output, mirror_stdio)?;
+        Ok(Prepared {
+            config,
+            options,
+            output,
+        })
+    }
+
+    /// Binds (or takes over) the sockets, finds the program, and starts the watcher and the
+    /// notify socket: the program is ready to start.
+    pub(crate) fn open(self, inherited: Inherited, started: Instant) -> Result<Program, Failure> {
+        let Prepared {
+            config,
+            options,
+            output,
+        } = self;
+        let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+        sockets::log_listening(&listeners);
+        if let ReadyMode::Fd(n) = config.ready {
+            let first_free = 3 + listeners.len() as RawFd;
+            if n < first_free {
+                return Err(Failure {
+                    code: 2,
+                    error: anyhow!(
+                        "--ready fd:{n} collides with the sockets at fds 3..{}; use fd:{first_free} or higher",
+                        first_free - 1
+                    ),
+                });
+            }
+        }
+        // Fail fast, with the shell's exit codes, if the program cannot be found at all.
+        let program = match spawn::resolve_program(&config.command.program) {
+            Ok(program) => program,
+            Err(e) => {
+                return Err(Failure {
+                    code: e.exit_code(),
+                    error: anyhow!(e),
+                })
+            }
+        };
+        let watch = match config.watch.is_enabled() {
+            true => Some(
+                Watcher::new(&config.watch, &program, &options)
+                    .context("starting the file watcher")?,
+            ),
+            false => None,
+        };
+        let notify_socket = match config.ready {
+            ReadyMode::Notify => {
+                let sock = NotifySocket::bind().context("creating the notify socket")?;
+                if let Some(creds) = &options.credentials {
+                    // Its directory is private (0700): hand it to the user the children run as.
+                    sock.chown(creds.uid, creds.gid)
+                        .context("giving the notify socket to --user/--group")?;
+                }
+                Some(sock)
+            }
+            _ => None,
+        };
+        // The supervisor is pure: its backoff jitter gets its randomness from here.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Ok(Program {
+            supervisor: Supervisor::with_seed(config.settings, seed),
+            config,
+            listeners,
+            options,
+            status: Tracker::new(started),
+            pidfds: HashMap::new(),
+            notify_socket,
+            ready_pipes: Vec::new(),
+            output,
+            watch,
+        })
+    }
+}
+
+/// One supervised program. See the module docs.
+pub(crate) struct Program {
+    config: ProgramConfig,
+    listeners: Vec<Listener>,
+    options: SpawnOptions,
+    supervisor: Supervisor,
+    /// What status and metrics report, kept from the supervisor's reports.
+    status: Tracker,
+    /// A pidfd per live child, where the kernel has them: signals go through it, so they can
+    /// never reach a process that reused a child's pid. Closed when the child is reaped.
+    pidfds: HashMap<Pid, OwnedFd>,
+    /// The socket children send sd_notify messages to (`--ready notify`).
+    notify_socket: Option<NotifySocket>,
+    /// Read ends of the children's readiness pipes (`--ready fd:N`), until they say ready.
+    ready_pipes: Vec<(Pid, OwnedFd)>,
+    /// The children's captured output.
+    output: Output,
+    /// The file watcher (`--watch`, `--watch-path`).
+    watch: Option<Watcher>,
+}
+
+/// What one step of a program produced: the actions to carry out, and the reports, each with
+/// the status record of a reload attempt that ended.
+#[derive(Debug, Default)]
+pub(crate) struct Handled {
+    /// What the runtime must do, in order.
+    pub(crate) actions: Vec<Action>,
+    /// What happened, in order; a [`Report::ReloadEnded`] comes with its record.
+    pub(crate) reports: Vec<(Report, Option<ReloadRecord>)>,
+}
+
+/// The tokens of one poll round.
+#[derive(Debug, Default)]
+pub(crate) struct ProgramTokens {
+    notify: Option<Token>,
+    pipes: Vec<Token>,
+    output: Vec<Token>,
+}
+
+/// What `poll` found for one program.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Readable {
+    /// Its notify socket has messages.
+    pub(crate) notify: bool,
+    /// A readiness pipe has something.
+    pub(crate) pipes: bool,
+    /// An output pipe has something.
+    pub(crate) output: bool,
+}
+
+impl Program {
+    /// Its settings.
+    pub(crate) fn config(&self) -> &ProgramConfig {
+        &self.config
+    }
+
+    /// Its state machine, read-only: every change goes through [`Program::handle`].
+    pub(crate) fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Its status tracker (for metrics).
+    pub(crate) fn status(&self) -> &Tracker {
+        &self.status
+    }
+
+    /// Its sockets, as the status record lists them.
+    pub(crate) fn socket_records(&self) -> Vec<SocketRecord> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| SocketRecord {
+                fd: 3 + i as i32,
+                name: l.name.clone(),
+                kind: l.kind.to_string(),
+                address: l.local_addr.clone(),
+            })
+            .collect()
+    }
+
+    /// Its status record, with the master's fields from `base`.
+    pub(crate) fn record(&self, base: &StatusRecord, now: Instant) -> StatusRecord {
+        self.status
+            .record(&self.supervisor, base, &Clock::now(), now)
+    }
+
+    /// The first step: spawn generation 1.
+    pub(crate) fn start(&mut self, now: Instant) -> Handled {
+        let step = self.supervisor.start();
+        self.absorb(step, now)
+    }
+
+    /// The one path into the state machine: feeds `event`, and hands the reports to the
+    /// status tracker and the watcher before returning them.
+    pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Handled {
+        let step = self.supervisor.handle(event, now);
+        self.absorb(step, now)
+    }
+
+    fn absorb(&mut self, step: Step, now: Instant) -> Handled {
+        let clock = Clock::now();
+        let mut reports = Vec::with_capacity(step.reports.len());
+        for report in step.reports {
+            let record = self.status.on(&report, &clock, now);
+            if let (
+                Report::ReloadEnded {
+                    generation,
+                    failure,
+                    ..
+                },
+                Some(watch),
+            ) = (&report, &mut self.watch)
+            {
+                watch.reload_done(*generation, failure.is_none());
+            }
+            reports.push((report, record));
+        }
+        Handled {
+            actions: step.actions,
+            reports,
+        }
+    }
+
+    /// Whether `pid` is one of this program's processes (a generation, or a check command of
+    /// its watcher).
+    pub(crate) fn owns(&self, pid: Pid) -> bool {
+        self.supervisor.children().any(|c| c.pid == pid)
+    }
+
+    /// `pid` was reaped: forgets its pidfd and readiness pipe. Returns whether the exit is
+    /// the watcher's own (a `--check-cmd` process), not an event for the supervisor.
+    pub(crate) fn reaped(&mut self, pid: Pid, status: ExitStatus) -> bool {
+        if let Some(watch) = &mut self.watch {
+            if watch.reaped(pid, status) {
+                return true;
+            }
+        }
+        self.ready_pipes.retain(|(p, _)| *p != pid);
+        self.pidfds.remove(&pid);
+        false
+    }
+
+    /// A reload the watcher asks for, once a change has settled.
+    pub(crate) fn watch_poll(&mut self, now: Instant) -> Option<Trigger> {
+        self.watch.as_mut().and_then(|w| w.poll(now))
+    }
+
+    /// The nearest deadline: the supervisor's and the watcher's.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.supervisor.next_deadline(),
+            self.watch.as_ref().and_then(Watcher::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Registers the fds to poll this round.
+    pub(crate) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> ProgramTokens {
+        if let Some(watch) = &self.watch {
+            // It wakes the loop; the watcher reads its fd itself in `watch_poll`.
+            set.add(watch.as_fd());
+        }
+        ProgramTokens {
+            notify: self.notify_socket.as_ref().map(|s| set.add(s.as_fd())),
+            pipes: self
+                .ready_pipes
+                .iter()
+                .map(|(_, fd)| set.add(fd.as_fd()))
+                .collect(),
+            output: self.output.poll_fds().map(|fd| set.add(fd)).collect(),
+        }
+    }
+
+    /// What `poll` found for this program's tokens. (The watcher reads its own fd in
+    /// [`Program::watch_poll`].)
+    pub(crate) fn readable(ready: &Ready, tokens: &ProgramTokens) -> Readable {
+        Readable {
+            notify: tokens.notify.is_some_and(|t| ready.any(t)),
+            pipes: tokens.pipes.iter().any(|t| ready.any(*t)),
+            output: tokens.output.iter().any(|t| ready.any(*t)),
+        }
+    }
+
+    /// Copies what the children wrote into the log files (a bounded amount per pipe).
+    pub(crate) fn drain_output(&mut self) {
+        self.output.drain();
+    }
+
+    /// Whether the children's output is captured into log files.
+    pub(crate) fn captures_output(&self) -> bool {
+        self.output.is_capturing()
+    }
+
+    /// Reopens the log files (SIGUSR1, logrotate's postrotate).
+    pub(crate) fn reopen_output(&mut self) {
+        self.output.reopen();
+    }
+
+    /// Flushes what is left of the children's output, at exit.
+    pub(crate) fn finish_output(&mut self) {
+        self.output.finish();
+    }
+}

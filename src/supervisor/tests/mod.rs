@@ -1,0 +1,207 @@
+//! The supervisor's unit tests: the `Sim` harness (a fake clock, every spawn succeeding with
+//! the next pid, reports logged the way the runtime consumes them), and the rules by topic.
+
+mod invariants;
+mod notify;
+mod policy;
+mod reload;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::*;
+use crate::notify::Note;
+
+
+const TERM: Signal = Signal::SIGTERM;
+const KILL: Signal = Signal::SIGKILL;
+const CONT: Signal = Signal::SIGCONT;
+const HUP: Trigger = Trigger::Signal(Signal::SIGHUP);
+
+/// A supervisor with a fake clock; `ms` is the time since the test began.
+struct Sim {
+    sup: Supervisor,
+    t0: Instant,
+    ms: u64,
+    next_pid: i32,
+    /// Messages for the service manager, in order.
+    manager: Vec<ManagerMessage>,
+    /// Reload outcomes, in order: (generation, ok).
+    done: Vec<(u64, bool)>,
+    /// `STATUS=` lines for the service manager about states where nothing serves.
+    statuses: Vec<String>,
+    /// The service-manager bookkeeping, fed every report.
+    book: ServiceManager,
+    /// Every report, in order.
+    reports: Vec<Report>,
+}
+
+fn pid(n: i32) -> Pid {
+    Pid::from_raw(n)
+}
+
+fn sig(p: i32, signal: Signal) -> Action {
+    Action::Signal {
+        pid: pid(p),
+        signal,
+        group: false,
+    }
+}
+
+/// A signal to the process group of `p`.
+fn gsig(p: i32, signal: Signal) -> Action {
+    Action::Signal {
+        pid: pid(p),
+        signal,
+        group: true,
+    }
+}
+
+/// Settings with exact delays (no jitter) and unlimited start retries.
+fn exact() -> Settings {
+    Settings {
+        jitter: false,
+        start_retries: u32::MAX,
+        ..Settings::default()
+    }
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim::with(Settings::default())
+    }
+
+    fn with(settings: Settings) -> Sim {
+        Sim {
+            sup: Supervisor::new(settings),
+            t0: Instant::now(),
+            ms: 0,
+            next_pid: 100,
+            manager: Vec::new(),
+            done: Vec::new(),
+            statuses: Vec::new(),
+            book: ServiceManager::default(),
+            reports: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.ms)
+    }
+
+    /// Handles an event; manager messages and reload outcomes go to their logs, every report
+    /// to `reports`, and the stored state is checked against the old derivation. The actions
+    /// are returned.
+    fn ev(&mut self, e: Event) -> Vec<Action> {
+        let now = self.now();
+        let step = self.sup.handle(e, now);
+        self.absorb(step)
+    }
+
+    /// Logs a step's reports (through the service-manager bookkeeping, as the runtime does)
+    /// and returns its actions.
+    fn absorb(&mut self, step: Step) -> Vec<Action> {
+        assert_eq!(
+            self.sup.state(),
+            self.sup.derived_state(),
+            "the stored state agrees with the derivation from the children"
+        );
+        for r in &step.reports {
+            match self.book.on(r) {
+                Some(ManagerMessage::Status { status }) => self.statuses.push(status),
+                Some(m) => self.manager.push(m),
+                None => {}
+            }
+            if let Report::ReloadEnded {
+                generation,
+                failure,
+                ..
+            } = r
+            {
+                self.done.push((*generation, failure.is_none()));
+            }
+        }
+        self.reports.extend(step.reports);
+        step.actions
+    }
+
+    /// Runs actions the way the runtime does: every Spawn succeeds with the next pid.
+    fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        let mut rest = Vec::new();
+        for a in actions {
+            if let Action::Spawn { generation } = a {
+                self.next_pid += 100;
+                let p = pid(self.next_pid);
+                let more = self.ev(Event::Spawned {
+                    generation,
+                    result: Ok(p),
+                });
+                rest.extend(self.run(more));
+            } else {
+                rest.push(a);
+            }
+        }
+        rest
+    }
+
+    fn start(&mut self) -> Pid {
+        let step = self.sup.start();
+        let a = self.absorb(step);
+        assert_eq!(a, vec![Action::Spawn { generation: 1 }]);
+        assert!(self.run(a).is_empty());
+        self.sup.current().unwrap().pid
+    }
+
+    /// Moves the clock to `ms` and ticks.
+    fn at(&mut self, ms: u64) -> Vec<Action> {
+        assert!(ms >= self.ms);
+        self.ms = ms;
+        let a = self.ev(Event::Tick);
+        self.run(a)
+    }
+
+    fn exit(&mut self, p: Pid, status: ExitStatus) -> Vec<Action> {
+        let a = self.ev(Event::Exited { pid: p, status });
+        self.run(a)
+    }
+
+    fn hup(&mut self) -> Vec<Action> {
+        let a = self.ev(Event::Reload(HUP));
+        self.run(a)
+    }
+
+    fn alive(&self) -> usize {
+        self.sup.children().count()
+    }
+}
+
+fn notify_settings() -> Settings {
+    Settings {
+        ready_signal: true,
+        start_secs: Duration::ZERO,
+        ready_timeout: Duration::from_secs(60),
+        ..Settings::default()
+    }
+}
+
+fn ready(p: Pid) -> Event {
+    Event::Notify {
+        pid: p,
+        note: Note {
+            ready: true,
+            ..Note::default()
+        },
+    }
+}
+
+fn status(p: Pid, text: &str) -> Event {
+    Event::Notify {
+        pid: p,
+        note: Note {
+            status: Some(text.into()),
+            ..Note::default()
+        },
+    }
+}

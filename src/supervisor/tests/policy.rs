@@ -1,0 +1,525 @@
+//! The restart policy: --restart, retries, FATAL, crash loops, backoff, states.
+
+use super::*;
+
+// ----------------------------------------------------------------------------------------
+// Restart policy
+
+fn policy(restart: RestartPolicy, codes: &[i32]) -> Settings {
+    Settings {
+        restart,
+        exit_codes: ExitCodes::of(codes),
+        ..exact()
+    }
+}
+
+/// Starts generation 1 and lets it count as started (at 1000 ms).
+fn running(s: &mut Sim) -> Pid {
+    let p = s.start();
+    s.at(1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    p
+}
+
+#[test]
+fn on_failure_does_not_restart_an_expected_exit_code_and_waits_for_a_reload() {
+    let mut s = Sim::with(policy(RestartPolicy::OnFailure, &[0, 2]));
+    let p = running(&mut s);
+    assert!(s.exit(p, ExitStatus::Code(2)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Exited);
+    assert!(!s.sup.in_backoff());
+    assert_eq!(s.sup.next_deadline(), None, "nothing is scheduled");
+    assert!(s.at(600_000).is_empty(), "and nothing happens, ever");
+    assert!(
+        s.sup.state_reason().contains("exit code 2") && s.sup.state_reason().contains("0,2"),
+        "{}",
+        s.sup.state_reason()
+    );
+    // A reload starts a new generation as current.
+    let a = s.ev(Event::Reload(HUP));
+    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    s.run(a);
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    assert_eq!(s.sup.current().unwrap().generation, 2);
+    s.at(601_000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!(s.done, vec![(2, true)]);
+}
+
+#[test]
+fn on_failure_restarts_unexpected_codes_and_any_signal() {
+    // Even a signal whose number is among the expected codes is a failure.
+    let mut s = Sim::with(policy(RestartPolicy::OnFailure, &[0, 9]));
+    let p = running(&mut s);
+    s.exit(p, ExitStatus::Signal(9));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    s.at(1100);
+    let p = s.sup.current().unwrap().pid;
+    s.at(2100);
+    s.exit(p, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    s.at(2200);
+    let p = s.sup.current().unwrap().pid;
+    s.at(3200);
+    s.exit(p, ExitStatus::Code(0));
+    assert_eq!(s.sup.state(), ProgramState::Exited);
+}
+
+#[test]
+fn always_restarts_even_a_clean_exit() {
+    let mut s = Sim::with(policy(RestartPolicy::Always, &[0]));
+    let p = running(&mut s);
+    s.exit(p, ExitStatus::Code(0));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    assert_eq!(s.at(1100), Vec::<Action>::new());
+    assert_eq!(s.sup.current().unwrap().generation, 2);
+}
+
+#[test]
+fn never_restarts_not_even_a_crash_and_stop_then_exits_with_its_status() {
+    let mut s = Sim::with(policy(RestartPolicy::Never, &[0]));
+    let p = running(&mut s);
+    s.exit(p, ExitStatus::Signal(11));
+    assert_eq!(s.sup.state(), ProgramState::Exited);
+    assert!(s.at(100_000).is_empty());
+    assert_eq!(
+        s.ev(Event::Stop(TERM)),
+        vec![Action::Exit { code: 139 }],
+        "relaunch exits like a shell with the last child's status"
+    );
+}
+
+#[test]
+fn accessors_show_the_attempt_in_progress_and_the_coalesced_follow_up() {
+    let mut s = Sim::new();
+    let g1 = s.start();
+    assert_eq!(s.sup.reloading(), None);
+    s.at(1000);
+    s.hup();
+    assert_eq!(s.sup.reloading(), Some((2, &HUP)));
+    assert!(!s.sup.reload_queued());
+    s.ev(Event::Reload(Trigger::Control));
+    assert!(s.sup.reload_queued(), "a request during a reload is queued");
+    assert_eq!(
+        s.sup.reloading(),
+        Some((2, &HUP)),
+        "the attempt is unchanged"
+    );
+    s.at(2000);
+    assert_eq!(s.sup.reloading(), None, "generation 2 took over");
+    assert!(
+        s.sup.reload_queued(),
+        "the follow-up waits for generation 1 to exit"
+    );
+    s.exit(g1, ExitStatus::Code(0));
+    assert_eq!(s.sup.reloading(), Some((3, &Trigger::Control)));
+    assert!(!s.sup.reload_queued());
+    let g2 = s.sup.current().unwrap().pid;
+    s.at(3000);
+    s.exit(g2, ExitStatus::Code(0));
+    let g3 = s.sup.current().unwrap().pid;
+    assert_eq!(s.sup.backoff(), None);
+    s.exit(g3, ExitStatus::Code(1));
+    assert_eq!(
+        s.sup.backoff(),
+        Some((s.now() + Duration::from_millis(100), 4))
+    );
+}
+
+#[test]
+fn a_failed_start_is_retried_whatever_the_restart_policy() {
+    // supervisord too retries a process that exits during startsecs, even with
+    // autorestart=false and an expected code: a server that exits at once did not start.
+    let mut s = Sim::with(policy(RestartPolicy::Never, &[0]));
+    let p = s.start();
+    s.at(500);
+    s.exit(p, ExitStatus::Code(0));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    assert_eq!(s.sup.start_failures(), 1);
+}
+
+fn retries(n: u32, on_fatal: OnFatal) -> Settings {
+    Settings {
+        start_retries: n,
+        on_fatal,
+        ..exact()
+    }
+}
+
+/// Lets the current child exit at once with `status`, then waits out the backoff;
+/// returns what the exit produced.
+fn fail_start(s: &mut Sim, status: ExitStatus) -> Vec<Action> {
+    let p = s.sup.current().expect("a generation is starting").pid;
+    s.ms += 10;
+    let a = s.exit(p, status);
+    if let Some(at) = s.sup.restart_at() {
+        let ms = (at - s.t0).as_millis() as u64;
+        s.at(ms);
+    }
+    a
+}
+
+#[test]
+fn start_retries_then_fatal_exits_with_the_last_status() {
+    let mut s = Sim::with(retries(2, OnFatal::Exit));
+    s.start();
+    assert!(fail_start(&mut s, ExitStatus::Code(3)).is_empty());
+    assert_eq!(s.sup.start_failures(), 1);
+    assert!(fail_start(&mut s, ExitStatus::Code(4)).is_empty());
+    assert_eq!(s.sup.start_failures(), 2);
+    assert_eq!(s.sup.state(), ProgramState::Starting, "third attempt");
+    let a = fail_start(&mut s, ExitStatus::Code(5));
+    assert_eq!(a, vec![Action::Exit { code: 5 }]);
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert_eq!(s.manager.last(), Some(&ManagerMessage::Stopping));
+    assert!(
+        s.sup
+            .state_reason()
+            .starts_with("3 consecutive start failures (--start-retries 2)"),
+        "{}",
+        s.sup.state_reason()
+    );
+    assert!(s.ev(Event::Reload(HUP)).is_empty(), "nothing after exit");
+}
+
+#[test]
+fn fatal_exit_code_is_never_zero_and_follows_the_shell() {
+    for (status, code) in [
+        (ExitStatus::Code(0), 1),
+        (ExitStatus::Code(7), 7),
+        (ExitStatus::Signal(9), 137),
+    ] {
+        let mut s = Sim::with(retries(0, OnFatal::Exit));
+        s.start();
+        assert_eq!(
+            fail_start(&mut s, status),
+            vec![Action::Exit { code }],
+            "{status}"
+        );
+    }
+    // An exec failure of a later attempt: its 126/127.
+    let mut s = Sim::with(retries(1, OnFatal::Exit));
+    let p = running(&mut s);
+    s.exit(p, ExitStatus::Code(1));
+    assert_eq!(s.ev(Event::Tick), vec![]);
+    s.ms = 1100;
+    assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 2 }]);
+    let gone = |generation| Event::Spawned {
+        generation,
+        result: Err(SpawnFailure {
+            message: "program not found".into(),
+            exit_code: 127,
+        }),
+    };
+    assert!(s.ev(gone(2)).is_empty());
+    s.ms = 1300;
+    assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 3 }]);
+    assert_eq!(s.ev(gone(3)), vec![Action::Exit { code: 127 }]);
+}
+
+#[test]
+fn fatal_exit_waits_for_a_child_still_stopping() {
+    // Not ready in time: the child is stopped, and relaunch exits only once it is reaped.
+    let mut s = Sim::with(Settings {
+        start_retries: 0,
+        ..notify_settings()
+    });
+    let p = s.start();
+    assert_eq!(
+        s.at(60_000),
+        vec![sig(p.as_raw(), TERM), sig(p.as_raw(), CONT)]
+    );
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert_eq!(s.at(70_000), vec![sig(p.as_raw(), KILL)]);
+    assert_eq!(
+        s.exit(p, ExitStatus::Signal(9)),
+        vec![Action::Exit { code: 1 }],
+        "not ready in time is a failure of its own, not the kill's 137"
+    );
+}
+
+#[test]
+fn on_fatal_wait_keeps_waiting_and_a_reload_starts_from_a_fresh_count() {
+    let mut s = Sim::with(retries(1, OnFatal::Wait));
+    s.start();
+    fail_start(&mut s, ExitStatus::Code(1));
+    assert!(fail_start(&mut s, ExitStatus::Code(1)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert_eq!(s.sup.next_deadline(), None);
+    assert!(s.at(1_000_000).is_empty(), "FATAL waits without restarting");
+    // A reload: a new attempt with a fresh retry count (two attempts again).
+    let a = s.ev(Event::Reload(HUP));
+    assert_eq!(a, vec![Action::Spawn { generation: 3 }]);
+    s.run(a);
+    assert_eq!(s.sup.start_failures(), 0);
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    fail_start(&mut s, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    fail_start(&mut s, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    // A stop in FATAL exits with the failure's code.
+    assert_eq!(s.ev(Event::Stop(TERM)), vec![Action::Exit { code: 1 }]);
+}
+
+#[test]
+fn a_start_that_counts_resets_the_retry_count() {
+    let mut s = Sim::with(retries(2, OnFatal::Exit));
+    s.start();
+    fail_start(&mut s, ExitStatus::Code(1));
+    fail_start(&mut s, ExitStatus::Code(1));
+    assert_eq!(s.sup.start_failures(), 2);
+    s.at(s.ms + 1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!(s.sup.start_failures(), 0);
+    let p = s.sup.current().unwrap().pid;
+    s.exit(p, ExitStatus::Code(1));
+    assert_eq!(
+        s.sup.start_failures(),
+        0,
+        "a crash after running is no start failure"
+    );
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+}
+
+#[test]
+fn a_failed_reload_does_not_count_as_a_start_failure() {
+    let mut s = Sim::with(retries(0, OnFatal::Exit));
+    running(&mut s);
+    for _ in 0..3 {
+        s.hup();
+        let p = s.sup.pending().unwrap().pid;
+        assert!(s.exit(p, ExitStatus::Code(1)).is_empty());
+    }
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!(s.sup.start_failures(), 0);
+}
+
+#[test]
+fn a_crash_loop_within_the_window_is_fatal() {
+    let mut s = Sim::with(Settings {
+        max_restarts: Some(2),
+        restart_window: Duration::from_secs(10),
+        ..exact()
+    });
+    let mut p = running(&mut s);
+    // Two restarts are allowed within 10 s; each child runs (1 s) before it crashes.
+    for _ in 0..2 {
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        s.at(s.ms + 100);
+        p = s.sup.current().unwrap().pid;
+        s.at(s.ms + 1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+    }
+    let a = s.exit(p, ExitStatus::Code(1));
+    assert_eq!(a, vec![Action::Exit { code: 1 }]);
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert!(
+        s.sup
+            .state_reason()
+            .starts_with("crash loop: generation 3 exited with exit code 1"),
+        "{}",
+        s.sup.state_reason()
+    );
+}
+
+#[test]
+fn restarts_spread_wider_than_the_window_are_no_crash_loop() {
+    let mut s = Sim::with(Settings {
+        max_restarts: Some(1),
+        restart_window: Duration::from_secs(10),
+        ..exact()
+    });
+    let mut p = running(&mut s);
+    for _ in 0..5 {
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        s.at(s.ms + 100);
+        p = s.sup.current().unwrap().pid;
+        s.at(s.ms + 10_000);
+    }
+    assert_eq!(s.sup.state(), ProgramState::Running);
+}
+
+#[test]
+fn backoff_bounds_follow_min_factor_and_max() {
+    let set = |min_ms, factor, max_ms| Settings {
+        backoff_min: Duration::from_millis(min_ms),
+        backoff_factor: factor,
+        backoff_max: Duration::from_millis(max_ms),
+        ..Settings::default()
+    };
+    let ms = |s: &Settings, step| backoff_delay(s, step).as_millis() as u64;
+    let s = set(100, 1.5, 1000);
+    let got: Vec<u64> = (0..8).map(|step| ms(&s, step)).collect();
+    assert_eq!(got, [100, 150, 225, 337, 506, 759, 1000, 1000]);
+    let s = set(250, 1.0, 1000);
+    assert_eq!(ms(&s, 50), 250, "factor 1: constant delay");
+    let s = set(100, 2.0, 30_000);
+    assert_eq!(ms(&s, u32::MAX), 30_000, "no overflow");
+    let s = set(0, 2.0, 1000);
+    assert_eq!(ms(&s, 10), 0);
+    // A factor below 1 would shrink the delay: treated as 1.
+    let s = set(100, 0.5, 1000);
+    assert_eq!(ms(&s, 3), 100);
+}
+
+#[test]
+fn jitter_draws_between_min_and_the_bound_and_is_seeded() {
+    let delays = |seed| {
+        let mut s = Supervisor::with_seed(Settings::default(), seed);
+        (0..12)
+            .map(|step| {
+                s.backoff_step = step;
+                s.next_delay()
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = delays(1);
+    assert_eq!(a, delays(1), "the same seed gives the same delays");
+    assert_ne!(a, delays(2), "another seed gives others");
+    let settings = Settings::default();
+    for (step, d) in a.iter().enumerate() {
+        assert!(
+            *d >= settings.backoff_min && *d <= backoff_delay(&settings, step as u32),
+            "step {step}: {d:?}"
+        );
+    }
+    assert_eq!(a[0], settings.backoff_min, "the first delay is the minimum");
+    let spread = a.iter().filter(|d| **d != settings.backoff_min).count();
+    assert!(spread >= 8, "jitter spreads the delays: {a:?}");
+}
+
+#[test]
+fn states_follow_the_program_through_its_life() {
+    let mut s = Sim::with(exact());
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    let p = s.start();
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    s.at(1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    s.hup();
+    assert!(s.sup.pending().is_some());
+    assert_eq!(
+        s.sup.state(),
+        ProgramState::Running,
+        "a reload's pending generation does not change the state"
+    );
+    s.at(2000);
+    s.exit(p, ExitStatus::Code(0));
+    let p = s.sup.current().unwrap().pid;
+    s.exit(p, ExitStatus::Signal(9));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    assert!(s.sup.restart_at().is_some());
+    s.at(2100);
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    s.ev(Event::Stop(TERM));
+    assert_eq!(s.sup.state(), ProgramState::Stopping);
+    assert_eq!(s.sup.last_exit(), Some(ExitStatus::Signal(9)));
+    for name in [
+        "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL",
+    ] {
+        assert!(
+            [
+                ProgramState::Starting,
+                ProgramState::Running,
+                ProgramState::Backoff,
+                ProgramState::Stopping,
+                ProgramState::Exited,
+                ProgramState::Fatal
+            ]
+            .iter()
+            .any(|st| st.to_string() == name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn stop_as_group_signals_the_group_and_kill_as_group_only_the_kill() {
+    let mut s = Sim::with(Settings {
+        stop_as_group: true,
+        ..Settings::default()
+    });
+    let p = s.start().as_raw();
+    assert_eq!(
+        s.ev(Event::Forward(Signal::SIGUSR1)),
+        vec![sig(p, Signal::SIGUSR1)],
+        "forwarded signals go to the child alone"
+    );
+    assert_eq!(s.ev(Event::Stop(TERM)), vec![gsig(p, TERM), gsig(p, CONT)]);
+    assert_eq!(s.at(10_000), vec![gsig(p, KILL)]);
+
+    let mut s = Sim::with(Settings {
+        kill_as_group: true,
+        ..Settings::default()
+    });
+    let p = s.start().as_raw();
+    assert_eq!(s.ev(Event::Stop(TERM)), vec![sig(p, TERM), sig(p, CONT)]);
+    assert_eq!(
+        s.ev(Event::Stop(Signal::SIGQUIT)),
+        vec![gsig(p, KILL)],
+        "SIGQUIT's kill too"
+    );
+
+    // A stop signal of KILL is a kill: to the group with kill_as_group.
+    let mut s = Sim::with(Settings {
+        kill_as_group: true,
+        stop_signal: KILL,
+        ..Settings::default()
+    });
+    let p = s.start().as_raw();
+    assert_eq!(s.ev(Event::Stop(TERM)), vec![gsig(p, KILL)]);
+}
+
+#[test]
+fn policy_values_parse_and_name_bad_input() {
+    assert_eq!("always".parse(), Ok(RestartPolicy::Always));
+    assert_eq!("On-Failure".parse(), Ok(RestartPolicy::OnFailure));
+    assert_eq!("never".parse(), Ok(RestartPolicy::Never));
+    assert_eq!(
+        "sometimes".parse::<RestartPolicy>().unwrap_err(),
+        "\"sometimes\" is not a restart policy (expected always, on-failure or never)"
+    );
+    assert_eq!("wait".parse(), Ok(OnFatal::Wait));
+    assert_eq!("exit".parse(), Ok(OnFatal::Exit));
+    assert_eq!(
+        "retry".parse::<OnFatal>().unwrap_err(),
+        "\"retry\" is not an --on-fatal action (expected exit or wait)"
+    );
+    let codes: ExitCodes = "0, 2,255".parse().unwrap();
+    assert_eq!(codes.codes().collect::<Vec<_>>(), [0, 2, 255]);
+    assert_eq!(codes.to_string(), "0,2,255");
+    assert!(codes.contains(255) && !codes.contains(1) && !codes.contains(-1));
+    assert_eq!("".parse::<ExitCodes>(), Ok(ExitCodes::NONE));
+    assert_eq!(ExitCodes::default().to_string(), "0");
+    for bad in ["256", "-1", "a", "1;2", "+1"] {
+        assert_eq!(
+            bad.parse::<ExitCodes>().unwrap_err(),
+            format!("{bad:?} is not a list of exit codes (expected numbers from 0 to 255 separated by commas, like 0,2)")
+        );
+    }
+}
+
+#[test]
+fn watch_triggers_reload_coalesce_and_report_like_sighup() {
+    let watch = |p: &str| Trigger::Watch { path: p.into() };
+    assert_eq!(watch("/srv/app").to_string(), "watch");
+    let mut s = Sim::new();
+    let g1 = s.start();
+    s.at(1000);
+    let a = s.ev(Event::Reload(watch("/srv/app")));
+    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    s.run(a);
+    // More changes during the reload coalesce into one follow-up.
+    assert!(s.ev(Event::Reload(watch("/srv/app"))).is_empty());
+    assert!(s.hup().is_empty());
+    s.at(2000);
+    s.exit(g1, ExitStatus::Code(0));
+    assert_eq!(s.sup.pending().unwrap().generation, 3);
+    let g3 = s.sup.pending().unwrap().pid;
+    s.exit(g3, ExitStatus::Code(1));
+    assert_eq!(s.done, vec![(2, true), (3, false)]);
+    assert!(s.sup.pending().is_none(), "exactly one follow-up");
+}
+
