@@ -19,9 +19,9 @@ use crate::metrics::MetricsAddr;
 use crate::output::{OutputConfig, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
-use crate::sys::spawn::ResourceLimit;
 use crate::spec::ListenSpec;
 use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
+use crate::sys::spawn::ResourceLimit;
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
 /// Restart a network server with zero downtime.
@@ -787,7 +787,10 @@ mod tests {
         .unwrap();
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(c.program().output.stdout_log, Some(cwd.join("out.log")));
-        assert_eq!(c.program().output.stderr_log, Some(PathBuf::from("/var/log/err.log")));
+        assert_eq!(
+            c.program().output.stderr_log,
+            Some(PathBuf::from("/var/log/err.log"))
+        );
         assert_eq!(c.program().output.max_bytes, 10 * 1024);
         assert_eq!(c.program().output.backups, 0);
         assert!(c.program().output.prefix && c.program().output.captures());
@@ -961,7 +964,13 @@ mod tests {
     #[test]
     fn watch_flags_default_to_off_500ms_and_30s() {
         let args = Args::try_parse_from(["relaunch", "-l", ":1", "--", "srv"]).unwrap();
-        let watch = args.validate().unwrap().into_config().programs.remove(0).watch;
+        let watch = args
+            .validate()
+            .unwrap()
+            .into_config()
+            .programs
+            .remove(0)
+            .watch;
         assert!(!watch.is_enabled());
         assert_eq!(watch.settle, Duration::from_millis(500));
         assert_eq!(watch.check, None);
@@ -979,7 +988,13 @@ mod tests {
             "srv",
         ])
         .unwrap();
-        let watch = args.validate().unwrap().into_config().programs.remove(0).watch;
+        let watch = args
+            .validate()
+            .unwrap()
+            .into_config()
+            .programs
+            .remove(0)
+            .watch;
         assert!(watch.program && watch.paths.is_empty());
         assert_eq!(watch.settle, Duration::from_millis(250));
         let check = watch.check.unwrap();

@@ -24,10 +24,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Pid;
 
-use crate::parse::{parse_duration, parse_signal};
 use crate::control::{
     parse_name, socket_next_to, write_request, PathEnv, Request, Response, PROTOCOL,
 };
+use crate::parse::{parse_duration, parse_signal};
 use crate::status::{ReloadRecord, StatusRecord};
 
 /// Success; for `status`: relaunch and its server are running.

@@ -12,4 +12,3 @@ pub struct Command {
     /// Its arguments (without argv\[0\], which is the program as given).
     pub args: Vec<OsString>,
 }
-

@@ -18,7 +18,7 @@
 //!    `/dev/null` and closes every other fd it inherited (a pipe of the calling shell or `ssh`
 //!    held open by the daemon would make whoever waits for its end hang). Once the log files are open, fd 1 becomes `--stdout-log` and fd 2
 //!    `--stderr-log` (or the stdout log with `--redirect-stderr`), so relaunch's own log lines
-//!    land there too (see [`crate::output::Output::open`]).
+//!    land there too (see `crate::output::Output::open`).
 //!
 //! Because of the `chdir("/")`, relative paths given to relaunch (`--pid-file`, the log files,
 //! a program like `./server`) are made absolute before detaching. The server itself runs in

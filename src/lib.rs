@@ -28,17 +28,14 @@
 //! std::process::exit(code);
 //! ```
 //!
-//! Modules, in the order data flows: [`cli`] (arguments) → [`config`] → [`spec`] (address
-//! grammar) → [`activation`] (sockets inherited from relaunch's parent) → [`sockets`]
-//! (binding) → [`runtime`] (the event loop, with [`signals`]) → [`supervisor`] (the pure state
-//! machine, with the restart policy) → [`process`] (user, environment and limits of the
-//! child, resolved before `fork`) → [`spawn`] (fork/exec; the only `unsafe` code).
-//! Around them: [`output`] (capturing the children's output into rotated log files),
-//! [`pidfile`] and [`daemon`] (background mode).
-//! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
-//! [`conn`]), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
-//! other side: the `status`, `reload`, `stop` and `signal` subcommands. [`watch`] reloads when
-//! the program or other watched files change.
+//! The module map, the layering and the data flow from argv to exec are in `ARCHITECTURE.md`.
+//! The public modules are what the binary uses and the value types of a future library API:
+//! [`cli`] (arguments) → [`config`] (with [`command`], [`spec`], [`process`], [`output`],
+//! [`watch`], [`control`] and [`metrics`] settings, parsed with [`parse`]) → [`run`]; the
+//! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
+//! `status`, `reload`, `stop` and `signal` subcommands); [`daemon`] (background mode).
+//! Everything else (the event loop, the program value, sockets, spawning, the poll registry)
+//! is internal.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -47,31 +44,29 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
-pub mod notify;
+pub(crate) mod notify;
 pub mod output;
 pub mod parse;
-pub mod pidfile;
-pub mod poll;
+pub(crate) mod pidfile;
+pub(crate) mod poll;
 pub mod process;
 pub(crate) mod program;
-pub mod runtime;
-pub mod signals;
-pub mod sockets;
-
-
+pub(crate) mod runtime;
+pub(crate) mod signals;
+pub(crate) mod sockets;
 pub mod spec;
 pub mod status;
+pub mod supervisor;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
-pub mod supervisor;
 pub mod watch;
 
 pub use command::Command;
-pub use config::Config;
+pub use config::{Config, ProgramConfig};
 
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! No web framework: the master's loop accepts a connection, reads the request head (at most
 //! [`MAX_HEAD`] bytes, within [`TIMEOUT`]), answers `GET /metrics` (or `GET /`) with the text
 //! exposition format, and closes. Everything is non-blocking and bounded like the control
-//! socket ([`crate::conn`]). The listening socket is close-on-exec and is never passed to
+//! socket (`conn`). The listening socket is close-on-exec and is never passed to
 //! children (only the `--listen` sockets are).
 //!
 //! | metric | type | meaning |
@@ -73,7 +73,7 @@ impl std::fmt::Display for MetricsAddr {
 
 /// The metrics endpoint: its listening socket and open connections.
 #[derive(Debug)]
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     listener: TcpListener,
     local: SocketAddr,
     conns: Vec<Conn<TcpStream>>,
@@ -248,7 +248,7 @@ fn http(status: &str, content_type: &str, body: &str, head_only: bool) -> String
 }
 
 /// The exposition text (Prometheus text format 0.0.4).
-pub fn render(tracker: &Tracker, sup: &Supervisor) -> String {
+pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
     let counters = tracker.counters();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {

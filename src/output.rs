@@ -5,7 +5,7 @@
 //! Without a log file, children inherit relaunch's stdout and stderr (a service manager or
 //! container runtime captures them); nothing here is involved.
 //!
-//! With one, each child gets its own pipe per captured stream ([`Output::pipes_for_child`]).
+//! With one, each child gets its own pipe per captured stream (`Output::pipes_for_child`).
 //! The write end is the child's fd 1 or 2 and is closed in the master right after the spawn, so
 //! end-of-file on the read end means the child *and all its descendants* closed it. The read
 //! ends are close-on-exec and non-blocking, and are polled by the master's one event loop like
@@ -103,7 +103,7 @@ impl OutputConfig {
 
 /// Cuts one pipe's bytes into whole lines.
 #[derive(Debug, Default)]
-pub struct LineBuffer {
+pub(crate) struct LineBuffer {
     partial: Vec<u8>,
 }
 
@@ -151,6 +151,7 @@ impl LineBuffer {
     }
 
     /// Bytes waiting for their newline.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.partial.len()
     }
@@ -159,7 +160,7 @@ impl LineBuffer {
 /// One log file with size rotation. Writes never block the caller on anything but the disk,
 /// and never fail: what cannot be written is counted as dropped.
 #[derive(Debug)]
-pub struct LogFile {
+pub(crate) struct LogFile {
     path: PathBuf,
     file: Option<File>,
     max_bytes: u64,
@@ -394,8 +395,8 @@ struct Pipe {
 
 /// The pipes made for one child before it is spawned.
 #[derive(Debug, Default)]
-pub struct ChildPipes {
-    /// The master fd to become the child's stdout (see [`crate::sys::spawn::Extras::stdout`]).
+pub(crate) struct ChildPipes {
+    /// The master fd to become the child's stdout (see `sys::spawn::Extras::stdout`).
     pub stdout: Option<RawFd>,
     /// The master fd to become the child's stderr.
     pub stderr: Option<RawFd>,
@@ -405,7 +406,7 @@ pub struct ChildPipes {
 
 /// The children's output: the log files and the pipes that feed them.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     config: OutputConfig,
     stdout: Option<LogFile>,
     stderr: Option<LogFile>,

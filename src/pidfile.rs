@@ -140,11 +140,6 @@ impl PidFile {
             content,
         })
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for PidFile {

@@ -4,7 +4,7 @@
 //! Everything here runs in the master, before `fork`: values are parsed and validated when the
 //! arguments are read, users and groups are looked up once at startup (before any socket is
 //! bound, so an unknown user is a usage error that leaves nothing behind), and `--env-file` is
-//! read again at every spawn. [`crate::sys::spawn`] then applies the result in the child with
+//! read again at every spawn. `sys::spawn` then applies the result in the child with
 //! async-signal-safe calls only.
 
 use std::ffi::{CString, OsStr, OsString};

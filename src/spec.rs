@@ -2,8 +2,8 @@
 //!
 //! Parsing is pure: it checks the shape of the text and never touches the network, the file
 //! system or the user database. Host names are resolved, users and groups looked up and
-//! inherited fds examined when the sockets are opened (see [`crate::sockets`] and
-//! [`crate::activation`]), so that an error there can name what was found.
+//! inherited fds examined when the sockets are opened (see `sockets` and
+//! `sockets::activation`), so that an error there can name what was found.
 //!
 //! | written                                  | socket                                             |
 //! |------------------------------------------|----------------------------------------------------|

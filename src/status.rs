@@ -1,6 +1,6 @@
 //! What `relaunch status` and the metrics endpoint report, and how the master keeps it.
 //!
-//! The supervisor stays pure and keeps no clock of its own: a [`Tracker`] keeps the rest. The
+//! The supervisor stays pure and keeps no clock of its own: a `Tracker` keeps the rest. The
 //! runtime hands it every [`Report`] of the supervisor (spawned, ready, exited, reload started
 //! and ended with its failure kind, ...); the tracker stamps them with the loop's monotonic
 //! `now` and keeps what a status record needs: when each generation was started and became
@@ -305,7 +305,7 @@ struct Attempt {
 
 /// A histogram of reload durations, in [`DURATION_BUCKETS`] (not cumulative here).
 #[derive(Debug, Clone, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Count per bucket, plus one for `+Inf`.
     pub counts: [u64; DURATION_BUCKETS.len() + 1],
     /// Sum of all observations, in seconds.
@@ -328,7 +328,7 @@ impl Histogram {
 
 /// Keeps what status needs, by watching the supervisor from the edge. See the module docs.
 #[derive(Debug)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     started: Instant,
     generations: BTreeMap<u64, GenInfo>,
     attempts: BTreeMap<u64, Attempt>,
@@ -670,21 +670,18 @@ mod tests {
 
         fn run(&mut self, actions: Vec<Action>, ms: u64, fail_spawns: bool) {
             for a in actions {
-                match a {
-                    Action::Spawn { generation } => {
-                        self.next_pid += 1;
-                        let result = if fail_spawns {
-                            Err(SpawnFailure {
-                                message: "program not found".into(),
-                                exit_code: 127,
-                            })
-                        } else {
-                            Ok(Pid::from_raw(self.next_pid))
-                        };
-                        let more = self.ev(Event::Spawned { generation, result }, ms);
-                        self.run(more, ms, fail_spawns);
-                    }
-                    _ => {}
+                if let Action::Spawn { generation } = a {
+                    self.next_pid += 1;
+                    let result = if fail_spawns {
+                        Err(SpawnFailure {
+                            message: "program not found".into(),
+                            exit_code: 127,
+                        })
+                    } else {
+                        Ok(Pid::from_raw(self.next_pid))
+                    };
+                    let more = self.ev(Event::Spawned { generation, result }, ms);
+                    self.run(more, ms, fail_spawns);
                 }
             }
         }

@@ -37,7 +37,7 @@
 //! `paths.rs` (where the socket lives), `protocol.rs` (the lines), `server.rs` (the socket and
 //! its connections), `waiters.rs` (which `reload --wait` an ending attempt answers), and here
 //! `Control`, the control plane as the runtime drives it. The control plane never holds the
-//! supervisor: it turns requests into [`Ask`]s, the runtime feeds the matching events through
+//! supervisor: it turns requests into `Ask`s, the runtime feeds the matching events through
 //! its one path into the state machine, and hands back what they reported.
 
 mod paths;
@@ -49,11 +49,12 @@ pub use paths::{
     default_path, parse_name, program_name, socket_next_to, ControlConfig, PathEnv, MAX_NAME,
 };
 pub use protocol::{
-    parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply,
-    MAX_REQUEST, PROTOCOL,
+    parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
+    PROTOCOL,
 };
-pub use server::{BindError, ControlServer, IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
-pub use waiters::{Joined, ReloadWaiters};
+pub(crate) use server::ControlServer;
+pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
+pub(crate) use waiters::{Joined, ReloadWaiters};
 
 use std::time::Instant;
 
@@ -153,8 +154,14 @@ impl Control {
     /// Registers the fds to poll this round.
     pub(crate) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> ControlTokens {
         ControlTokens {
-            server: self.server.as_ref().map_or_else(Vec::new, |s| s.register(set)),
-            metrics: self.metrics.as_ref().map_or_else(Vec::new, |m| m.register(set)),
+            server: self
+                .server
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.register(set)),
+            metrics: self
+                .metrics
+                .as_ref()
+                .map_or_else(Vec::new, |m| m.register(set)),
         }
     }
 

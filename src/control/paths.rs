@@ -9,7 +9,6 @@ use crate::metrics::MetricsAddr;
 /// The longest `--name`.
 pub const MAX_NAME: usize = 64;
 
-
 /// The master's control-plane settings (`--name`, `--control`, `--no-control`, `--metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
@@ -131,7 +130,6 @@ pub fn socket_next_to(pid_file: &Path) -> PathBuf {
         pid_file.with_extension("sock")
     }
 }
-
 
 #[cfg(test)]
 mod tests {

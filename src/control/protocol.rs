@@ -14,7 +14,6 @@ pub const PROTOCOL: u32 = 1;
 /// The longest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
-
 /// A request line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -131,7 +130,6 @@ pub struct SignalReply {
     /// Its pid.
     pub pid: i32,
 }
-
 
 /// Parses a request line; the error is the message for the client.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {

@@ -28,7 +28,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CLIENTS: usize = 64;
 
-
 /// Why the control socket could not be set up.
 #[derive(Debug)]
 pub enum BindError {
@@ -199,7 +198,11 @@ impl ControlServer {
     /// `register`), closes what is finished, broken or expired, and returns the forgotten
     /// connections (so their waits can be dropped) and the requests to serve: at most one per
     /// connection per call, in order.
-    pub(super) fn io(&mut self, revents: &[PollFlags], now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
+    pub(super) fn io(
+        &mut self,
+        revents: &[PollFlags],
+        now: Instant,
+    ) -> (Vec<u64>, Vec<(u64, Request)>) {
         let bad = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
         for (i, c) in self.clients.iter_mut().enumerate() {
             let Some(&ev) = revents.get(i + 1) else {
@@ -461,8 +464,6 @@ fn prepare_dir(dir: &Path, check_owner: bool, euid: u32) -> anyhow::Result<()> {
         Err(e) => Err(anyhow!("checking {}: {e}", dir.display())),
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 
 use crate::supervisor::Report;
 
-
 /// Which reload attempt a request will get the outcome of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
@@ -104,16 +103,17 @@ impl<T: PartialEq> ReloadWaiters<T> {
     }
 
     /// How many wait.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.bound.len() + self.follow_up.len()
     }
 
     /// Whether none waits.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -162,21 +162,18 @@ mod tests {
         /// Runs actions; spawns succeed unless `fail` names the generation to fail.
         fn run(&mut self, actions: Vec<Action>, fail: Option<u64>) {
             for a in actions {
-                match a {
-                    Action::Spawn { generation } => {
-                        self.next_pid += 1;
-                        let result = if fail == Some(generation) {
-                            Err(SpawnFailure {
-                                message: "gone".into(),
-                                exit_code: 127,
-                            })
-                        } else {
-                            Ok(Pid::from_raw(self.next_pid))
-                        };
-                        let more = self.handle(Event::Spawned { generation, result });
-                        self.run(more, fail);
-                    }
-                    _ => {}
+                if let Action::Spawn { generation } = a {
+                    self.next_pid += 1;
+                    let result = if fail == Some(generation) {
+                        Err(SpawnFailure {
+                            message: "gone".into(),
+                            exit_code: 127,
+                        })
+                    } else {
+                        Ok(Pid::from_raw(self.next_pid))
+                    };
+                    let more = self.handle(Event::Spawned { generation, result });
+                    self.run(more, fail);
                 }
             }
         }

@@ -181,9 +181,12 @@ impl Master {
             }
             let mut set = PollSet::new();
             let signal_token = set.add(std::os::fd::AsFd::as_fd(&*signals));
-            let program_tokens: Vec<_> = self.programs.iter().map(|p| p.register(&mut set)).collect();
+            let program_tokens: Vec<_> =
+                self.programs.iter().map(|p| p.register(&mut set)).collect();
             let control_tokens = self.control.register(&mut set);
-            let ready = set.wait(self.deadline()).map_err(|e| anyhow!("poll: {e}"))?;
+            let ready = set
+                .wait(self.deadline())
+                .map_err(|e| anyhow!("poll: {e}"))?;
             let _ = signal_token; // the signal pipe is drained every round
             let readable: Vec<_> = program_tokens
                 .iter()
@@ -208,7 +211,12 @@ impl Master {
                     events.extend(self.programs[i].notifications().into_iter().map(|e| (i, e)));
                 }
                 if r.pipes {
-                    events.extend(self.programs[i].ready_pipe_events().into_iter().map(|e| (i, e)));
+                    events.extend(
+                        self.programs[i]
+                            .ready_pipe_events()
+                            .into_iter()
+                            .map(|e| (i, e)),
+                    );
                 }
             }
             for (i, program) in self.programs.iter_mut().enumerate() {
@@ -360,7 +368,8 @@ impl Master {
                         failed.failure
                     });
                     let now = Instant::now();
-                    let handled = self.programs[i].handle(Event::Spawned { generation, result }, now);
+                    let handled =
+                        self.programs[i].handle(Event::Spawned { generation, result }, now);
                     let more = self.route(i, handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {

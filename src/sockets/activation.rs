@@ -24,8 +24,8 @@ use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
 use tracing::debug;
 
-use crate::sys::fds::Adopter;
 use crate::spec::{ListenAddr, ListenSpec, SpecError};
+use crate::sys::fds::Adopter;
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -120,8 +120,8 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         }
     }
     let count = names.len();
-    let mut adopter = Adopter::claim()
-        .ok_or_else(|| anyhow!("the inherited sockets were already taken over"))?;
+    let mut adopter =
+        Adopter::claim().ok_or_else(|| anyhow!("the inherited sockets were already taken over"))?;
     let mut inherited = Inherited::default();
     for (i, name) in names.into_iter().enumerate() {
         let number = LISTEN_FDS_START + i as RawFd;

@@ -47,11 +47,11 @@ use nix::unistd::{Gid, Group, Uid, User};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{debug, info, warn};
 
-use activation::Inherited;
 use crate::spec::{
     Family, Host, Id, ListenAddr, ListenSpec, Proto, SocketOptions, SpecError, UnixKind, UnixPath,
     FDNAME_MAX,
 };
+use activation::Inherited;
 
 /// A listening (or, for datagrams, bound) socket owned by the master.
 #[derive(Debug)]
@@ -68,6 +68,7 @@ pub struct Listener {
     pub backlog: Option<u32>,
     fd: OwnedFd,
     /// The socket file relaunch created, removed on drop.
+    #[cfg_attr(not(test), allow(dead_code))]
     file: Option<SocketFile>,
 }
 
@@ -78,6 +79,7 @@ impl Listener {
     }
 
     /// The socket file relaunch created for this socket, if any (removed when it is dropped).
+    #[cfg(test)]
     pub fn socket_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.path.as_path())
     }

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use crate::notify::Note;
 
 /// The state of the supervised program, named as supervisord names them. A reload's new
-/// generation, while it starts, is reported separately ([`Supervisor::pending`]); the state is
+/// generation, while it starts, is reported separately (`Supervisor::pending`); the state is
 /// that of the generation that serves (or of its absence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProgramState {
@@ -126,7 +126,7 @@ pub struct SpawnFailure {
     pub exit_code: i32,
 }
 
-/// Something that happened, fed to [`Supervisor::handle`].
+/// Something that happened, fed to [`Supervisor::handle`](super::Supervisor::handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Start a new generation and switch to it once it is up.

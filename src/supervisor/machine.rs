@@ -33,7 +33,7 @@ pub(super) struct Reload {
 }
 
 /// The supervisor state machine. See the module docs for its rules. The fields are shared
-/// with the restart policy ([`super::policy`]), which holds the other half of its methods.
+/// with the restart policy (`policy.rs`), which holds the other half of its methods.
 #[derive(Debug)]
 pub struct Supervisor {
     pub(super) settings: Settings,
@@ -87,6 +87,7 @@ impl Supervisor {
     /// A supervisor that has not started anything yet; call [`Supervisor::start`]. Its jitter
     /// is drawn from a fixed seed (deterministic, for tests); the runtime uses
     /// [`Supervisor::with_seed`].
+    #[cfg(test)]
     pub fn new(settings: Settings) -> Supervisor {
         Supervisor::with_seed(settings, 0x9E37_79B9_7F4A_7C15)
     }
@@ -188,23 +189,21 @@ impl Supervisor {
 
     /// Consecutive failed starts so far (reset when a generation counts as started, and by a
     /// reload); the program is FATAL once this exceeds `start_retries`.
+    #[cfg(test)]
     pub fn start_failures(&self) -> u32 {
         self.failures
     }
 
     /// When the scheduled restart is due, in BACKOFF.
+    #[cfg(test)]
     pub fn restart_at(&self) -> Option<Instant> {
         self.backoff.map(|(at, _)| at)
     }
 
     /// How the last generation that served (or tried to) ended, if one did.
+    #[cfg(test)]
     pub fn last_exit(&self) -> Option<ExitStatus> {
         self.last_status
-    }
-
-    /// The settings the supervisor runs with.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// The generation that serves, if any.
@@ -226,6 +225,7 @@ impl Supervisor {
     }
 
     /// Whether a restart is scheduled after a crash.
+    #[cfg(test)]
     pub fn in_backoff(&self) -> bool {
         self.backoff.is_some()
     }
@@ -236,7 +236,7 @@ impl Supervisor {
     }
 
     /// The reload attempt in progress, if any: the generation it started (or is starting), and
-    /// what triggered it. Every attempt ends with exactly one [`Action::ReloadDone`] for that
+    /// what triggered it. Every attempt ends with exactly one [`Report::ReloadEnded`] for that
     /// generation.
     pub fn reloading(&self) -> Option<(u64, &Trigger)> {
         self.reload.as_ref().map(|r| (r.generation, &r.trigger))
@@ -909,4 +909,3 @@ impl Supervisor {
         out.push(Action::Exit { code });
     }
 }
-

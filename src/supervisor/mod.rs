@@ -1,20 +1,20 @@
 //! The supervisor: a pure state machine over generations of the server.
 //!
-//! It takes [`Event`]s stamped with a monotonic `now` and returns a [`Step`]: the [`Action`]s
+//! It takes `Event`s stamped with a monotonic `now` and returns a `Step`: the `Action`s
 //! the runtime must carry out, and [`Report`]s of what happened (spawned, ready, exited, restart
 //! scheduled, reload started and ended with its failure kind, state changed with its reason).
-//! Status, metrics, the service manager ([`ServiceManager`]) and the control plane's waiters
+//! Status, metrics, the service manager (`ServiceManager`) and the control plane's waiters
 //! consume the reports; nobody compares snapshots. It never forks, signals, sleeps or reads a
 //! clock itself, so every rule below is unit-tested in milliseconds (`tests/`, with the `Sim`
 //! harness), and the runtime that drives it stays thin.
 //!
 //! # Files
-//! - `machine.rs`: [`Supervisor`], generations, reloads, stop escalation;
+//! - `machine.rs`: `Supervisor`, generations, reloads, stop escalation;
 //! - `policy.rs`: the restart policy (backoff, retries, crash loop, FATAL);
 //! - `backoff.rs`: the delay bound ([`backoff_delay`]);
-//! - `events.rs`: [`Event`], [`Action`], [`Report`], [`Step`] and the values they carry;
+//! - `events.rs`: `Event`, `Action`, [`Report`], `Step` and the values they carry;
 //! - `settings.rs`: [`Settings`] and the policy values (`--restart`, `--exit-codes`, ...);
-//! - `manager.rs`: [`ServiceManager`], the sd_notify messages upward, from the reports.
+//! - `manager.rs`: `ServiceManager`, the sd_notify messages upward, from the reports.
 //!
 //! # Generations and their states
 //! Each child is one *generation* (numbered from 1). A child is `Starting` until it has stayed
@@ -57,7 +57,7 @@
 //! counts as started. With jitter (the default) each delay is drawn uniformly between
 //! `backoff_min` and that bound ("full jitter" with a floor: the first restart still comes after
 //! `backoff_min`, and no delay is ever shorter). The randomness comes from a xorshift generator
-//! seeded through [`Supervisor::with_seed`], so the machine stays pure and its tests
+//! seeded through `Supervisor::with_seed`, so the machine stays pure and its tests
 //! deterministic. All times are the caller's monotonic `now`.
 
 mod backoff;
@@ -70,10 +70,10 @@ mod settings;
 mod tests;
 
 pub use backoff::backoff_delay;
+pub(crate) use events::{Action, Event, SpawnFailure, Step};
 pub use events::{
-    Action, Child, Event, ExitStatus, Phase, ProgramState, ReloadFailure, Report, SpawnCause,
-    SpawnFailure, Step, Trigger,
+    Child, ExitStatus, Phase, ProgramState, ReloadFailure, Report, SpawnCause, Trigger,
 };
-pub use machine::Supervisor;
-pub use manager::{ManagerMessage, ServiceManager};
+pub(crate) use machine::Supervisor;
+pub(crate) use manager::{ManagerMessage, ServiceManager};
 pub use settings::{ExitCodes, OnFatal, RestartPolicy, Settings};

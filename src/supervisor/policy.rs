@@ -59,7 +59,13 @@ impl Supervisor {
     /// A generation failed to start (it exited, could not be executed, or was not ready in
     /// time) and none serves: retry after a backoff, or give up once `start_retries` retries
     /// have failed too.
-    pub(super) fn start_failed(&mut self, now: Instant, why: String, code: i32, out: &mut Vec<Action>) {
+    pub(super) fn start_failed(
+        &mut self,
+        now: Instant,
+        why: String,
+        code: i32,
+        out: &mut Vec<Action>,
+    ) {
         if self.stopping {
             return;
         }

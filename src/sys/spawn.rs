@@ -975,7 +975,6 @@ unsafe fn fail(report: RawFd, step: Step) -> ! {
     libc::_exit(127)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,7 @@ impl Debounce {
     }
 
     /// Whether a check is running (asked for and not yet finished or cancelled).
+    #[cfg(test)]
     pub fn is_checking(&self) -> bool {
         self.checking.is_some()
     }
@@ -340,13 +341,11 @@ impl Debounce {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::collections::HashMap as Map;
-
 
     const SETTLE: Duration = Duration::from_millis(500);
 
@@ -617,5 +616,4 @@ mod tests {
         s.core.reload_outcome(99, false); // never spawned
         assert!(s.core.failed.is_empty());
     }
-
 }

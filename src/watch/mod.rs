@@ -35,7 +35,7 @@
 //! The state of all watched paths is a *version*: for each path, its fingerprint (device,
 //! inode, size, mtime, mode; missing is a state too) and, for directories, a count of the events
 //! seen inside them. The watcher remembers the version each generation was started from, and
-//! learns from [`Action::ReloadDone`](crate::supervisor::Action::ReloadDone) whether that
+//! learns from [`Report::ReloadEnded`](crate::supervisor::Report::ReloadEnded) whether that
 //! reload worked (whatever triggered it, SIGHUP included; a new generation that exits early, is
 //! not ready in time or cannot be executed fails). Then:
 //! - a version equal to the one the serving generation runs is no change (a symlink swapped
@@ -53,7 +53,7 @@
 //! umask, limits and environment rules, its own process group, `PR_SET_PDEATHSIG`), without the
 //! sockets: a check that runs the new build does not run it as root when the server would
 //! not. It runs asynchronously: the event loop keeps
-//! going, the runtime routes its exit here ([`Watcher::reaped`]) rather than to the supervisor,
+//! going, the runtime routes its exit here (`Watcher::reaped`) rather than to the supervisor,
 //! and it is killed (its whole process group, SIGKILL) after `--check-timeout` or when a watched
 //! path changes while it runs (then it starts over once the change settles). A non-zero exit
 //! aborts that reload and marks the version as failed.
@@ -65,17 +65,15 @@
 //! cross-platform backends the master does not need. inotify is Linux-only, like the rest of
 //! relaunch (`PR_SET_PDEATHSIG`, `/proc`).
 //!
-//! The decisions live in [`Debounce`], a sans-IO state machine like the supervisor: it is fed
-//! events and samples with timestamps and returns [`Decision`]s, and is unit-tested without
-//! files or clocks. [`Watcher`] is the thin driver around it.
+//! The decisions live in `Debounce`, a sans-IO state machine like the supervisor: it is fed
+//! events and samples with timestamps and returns `Decision`s, and is unit-tested without
+//! files or clocks. `Watcher` is the thin driver around it.
 
 mod debounce;
 mod plan;
 mod watcher;
 
-pub use debounce::{Debounce, Decision, PathVersion, Stat, Version};
-pub use plan::{plan, Spot};
-pub use watcher::Watcher;
+pub(crate) use watcher::Watcher;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -85,7 +83,6 @@ use std::time::Duration;
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(500);
 /// Default of `--check-timeout`.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
-
 
 /// What to watch, from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,4 +123,3 @@ pub struct CheckCommand {
     /// Killed (with its process group) and counted as failed after this long.
     pub timeout: Duration,
 }
-

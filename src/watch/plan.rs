@@ -133,7 +133,6 @@ pub(super) fn names_mask() -> AddWatchFlags {
         | AddWatchFlags::IN_MOVED_TO
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,14 +15,13 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::command::Command;
-use crate::sys::spawn::{self, Extras, SpawnOptions};
 use crate::supervisor::{ExitStatus, Trigger};
-
+use crate::sys::spawn::{self, Extras, SpawnOptions};
 
 use super::debounce::{Debounce, Decision, Stat};
 use super::plan::plan;
-use super::{CheckCommand, WatchConfig};
 use super::plan::{content_mask, names_mask, self_gone_mask, structure_mask};
+use super::{CheckCommand, WatchConfig};
 
 // ---------------------------------------------------------------------------------------------
 // The driver
@@ -48,7 +47,7 @@ struct RunningCheck {
 }
 
 /// The file watcher the runtime drives: one inotify fd for its `poll` set, a deadline, and a
-/// few hooks (see [`crate::runtime`]).
+/// few hooks (see the runtime).
 pub struct Watcher {
     inotify: Inotify,
     core: Debounce,
@@ -177,7 +176,7 @@ impl Watcher {
     }
 
     /// The reload attempt that started `generation` ended
-    /// ([`Action::ReloadDone`](crate::supervisor::Action::ReloadDone)).
+    /// ([`Report::ReloadEnded`](crate::supervisor::Report::ReloadEnded)).
     pub fn reload_done(&mut self, generation: u64, ok: bool) {
         self.core.reload_outcome(generation, ok);
     }
@@ -446,4 +445,3 @@ fn kill_group(pid: Pid) {
         Err(e) => warn!(pid = %pid, error = %e.desc(), "cannot kill --check-cmd"),
     }
 }
-

@@ -199,7 +199,9 @@ fn invariants_hold_under_random_events() {
                 );
             }
             // A reload that started begins a fresh crash-loop window.
-            if s.sup.reload.is_some() && s.sup.reload.as_ref().map(|r| r.generation) != reload_before {
+            if s.sup.reload.is_some()
+                && s.sup.reload.as_ref().map(|r| r.generation) != reload_before
+            {
                 restarts.clear();
             }
             // A newly scheduled restart: its delay is within bounds, and the crash-loop

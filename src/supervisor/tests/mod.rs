@@ -14,7 +14,6 @@ use nix::unistd::Pid;
 use super::*;
 use crate::notify::Note;
 
-
 const TERM: Signal = Signal::SIGTERM;
 const KILL: Signal = Signal::SIGKILL;
 const CONT: Signal = Signal::SIGCONT;

@@ -271,4 +271,3 @@ fn a_stop_between_a_spawn_request_and_its_result_stops_the_new_child_too() {
         vec![Action::Exit { code: 0 }]
     );
 }
-

@@ -522,4 +522,3 @@ fn watch_triggers_reload_coalesce_and_report_like_sighup() {
     assert_eq!(s.done, vec![(2, true), (3, false)]);
     assert!(s.sup.pending().is_none(), "exactly one follow-up");
 }
-

@@ -402,4 +402,3 @@ fn status_display() {
         "was killed by signal 9 (SIGKILL)"
     );
 }
-
