@@ -11,33 +11,15 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const T: Duration = TIMEOUT;
-
-fn code(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => format!("{status:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_exit_code(r: &Relaunch, status: ExitStatus, expected: i32) {
-    if status.code() != Some(expected) {
-        r.fail(&format!(
-            "relaunch ended with {}, expected exit code {expected}",
-            code(status)
-        ));
-    }
-}
 
 // =============================================================================================
 // 1. What a child sees: exactly its sockets at 3.., its own LISTEN_PID, nothing leaked.
@@ -798,7 +780,7 @@ fn run_cases(cases: &[Case]) {
         if status.code() != Some(case.code) {
             problems.push(format!(
                 "ended with {}, expected exit code {}",
-                code(status),
+                exit_description(status),
                 case.code
             ));
         }

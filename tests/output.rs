@@ -707,25 +707,7 @@ impl Drop for DaemonGuard {
             reap(pid);
             return;
         }
-        kill(pid, libc::SIGSTOP);
-        let mut victims = BTreeSet::new();
-        for _ in 0..100 {
-            let new: Vec<i32> = descendants(pid)
-                .into_iter()
-                .filter(|p| !victims.contains(p))
-                .collect();
-            if new.is_empty() {
-                break;
-            }
-            for p in new {
-                kill(p, libc::SIGSTOP);
-                victims.insert(p);
-            }
-        }
-        for &p in &victims {
-            kill(p, libc::SIGKILL);
-        }
-        kill(pid, libc::SIGKILL);
+        let victims = kill_tree(pid);
         poll_until(Duration::from_secs(5), || {
             reap(pid);
             victims.iter().for_each(|&p| reap(p));

@@ -11,32 +11,12 @@ mod common;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const T: Duration = TIMEOUT;
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => format!("{status:?}"),
-    }
-}
-
-#[track_caller]
-fn assert_exit_code(r: &Relaunch, status: ExitStatus, expected: i32) {
-    if status.code() != Some(expected) {
-        r.fail(&format!(
-            "relaunch ended with {}, expected exit code {expected}",
-            describe(status)
-        ));
-    }
-}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -779,7 +759,10 @@ fn unknown_users_and_other_bad_options_exit_2_before_binding() {
         let stderr = r.stderr();
         let mut problems = Vec::new();
         if status.code() != Some(2) {
-            problems.push(format!("ended with {}, expected 2", describe(status)));
+            problems.push(format!(
+                "ended with {}, expected 2",
+                exit_description(status)
+            ));
         }
         for needle in needles {
             if !stderr.contains(needle) {
