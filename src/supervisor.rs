@@ -554,6 +554,12 @@ pub struct Supervisor {
     last_status: Option<ExitStatus>,
     /// Whether any child was ever spawned (a first spawn that fails ends the master).
     ever_spawned: bool,
+    /// Whether a generation ever counted as started (RUNNING). From then on, failed restarts
+    /// back off for as long as it takes; only `max_restarts` gives up.
+    served: bool,
+    /// When the last error line about an outage (a served program failing to come back) was
+    /// logged: at most one per `backoff_max`. Cleared once a generation counts as started.
+    outage_logged_at: Option<Instant>,
     /// The generation of the reload attempt in progress, if any.
     reloading: Option<u64>,
     /// What triggered the reload attempt in progress (meaningful while `reloading` is set).
@@ -610,6 +616,8 @@ impl Supervisor {
             exit_pid: None,
             last_status: None,
             ever_spawned: false,
+            served: false,
+            outage_logged_at: None,
             reloading: None,
             reloading_trigger: None,
             manager_reloading: false,
@@ -655,9 +663,24 @@ impl Supervisor {
     }
 
     /// Consecutive failed starts so far (reset when a generation counts as started, and by a
-    /// reload); the program is FATAL once this exceeds `start_retries`.
+    /// reload). Before the program has served, it is FATAL once this exceeds `start_retries`;
+    /// after, this only counts.
     pub fn start_failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Automatic restarts in a row since a generation last counted as started (or since the
+    /// last reload), counting the one scheduled: in BACKOFF, the number of the coming attempt.
+    /// 0 when none was needed.
+    pub fn restart_attempt(&self) -> u32 {
+        self.backoff_step
+    }
+
+    /// Whether a generation ever counted as started (was RUNNING). From then on, failed
+    /// restarts are retried with backoff for as long as it takes, and only `max_restarts`
+    /// makes the program FATAL.
+    pub fn has_served(&self) -> bool {
+        self.served
     }
 
     /// When the scheduled restart is due, in BACKOFF.
@@ -864,7 +887,9 @@ impl Supervisor {
             info!("not reloading: relaunch is stopping");
             return;
         }
-        if !self.manager_reloading {
+        // RELOADING=1 only after READY=1: a reload asked for during the first start follows it
+        // (queued), and is announced when it really starts.
+        if self.manager_ready && !self.manager_reloading && self.busy().is_none() {
             self.manager_reloading = true;
             out.push(Action::Manager(ManagerMessage::Reloading {
                 status: format!("reloading ({trigger})"),
@@ -1015,7 +1040,11 @@ impl Supervisor {
                     self.after_reload_attempt(now, why, failure.exit_code, out);
                 }
                 Role::Current => {
-                    error!(generation, reason = %failure.message, "spawn failed");
+                    if self.served {
+                        warn!(generation, reason = %failure.message, "spawn failed");
+                    } else {
+                        error!(generation, reason = %failure.message, "spawn failed");
+                    }
                     let why = format!("generation {generation}: {}", failure.message);
                     self.finish_reload(generation, false, failure.message, out);
                     self.start_failed(now, why, failure.exit_code, out);
@@ -1083,8 +1112,15 @@ impl Supervisor {
                     out,
                 );
             }
-            if self.pending.is_some() {
+            if let Some(new) = &self.pending {
                 info!("the current generation died during a reload; the new one takes over once started");
+                self.reason = format!(
+                    "generation {} {} during the reload; generation {} (pid {}) takes over once it is up",
+                    child.generation,
+                    status.ended(),
+                    new.generation,
+                    new.pid
+                );
             } else if failed_to_start {
                 let why = format!(
                     "generation {} {} before it was up",
@@ -1171,6 +1207,19 @@ impl Supervisor {
         }
         self.failures = self.failures.saturating_add(1);
         self.failure_code = code;
+        if self.served {
+            // The program has served: this is an outage, not a bad deploy. Keep the sockets
+            // and retry with a capped backoff for as long as it takes; only --max-restarts
+            // gives up (in schedule_restart).
+            let failures = self.failures;
+            self.schedule_restart(
+                now,
+                format!("{why} ({failures} failed restarts in a row)"),
+                out,
+            );
+            self.log_outage(now, &why);
+            return;
+        }
         let allowed = self.settings.start_retries.saturating_add(1);
         if self.failures >= allowed {
             let reason = format!(
@@ -1182,6 +1231,37 @@ impl Supervisor {
             let why = format!("{why} (start failure {} of {allowed})", self.failures);
             self.schedule_restart(now, why, out);
         }
+    }
+
+    /// Logs an error about a served program that keeps failing to come back, at most once per
+    /// `backoff_max` (each failure is also a warning of its own), so that a long outage does
+    /// not flood the log.
+    fn log_outage(&mut self, now: Instant, why: &str) {
+        if self.idle.is_some() || self.stopping {
+            return;
+        }
+        let period = self.settings.backoff_max.max(Duration::from_millis(1));
+        if self
+            .outage_logged_at
+            .is_some_and(|at| now.saturating_duration_since(at) < period)
+        {
+            return;
+        }
+        self.outage_logged_at = Some(now);
+        let limit = match self.settings.max_restarts {
+            Some(max) => format!(
+                "FATAL after more than {max} restarts within {:?} (--max-restarts)",
+                self.settings.restart_window
+            ),
+            None => "without giving up (set --max-restarts to give up)".to_owned(),
+        };
+        error!(
+            failures = self.failures,
+            attempt = self.backoff_step,
+            reason = %why,
+            "the server keeps failing to come back; relaunch keeps the sockets open and retries, at least every {:?} (--backoff-max), {limit}. At most one such line per --backoff-max",
+            self.settings.backoff_max
+        );
     }
 
     /// A reload's new generation ended before it was promoted (it failed). If the old one is
@@ -1243,10 +1323,13 @@ impl Supervisor {
         }
         let delay = self.next_delay();
         self.backoff_step = self.backoff_step.saturating_add(1);
+        let attempt = self.backoff_step;
         let generation = self.new_generation();
         let delay_ms = delay.as_millis() as u64;
-        info!(generation, delay_ms, reason = %why, "restarting");
-        self.reason = format!("{why}; generation {generation} follows in {delay_ms} ms");
+        info!(generation, delay_ms, attempt, reason = %why, "restarting");
+        self.reason = format!(
+            "{why}; generation {generation} follows in {delay_ms} ms (restart attempt {attempt})"
+        );
         self.backoff = Some((now + delay, generation));
     }
 
@@ -1404,6 +1487,8 @@ impl Supervisor {
         if let Some(new) = self.pending.take_if(|c| due(c, true)) {
             self.failures = 0;
             self.backoff_step = 0;
+            self.served = true;
+            self.outage_logged_at = None;
             let promoted = Child {
                 phase: Phase::Running,
                 ..new
@@ -1433,7 +1518,11 @@ impl Supervisor {
         }
         if let Some(child) = self.current.take_if(|c| due(c, false)) {
             let reason = self.not_ready_reason(&child);
-            error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            if self.served {
+                warn!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            } else {
+                error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            }
             let why = format!("generation {} {reason}", child.generation);
             self.finish_reload(child.generation, false, reason, out);
             self.retire(child, now, out);
@@ -1443,6 +1532,8 @@ impl Supervisor {
             child.phase = Phase::Running;
             self.failures = 0;
             self.backoff_step = 0;
+            self.served = true;
+            self.outage_logged_at = None;
             let (generation, pid) = (child.generation, child.pid);
             info!(generation, pid = %pid, "running");
             self.reason = format!("generation {generation} (pid {pid}) is up");
@@ -1569,6 +1660,46 @@ mod tests {
         }
     }
 
+    /// Checks that the state's reason (logged with `state changed`, shown by `status`) is
+    /// about the generations as they are: the one that serves, starts, or follows a backoff.
+    /// Run after every event the harness handles (but while a spawn is outstanding, whose
+    /// generation is not known from outside), so every transition of every test is checked.
+    #[track_caller]
+    fn assert_reason_is_true(sup: &Supervisor) {
+        let reason = sup.state_reason();
+        let state = sup.state();
+        let ok = match state {
+            ProgramState::Running => {
+                let c = sup.current().expect("RUNNING has a current generation");
+                reason.contains(&format!("generation {} (pid {})", c.generation, c.pid))
+            }
+            ProgramState::Starting => match sup.current().or(sup.pending()) {
+                Some(c) => reason.contains(&format!("generation {}", c.generation)),
+                None => !reason.is_empty(),
+            },
+            ProgramState::Backoff => {
+                let (_, g) = sup.backoff().expect("BACKOFF has a restart scheduled");
+                reason.contains(&format!("generation {g} follows in"))
+                    && reason.contains(&format!("restart attempt {}", sup.restart_attempt()))
+            }
+            ProgramState::Exited => reason.contains("not restarted"),
+            ProgramState::Stopping => reason.contains("stop"),
+            ProgramState::Fatal => !reason.is_empty(),
+        };
+        // A generation that is gone is never said to be up or serving.
+        let alive = |g: u64| sup.children().any(|c| c.generation == g);
+        let stale = (1..=sup.next_generation).find(|&g| {
+            !alive(g)
+                && (reason.contains(&format!("generation {g} (pid"))
+                    && (reason.ends_with(" is up") || reason.ends_with(" serves")))
+        });
+        assert!(
+            ok && stale.is_none() || state == ProgramState::Stopping,
+            "state {state} with a reason that is not true: {reason:?} (children: {:?})",
+            sup.children().collect::<Vec<_>>()
+        );
+    }
+
     /// Settings with exact delays (no jitter) and unlimited start retries.
     fn exact() -> Settings {
         Settings {
@@ -1604,6 +1735,9 @@ mod tests {
         fn ev(&mut self, e: Event) -> Vec<Action> {
             let now = self.now();
             let actions = self.sup.handle(e, now);
+            if !actions.iter().any(|a| matches!(a, Action::Spawn { .. })) {
+                assert_reason_is_true(&self.sup);
+            }
             let mut rest = Vec::new();
             for a in actions {
                 match a {
@@ -2559,8 +2693,12 @@ mod tests {
                 "{status}"
             );
         }
-        // An exec failure of a later attempt: its 126/127.
-        let mut s = Sim::with(retries(1, OnFatal::Exit));
+        // An exec failure of a later attempt: its 126/127 (after serving, only --max-restarts
+        // makes the program FATAL).
+        let mut s = Sim::with(Settings {
+            max_restarts: Some(2),
+            ..retries(1, OnFatal::Exit)
+        });
         let p = running(&mut s);
         s.exit(p, ExitStatus::Code(1));
         assert_eq!(s.ev(Event::Tick), vec![]);
@@ -2680,6 +2818,267 @@ mod tests {
             s.sup
                 .state_reason()
                 .starts_with("crash loop: generation 3 exited with exit code 1"),
+            "{}",
+            s.sup.state_reason()
+        );
+    }
+
+    /// A served program crashes and its next `n` restarts fail at once; checks the state,
+    /// reason, attempt count and delay after each. Ends in BACKOFF.
+    fn crash_then_failed_restarts(s: &mut Sim, n: u32) {
+        let p = s.sup.current().unwrap().pid;
+        s.ms += 10;
+        assert!(s.exit(p, ExitStatus::Signal(9)).is_empty());
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        assert_eq!(s.sup.restart_attempt(), 1);
+        for attempt in 1..=n {
+            let at = s.sup.restart_at().expect("a restart is scheduled");
+            let delay = at.saturating_duration_since(s.now());
+            assert!(
+                delay <= s.sup.settings().backoff_max,
+                "attempt {attempt}: {delay:?} is over --backoff-max"
+            );
+            s.at((at - s.t0).as_millis() as u64);
+            assert_eq!(s.sup.state(), ProgramState::Starting, "attempt {attempt}");
+            s.ms += 10;
+            let a = s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+            assert!(a.is_empty(), "attempt {attempt}: {a:?}");
+            assert_eq!(s.sup.state(), ProgramState::Backoff, "attempt {attempt}");
+            assert_eq!(s.sup.restart_attempt(), attempt + 1);
+            assert_eq!(s.sup.start_failures(), attempt);
+            let reason = s.sup.state_reason();
+            assert!(
+                reason.contains(&format!("{attempt} failed restarts in a row"))
+                    && reason.contains(&format!("restart attempt {}", attempt + 1)),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn after_serving_failed_restarts_back_off_for_as_long_as_it_takes() {
+        // --start-retries 2 would make the third failed *first* start FATAL; after serving it
+        // does not apply: 40 failed restarts in a row, delays capped at --backoff-max.
+        let mut s = Sim::with(Settings {
+            backoff_max: Duration::from_secs(2),
+            ..retries(2, OnFatal::Exit)
+        });
+        running(&mut s);
+        assert!(s.sup.has_served());
+        // fail_start waits out each backoff itself; the helper checks each step.
+        let p = s.sup.current().unwrap().pid;
+        s.ms += 10;
+        s.exit(p, ExitStatus::Signal(9));
+        for attempt in 1..=40u32 {
+            let at = s.sup.restart_at().expect("a restart is scheduled");
+            assert!(at.saturating_duration_since(s.now()) <= Duration::from_secs(2));
+            s.at((at - s.t0).as_millis() as u64);
+            let a = s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+            assert!(a.is_empty(), "attempt {attempt}: {a:?}");
+            assert_eq!(s.sup.state(), ProgramState::Backoff, "attempt {attempt}");
+            assert_eq!(s.sup.restart_attempt(), attempt + 1);
+        }
+        assert!(
+            s.statuses.iter().all(|t| t.starts_with("BACKOFF: ")),
+            "{:?}",
+            s.statuses
+        );
+        // Exec failures count the same way.
+        let at = s.sup.restart_at().unwrap();
+        s.ms = (at - s.t0).as_millis() as u64;
+        let a = s.ev(Event::Tick);
+        let Some(Action::Spawn { generation }) = a.first().cloned() else {
+            panic!("expected a spawn, got {a:?}")
+        };
+        let failed = s.ev(Event::Spawned {
+            generation,
+            result: Err(SpawnFailure {
+                message: "program not found".into(),
+                exit_code: 127,
+            }),
+        });
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        // The outage ends: a restart that stays up counts, and the counts start over.
+        let at = s.sup.restart_at().unwrap();
+        s.at((at - s.t0).as_millis() as u64);
+        s.at(s.ms + 1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!((s.sup.restart_attempt(), s.sup.start_failures()), (0, 0));
+    }
+
+    #[test]
+    fn the_first_start_still_fails_fast_but_not_once_served() {
+        // Never served: the --start-retries + 1-th failure is FATAL (a bad deploy).
+        let mut s = Sim::with(retries(1, OnFatal::Wait));
+        s.start();
+        fail_start(&mut s, ExitStatus::Code(1));
+        fail_start(&mut s, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert!(!s.sup.has_served());
+        // The same settings after serving: five failed restarts and still BACKOFF.
+        let mut s = Sim::with(retries(1, OnFatal::Wait));
+        running(&mut s);
+        crash_then_failed_restarts(&mut s, 5);
+    }
+
+    #[test]
+    fn after_serving_only_max_restarts_makes_failed_restarts_fatal() {
+        let mut s = Sim::with(Settings {
+            max_restarts: Some(4),
+            restart_window: Duration::from_secs(60),
+            ..retries(0, OnFatal::Exit)
+        });
+        running(&mut s);
+        // The crash is restart 1; three failed restarts are restarts 2 to 4.
+        crash_then_failed_restarts(&mut s, 3);
+        s.at((s.sup.restart_at().unwrap() - s.t0).as_millis() as u64);
+        let a = fail_start(&mut s, ExitStatus::Code(7));
+        assert_eq!(a, vec![Action::Exit { code: 7 }], "--on-fatal exit applies");
+        assert_eq!(s.sup.state(), ProgramState::Fatal);
+        assert!(
+            s.sup.state_reason().starts_with("crash loop: ")
+                && s.sup.state_reason().contains("--max-restarts 4"),
+            "{}",
+            s.sup.state_reason()
+        );
+    }
+
+    #[test]
+    fn the_outage_error_is_throttled_to_one_per_backoff_max() {
+        // The error line's throttle: the first failure of an outage logs it, then at most one
+        // per --backoff-max; a start that counts ends the outage.
+        let mut s = Sim::with(Settings {
+            backoff_max: Duration::from_secs(1),
+            ..exact()
+        });
+        running(&mut s);
+        let p = s.sup.current().unwrap().pid;
+        s.exit(p, ExitStatus::Code(1));
+        let mut logged = Vec::new();
+        for _ in 0..30 {
+            let at = s.sup.restart_at().unwrap();
+            s.at((at - s.t0).as_millis() as u64);
+            let before = s.sup.outage_logged_at;
+            s.ms += 10;
+            s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+            if s.sup.outage_logged_at != before {
+                logged.push(s.ms);
+            }
+        }
+        assert!(!logged.is_empty());
+        for pair in logged.windows(2) {
+            assert!(pair[1] - pair[0] >= 1000, "{logged:?}");
+        }
+        // 30 failures, each over 100 ms after the last and capped at 1 s: far fewer errors.
+        assert!(logged.len() < 30, "{logged:?}");
+        s.at(s
+            .sup
+            .restart_at()
+            .map_or(s.ms, |at| (at - s.t0).as_millis() as u64));
+        s.at(s.ms + 1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!(s.sup.outage_logged_at, None, "the next outage logs at once");
+    }
+
+    #[test]
+    fn a_reload_asked_for_during_the_first_start_is_announced_after_ready() {
+        // Old behaviour: RELOADING=1 went out at once, before any READY=1, and the reload that
+        // followed was never announced.
+        let mut s = Sim::new();
+        let g1 = s.start();
+        s.hup();
+        assert!(s.manager.is_empty(), "{:?}", s.manager);
+        s.at(1000);
+        assert_eq!(
+            s.manager[0],
+            ManagerMessage::Ready {
+                status: format!("generation 1 (pid {g1}) serving")
+            }
+        );
+        assert!(
+            matches!(&s.manager[1..], [ManagerMessage::Reloading { .. }]),
+            "the queued reload starts now and is announced: {:?}",
+            s.manager
+        );
+        assert_eq!(s.sup.pending().unwrap().generation, 2);
+        s.at(2000);
+        assert!(
+            matches!(&s.manager[2..], [ManagerMessage::Ready { status }] if status.contains("generation 2")),
+            "{:?}",
+            s.manager
+        );
+        // The next reload: exactly one RELOADING, then one READY.
+        s.exit(g1, ExitStatus::Code(0));
+        s.hup();
+        s.at(3000);
+        assert!(
+            matches!(
+                &s.manager[3..],
+                [
+                    ManagerMessage::Reloading { .. },
+                    ManagerMessage::Ready { .. }
+                ]
+            ),
+            "{:?}",
+            s.manager
+        );
+    }
+
+    #[test]
+    fn a_reload_during_a_first_start_in_backoff_sends_no_reloading() {
+        let mut s = Sim::with(exact());
+        s.start();
+        fail_start(&mut s, ExitStatus::Code(1));
+        let p = s.sup.current().unwrap().pid;
+        s.exit(p, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        s.hup();
+        s.at(s.ms + 1000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert!(
+            matches!(&s.manager[..], [ManagerMessage::Ready { .. }]),
+            "{:?}",
+            s.manager
+        );
+    }
+
+    #[test]
+    fn the_reason_stays_true_when_the_old_generation_dies_mid_reload() {
+        let mut s = Sim::new();
+        let g1 = running(&mut s);
+        assert_eq!(
+            s.sup.state_reason(),
+            format!("generation 1 (pid {g1}) is up")
+        );
+        s.hup();
+        let g2 = s.sup.pending().unwrap().pid;
+        s.ms = 1500;
+        s.exit(g1, ExitStatus::Signal(9));
+        assert_eq!(s.sup.state(), ProgramState::Starting);
+        assert_eq!(
+            s.sup.state_reason(),
+            format!(
+                "generation 1 was killed by signal 9 (SIGKILL) during the reload; generation 2 (pid {g2}) takes over once it is up"
+            )
+        );
+        s.at(2000);
+        assert_eq!(s.sup.state(), ProgramState::Running);
+        assert_eq!(
+            s.sup.state_reason(),
+            format!("reload complete: generation 2 (pid {g2}) serves")
+        );
+        // And if the new one fails too: BACKOFF, saying so (a failed restart of a served
+        // program).
+        s.hup();
+        let g3 = s.sup.pending().unwrap().pid;
+        s.exit(g2, ExitStatus::Code(1));
+        s.exit(g3, ExitStatus::Code(1));
+        assert_eq!(s.sup.state(), ProgramState::Backoff);
+        assert!(
+            s.sup
+                .state_reason()
+                .starts_with("generation 3 exited with exit code 1"),
             "{}",
             s.sup.state_reason()
         );
@@ -3038,11 +3437,20 @@ mod tests {
                         "seed {seed}: current was stopped"
                     );
                 }
+                // --start-retries bounds the first start only; once the program has served,
+                // failed restarts go on, and only --max-restarts makes it FATAL.
                 assert!(
-                    s.sup.start_failures() <= settings.start_retries + 1,
+                    s.sup.has_served() || s.sup.start_failures() <= settings.start_retries + 1,
                     "seed {seed}: {} failures",
                     s.sup.start_failures()
                 );
+                if state == ProgramState::Fatal && s.sup.has_served() {
+                    assert!(
+                        settings.max_restarts.is_some(),
+                        "seed {seed}: FATAL after serving without --max-restarts: {}",
+                        s.sup.state_reason()
+                    );
+                }
                 match state {
                     ProgramState::Exited | ProgramState::Fatal => {
                         assert!(
