@@ -774,7 +774,7 @@ pub fn table(r: &StatusRecord) -> String {
     }
     if let Some(b) = &r.backoff {
         out.push_str(&format!(
-            "  backoff   generation {} starts in {:.1}s (restart attempt {}, {} failed starts in a row)\n",
+            "  backoff   generation {} starts in {:.1}s (restart attempt {}; failed starts in a row: {})\n",
             b.generation, b.restart_in_secs, b.attempt, b.start_failures
         ));
     }

@@ -826,7 +826,11 @@ mod tests {
         let backoff = s.backoff.as_ref().expect("backoff record");
         assert_eq!(backoff.restart_in_secs, 0.1);
         assert_eq!((backoff.attempt, backoff.start_failures), (1, 0));
-        assert!(s.state_reason.contains("restart attempt 1"), "{}", s.state_reason);
+        assert!(
+            s.state_reason.contains("restart attempt 1"),
+            "{}",
+            s.state_reason
+        );
         r.step(Event::Tick, 6100);
 
         let s = r.record(6100);

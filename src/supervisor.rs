@@ -1228,7 +1228,7 @@ impl Supervisor {
             let failures = self.failures;
             self.schedule_restart(
                 now,
-                format!("{why} ({failures} failed restarts in a row)"),
+                format!("{why} (failed restarts in a row: {failures})"),
                 out,
             );
             self.log_outage(now, &why);
@@ -1264,16 +1264,16 @@ impl Supervisor {
         self.outage_logged_at = Some(now);
         let limit = match self.settings.max_restarts {
             Some(max) => format!(
-                "FATAL after more than {max} restarts within {:?} (--max-restarts)",
+                "until more than {max} restarts within {:?} make it FATAL (--max-restarts)",
                 self.settings.restart_window
             ),
-            None => "without giving up (set --max-restarts to give up)".to_owned(),
+            None => "without giving up (--max-restarts N would)".to_owned(),
         };
         error!(
             failures = self.failures,
             attempt = self.backoff_step,
             reason = %why,
-            "the server keeps failing to come back; relaunch keeps the sockets open and retries, at least every {:?} (--backoff-max), {limit}. At most one such line per --backoff-max",
+            "the server keeps failing to come back; relaunch keeps the sockets open and retries, {:?} apart at most (--backoff-max), {limit}; this error repeats at most once per --backoff-max, each failure is a warning",
             self.settings.backoff_max
         );
     }
@@ -2862,7 +2862,7 @@ mod tests {
             assert_eq!(s.sup.start_failures(), attempt);
             let reason = s.sup.state_reason();
             assert!(
-                reason.contains(&format!("{attempt} failed restarts in a row"))
+                reason.contains(&format!("(failed restarts in a row: {attempt})"))
                     && reason.contains(&format!("restart attempt {}", attempt + 1)),
                 "{reason}"
             );
