@@ -150,7 +150,9 @@ with neither it refuses to start."
 
     /// How many times a child that fails to start (exits before it counts as started, cannot
     /// be executed, or is not ready in time) is retried; N+1 failures in a row make the program
-    /// FATAL. A reload starts from a fresh count [default: 3].
+    /// FATAL. Applies until a generation has served: after that, failed restarts back off (up
+    /// to --backoff-max) with the sockets open until one comes up, and only --max-restarts
+    /// gives up. A reload starts from a fresh count [default: 3].
     #[arg(
         long,
         value_name = "N",
@@ -194,7 +196,8 @@ with neither it refuses to start."
     pub no_jitter: bool,
 
     /// Crash-loop detection: more than N automatic restarts within --restart-window make the
-    /// program FATAL [default: off].
+    /// program FATAL; the only limit on the restarts of a program that has served [default:
+    /// off].
     #[arg(
         long,
         value_name = "N",

@@ -769,10 +769,13 @@ pub fn table(r: &StatusRecord) -> String {
             s.fd, s.name, s.kind, s.address
         ));
     }
+    if r.state != "RUNNING" && !r.state_reason.is_empty() {
+        out.push_str(&format!("  reason    {}\n", r.state_reason));
+    }
     if let Some(b) = &r.backoff {
         out.push_str(&format!(
-            "  backoff   generation {} starts in {:.1}s\n",
-            b.generation, b.restart_in_secs
+            "  backoff   generation {} starts in {:.1}s (restart attempt {}; failed starts in a row: {})\n",
+            b.generation, b.restart_in_secs, b.attempt, b.start_failures
         ));
     }
     let c = &r.counters;

@@ -13,6 +13,9 @@
 //! | `relaunch_spawn_failures_total` | counter | spawns that failed before the program ran |
 //! | `relaunch_child_up` | gauge | 1 while a generation is running (up and serving), else 0 |
 //! | `relaunch_generation` | gauge | the current generation's number (0 when none) |
+//! | `relaunch_state{state="..."}` | gauge | 1 for the program's state (`RUNNING`, `BACKOFF`, ...), 0 for the others |
+//! | `relaunch_restart_attempt` | gauge | automatic restarts in a row since a generation last counted as started (0 when none) |
+//! | `relaunch_start_failures` | gauge | failed starts in a row (reset when a generation counts as started) |
 //! | `relaunch_reload_duration_seconds` | histogram | time from a reload's start to its end |
 //! | `relaunch_start_time_seconds` | gauge | when relaunch started, unix time |
 
@@ -31,7 +34,7 @@ use crate::poll::{PollSet, Token};
 use crate::sockets;
 use crate::spec::ListenSpec;
 use crate::status::{Clock, Tracker, DURATION_BUCKETS};
-use crate::supervisor::{Phase, Supervisor};
+use crate::supervisor::{Phase, ProgramState, Supervisor};
 
 /// The longest request head read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -294,6 +297,45 @@ pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
         "The current generation's number (0 when there is none).",
         &[("", sup.current().map_or(0, |c| c.generation).to_string())],
     );
+    let state = sup.state();
+    let states: Vec<(String, String)> = [
+        ProgramState::Starting,
+        ProgramState::Running,
+        ProgramState::Backoff,
+        ProgramState::Stopping,
+        ProgramState::Exited,
+        ProgramState::Fatal,
+    ]
+    .into_iter()
+    .map(|s| {
+        (
+            format!("{{state=\"{}\"}}", s.as_str()),
+            u8::from(s == state).to_string(),
+        )
+    })
+    .collect();
+    let samples: Vec<(&str, String)> = states
+        .iter()
+        .map(|(l, v)| (l.as_str(), v.clone()))
+        .collect();
+    metric(
+        "relaunch_state",
+        "gauge",
+        "The program's state (1 for the current one): STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL.",
+        &samples,
+    );
+    metric(
+        "relaunch_restart_attempt",
+        "gauge",
+        "Automatic restarts in a row since a generation last counted as started (0 when none).",
+        &[("", sup.restart_attempt().to_string())],
+    );
+    metric(
+        "relaunch_start_failures",
+        "gauge",
+        "Failed starts in a row (reset when a generation counts as started).",
+        &[("", sup.start_failures().to_string())],
+    );
     let h = tracker.durations();
     let mut samples = Vec::new();
     let mut cumulative = 0;
@@ -360,6 +402,11 @@ mod tests {
             "relaunch_restarts_total 0",
             "relaunch_child_up 0",
             "relaunch_generation 0",
+            "# TYPE relaunch_state gauge",
+            "relaunch_state{state=\"STARTING\"} 1",
+            "relaunch_state{state=\"BACKOFF\"} 0",
+            "relaunch_restart_attempt 0",
+            "relaunch_start_failures 0",
             "# TYPE relaunch_reload_duration_seconds histogram",
             "relaunch_reload_duration_seconds_bucket{le=\"0.05\"} 0",
             "relaunch_reload_duration_seconds_bucket{le=\"+Inf\"} 0",

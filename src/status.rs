@@ -118,6 +118,12 @@ pub struct BackoffRecord {
     pub restart_at: String,
     /// Seconds from now.
     pub restart_in_secs: f64,
+    /// Which automatic restart in a row this is, since a generation last counted as started
+    /// (or since the last reload): 1 after a crash, then 2, 3, ... while restarts fail.
+    pub attempt: u32,
+    /// Failed starts in a row so far (generations that exited, could not be executed or were
+    /// not ready in time before they counted as started).
+    pub start_failures: u32,
 }
 
 /// The outcome of one reload attempt.
@@ -581,6 +587,8 @@ impl Tracker {
                 generation,
                 restart_at: at(when),
                 restart_in_secs: secs(when.saturating_duration_since(now)),
+                attempt: sup.restart_attempt(),
+                start_failures: sup.start_failures(),
             }),
             last_reload: self.last_reload.as_ref().map(|(_, r)| r.clone()),
             counters: self.counters,
@@ -798,6 +806,12 @@ mod tests {
         assert_eq!(s.state, "BACKOFF");
         let backoff = s.backoff.as_ref().expect("backoff record");
         assert_eq!(backoff.restart_in_secs, 0.1);
+        assert_eq!((backoff.attempt, backoff.start_failures), (1, 0));
+        assert!(
+            s.state_reason.contains("restart attempt 1"),
+            "{}",
+            s.state_reason
+        );
         r.step(Event::Tick, 6100);
 
         let s = r.record(6100);

@@ -9,11 +9,14 @@
 mod common;
 
 use std::fs;
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::net::{echo_stream, Target};
 use common::*;
 
 const T: Duration = TIMEOUT;
@@ -398,6 +401,218 @@ fn a_crash_loop_within_the_window_is_fatal() {
         "{fatal}"
     );
     assert_eq!(r.spawned_pids().len(), 3);
+}
+
+/// `relaunch status [--json]` of the master at `ctl`, within a deadline: (exit code, stdout).
+fn status_of(ctl: &Path, json: bool) -> (i32, String) {
+    let mut args = vec!["status", "--control", s(ctl)];
+    if json {
+        args.push("--json");
+    }
+    let mut child = std::process::Command::new(relaunch_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_remove("RELAUNCH_LOG")
+        .spawn()
+        .expect("start relaunch status");
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("relaunch status did not answer within {T:?}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .expect("read status");
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn a_crash_loop_after_serving_keeps_the_sockets_and_recovers() {
+    let dir = TempDir::new("outage");
+    let down = dir.join("down");
+    let ctl = dir.join("ctl.sock");
+    // Serves (probe --echo) unless the flag file exists; then it exits 1 at once, as a server
+    // does whose database is down.
+    let child = script(
+        &dir,
+        "server.sh",
+        &format!(
+            "#!/bin/sh\n[ -e {down} ] && exit 1\nexec {probe} --echo\n",
+            down = down.display(),
+            probe = probe_bin().display()
+        ),
+    );
+    let mut r = Relaunch::start(&[
+        "--start-retries",
+        "2",
+        "--backoff-min",
+        "20ms",
+        "--backoff-max",
+        "200ms",
+        "--start-secs",
+        "0.2",
+        "--control",
+        s(&ctl),
+        "--listen",
+        "http=127.0.0.1:0",
+        "--",
+        s(&child),
+    ]);
+    let addr = r.addr("http");
+    let target = Target::tcp(addr);
+    wait_state(&r, "RUNNING", 1);
+    let g1 = r.generation_pid(1);
+    assert_eq!(echo_stream(&target, "hello", T), Ok(g1));
+
+    // The outage: every restart fails at once, well past --start-retries 2.
+    fs::write(&down, "").expect("create the flag file");
+    kill(g1, libc::SIGKILL);
+    let mut ended = None;
+    wait_until(T, "10 restarts, or relaunch to end", || {
+        ended = r.try_status();
+        ended.is_some() || restarts(&r).len() >= 10
+    });
+    if let Some(status) = ended {
+        r.fail(&format!(
+            "relaunch gave up on a server that had served: {}",
+            exit_description(status)
+        ));
+    }
+    assert_eq!(
+        state_changes(&r, "FATAL"),
+        0,
+        "no FATAL without --max-restarts"
+    );
+    // The socket still takes connections into its queue: clients wait, none is refused.
+    assert_socket_open(&r, addr);
+    // status says BACKOFF, with the reason and the attempt.
+    let mut record = serde_json::Value::Null;
+    r.wait_until(
+        T,
+        "status in BACKOFF with an attempt past --start-retries",
+        || {
+            let (code, out) = status_of(&ctl, true);
+            record = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+            code == 1
+                && record["state"] == "BACKOFF"
+                && record["backoff"]["attempt"].as_u64().is_some_and(|a| a > 4)
+        },
+    );
+    let reason = record["state_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("exited with exit code 1 before it was up")
+            && reason.contains("failed restarts in a row")
+            && reason.contains("restart attempt"),
+        "{record}"
+    );
+    assert!(
+        record["backoff"]["start_failures"].as_u64() > Some(3),
+        "{record}"
+    );
+    let mut table = String::new();
+    r.wait_until(T, "the status table in BACKOFF", || {
+        table = status_of(&ctl, false).1;
+        table.contains("BACKOFF")
+    });
+    assert!(
+        table.contains("  reason    generation ")
+            && table.contains("(restart attempt ")
+            && table.contains("; failed starts in a row: "),
+        "{table}"
+    );
+    // Each failure is a warning; an error line at most once per --backoff-max (200 ms), and
+    // there has been one.
+    let errors: Vec<String> = r
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("keeps failing to come back"))
+        .collect();
+    assert!(
+        !errors.is_empty() && errors.iter().all(|l| l.contains("ERROR")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.len() < restarts(&r).len(),
+        "{} errors for {} restarts",
+        errors.len(),
+        restarts(&r).len()
+    );
+
+    // The outage ends: the next restart serves, on the same socket.
+    fs::remove_file(&down).expect("remove the flag file");
+    wait_state(&r, "RUNNING", 2);
+    let now_serving = r
+        .spawned_pids()
+        .last()
+        .copied()
+        .expect("a generation serves");
+    assert_eq!(echo_stream(&target, "again", T), Ok(now_serving));
+    let (code, out) = status_of(&ctl, true);
+    let record: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(
+        (code, &record["state"]),
+        (0, &serde_json::json!("RUNNING")),
+        "{record}"
+    );
+    r.signal(libc::SIGTERM);
+    let status = r.wait_exit(T);
+    assert_exit_code(&r, status, 0);
+}
+
+#[test]
+fn after_serving_only_max_restarts_gives_up() {
+    let dir = TempDir::new("outage-max");
+    let down = dir.join("down");
+    let child = script(
+        &dir,
+        "server.sh",
+        &format!(
+            "#!/bin/sh\n[ -e {down} ] && exit 5\nexec {probe}\n",
+            down = down.display(),
+            probe = probe_bin().display()
+        ),
+    );
+    let mut r = Relaunch::start(&[
+        "--start-retries",
+        "0",
+        "--max-restarts",
+        "6",
+        "--backoff-min",
+        "10ms",
+        "--backoff-max",
+        "50ms",
+        "--start-secs",
+        "0.2",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        s(&child),
+    ]);
+    wait_state(&r, "RUNNING", 1);
+    fs::write(&down, "").expect("create the flag file");
+    kill(r.generation_pid(1), libc::SIGKILL);
+    let status = r.wait_exit(T);
+    assert_exit_code(&r, status, 5);
+    let fatal = wait_state(&r, "FATAL", 1);
+    assert!(
+        fatal.contains("crash loop") && fatal.contains("--max-restarts 6"),
+        "{fatal}"
+    );
+    // The first start and six restarts; --start-retries 0 did not stop them.
+    assert_eq!(r.spawned_pids().len(), 7, "{:?}", r.spawned_pids());
 }
 
 // =============================================================================================

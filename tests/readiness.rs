@@ -415,6 +415,71 @@ fn relaunch_tells_its_service_manager_ready_reloading_ready_stopping() {
     assert_eq!(order, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
 }
 
+/// The `READY=1`, `RELOADING=1` and `STOPPING=1` of the messages seen, in order.
+fn manager_order(manager: &FakeManager) -> Vec<&'static str> {
+    manager
+        .seen
+        .iter()
+        .filter_map(|m| {
+            ["RELOADING=1", "READY=1", "STOPPING=1"]
+                .into_iter()
+                .find(|k| m.lines().any(|l| l == *k))
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_during_the_first_start_is_announced_after_ready() {
+    let mut manager = FakeManager::new();
+    let dir = TempDir::new("upward-first");
+    let report = dir.join("report");
+    let mut cmd = Relaunch::command(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--start-secs",
+        "0",
+        "--",
+        s_static(probe_bin()),
+        "--report",
+        s_static(report.clone()),
+        "--ready-on-usr2",
+    ]);
+    cmd.env("NOTIFY_SOCKET", &manager.path);
+    let mut r = Relaunch::spawn(cmd);
+    // Generation 1 is starting (it is ready only when the test says so): a SIGHUP now.
+    let g1 = r.generation_pid(1);
+    wait_for_report(&r, &report, g1);
+    r.signal(libc::SIGHUP);
+    r.wait_for_log("reload queued", T);
+    make_ready(&r, &report, 1);
+    let ready = manager.wait_for(&r, "READY=1");
+    assert!(
+        kv(&ready, "STATUS").is_some_and(|s| s.contains("generation 1")),
+        "{ready}"
+    );
+    // The queued reload starts now, and is announced now.
+    let reloading = manager.wait_for(&r, "RELOADING=1");
+    assert!(kv(&reloading, "MONOTONIC_USEC").is_some(), "{reloading}");
+    make_ready(&r, &report, 2);
+    let ready2 = manager.wait_for(&r, "READY=1");
+    assert!(
+        kv(&ready2, "STATUS")
+            .is_some_and(|s| s.contains("generation 2") && s.contains("succeeded")),
+        "{ready2}"
+    );
+    r.signal(libc::SIGTERM);
+    manager.wait_for(&r, "STOPPING=1");
+    r.wait_exit(T);
+    assert_eq!(
+        manager_order(&manager),
+        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"],
+        "messages: {:?}",
+        manager.seen
+    );
+}
+
 #[test]
 fn relaunch_pings_the_watchdog_while_a_child_runs() {
     let mut manager = FakeManager::new();

@@ -28,8 +28,9 @@ pub enum ProgramState {
     /// The last generation exited and, by `--restart`, is not restarted. relaunch keeps the
     /// sockets and waits for a reload.
     Exited,
-    /// Restarting gave up (`--start-retries` or `--max-restarts` exhausted). relaunch exits, or
-    /// with `--on-fatal wait` keeps the sockets and waits for a reload.
+    /// Restarting gave up: `--start-retries` exhausted before any generation served, or
+    /// `--max-restarts` exhausted. relaunch exits, or with `--on-fatal wait` keeps the sockets
+    /// and waits for a reload.
     Fatal,
 }
 

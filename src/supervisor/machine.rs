@@ -77,6 +77,12 @@ pub struct Supervisor {
     pub(super) last_status: Option<ExitStatus>,
     /// Whether any child was ever spawned (a first spawn that fails ends the master).
     pub(super) ever_spawned: bool,
+    /// Whether a generation ever counted as started (RUNNING). From then on, failed restarts
+    /// back off for as long as it takes; only `max_restarts` gives up.
+    pub(super) served: bool,
+    /// When the last error line about an outage (a served program failing to come back) was
+    /// logged: at most one per `backoff_max`. Cleared once a generation counts as started.
+    pub(super) outage_logged_at: Option<Instant>,
     /// Set once [`Action::Exit`] was returned: nothing more happens.
     pub(super) done: bool,
     /// What happened during the current step, handed out with its actions.
@@ -121,6 +127,8 @@ impl Supervisor {
             exit_pid: None,
             last_status: None,
             ever_spawned: false,
+            served: false,
+            outage_logged_at: None,
             done: false,
             reports: Vec::new(),
         }
@@ -188,10 +196,25 @@ impl Supervisor {
     }
 
     /// Consecutive failed starts so far (reset when a generation counts as started, and by a
-    /// reload); the program is FATAL once this exceeds `start_retries`.
-    #[cfg(test)]
+    /// reload). Before the program has served, it is FATAL once this exceeds `start_retries`;
+    /// after, this only counts.
     pub fn start_failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Automatic restarts in a row since a generation last counted as started (or since the
+    /// last reload), counting the one scheduled: in BACKOFF, the number of the coming attempt.
+    /// 0 when none was needed.
+    pub fn restart_attempt(&self) -> u32 {
+        self.backoff_step
+    }
+
+    /// Whether a generation ever counted as started (was RUNNING). From then on, failed
+    /// restarts are retried with backoff for as long as it takes, and only `max_restarts`
+    /// makes the program FATAL.
+    #[cfg(test)]
+    pub fn has_served(&self) -> bool {
+        self.served
     }
 
     /// When the scheduled restart is due, in BACKOFF.
@@ -204,6 +227,12 @@ impl Supervisor {
     #[cfg(test)]
     pub fn last_exit(&self) -> Option<ExitStatus> {
         self.last_status
+    }
+
+    /// The settings the supervisor runs with.
+    #[cfg(test)]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The generation that serves, if any.
@@ -551,7 +580,11 @@ impl Supervisor {
                     self.after_reload_attempt(now, why, failure.exit_code, out);
                 }
                 Role::Current => {
-                    error!(generation, reason = %failure.message, "spawn failed");
+                    if self.served {
+                        warn!(generation, reason = %failure.message, "spawn failed");
+                    } else {
+                        error!(generation, reason = %failure.message, "spawn failed");
+                    }
                     let why = format!("generation {generation}: {}", failure.message);
                     self.finish_reload(generation, Some(ReloadFailure::Spawn), failure.message);
                     self.start_failed(now, why, failure.exit_code, out);
@@ -624,10 +657,17 @@ impl Supervisor {
                     format!("exited with {status} before it was up"),
                 );
             }
-            if self.pending.is_some() {
+            if let Some(new) = &self.pending {
                 info!("the current generation died during a reload; the new one takes over once started");
-                // Nothing serves until the new one counts as started (the reason stays).
-                self.state = ProgramState::Starting;
+                // Nothing serves until the new one counts as started.
+                let reason = format!(
+                    "generation {} {} during the reload; generation {} (pid {}) takes over once it is up",
+                    child.generation,
+                    status.ended(),
+                    new.generation,
+                    new.pid
+                );
+                self.set_state(ProgramState::Starting, reason);
             } else if failed_to_start {
                 let why = format!(
                     "generation {} {} before it was up",
@@ -806,6 +846,8 @@ impl Supervisor {
         if let Some(new) = self.pending.take_if(|c| due(c, true)) {
             self.failures = 0;
             self.backoff_step = 0;
+            self.served = true;
+            self.outage_logged_at = None;
             let promoted = Child {
                 phase: Phase::Running,
                 ..new
@@ -838,7 +880,11 @@ impl Supervisor {
         }
         if let Some(child) = self.current.take_if(|c| due(c, false)) {
             let reason = self.not_ready_reason(&child);
-            error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            if self.served {
+                warn!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            } else {
+                error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
+            }
             let why = format!("generation {} {reason}", child.generation);
             self.finish_reload(child.generation, Some(ReloadFailure::NotReady), reason);
             self.retire(child, now, out);
@@ -848,6 +894,8 @@ impl Supervisor {
             child.phase = Phase::Running;
             self.failures = 0;
             self.backoff_step = 0;
+            self.served = true;
+            self.outage_logged_at = None;
             let (generation, pid) = (child.generation, child.pid);
             info!(generation, pid = %pid, "running");
             self.set_state(

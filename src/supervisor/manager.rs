@@ -1,7 +1,7 @@
 //! The service-manager bookkeeping: which sd_notify messages relaunch sends *upward*, to its
 //! own service manager (`NOTIFY_SOCKET` of relaunch itself), worked out from the supervisor's
-//! [`Report`]s alone. `READY=1` once the first generation is up; `RELOADING=1` when a reload is
-//! asked for, then `READY=1` with the outcome once no follow-up is queued; `STOPPING=1`; and a
+//! [`Report`]s alone. `READY=1` once the first generation is up; `RELOADING=1` when a reload
+//! starts after that, then `READY=1` with the outcome once no follow-up is queued; `STOPPING=1`; and a
 //! `STATUS=` line for the states in which nothing serves (BACKOFF, EXITED, FATAL). Pure: the
 //! runtime sends what it returns.
 
@@ -44,7 +44,9 @@ impl ServiceManager {
     /// The messages `report` calls for, in order (usually none or one).
     pub fn on(&mut self, report: &Report) -> Option<ManagerMessage> {
         match report {
-            Report::ReloadRequested { trigger } if !self.reloading => {
+            // RELOADING=1 only after READY=1, when a reload really starts: one asked for during
+            // the first start, or behind another, is announced when it starts.
+            Report::ReloadStarted { trigger, .. } if self.ready && !self.reloading => {
                 self.reloading = true;
                 Some(ManagerMessage::Reloading {
                     status: format!("reloading ({trigger})"),

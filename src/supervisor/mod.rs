@@ -46,11 +46,23 @@
 //! | a started child exits; `--restart always` | restart after the backoff delay |
 //! | … `on-failure`, killed by a signal or a code not in `--exit-codes` | restart after the delay |
 //! | … `on-failure` with an expected code, or `--restart never` | EXITED: keep the sockets, wait for a reload |
-//! | a child fails to start (exits before it counts as started, cannot be executed, is not ready in time), whatever `--restart` says | retry after the delay; the `start_retries + 1`-th failure in a row is FATAL |
-//! | more than `max_restarts` restarts within `restart_window` | FATAL (crash loop) |
+//! | a child fails to start (exits before it counts as started, cannot be executed, is not ready in time), whatever `--restart` says, and no generation ever served | retry after the delay; the `start_retries + 1`-th failure in a row is FATAL (a deploy that never came up fails fast) |
+//! | … once a generation has served (was RUNNING at least once) | BACKOFF: retry after the delay, capped at `backoff_max`, for as long as it takes, with the sockets open; `start_retries` does not apply |
+//! | more than `max_restarts` restarts within `restart_window` | FATAL (crash loop); the only way a program that has served becomes FATAL |
 //! | FATAL with `--on-fatal exit` | stop what is left, exit with the last failure's status (never 0) |
 //! | FATAL with `--on-fatal wait` | keep the sockets, wait for a reload |
 //! | a reload, in any state | a new generation now; fresh retry count, backoff and window |
+//!
+//! In BACKOFF the reason says what failed, how many restarts in a row failed, and which restart
+//! attempt follows (`Supervisor::restart_attempt`). Each failure is logged as a warning;
+//! while a program that has served keeps failing to come back, one error line is logged at the
+//! first failure and then at most one per `backoff_max`, so a long outage does not flood the
+//! log. The reason is kept true in every transition: a generation that is gone is never
+//! said to be up.
+//!
+//! relaunch's own service manager hears `READY=1` once the first generation is up, and
+//! `RELOADING=1` only after that, once per reload (a reload asked for during the first start is
+//! queued, and announced when it starts), each followed by one `READY=1`.
 //!
 //! The delay after `n` restarts in a row without a start that counted is bounded by
 //! `backoff_min × backoff_factor^n`, capped at `backoff_max`, and starts over once a child

@@ -71,6 +71,19 @@ impl Supervisor {
         }
         self.failures = self.failures.saturating_add(1);
         self.failure_code = code;
+        if self.served {
+            // The program has served: this is an outage, not a bad deploy. Keep the sockets
+            // and retry with a capped backoff for as long as it takes; only --max-restarts
+            // gives up (in schedule_restart).
+            let failures = self.failures;
+            self.schedule_restart(
+                now,
+                format!("{why} (failed restarts in a row: {failures})"),
+                out,
+            );
+            self.log_outage(now, &why);
+            return;
+        }
         let allowed = self.settings.start_retries.saturating_add(1);
         if self.failures >= allowed {
             let reason = format!(
@@ -82,6 +95,38 @@ impl Supervisor {
             let why = format!("{why} (start failure {} of {allowed})", self.failures);
             self.schedule_restart(now, why, out);
         }
+    }
+
+    /// Logs an error about a served program that keeps failing to come back, at most once per
+    /// `backoff_max` (each failure is also a warning of its own), so that a long outage does
+    /// not flood the log.
+    fn log_outage(&mut self, now: Instant, why: &str) {
+        let idle = matches!(self.state, ProgramState::Exited | ProgramState::Fatal);
+        if idle || self.stopping {
+            return;
+        }
+        let period = self.settings.backoff_max.max(Duration::from_millis(1));
+        if self
+            .outage_logged_at
+            .is_some_and(|at| now.saturating_duration_since(at) < period)
+        {
+            return;
+        }
+        self.outage_logged_at = Some(now);
+        let limit = match self.settings.max_restarts {
+            Some(max) => format!(
+                "until more than {max} restarts within {:?} make it FATAL (--max-restarts)",
+                self.settings.restart_window
+            ),
+            None => "without giving up (--max-restarts N would)".to_owned(),
+        };
+        error!(
+            failures = self.failures,
+            attempt = self.backoff_step,
+            reason = %why,
+            "the server keeps failing to come back; relaunch keeps the sockets open and retries, {:?} apart at most (--backoff-max), {limit}; this error repeats at most once per --backoff-max, each failure is a warning",
+            self.settings.backoff_max
+        );
     }
 
     /// A reload's new generation ended before it was promoted (it failed). If the old one is
@@ -130,12 +175,15 @@ impl Supervisor {
         }
         let delay = self.next_delay();
         self.backoff_step = self.backoff_step.saturating_add(1);
+        let attempt = self.backoff_step;
         let generation = self.new_generation();
         let delay_ms = delay.as_millis() as u64;
-        info!(generation, delay_ms, reason = %why, "restarting");
+        info!(generation, delay_ms, attempt, reason = %why, "restarting");
         self.set_state(
             ProgramState::Backoff,
-            format!("{why}; generation {generation} follows in {delay_ms} ms"),
+            format!(
+                "{why}; generation {generation} follows in {delay_ms} ms (restart attempt {attempt})"
+            ),
         );
         self.backoff = Some((now + delay, generation));
         self.report(Report::RestartScheduled {

@@ -37,12 +37,14 @@ pub struct Settings {
     /// The exit codes that are expected (not failures) under [`RestartPolicy::OnFailure`].
     pub exit_codes: ExitCodes,
     /// Failed starts in a row allowed before FATAL, after the first one: `start_retries + 1`
-    /// consecutive failures to start make the program FATAL.
+    /// consecutive failures to start make the program FATAL, as long as no generation has
+    /// ever served. Once one has, failed restarts are retried for as long as it takes.
     pub start_retries: u32,
     /// What relaunch does in FATAL.
     pub on_fatal: OnFatal,
     /// Crash-loop detection: more than this many automatic restarts within
-    /// `restart_window` make the program FATAL. `None`: off.
+    /// `restart_window` make the program FATAL. `None`: off. The only limit on the restarts
+    /// of a program that has served.
     pub max_restarts: Option<u32>,
     /// The window of `max_restarts`.
     pub restart_window: Duration,

@@ -155,11 +155,20 @@ fn invariants_hold_under_random_events() {
                     "seed {seed}: current was stopped"
                 );
             }
+            // --start-retries bounds the first start only; once the program has served,
+            // failed restarts go on, and only --max-restarts makes it FATAL.
             assert!(
-                s.sup.start_failures() <= settings.start_retries + 1,
+                s.sup.has_served() || s.sup.start_failures() <= settings.start_retries + 1,
                 "seed {seed}: {} failures",
                 s.sup.start_failures()
             );
+            if state == ProgramState::Fatal && s.sup.has_served() {
+                assert!(
+                    settings.max_restarts.is_some(),
+                    "seed {seed}: FATAL after serving without --max-restarts: {}",
+                    s.sup.state_reason()
+                );
+            }
             match state {
                 ProgramState::Exited | ProgramState::Fatal => {
                     assert!(

@@ -96,6 +96,13 @@ impl Sim {
     fn ev(&mut self, e: Event) -> Vec<Action> {
         let now = self.now();
         let step = self.sup.handle(e, now);
+        if !step
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Spawn { .. }))
+        {
+            assert_reason_is_true(&self.sup);
+        }
         self.absorb(step)
     }
 
@@ -203,4 +210,44 @@ fn status(p: Pid, text: &str) -> Event {
             ..Note::default()
         },
     }
+}
+
+/// Checks that the state's reason (logged with `state changed`, shown by `status`) is
+/// about the generations as they are: the one that serves, starts, or follows a backoff.
+/// Run after every event the harness handles (but while a spawn is outstanding, whose
+/// generation is not known from outside), so every transition of every test is checked.
+#[track_caller]
+fn assert_reason_is_true(sup: &Supervisor) {
+    let reason = sup.state_reason();
+    let state = sup.state();
+    let ok = match state {
+        ProgramState::Running => {
+            let c = sup.current().expect("RUNNING has a current generation");
+            reason.contains(&format!("generation {} (pid {})", c.generation, c.pid))
+        }
+        ProgramState::Starting => match sup.current().or(sup.pending()) {
+            Some(c) => reason.contains(&format!("generation {}", c.generation)),
+            None => !reason.is_empty(),
+        },
+        ProgramState::Backoff => {
+            let (_, g) = sup.backoff().expect("BACKOFF has a restart scheduled");
+            reason.contains(&format!("generation {g} follows in"))
+                && reason.contains(&format!("restart attempt {}", sup.restart_attempt()))
+        }
+        ProgramState::Exited => reason.contains("not restarted"),
+        ProgramState::Stopping => reason.contains("stop"),
+        ProgramState::Fatal => !reason.is_empty(),
+    };
+    // A generation that is gone is never said to be up or serving.
+    let alive = |g: u64| sup.children().any(|c| c.generation == g);
+    let stale = (1..=sup.next_generation).find(|&g| {
+        !alive(g)
+            && (reason.contains(&format!("generation {g} (pid"))
+                && (reason.ends_with(" is up") || reason.ends_with(" serves")))
+    });
+    assert!(
+        ok && stale.is_none() || state == ProgramState::Stopping,
+        "state {state} with a reason that is not true: {reason:?} (children: {:?})",
+        sup.children().collect::<Vec<_>>()
+    );
 }

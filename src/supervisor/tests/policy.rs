@@ -197,8 +197,12 @@ fn fatal_exit_code_is_never_zero_and_follows_the_shell() {
             "{status}"
         );
     }
-    // An exec failure of a later attempt: its 126/127.
-    let mut s = Sim::with(retries(1, OnFatal::Exit));
+    // An exec failure of a later attempt: its 126/127 (after serving, only --max-restarts
+    // makes the program FATAL).
+    let mut s = Sim::with(Settings {
+        max_restarts: Some(2),
+        ..retries(1, OnFatal::Exit)
+    });
     let p = running(&mut s);
     s.exit(p, ExitStatus::Code(1));
     assert_eq!(s.ev(Event::Tick), vec![]);
@@ -318,6 +322,267 @@ fn a_crash_loop_within_the_window_is_fatal() {
         s.sup
             .state_reason()
             .starts_with("crash loop: generation 3 exited with exit code 1"),
+        "{}",
+        s.sup.state_reason()
+    );
+}
+
+/// A served program crashes and its next `n` restarts fail at once; checks the state,
+/// reason, attempt count and delay after each. Ends in BACKOFF.
+fn crash_then_failed_restarts(s: &mut Sim, n: u32) {
+    let p = s.sup.current().unwrap().pid;
+    s.ms += 10;
+    assert!(s.exit(p, ExitStatus::Signal(9)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    assert_eq!(s.sup.restart_attempt(), 1);
+    for attempt in 1..=n {
+        let at = s.sup.restart_at().expect("a restart is scheduled");
+        let delay = at.saturating_duration_since(s.now());
+        assert!(
+            delay <= s.sup.settings().backoff_max,
+            "attempt {attempt}: {delay:?} is over --backoff-max"
+        );
+        s.at((at - s.t0).as_millis() as u64);
+        assert_eq!(s.sup.state(), ProgramState::Starting, "attempt {attempt}");
+        s.ms += 10;
+        let a = s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+        assert!(a.is_empty(), "attempt {attempt}: {a:?}");
+        assert_eq!(s.sup.state(), ProgramState::Backoff, "attempt {attempt}");
+        assert_eq!(s.sup.restart_attempt(), attempt + 1);
+        assert_eq!(s.sup.start_failures(), attempt);
+        let reason = s.sup.state_reason();
+        assert!(
+            reason.contains(&format!("(failed restarts in a row: {attempt})"))
+                && reason.contains(&format!("restart attempt {}", attempt + 1)),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn after_serving_failed_restarts_back_off_for_as_long_as_it_takes() {
+    // --start-retries 2 would make the third failed *first* start FATAL; after serving it
+    // does not apply: 40 failed restarts in a row, delays capped at --backoff-max.
+    let mut s = Sim::with(Settings {
+        backoff_max: Duration::from_secs(2),
+        ..retries(2, OnFatal::Exit)
+    });
+    running(&mut s);
+    assert!(s.sup.has_served());
+    // fail_start waits out each backoff itself; the helper checks each step.
+    let p = s.sup.current().unwrap().pid;
+    s.ms += 10;
+    s.exit(p, ExitStatus::Signal(9));
+    for attempt in 1..=40u32 {
+        let at = s.sup.restart_at().expect("a restart is scheduled");
+        assert!(at.saturating_duration_since(s.now()) <= Duration::from_secs(2));
+        s.at((at - s.t0).as_millis() as u64);
+        let a = s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+        assert!(a.is_empty(), "attempt {attempt}: {a:?}");
+        assert_eq!(s.sup.state(), ProgramState::Backoff, "attempt {attempt}");
+        assert_eq!(s.sup.restart_attempt(), attempt + 1);
+    }
+    assert!(
+        s.statuses.iter().all(|t| t.starts_with("BACKOFF: ")),
+        "{:?}",
+        s.statuses
+    );
+    // Exec failures count the same way.
+    let at = s.sup.restart_at().unwrap();
+    s.ms = (at - s.t0).as_millis() as u64;
+    let a = s.ev(Event::Tick);
+    let Some(Action::Spawn { generation }) = a.first().cloned() else {
+        panic!("expected a spawn, got {a:?}")
+    };
+    let failed = s.ev(Event::Spawned {
+        generation,
+        result: Err(SpawnFailure {
+            message: "program not found".into(),
+            exit_code: 127,
+        }),
+    });
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    // The outage ends: a restart that stays up counts, and the counts start over.
+    let at = s.sup.restart_at().unwrap();
+    s.at((at - s.t0).as_millis() as u64);
+    s.at(s.ms + 1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!((s.sup.restart_attempt(), s.sup.start_failures()), (0, 0));
+}
+
+#[test]
+fn the_first_start_still_fails_fast_but_not_once_served() {
+    // Never served: the --start-retries + 1-th failure is FATAL (a bad deploy).
+    let mut s = Sim::with(retries(1, OnFatal::Wait));
+    s.start();
+    fail_start(&mut s, ExitStatus::Code(1));
+    fail_start(&mut s, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert!(!s.sup.has_served());
+    // The same settings after serving: five failed restarts and still BACKOFF.
+    let mut s = Sim::with(retries(1, OnFatal::Wait));
+    running(&mut s);
+    crash_then_failed_restarts(&mut s, 5);
+}
+
+#[test]
+fn after_serving_only_max_restarts_makes_failed_restarts_fatal() {
+    let mut s = Sim::with(Settings {
+        max_restarts: Some(4),
+        restart_window: Duration::from_secs(60),
+        ..retries(0, OnFatal::Exit)
+    });
+    running(&mut s);
+    // The crash is restart 1; three failed restarts are restarts 2 to 4.
+    crash_then_failed_restarts(&mut s, 3);
+    s.at((s.sup.restart_at().unwrap() - s.t0).as_millis() as u64);
+    let a = fail_start(&mut s, ExitStatus::Code(7));
+    assert_eq!(a, vec![Action::Exit { code: 7 }], "--on-fatal exit applies");
+    assert_eq!(s.sup.state(), ProgramState::Fatal);
+    assert!(
+        s.sup.state_reason().starts_with("crash loop: ")
+            && s.sup.state_reason().contains("--max-restarts 4"),
+        "{}",
+        s.sup.state_reason()
+    );
+}
+
+#[test]
+fn the_outage_error_is_throttled_to_one_per_backoff_max() {
+    // The error line's throttle: the first failure of an outage logs it, then at most one
+    // per --backoff-max; a start that counts ends the outage.
+    let mut s = Sim::with(Settings {
+        backoff_max: Duration::from_secs(1),
+        ..exact()
+    });
+    running(&mut s);
+    let p = s.sup.current().unwrap().pid;
+    s.exit(p, ExitStatus::Code(1));
+    let mut logged = Vec::new();
+    for _ in 0..30 {
+        let at = s.sup.restart_at().unwrap();
+        s.at((at - s.t0).as_millis() as u64);
+        let before = s.sup.outage_logged_at;
+        s.ms += 10;
+        s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
+        if s.sup.outage_logged_at != before {
+            logged.push(s.ms);
+        }
+    }
+    assert!(!logged.is_empty());
+    for pair in logged.windows(2) {
+        assert!(pair[1] - pair[0] >= 1000, "{logged:?}");
+    }
+    // 30 failures, each over 100 ms after the last and capped at 1 s: far fewer errors.
+    assert!(logged.len() < 30, "{logged:?}");
+    s.at(s
+        .sup
+        .restart_at()
+        .map_or(s.ms, |at| (at - s.t0).as_millis() as u64));
+    s.at(s.ms + 1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!(s.sup.outage_logged_at, None, "the next outage logs at once");
+}
+
+#[test]
+fn a_reload_asked_for_during_the_first_start_is_announced_after_ready() {
+    // Old behaviour: RELOADING=1 went out at once, before any READY=1, and the reload that
+    // followed was never announced.
+    let mut s = Sim::new();
+    let g1 = s.start();
+    s.hup();
+    assert!(s.manager.is_empty(), "{:?}", s.manager);
+    s.at(1000);
+    assert_eq!(
+        s.manager[0],
+        ManagerMessage::Ready {
+            status: format!("generation 1 (pid {g1}) serving")
+        }
+    );
+    assert!(
+        matches!(&s.manager[1..], [ManagerMessage::Reloading { .. }]),
+        "the queued reload starts now and is announced: {:?}",
+        s.manager
+    );
+    assert_eq!(s.sup.pending().unwrap().generation, 2);
+    s.at(2000);
+    assert!(
+        matches!(&s.manager[2..], [ManagerMessage::Ready { status }] if status.contains("generation 2")),
+        "{:?}",
+        s.manager
+    );
+    // The next reload: exactly one RELOADING, then one READY.
+    s.exit(g1, ExitStatus::Code(0));
+    s.hup();
+    s.at(3000);
+    assert!(
+        matches!(
+            &s.manager[3..],
+            [
+                ManagerMessage::Reloading { .. },
+                ManagerMessage::Ready { .. }
+            ]
+        ),
+        "{:?}",
+        s.manager
+    );
+}
+
+#[test]
+fn a_reload_during_a_first_start_in_backoff_sends_no_reloading() {
+    let mut s = Sim::with(exact());
+    s.start();
+    fail_start(&mut s, ExitStatus::Code(1));
+    let p = s.sup.current().unwrap().pid;
+    s.exit(p, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    s.hup();
+    s.at(s.ms + 1000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert!(
+        matches!(&s.manager[..], [ManagerMessage::Ready { .. }]),
+        "{:?}",
+        s.manager
+    );
+}
+
+#[test]
+fn the_reason_stays_true_when_the_old_generation_dies_mid_reload() {
+    let mut s = Sim::new();
+    let g1 = running(&mut s);
+    assert_eq!(
+        s.sup.state_reason(),
+        format!("generation 1 (pid {g1}) is up")
+    );
+    s.hup();
+    let g2 = s.sup.pending().unwrap().pid;
+    s.ms = 1500;
+    s.exit(g1, ExitStatus::Signal(9));
+    assert_eq!(s.sup.state(), ProgramState::Starting);
+    assert_eq!(
+        s.sup.state_reason(),
+        format!(
+            "generation 1 was killed by signal 9 (SIGKILL) during the reload; generation 2 (pid {g2}) takes over once it is up"
+        )
+    );
+    s.at(2000);
+    assert_eq!(s.sup.state(), ProgramState::Running);
+    assert_eq!(
+        s.sup.state_reason(),
+        format!("reload complete: generation 2 (pid {g2}) serves")
+    );
+    // And if the new one fails too: BACKOFF, saying so (a failed restart of a served
+    // program).
+    s.hup();
+    let g3 = s.sup.pending().unwrap().pid;
+    s.exit(g2, ExitStatus::Code(1));
+    s.exit(g3, ExitStatus::Code(1));
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    assert!(
+        s.sup
+            .state_reason()
+            .starts_with("generation 3 exited with exit code 1"),
         "{}",
         s.sup.state_reason()
     );
