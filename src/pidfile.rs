@@ -236,7 +236,9 @@ fn read_nofollow(path: &Path) -> io::Result<String> {
         ));
     }
     let mut text = String::new();
-    Read::by_ref(&mut file).take(4096).read_to_string(&mut text)?;
+    Read::by_ref(&mut file)
+        .take(4096)
+        .read_to_string(&mut text)?;
     Ok(text)
 }
 
