@@ -18,11 +18,12 @@
 //! `STATUS=` lines, `STOPPING=1` on shutdown, and `WATCHDOG=1` pings when `WATCHDOG_USEC` is set.
 
 use std::ffi::OsString;
+use std::hash::BuildHasher;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,16 +122,39 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     /// Binds a fresh socket `notify` in a new private directory `relaunch.<pid>.<nonce>` under
-    /// `$XDG_RUNTIME_DIR` (else the temp dir). Senders are checked by their credentials; the
-    /// 0700 directory keeps other users from even trying.
-    pub fn bind() -> io::Result<NotifySocket> {
-        let bases = std::env::var_os("XDG_RUNTIME_DIR")
+    /// `$XDG_RUNTIME_DIR`, else the temp dir, else `/tmp`: the first of them the children can
+    /// reach. `children` is the user and group they run as (`--user`, `--group`), if not
+    /// relaunch's own.
+    ///
+    /// The directory stays relaunch's: 0700, or with `children`, group `gid` and 0710, so the
+    /// children can pass through it but not change it. The socket is 0600 and, with
+    /// `children`, owned by their uid: nobody else can send to it. Senders are checked by their
+    /// credentials too. Directories of masters that are gone (killed with SIGKILL) are removed
+    /// from the base directory first.
+    pub fn bind(children: Option<(Option<u32>, u32)>) -> io::Result<NotifySocket> {
+        let mut bases: Vec<PathBuf> = Vec::new();
+        for base in std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|b| !b.is_empty())
             .map(PathBuf::from)
             .into_iter()
-            .chain(std::iter::once(std::env::temp_dir()));
+            .chain([std::env::temp_dir(), PathBuf::from("/tmp")])
+        {
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
         let mut last = io::Error::other("no directory for the notify socket");
         for base in bases {
-            match Self::bind_in(&base) {
+            if let Some((uid, gid)) = children {
+                let uid = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+                if let Err(e) = reachable(&base, uid, gid) {
+                    debug!(base = %base.display(), reason = %e, "not a base for the notify socket");
+                    last = e;
+                    continue;
+                }
+            }
+            remove_leftovers(&base);
+            match Self::bind_in(&base, children) {
                 Ok(sock) => return Ok(sock),
                 Err(e) => last = io::Error::new(e.kind(), format!("{}: {e}", base.display())),
             }
@@ -138,18 +162,57 @@ impl NotifySocket {
         Err(last)
     }
 
-    fn bind_in(base: &Path) -> io::Result<NotifySocket> {
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!("relaunch.{}.{nonce:08x}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    fn bind_in(base: &Path, children: Option<(Option<u32>, u32)>) -> io::Result<NotifySocket> {
+        let random = std::collections::hash_map::RandomState::new();
+        let mut attempt = 0u32;
+        let dir = loop {
+            let dir = base.join(format!(
+                "{DIR_PREFIX}{}.{:016x}",
+                std::process::id(),
+                random.hash_one(attempt)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let path = dir.join("notify");
-        let bound = UnixDatagram::bind(&path).and_then(|socket| {
+        let bound = (|| {
+            let handle = open_dir_nofollow(&dir)?;
+            let meta = handle.metadata()?;
+            if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o777 != 0o700 {
+                return Err(io::Error::other(format!(
+                    "{} is not the private directory relaunch created",
+                    dir.display()
+                )));
+            }
+            let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None)?;
+            // The socket file takes this mode (less the umask) when bound.
+            nix::sys::stat::fchmod(
+                socket.as_raw_fd(),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )?;
+            socket.bind(&socket2::SockAddr::unix(&path)?)?;
+            let socket = UnixDatagram::from(std::os::fd::OwnedFd::from(socket));
             socket.set_nonblocking(true)?;
             setsockopt(&socket, sockopt::PassCred, &true)?;
+            if let Some((uid, gid)) = children {
+                // The socket first, then the directory: while the directory is still 0700
+                // and relaunch's, nobody else can put anything at `notify`; and the directory
+                // itself is never given away, only opened to the group.
+                nix::unistd::fchownat(
+                    Some(handle.as_raw_fd()),
+                    "notify",
+                    uid.map(nix::unistd::Uid::from_raw),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                    nix::unistd::FchownatFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+                std::os::unix::fs::fchown(&handle, None, Some(gid))?;
+                handle.set_permissions(std::fs::Permissions::from_mode(0o710))?;
+            }
             Ok(socket)
-        });
+        })();
         match bound {
             Ok(socket) => Ok(NotifySocket { socket, dir, path }),
             Err(e) => {
@@ -158,17 +221,6 @@ impl NotifySocket {
                 Err(e)
             }
         }
-    }
-
-    /// Gives the private directory and the socket to the user (and group) the children run
-    /// as (`--user`, `--group`), so they can reach it; the directory stays 0700. `None` leaves
-    /// that id as it is.
-    pub fn chown(&self, uid: Option<u32>, gid: u32) -> io::Result<()> {
-        for path in [&self.dir, &self.path] {
-            std::os::unix::fs::chown(path, uid, Some(gid))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        }
-        Ok(())
     }
 
     /// The value of `NOTIFY_SOCKET` for children: the socket's path.
@@ -245,6 +297,120 @@ impl AsFd for NotifySocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
+}
+
+/// The name of notify directories: `relaunch.<pid>.<nonce>`.
+const DIR_PREFIX: &str = "relaunch.";
+
+fn open_dir_nofollow(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether user `uid` (primary group `gid`) can pass through `base` and every directory above
+/// it, by their mode bits (supplementary groups are not counted: a conservative answer).
+fn reachable(base: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let base = std::fs::canonicalize(base)?;
+    for dir in base.ancestors() {
+        let meta = std::fs::metadata(dir)?;
+        let mode = meta.mode();
+        let ok = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} (mode {:o}, owner {}) cannot be searched by uid {uid}",
+                    dir.display(),
+                    mode & 0o7777,
+                    meta.uid()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the notify directories in `base` that masters killed without cleaning up left
+/// behind: named `relaunch.<pid>.<nonce>`, a directory (not a link) owned by this user, and no
+/// process `pid` running. Removal goes through directory fds (`unlinkat`), never through a
+/// path someone could redirect. Failures are only logged: this is housekeeping.
+fn remove_leftovers(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let Ok(base_dir) = std::fs::File::open(base) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = leftover_pid(&name) else {
+            continue;
+        };
+        if pid as u32 == std::process::id()
+            || nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        {
+            continue;
+        }
+        let shown = base.join(&name);
+        match remove_leftover(&base_dir, &name, me) {
+            Ok(true) => {
+                debug!(dir = %shown.display(), pid, "removed the notify directory of a master that is gone")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(dir = %shown.display(), error = %e, "cannot remove a leftover notify directory")
+            }
+        }
+    }
+}
+
+/// The pid in a notify directory's name `relaunch.<pid>.<hex nonce>`.
+fn leftover_pid(name: &std::ffi::OsStr) -> Option<i32> {
+    let (pid, nonce) = name.to_str()?.strip_prefix(DIR_PREFIX)?.split_once('.')?;
+    if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse::<i32>().ok().filter(|&pid| pid > 0)
+}
+
+/// Removes `name` in `base_dir` if it is a directory owned by `uid`, with its `notify` socket.
+fn remove_leftover(base_dir: &std::fs::File, name: &std::ffi::OsStr, uid: u32) -> io::Result<bool> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let stat = nix::sys::stat::fstatat(
+        Some(base_dir.as_raw_fd()),
+        name,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFDIR || stat.st_uid != uid {
+        return Ok(false);
+    }
+    let dir = nix::dir::Dir::openat(
+        Some(base_dir.as_raw_fd()),
+        name,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    match unlinkat(Some(dir.as_raw_fd()), "notify", UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    drop(dir);
+    // Fails (ENOTEMPTY) if anything else is in it: then it is not only ours to remove.
+    unlinkat(Some(base_dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)?;
+    Ok(true)
 }
 
 /// The parent of `pid`, from `/proc/<pid>/stat`.
@@ -371,10 +537,9 @@ mod tests {
 
     #[test]
     fn receives_with_credentials_and_drops_oversize() {
-        let sock = NotifySocket::bind().unwrap();
+        let sock = NotifySocket::bind(None).unwrap();
         let path = PathBuf::from(sock.env_value());
         let dir = path.parent().unwrap().to_owned();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
