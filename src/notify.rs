@@ -104,12 +104,30 @@ impl Note {
 }
 
 /// A message received on the notify socket, with its sender's pid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Received {
     /// The sender, as the kernel reports it.
     pub pid: Pid,
     /// What it said.
     pub note: Note,
+    /// The fds that came with it, or with a later message of the same sender in the same
+    /// batch (`BARRIER=1`): held until this is dropped, so a sender waiting on its barrier
+    /// (`systemd-notify --ready`) stays alive, and its ancestry readable, until the message was
+    /// attributed to a child.
+    barrier: Barrier,
+}
+
+/// File descriptors passed with notifications; closed when dropped, which is the answer to a
+/// `BARRIER=1`.
+#[derive(Debug, Default)]
+struct Barrier(Vec<std::os::fd::RawFd>);
+
+impl Drop for Barrier {
+    fn drop(&mut self) {
+        for fd in self.0.drain(..) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 /// The socket children send their notifications to. Its directory and file are removed when
@@ -247,18 +265,16 @@ impl NotifySocket {
                 Err(_) => break, // EAGAIN: drained
             };
             let mut pid = None;
+            // BARRIER=1 and FDSTORE=1 send fds: closing them answers the barrier. Dropping
+            // this closes them, unless they are handed on below.
+            let mut barrier = Barrier::default();
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     match c {
                         ControlMessageOwned::ScmCredentials(creds) => {
                             pid = Some(Pid::from_raw(creds.pid()))
                         }
-                        ControlMessageOwned::ScmRights(fds) => {
-                            // BARRIER=1 and FDSTORE=1 send fds: closing them answers the barrier.
-                            for fd in fds {
-                                let _ = nix::unistd::close(fd);
-                            }
-                        }
+                        ControlMessageOwned::ScmRights(fds) => barrier.0.extend(fds),
                         _ => {}
                     }
                 }
@@ -276,7 +292,14 @@ impl NotifySocket {
                 continue;
             };
             match Note::parse(&buf[..len]) {
-                Some(note) => out.push(Received { pid, note }),
+                Some(note) => out.push(Received { pid, note, barrier }),
+                // A bare BARRIER=1 after a READY=1: keep its fd with that message.
+                None if !barrier.0.is_empty() => {
+                    match out.iter_mut().rev().find(|r| r.pid == pid) {
+                        Some(earlier) => earlier.barrier.0.append(&mut barrier.0),
+                        None => debug!(pid = %pid, "answered a barrier"),
+                    }
+                }
                 None => {
                     debug!(pid = %pid, len, "ignored a notification with nothing relaunch understands")
                 }
@@ -562,6 +585,53 @@ mod tests {
         assert!(
             !dir.exists(),
             "the private directory is removed with the socket"
+        );
+    }
+
+    #[test]
+    fn barrier_fds_stay_open_until_the_message_is_dropped() {
+        use nix::sys::socket::{sendmsg, ControlMessage};
+        let sock = NotifySocket::bind(None).unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(&PathBuf::from(sock.env_value())).unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        let hup = |fd: &std::os::fd::OwnedFd| {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap();
+            fds[0]
+                .revents()
+                .unwrap()
+                .contains(nix::poll::PollFlags::POLLHUP)
+        };
+        // READY=1 with an fd, then a bare BARRIER=1 with another, as systemd-notify sends.
+        let mut readers = Vec::new();
+        for message in [&b"READY=1"[..], b"BARRIER=1"] {
+            let (rd, wr) = nix::unistd::pipe().unwrap();
+            let fds = [wr.as_raw_fd()];
+            sendmsg(
+                client.as_raw_fd(),
+                &[io::IoSlice::new(message)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .unwrap();
+            drop(wr);
+            readers.push(rd);
+        }
+        let got = sock.receive();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].note.ready);
+        assert!(
+            !hup(&readers[0]) && !hup(&readers[1]),
+            "the sender's barrier is not answered before the message is handled"
+        );
+        drop(got);
+        assert!(
+            hup(&readers[0]) && hup(&readers[1]),
+            "answered once dropped"
         );
     }
 
