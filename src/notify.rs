@@ -1,16 +1,25 @@
 //! The sd_notify protocol, both ways.
 //!
 //! **Children → relaunch** (`--ready notify`): relaunch owns a unix datagram socket with
-//! `SO_PASSCRED` in a private directory (mode 0700, under `$XDG_RUNTIME_DIR` or the temp dir)
-//! and gives each child `NOTIFY_SOCKET=<path>`. A path rather than an abstract name, because
+//! `SO_PASSCRED` in a private directory and gives each child `NOTIFY_SOCKET=<path>`. The
+//! directory is under `$XDG_RUNTIME_DIR`, else the temp dir, else `/tmp`: the first one the
+//! children's user can pass through (with `--user`, a root-private `/run/user/0` is skipped). It
+//! stays relaunch's: 0700, or with `--user`/`--group` 0710 with the children's group, and the
+//! socket in it is 0600 and the children's user's, chowned (without following links) while the
+//! directory is still 0700. Directories that masters killed with SIGKILL left behind are removed
+//! at the next start. A path rather than an abstract name, because
 //! some client libraries (e.g. the `sd-notify` crate) cannot reach abstract sockets. Messages are
 //! newline-separated `KEY=VALUE` lines (`READY=1`, `STATUS=...`, `EXTEND_TIMEOUT_USEC=...`,
 //! ...). The sender is identified by the kernel-verified `SCM_CREDENTIALS` pid, and a message
 //! counts only if that pid is a child of relaunch or one of its descendants (e.g.
 //! `systemd-notify --ready` run by a shell wrapper). Everything else — other senders, garbage,
 //! truncated or oversize datagrams — is dropped with a debug log. File descriptors that arrive
-//! with a message are closed at once; `BARRIER=1` is honoured by exactly that (closing the fd is
-//! the barrier's answer), so `systemd-notify` does not exit before its `READY=1` was read.
+//! with a message are closed once it was attributed (or dropped); `BARRIER=1` is honoured by
+//! exactly that (closing the fd is the barrier's answer), so `systemd-notify --ready` stays alive,
+//! and its ancestry readable, until its `READY=1` was checked. A sender that uses no barrier
+//! and exits (and is reaped) before relaunch reads its ancestry cannot be attributed: its
+//! message is dropped. Accepting messages from pids that are gone would accept them from anyone
+//! of the same uid, so relaunch does not; send from the child itself, or use a barrier.
 //!
 //! **relaunch → its own manager**: when relaunch's environment has `NOTIFY_SOCKET` (systemd
 //! `Type=notify` or `Type=notify-reload`), [`Manager`] sends `READY=1` once the first generation

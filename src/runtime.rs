@@ -378,13 +378,15 @@ impl Master {
                 name: &l.name,
             })
             .collect();
-        let mut extras = Extras::default();
         // --env-file is read again at every spawn, so a reload picks up its new contents; a
         // bad file fails this spawn (a reload then keeps the old generation serving).
-        extras.env = process::extra_env(&self.config.process).map_err(|message| SpawnFailure {
-            message,
-            exit_code: 1,
-        })?;
+        let mut extras = Extras {
+            env: process::extra_env(&self.config.process).map_err(|message| SpawnFailure {
+                message,
+                exit_code: 1,
+            })?,
+            ..Extras::default()
+        };
         if let Some(sock) = &self.notify_socket {
             extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
         }

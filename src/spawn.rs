@@ -4,9 +4,9 @@
 //! `fork`. std's `Command` fixes the environment before forking, so relaunch forks and execs by
 //! hand:
 //!
-//! 1. Before `fork`, in the master: resolve the program in `PATH`, build `argv` and `envp` as C
-//!    strings, with a reserved `LISTEN_PID=` slot of fixed size, open a close-on-exec pipe for
-//!    error reports, and block every signal (so no handler of the master runs in the child).
+//! 1. Before `fork`, in the master: resolve the program in the child's `PATH`, build `argv` and
+//!    `envp` as C strings, with a reserved `LISTEN_PID=` slot of fixed size, open a
+//!    close-on-exec pipe for error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
 //!    reset the signal dispositions the master changed and the mask, `setpgid(0, 0)`,
 //!    `setrlimit` (`--rlimit`), `setpriority` (`--nice`), drop privileges (`setgroups`,
