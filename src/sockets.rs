@@ -1311,44 +1311,6 @@ mod tests {
     }
 
     #[test]
-    fn a_bound_socket_not_yet_listening_under_the_directory_lock_is_not_stale() {
-        // Another relaunch between its bind and its listen holds the directory lock; this one
-        // must wait, and then find the socket live instead of removing it.
-        let dir = Dir::new();
-        let path = dir.join("app.sock");
-        let lock = nix::fcntl::Flock::lock(
-            fs::File::open(&dir.0).unwrap(),
-            nix::fcntl::FlockArg::LockExclusive,
-        )
-        .unwrap();
-        let other = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-        other.bind(&SockAddr::unix(&path).unwrap()).unwrap();
-        let spec = dir.spec("unix", "app.sock", "");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let binder = std::thread::spawn(move || {
-            let _ = tx.send(bind_all(&[spec], 16).map(drop).map_err(message));
-        });
-        // The old code took the file for stale at once; give it the time to.
-        let early = rx.recv_timeout(std::time::Duration::from_millis(500));
-        other.listen(16).unwrap();
-        drop(lock);
-        let result = early.unwrap_or_else(|_| {
-            rx.recv_timeout(std::time::Duration::from_secs(10))
-                .expect("bind_all returns once the lock is free")
-        });
-        binder.join().unwrap();
-        assert_eq!(
-            result,
-            Err(format!(
-                "another process is listening on {}",
-                path.display()
-            ))
-        );
-        let probe = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-        probe.connect(&SockAddr::unix(&path).unwrap()).unwrap();
-    }
-
-    #[test]
     fn socket_file_replaced_by_another_is_not_removed() {
         let dir = Dir::new();
         let path = dir.join("app.sock");

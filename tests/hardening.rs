@@ -1,6 +1,7 @@
 //! Files and fds relaunch creates or takes over, under hostile or unusual conditions: the
 //! notify socket for another user behind a private runtime dir, leftovers of killed masters,
-//! `--daemon --listen fd:N` naming an fd relaunch did not inherit, and the children's `PATH`.
+//! `--daemon --listen fd:N` naming an fd relaunch did not inherit, the children's `PATH`, and
+//! two masters binding the same unix socket path at once.
 
 mod common;
 
@@ -255,4 +256,42 @@ fn the_program_is_looked_up_in_the_childs_path() {
         stderr.contains("PATH=/nonexistent-relaunch-a:/nonexistent-relaunch-b"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_socket_bound_but_not_yet_listening_under_the_directory_lock_is_not_taken_for_stale() {
+    // Stands for another relaunch between its bind and its listen: it holds the directory's
+    // lock, and a connect to its file is refused. relaunch must wait for the lock and then find
+    // the socket live, instead of removing it and binding its own.
+    let dir = TempDir::new("dir-lock");
+    let path = dir.join("app.sock");
+    let lock = nix::fcntl::Flock::lock(
+        fs::File::open(dir.path()).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    let other = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    other.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    let inode = fs::symlink_metadata(&path).unwrap().ino();
+    let mut r = Relaunch::start(&[
+        "--listen",
+        &format!("unix:{}", path.display()),
+        "--",
+        "sleep",
+        "600",
+    ]);
+    // The old code took the file for stale at once; give it the time to.
+    let early = r.wait_exit_within(Duration::from_millis(500));
+    assert!(early.is_none(), "relaunch waits for the lock: {}", r.stderr());
+    assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
+    other.listen(16).unwrap();
+    drop(lock);
+    let status = r.wait_exit(T);
+    let stderr = r.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another process is listening on {}", path.display())),
+        "{stderr}"
+    );
+    assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
 }
