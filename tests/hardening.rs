@@ -271,7 +271,9 @@ fn a_socket_bound_but_not_yet_listening_under_the_directory_lock_is_not_taken_fo
     )
     .unwrap();
     let other = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
-    other.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    other
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
     let inode = fs::symlink_metadata(&path).unwrap().ino();
     let mut r = Relaunch::start(&[
         "--listen",
@@ -282,7 +284,11 @@ fn a_socket_bound_but_not_yet_listening_under_the_directory_lock_is_not_taken_fo
     ]);
     // The old code took the file for stale at once; give it the time to.
     let early = r.wait_exit_within(Duration::from_millis(500));
-    assert!(early.is_none(), "relaunch waits for the lock: {}", r.stderr());
+    assert!(
+        early.is_none(),
+        "relaunch waits for the lock: {}",
+        r.stderr()
+    );
     assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
     other.listen(16).unwrap();
     drop(lock);
@@ -290,7 +296,10 @@ fn a_socket_bound_but_not_yet_listening_under_the_directory_lock_is_not_taken_fo
     let stderr = r.stderr();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("another process is listening on {}", path.display())),
+        stderr.contains(&format!(
+            "another process is listening on {}",
+            path.display()
+        )),
         "{stderr}"
     );
     assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
