@@ -68,6 +68,13 @@ pub mod watch;
 pub use command::Command;
 pub use config::{Config, ProgramConfig};
 
+/// Records which file descriptors this process inherited from its parent (sockets passed by
+/// socket activation or named with `--listen fd:N`): the only ones relaunch will adopt. Call
+/// it first thing in `main`, before anything opens a file descriptor.
+pub fn record_inherited_fds() {
+    sys::fds::record_inherited_fds();
+}
+
 /// A failure that ends the master, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Failure {

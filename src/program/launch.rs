@@ -43,24 +43,18 @@ impl Program {
                 name: &l.name,
             })
             .collect();
-        let mut extras = Extras::default();
         // --env-file is read again at every spawn, so a reload picks up its new contents; a
         // bad file fails this spawn (a reload then keeps the old generation serving).
-        if let Some(path) = &self.config.process.env_file {
-            extras.env = process::read_env_file(path).map_err(|message| Failed {
+        let mut extras = Extras {
+            env: process::extra_env(&self.config.process).map_err(|message| Failed {
                 failure: SpawnFailure {
                     message,
                     exit_code: 1,
                 },
                 startup: None,
-            })?;
-        }
-        for (k, v) in process::env_pairs(&self.config.process.env) {
-            match extras.env.iter_mut().find(|(name, _)| *name == k) {
-                Some(slot) => slot.1 = v,
-                None => extras.env.push((k, v)),
-            }
-        }
+            })?,
+            ..Extras::default()
+        };
         if let Some(sock) = &self.notify_socket {
             extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
         }

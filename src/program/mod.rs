@@ -78,8 +78,11 @@ impl Prepared {
                 });
             }
         }
-        // Fail fast, with the shell's exit codes, if the program cannot be found at all.
-        let program = match spawn::resolve_program(&config.command.program) {
+        // Fail fast, with the shell's exit codes, if the program cannot be found at all: in the
+        // children's PATH, as each spawn looks for it.
+        let extra_env = crate::process::extra_env(&config.process).map_err(|e| anyhow!(e))?;
+        let search = spawn::search_path(&extra_env);
+        let program = match spawn::resolve_program(&config.command.program, &search) {
             Ok(program) => program,
             Err(e) => {
                 return Err(Failure {
@@ -97,13 +100,9 @@ impl Prepared {
         };
         let notify_socket = match config.ready {
             ReadyMode::Notify => {
-                let sock = NotifySocket::bind().context("creating the notify socket")?;
-                if let Some(creds) = &options.credentials {
-                    // Its directory is private (0700): hand it to the user the children run as.
-                    sock.chown(creds.uid, creds.gid)
-                        .context("giving the notify socket to --user/--group")?;
-                }
-                Some(sock)
+                // Where the user the children run as can reach it, and nobody else can.
+                let children = options.credentials.as_ref().map(|c| (c.uid, c.gid));
+                Some(NotifySocket::bind(children).context("creating the notify socket")?)
             }
             _ => None,
         };

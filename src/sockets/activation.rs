@@ -15,7 +15,9 @@
 //!
 //! [`take_inherited`] must run first thing at startup, before relaunch opens any file of its
 //! own: only then does an open fd 3, or the fd named by `--listen fd:7`, really come from
-//! relaunch's parent. Everything taken over is close-on-exec in the master.
+//! relaunch's parent. `sys::fds::adopt_inherited` enforces it: it takes only fds that were open
+//! when `sys::fds::record_inherited_fds` ran (first thing in `main`, before `--daemon` opens
+//! its startup pipe), each once. Everything taken over is close-on-exec in the master.
 
 use std::collections::BTreeMap;
 use std::os::fd::{OwnedFd, RawFd};
@@ -25,7 +27,7 @@ use nix::errno::Errno;
 use tracing::debug;
 
 use crate::spec::{ListenAddr, ListenSpec, SpecError};
-use crate::sys::fds::Adopter;
+use crate::sys::fds::adopt_inherited;
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -120,12 +122,10 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         }
     }
     let count = names.len();
-    let mut adopter =
-        Adopter::claim().ok_or_else(|| anyhow!("the inherited sockets were already taken over"))?;
     let mut inherited = Inherited::default();
     for (i, name) in names.into_iter().enumerate() {
         let number = LISTEN_FDS_START + i as RawFd;
-        let fd = adopter.adopt(number).with_context(|| {
+        let fd = adopt_inherited(number).with_context(|| {
             format!("taking over fd {number} ({name:?}) passed by socket activation (LISTEN_FDS={count})")
         })?;
         inherited
@@ -146,7 +146,7 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         if inherited.fds.contains_key(&n) {
             return Err(SpecError::new(format!("--listen fd:{n} is given twice")).into());
         }
-        match adopter.adopt(n) {
+        match adopt_inherited(n) {
             Ok(fd) => {
                 inherited.fds.insert(n, fd);
             }

@@ -54,68 +54,88 @@ pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// The fds (3 and up) open when [`record_inherited_fds`] ran, not yet adopted.
+static INHERITED: std::sync::Mutex<Option<Vec<RawFd>>> = std::sync::Mutex::new(None);
+
+/// Records which fds from 3 up this process inherited from its parent: the only ones
+/// [`adopt_inherited`] will take. The first call records; later calls do nothing. `main` calls
+/// it first thing, before `--daemon` creates its startup pipe or anything else opens an fd, so
+/// an fd number relaunch itself created can never be mistaken for an inherited one.
+pub(crate) fn record_inherited_fds() {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    if inherited.is_some() {
+        return;
+    }
+    let listed: Vec<RawFd> = fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing's own fd is closed again by now: F_GETFD drops it.
+    let open = listed
+        .into_iter()
+        .filter(|&fd| fd > 2 && fcntl(fd, FcntlArg::F_GETFD).is_ok())
+        .collect();
+    *inherited = Some(open);
+}
+
+/// Forgets every recorded inherited fd but `keep`: they were closed (the daemon closes what
+/// it inherited), and their numbers may be reused by fds of relaunch's own.
+pub(crate) fn forget_inherited_except(keep: &[RawFd]) {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(list) = inherited.as_mut() {
+        list.retain(|fd| keep.contains(fd));
+    }
+}
+
 /// Takes ownership of `fd`, a file descriptor relaunch inherited from its parent (a socket
 /// passed by socket activation, or named with `--listen fd:N`), and marks it close-on-exec: it
-/// reaches a child only when the spawn module places it at 3.. on purpose.
+/// reaches a child only when `spawn` places it at 3.. on purpose.
 ///
-/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2 (stdio stays
-/// where it is).
+/// The contract of [`adopt_fd`] is enforced here: `fd` must have been open when
+/// [`record_inherited_fds`] ran (the first call to this function records, if nothing did
+/// before), must still be open, and is handed out once. So it was inherited, and nothing else
+/// in the process owns it. Fails with `EBADF` if `fd` is not open or was not inherited, and
+/// with `EINVAL` for fds 0, 1 and 2 (stdio stays where it is).
+pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    record_inherited_fds();
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pos) = inherited.iter().flatten().position(|&n| n == fd) else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
+    fcntl(fd, FcntlArg::F_GETFD)?;
+    if let Some(list) = inherited.as_mut() {
+        list.swap_remove(pos);
+    }
+    // SAFETY: F_GETFD just showed `fd` is open; it was open before this process opened
+    // anything (record_inherited_fds), so its parent passed it; and it was still in the list
+    // of unadopted fds, which it has just left under the lock: nothing else in the process has
+    // wrapped it, and nothing ever will again.
+    unsafe { adopt_fd(fd) }
+}
+
+/// Takes ownership of `fd` and marks it close-on-exec: the raw step of
+/// [`adopt_inherited`], which checks the contract below.
+///
+/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2.
 ///
 /// # Safety
-/// `fd` must not be owned by anything else in the process: call this at most once per fd, at
-/// startup, before relaunch opens any file of its own. Only then is an open fd with that
-/// number the inherited one, and the returned `OwnedFd` its only owner (a second owner would
-/// close it under the first). `sockets::activation::take_inherited` is the one caller, and
-/// does exactly that.
-pub(crate) unsafe fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+/// `fd` must not be owned by anything else in the process: it was inherited from the parent,
+/// and is adopted once. A second owner would close it under the first.
+unsafe fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     if fd < 3 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let flags = fcntl(fd, FcntlArg::F_GETFD)?;
-    // SAFETY: F_GETFD just showed `fd` is open; the caller guarantees (see # Safety) that it
-    // was inherited and nothing else in the process has wrapped it: this becomes its only owner.
+    // SAFETY: F_GETFD just showed `fd` is open; the caller guarantees (see # Safety) that
+    // nothing else in the process owns it: this becomes its only owner.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
     fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(flags))?;
     Ok(owned)
-}
-
-/// The right to adopt inherited fds: there is one per process ([`Adopter::claim`] succeeds
-/// once), and it adopts each fd number at most once, so no two owners of one fd can come out
-/// of it. Claim it first thing at startup, before relaunch opens any file of its own (the
-/// runtime does, through `sockets::activation::take_inherited`): an open fd is then one
-/// relaunch inherited.
-#[derive(Debug)]
-pub(crate) struct Adopter {
-    taken: Vec<RawFd>,
-}
-
-/// Whether the process's [`Adopter`] was claimed.
-static CLAIMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-impl Adopter {
-    /// The process's one adopter; `None` if it was claimed before.
-    pub(crate) fn claim() -> Option<Adopter> {
-        use std::sync::atomic::Ordering;
-        match CLAIMED.swap(true, Ordering::SeqCst) {
-            false => Some(Adopter { taken: Vec::new() }),
-            true => None,
-        }
-    }
-
-    /// Takes ownership of the inherited `fd` and makes it close-on-exec (see [`adopt_fd`]).
-    /// `EBADF` if it is not open; `EINVAL` for 0, 1, 2; `EEXIST` if this adopter took it
-    /// already.
-    pub(crate) fn adopt(&mut self, fd: RawFd) -> io::Result<OwnedFd> {
-        if self.taken.contains(&fd) {
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
-        // SAFETY: the adopter is claimed once per process, at startup before relaunch opens a
-        // file of its own, and adopts each number once (checked just above): nothing else in
-        // the process owns `fd`.
-        let owned = unsafe { adopt_fd(fd) }?;
-        self.taken.push(fd);
-        Ok(owned)
-    }
 }

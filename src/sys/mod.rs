@@ -6,7 +6,8 @@
 //!   `LISTEN_PID` slot that the child fills with its own pid; between `fork` and `exec` only
 //!   async-signal-safe calls.
 //! - [`fds`]: the master's fds at startup: stdio made sane, inherited fds made close-on-exec,
-//!   and adoption of inherited sockets (an `unsafe fn`, behind a once-per-process [`fds::Adopter`]).
+//!   the fds inherited from the parent recorded first thing in `main`, and adoption of
+//!   inherited sockets (an `unsafe fn`, behind `adopt_inherited`, which enforces its contract).
 //! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
 
