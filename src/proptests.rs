@@ -310,8 +310,10 @@ fn option_value(key: &'static str) -> BoxedStrategy<(String, SocketOptions)> {
             .boxed(),
         "mode" => (0..=0o777u32, any::<bool>())
             .prop_map(move |(m, zero)| {
-                let mut opts = SocketOptions::default();
-                opts.mode = Some(m);
+                let opts = SocketOptions {
+                    mode: Some(m),
+                    ..SocketOptions::default()
+                };
                 let digits = format!("{m:o}");
                 let zero = if zero && digits.len() < 4 { "0" } else { "" };
                 (format!("mode={zero}{digits}"), opts)
