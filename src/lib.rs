@@ -55,6 +55,8 @@ pub(crate) mod pidfile;
 pub(crate) mod poll;
 pub mod process;
 pub(crate) mod program;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod runtime;
 pub(crate) mod signals;
 pub(crate) mod sockets;
