@@ -138,6 +138,21 @@ fn client_in(cmd: &mut Command, what: &str) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
+/// `relaunch status --json --control CTL` of the master `r`: exit code and record.
+#[track_caller]
+fn status_at(r: &Relaunch, ctl: &Path) -> (i32, Value) {
+    let (code, out, err) = client_in(
+        Command::new(relaunch_bin()).args(["status", "--json", "--control", s(ctl)]),
+        "status",
+    );
+    match serde_json::from_str(&out) {
+        Ok(v) => (code, v),
+        Err(e) => r.fail(&format!(
+            "status printed no JSON ({e}), exit {code}: {out:?} {err:?}"
+        )),
+    }
+}
+
 impl Case {
     /// relaunch with `--control` and one HTTP socket over the hello example (through the
     /// symlink), with `flags` before `--`.
@@ -237,16 +252,7 @@ impl Case {
     /// `relaunch status --json --control CTL`: exit code and record.
     #[track_caller]
     fn status_code(&self) -> (i32, Value) {
-        let (code, out, err) = client_in(
-            Command::new(relaunch_bin()).args(["status", "--json", "--control", s(&self.ctl)]),
-            "status",
-        );
-        match serde_json::from_str(&out) {
-            Ok(v) => (code, v),
-            Err(e) => self.r.fail(&format!(
-                "status printed no JSON ({e}), exit {code}: {out:?} {err:?}"
-            )),
-        }
+        status_at(&self.r, &self.ctl)
     }
 
     #[track_caller]
@@ -559,6 +565,12 @@ fn a_child_ignoring_the_stop_signal_is_killed_on_reload_and_on_stop() {
         "generation 2 should be reported killed by signal 9: {exited}"
     );
     case.assert_only_child(w3);
+    let v = case.wait_status("generation 3 alone", |v| {
+        v["generations"].as_array().is_some_and(|g| g.len() == 1)
+    });
+    assert_eq!(v["generations"][0]["pid"], w3, "{v:#}");
+    assert_eq!(v["last_reload"]["result"], "ok", "{v:#}");
+    assert_eq!(v["state"], "RUNNING", "{v:#}");
     case.assert_fds_flat();
     case.assert_no_failures(load);
 
@@ -574,12 +586,16 @@ fn a_child_ignoring_the_stop_signal_is_killed_on_reload_and_on_stop() {
 
 #[test]
 fn term_during_a_reload_stops_both_generations_and_exits_0() {
-    let mut case = Case::start("fault-term-reload", &["--start-secs", "3"]);
+    // A start window long enough that the test's SIGTERM surely falls into it.
+    let mut case = Case::start("fault-term-reload", &["--start-secs", "10"]);
     let pid1 = case.r.generation_pid(1);
     let load = case.load(pid1);
     case.hup();
     let pid2 = case.r.generation_pid(2);
     case.wait_served(&load, pid2); // both generations share the socket now
+    let v = case.status();
+    assert_eq!(v["reloading"], true, "{v:#}");
+    assert_eq!(v["generations"].as_array().map(Vec::len), Some(2), "{v:#}");
     let stats = case.assert_no_failures(load);
     assert!(stats.pids.contains(&pid1));
     if case
@@ -623,6 +639,7 @@ fn quit_during_a_stop_kills_the_children_at_once() {
     case.r.signal(libc::SIGTERM);
     case.r
         .wait_for_event("state changed", &[("to", "STOPPING")], T);
+    case.wait_status("STOPPING", |v| v["state"] == "STOPPING");
     let started = Instant::now();
     case.r.signal(libc::SIGQUIT);
     let status = case.r.wait_exit(T);
@@ -853,6 +870,10 @@ fn a_storm_of_100_hups_is_coalesced_with_at_most_two_generations_alive() {
     });
     let max_live = sampler.finish();
     assert!(max_live <= 2, "saw {max_live} live children at once");
+    assert!(
+        !case.r.events("reload queued").is_empty(),
+        "the HUPs during the reload should be logged as queued"
+    );
     let spawned = case.r.events("spawned").len();
     // Generation 2 starts with the first HUP; the other 99 come during its 0.5 s start and
     // are one follow-up reload, generation 3.
@@ -887,7 +908,7 @@ fn a_hup_during_the_first_start_is_coalesced() {
         "--control",
         s(&ctl),
         "--start-secs",
-        "1",
+        "2",
         "--listen",
         "http=127.0.0.1:0",
         "--",
@@ -930,6 +951,12 @@ fn a_hup_during_the_first_start_is_coalesced() {
             stats.failures, stats.samples
         ));
     }
+    r.wait_for_event("reload queued", &[], T);
+    let (code, v) = status_at(&r, &ctl);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["state"], "RUNNING", "{v:#}");
+    assert_eq!(v["counters"]["reloads_ok"], 1, "{v:#}");
+    assert_eq!(v["generations"][0]["pid"], pid2, "{v:#}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -958,6 +985,12 @@ fn a_sigkilled_master_leaves_no_child_holding_the_port() {
         .wait_until(T, &format!("{} to be free", case.addr), || {
             TcpListener::bind(case.addr).is_ok()
         });
+    // The control socket file is left behind, but nobody answers: "no master" (exit 3).
+    let (code, _, err) = client_in(
+        Command::new(relaunch_bin()).args(["status", "--control", s(&case.ctl)]),
+        "status",
+    );
+    assert_eq!(code, 3, "{err}");
 }
 
 #[test]
@@ -1067,25 +1100,47 @@ fn garbage_oversize_and_foreign_notifications_change_nothing() {
     send("an oversize datagram", &vec![b'X'; 100_000]);
     send("nothing", b"");
 
-    // From another uid, through systemd-notify (if it can reach the socket at all).
+    // From another uid, through systemd-notify. The socket's private directory keeps other
+    // users out; open it up (as root) so the datagram reaches relaunch, which must still drop
+    // it: the sender is no descendant of relaunch.
     let notifier = Path::new("/usr/bin/systemd-notify");
-    if notifier.exists() {
-        let out = Command::new(notifier)
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && notifier.exists() {
+        let socket = Path::new(&path);
+        for p in [socket.parent().expect("socket dir"), socket] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o777)).expect("open up");
+        }
+        let child = Command::new(notifier)
             .arg("--ready")
             .env("NOTIFY_SOCKET", &path)
             .uid(65534)
             .gid(65534)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run systemd-notify as uid 65534");
-        eprintln!(
-            "NOTE: systemd-notify as uid 65534: {:?} {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).trim()
+        let sender = child.id().to_string();
+        let out = child.wait_with_output().expect("wait for systemd-notify");
+        assert!(
+            out.status.success(),
+            "systemd-notify as uid 65534 could not send: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        case.r.wait_for_event(
+            "dropped a notification from a process that is not one of relaunch's children",
+            &[("sender", &sender)],
+            T,
         );
     } else {
-        eprintln!("NOTE: no systemd-notify; not sending as another uid");
+        eprintln!("NOTE: not root or no systemd-notify: not sending as another uid");
     }
+    case.r.wait_for_event(
+        "dropped a notification from a process that is not one of relaunch's children",
+        &[("sender", &std::process::id().to_string())],
+        T,
+    );
 
     case.assert_reload_failed(2, "not ready within --ready-timeout 2s");
     assert!(
@@ -1118,12 +1173,10 @@ fn control_clients_of_another_uid_silent_or_sending_10_mb_of_garbage_change_noth
 
     // A client that connects and says nothing.
     let silent = UnixStream::connect(&case.ctl).expect("connect");
-    // 10 MB of garbage, lines and bytes.
+    // 10 MB of garbage, lines and bytes, nobody reading the answers. relaunch closes such a
+    // connection after a while, so the garbage goes on through new ones until 10 MB are in.
     let flood = {
-        let mut stream = UnixStream::connect(&case.ctl).expect("connect");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        let ctl = case.ctl.clone();
         thread::spawn(move || {
             let mut chunk = Vec::with_capacity(4096);
             for i in 0..4096u32 {
@@ -1132,15 +1185,22 @@ fn control_clients_of_another_uid_silent_or_sending_10_mb_of_garbage_change_noth
                     n => (n as u8).wrapping_mul(37),
                 });
             }
-            let mut sent = 0;
-            while sent < 10 << 20 {
-                match stream.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break, // closed by relaunch
+            let (mut sent, mut connections) = (0usize, 0usize);
+            while sent < 10 << 20 && connections < 10_000 {
+                let Ok(mut stream) = UnixStream::connect(&ctl) else {
+                    break;
+                };
+                connections += 1;
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(20)));
+                while sent < 10 << 20 {
+                    match stream.write(&chunk) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => break, // closed by relaunch
+                    }
                 }
             }
-            sent
+            (sent, connections)
         })
     };
     // A client of another uid, with the socket file opened up so SO_PEERCRED must refuse it.
@@ -1169,8 +1229,9 @@ fn control_clients_of_another_uid_silent_or_sending_10_mb_of_garbage_change_noth
         case.r.events("reload requested").is_empty(),
         "nobody was allowed to reload"
     );
-    let sent = flood.join().expect("flood thread");
-    eprintln!("flooded {sent} bytes");
+    let (sent, connections) = flood.join().expect("flood thread");
+    eprintln!("flooded {sent} bytes over {connections} connections");
+    assert!(sent >= 10 << 20, "only {sent} bytes of garbage got in");
     drop(silent);
     let (code, _) = case.status_code();
     assert_eq!(code, 0);
@@ -1258,11 +1319,8 @@ fn a_half_written_binary_under_watch_never_costs_a_request() {
     }) {
         r.fail(&format!("fds before {fds:#?}, now {now:#?}"));
     }
-    let (code, out, _) = client_in(
-        Command::new(relaunch_bin()).args(["status", "--json", "--control", s(&ctl)]),
-        "status",
-    );
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let (code, v) = status_at(&r, &ctl);
+    assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["generations"][0]["pid"], pid, "{v:#}");
+    assert_eq!(v["last_reload"]["result"], "ok", "{v:#}");
 }
