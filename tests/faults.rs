@@ -956,9 +956,12 @@ fn a_hup_during_the_first_start_is_coalesced() {
     if r.event_index("running", &[("generation", "1")]).is_some() {
         r.fail("premise failed: generation 1 was up before the HUPs (machine too slow?)");
     }
-    let done = r.wait_for_line("a reload to complete", T, |l| {
-        is_event(l, "reload complete")
+    let done = r.wait_for_line("the reload to end", T, |l| {
+        is_event(l, "reload complete") || is_event(l, "reload failed")
     });
+    if is_event(&done, "reload failed") {
+        r.fail(&format!("the coalesced reload failed: {done}"));
+    }
     let pid2 = field_i32(&done, "pid").expect("pid=");
     r.wait_until(T, &format!("pid {pid2} as the only child"), || {
         live_children_of(r.pid()) == vec![pid2] && zombies(r.pid()).is_empty()
@@ -1032,28 +1035,21 @@ fn as_pid_1_relaunch_reaps_double_forked_grandchildren() {
     );
     // Each generation double-forks 5 daemons-to-be (a subshell starting `sleep` and exiting),
     // which end up children of PID 1: relaunch.
-    let case = {
-        let dir = TempDir::new("fault-pid1-scripts");
-        let forker = script(
-            &dir,
-            "forker.sh",
-            &format!(
-                "#!/bin/sh\nfor i in 1 2 3 4 5; do (sleep 0.3 &) ; done\nexec {}\n",
-                s(&hello_bin())
-            ),
-        );
-        let case = Case::start_with(
-            "fault-pid1",
-            &["--start-secs", "0.5"],
-            &[("RELAUNCH_LOG", "debug")],
-            Some(&["/usr/bin/unshare", "--fork", "--pid", "--mount-proc"]),
-        );
-        // Generation 1 is plain hello; from now on the forker runs.
-        let copy = case.dir.join("forker.sh");
-        fs::copy(&forker, &copy).unwrap();
-        case.point(&copy);
-        case
-    };
+    let case = Case::start_with(
+        "fault-pid1",
+        &["--start-secs", "0.5"],
+        &[("RELAUNCH_LOG", "debug")],
+        Some(&["/usr/bin/unshare", "--fork", "--pid", "--mount-proc"]),
+    );
+    // Generation 1 is plain hello; from now on the forker runs.
+    let forker = case.script(
+        "forker.sh",
+        &format!(
+            "#!/bin/sh\nfor i in 1 2 3 4 5; do (sleep 0.3 &) ; done\nexec {}\n",
+            s(&hello_bin())
+        ),
+    );
+    case.point(&forker);
     let pid1 = case.r.generation_pid(1);
     let load = case.load(pid1);
     for generation in 2..=3 {
