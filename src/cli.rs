@@ -509,6 +509,7 @@ impl Args {
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
         let program = command.next().unwrap_or_default();
+        let default_name = self.name.is_none();
         let name = self.name.unwrap_or_else(|| program_name(&program));
         let pid_file = self.pid_file;
         let start_secs = self.start_secs.unwrap_or(match self.ready {
@@ -566,6 +567,7 @@ impl Args {
             daemon: self.daemon,
             control: ControlConfig {
                 default_path: !self.no_control && self.control.is_none(),
+                default_name,
                 // `default_path` puts the socket next to the pid file when there is one (and
                 // no runtime dir).
                 socket: match (self.no_control, self.control) {

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 use crate::cli::{parse_duration, parse_signal};
 use crate::control::{
-    parse_name, socket_next_to, write_request, PathEnv, Request, Response, PROTOCOL,
+    parse_name, probe, socket_next_to, write_request, PathEnv, Probe, Request, Response, PROTOCOL,
 };
 use crate::status::{ReloadRecord, StatusRecord};
 
@@ -175,6 +175,60 @@ fn list(dirs: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// A master found by its control socket.
+struct Running {
+    path: PathBuf,
+    /// Its pid (`SO_PEERCRED` of the listening socket); `None` when it does not accept
+    /// connections right now (stopped, or its backlog is full).
+    pid: Option<i32>,
+}
+
+/// Every master with a control socket in the default directories (stale sockets, left behind
+/// by a relaunch that was killed, do not count).
+fn running(dirs: &[PathBuf]) -> Vec<Running> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !(path.extension().is_some_and(|e| e == "sock") && is_socket(&path)) {
+                continue;
+            }
+            match probe(&path) {
+                Ok(Probe::Answers(stream)) => {
+                    let pid = getsockopt(&stream, sockopt::PeerCredentials)
+                        .ok()
+                        .map(|c| c.pid());
+                    found.push(Running { path, pid });
+                }
+                Ok(Probe::Busy) => found.push(Running { path, pid: None }),
+                Ok(Probe::Stale | Probe::Missing) => {}
+                // Not ours to judge (permission denied, say): list it.
+                Err(_) => found.push(Running { path, pid: None }),
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+/// The lines that list `found` for the user to choose from: name, pid, socket.
+fn choices(found: &[Running]) -> String {
+    let mut lines = format!("{:<24} {:>8}  {}", "NAME", "PID", "CONTROL SOCKET");
+    for r in found {
+        let name = r
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pid = r.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        lines.push_str(&format!("\n{name:<24} {pid:>8}  {}", r.path.display()));
+    }
+    lines
+}
+
 fn locate(target: &Target) -> Result<Endpoint> {
     if let Some(path) = &target.control {
         return Ok(Endpoint::Socket(path.clone()));
@@ -195,7 +249,15 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 return Ok(Endpoint::Socket(p));
             }
         }
-        return read_pid_file(pid_file).map(|pid| Endpoint::Pid(pid, pid_file.clone()));
+        let pid = read_pid_file(pid_file)?;
+        // The control socket of the master with that pid, wherever its name put it.
+        if let Some(r) = running(&dirs)
+            .into_iter()
+            .find(|r| r.pid == Some(pid.as_raw()))
+        {
+            return Ok(Endpoint::Socket(r.path));
+        }
+        return Ok(Endpoint::Pid(pid, pid_file.clone()));
     }
     if let Some(name) = &target.name {
         return dirs
@@ -213,23 +275,7 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 )
             });
     }
-    let mut found: Vec<PathBuf> = Vec::new();
-    for dir in &dirs {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sock") && is_socket(&path) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    if found.len() > 1 {
-        // Sockets left behind by a relaunch that was killed do not count.
-        found.retain(|p| UnixStream::connect(p).is_ok());
-    }
+    let mut found = running(&dirs);
     match found.len() {
         0 => Err(Fail(
             NOT_RUNNING,
@@ -238,20 +284,14 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 list(&dirs)
             ),
         )),
-        1 => Ok(Endpoint::Socket(found.remove(0))),
-        _ => {
-            let names: Vec<String> = found
-                .iter()
-                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .collect();
-            Err(Fail(
-                USAGE,
-                format!(
-                    "several relaunch control sockets found ({}); choose one with --name",
-                    names.join(", ")
-                ),
-            ))
-        }
+        1 => Ok(Endpoint::Socket(found.remove(0).path)),
+        n => Err(Fail(
+            USAGE,
+            format!(
+                "{n} relaunch masters are running; choose one with --name NAME, --pid-file PATH or --control PATH:\n{}",
+                choices(&found)
+            ),
+        )),
     }
 }
 
@@ -314,23 +354,41 @@ struct Session {
 
 impl Session {
     fn connect(path: &Path) -> Result<Session> {
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Fail(
-                NOT_RUNNING,
-                format!(
-                    "relaunch is not running: nothing answers on {} ({e})",
-                    path.display()
-                ),
-            ),
-            ErrorKind::PermissionDenied => Fail(
-                DENIED,
-                format!(
-                    "permission denied: cannot connect to {} ({e})",
-                    path.display()
-                ),
-            ),
-            _ => Fail(FAILED, format!("connecting to {}: {e}", path.display())),
-        })?;
+        // Without blocking: a stopped master with a full backlog would hang a blocking connect.
+        let stream = match probe(path) {
+            Ok(Probe::Answers(stream)) => stream,
+            Ok(Probe::Stale | Probe::Missing) => {
+                return Err(Fail(
+                    NOT_RUNNING,
+                    format!(
+                        "relaunch is not running: nothing answers on {}",
+                        path.display()
+                    ),
+                ))
+            }
+            Ok(Probe::Busy) => {
+                return Err(Fail(
+                    FAILED,
+                    format!(
+                        "{} does not accept connections (its backlog is full: is relaunch stopped or overloaded?)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return Err(Fail(
+                    DENIED,
+                    format!(
+                        "permission denied: cannot connect to {} ({e})",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(Fail(FAILED, format!("connecting to {}: {e}", path.display()))),
+        };
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| Fail(FAILED, format!("{}: {e}", path.display())))?;
         // Only talk to a master run by this user or root (or anyone, for root).
         let me = nix::unistd::geteuid().as_raw();
         if let Ok(peer) = getsockopt(&stream, sockopt::PeerCredentials) {

@@ -43,6 +43,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod activation;
 pub mod cli;
 pub mod client;
