@@ -1091,7 +1091,10 @@ fn a_taken_default_name_gets_a_suffix_and_clients_still_find_each_master() {
     // Without a target, the client lists them (name, pid, socket) and exits 2.
     let out = client_in(&ctl_dir, &["status"]);
     assert_eq!(out.code, 2, "{out:?}");
-    for (name, pid, sock) in [("server ", a.pid(), &a_sock), ("server-2 ", b.pid(), &b_sock)] {
+    for (name, pid, sock) in [
+        ("server ", a.pid(), &a_sock),
+        ("server-2 ", b.pid(), &b_sock),
+    ] {
         assert!(
             out.stderr.lines().any(|l| l.starts_with(name)
                 && l.contains(&format!(" {pid} "))
@@ -1116,10 +1119,7 @@ fn a_taken_default_name_gets_a_suffix_and_clients_still_find_each_master() {
     assert_eq!(out.json()["pid"], a.pid(), "{out:?}");
 
     // An explicit --name or --control that is taken stays an error.
-    for extra in [
-        &["--name", "server-2"][..],
-        &["--control", s(&a_sock)][..],
-    ] {
+    for extra in [&["--name", "server-2"][..], &["--control", s(&a_sock)][..]] {
         let mut c = start(extra);
         let status = c.wait_exit(T);
         assert_eq!(status.code(), Some(1), "{extra:?}: {}", c.stderr());
@@ -1182,7 +1182,10 @@ fn a_stopped_master_with_a_full_backlog_hangs_neither_a_second_start_nor_a_clien
     // The client says what is wrong instead of hanging (`finish` fails it after T).
     let out = client(&["status", "--control", s(&ctl)]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("does not accept connections"), "{out:?}");
+    assert!(
+        out.stderr.contains("does not accept connections"),
+        "{out:?}"
+    );
 
     a.signal(libc::SIGCONT);
     drop(held);
@@ -1312,7 +1315,10 @@ fn accept_at_the_fd_limit_backs_off_instead_of_spinning() {
     assert!(r
         .stderr()
         .contains("control socket: accept failed for lack of file descriptors; pausing"));
-    r.wait_for_log("metrics: accept failed for lack of file descriptors; pausing", T);
+    r.wait_for_log(
+        "metrics: accept failed for lack of file descriptors; pausing",
+        T,
+    );
 
     // Fds freed: both serve again, and the end of the episode is logged with its counts.
     held_unix.clear();
