@@ -1,7 +1,9 @@
 //! The client subcommands: `relaunch status | reload | restart | stop | signal`.
 //!
-//! They find a running master's control socket (`--control PATH`, or `--name NAME` in the
-//! default directories, or the only socket there), send one request ([`crate::control`]), and
+//! They find a running master's control socket (`--control PATH`; `--name NAME` in the
+//! default directories; `--pid-file PATH`: the socket next to it or the one whose master has
+//! that pid; or the only live socket there, several being listed for the user to choose, exit
+//! 2), connect without blocking ([`crate::locate::probe`]), send one request ([`crate::control`]), and
 //! turn the answer into output and an exit code. Without a control socket, `--pid-file PATH`
 //! falls back to signals: `status` checks the pid with `kill(pid, 0)`, `reload` sends SIGHUP
 //! (it cannot wait for the result then), `stop` sends SIGTERM, and `signal` works for the
@@ -84,14 +86,16 @@ pub enum ClientCommand {
 /// Which relaunch to talk to.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// The relaunch started with this --name (default: the only one running as this user).
+    /// The relaunch with this name (default: the only one running; when several run, they are
+    /// listed and the exit code is 2).
     #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "control")]
     pub name: Option<String>,
     /// Its control socket, when it was started with --control PATH.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Its pid file: the control socket next to it (PATH with the extension .sock) is used if
-    /// there is one; otherwise relaunch is reached with signals (no --wait for reload then).
+    /// there is one, else the control socket of the master whose pid it holds; otherwise
+    /// relaunch is reached with signals (no --wait for reload then).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
 }
