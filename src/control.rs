@@ -1529,6 +1529,37 @@ mod tests {
     }
 
     #[test]
+    fn a_full_server_evicts_an_answered_idle_client_never_a_waiting_one() {
+        let path = temp_socket("evict");
+        let mut server = ControlServer::bind(&path, false).unwrap();
+        let t0 = Instant::now();
+        let mut peers = Vec::new();
+        while server.clients.len() < MAX_CLIENTS {
+            peers.push(UnixStream::connect(&path).unwrap());
+            poll_io(&mut server, t0);
+        }
+        let ids: Vec<u64> = server.clients.iter().map(|c| c.id).collect();
+        // The oldest waits on a reload; the second oldest is new; the third was answered.
+        server.wait(ids[0], Waiting::Reload);
+        server.reply(ids[2], &Response::ok(), t0);
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[2]], "the answered one made room");
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        assert_eq!(
+            server.clients.last().map(|c| c.id),
+            Some(ids[MAX_CLIENTS - 1] + 1)
+        );
+        // Then the oldest that has not asked yet, still never the waiting one.
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[1]]);
+        assert!(server.client(ids[0]).is_some());
+        drop(server);
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
     fn forgotten_waiters_are_not_answered() {
         let mut r = Rig::new();
         r.request("gone");
