@@ -8,8 +8,9 @@
 //! `$TMPDIR/relaunch-<uid>`. A missing directory is created with mode 0700; an existing one is
 //! left as it is (relaunch never chmods a shared directory), except that the temp-dir fallback
 //! must be owned by the user and closed to others. The socket is created with mode 0600 by
-//! `bind` itself (under a umask of 0177; no chmod by name, which would follow a symlink swapped
-//! in), and checked with `fstatat(AT_SYMLINK_NOFOLLOW)`. A socket file left behind by a
+//! `bind` itself (the mode is set on the socket's fd first; no chmod by name, which would
+//! follow a symlink swapped in, and no umask change), and checked with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`. A socket file left behind by a
 //! relaunch that died is replaced; one that answers (or whose backlog is full: the check's
 //! `connect` never blocks) belongs to a running relaunch. Starting a second one with the same
 //! explicit `--name` or `--control` then fails with exit code 1; without either, the default
@@ -44,7 +45,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, ErrorKind, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ use anyhow::{anyhow, Context};
 use nix::fcntl::AtFlags;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{getsockopt, sockopt};
-use nix::sys::stat::{fstatat, umask, Mode, SFlag};
+use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -444,13 +445,7 @@ impl ControlServer {
                 )))
             }
         }
-        // Created 0600 by `bind` itself, under a umask of 0177: no chmod by name afterwards,
-        // which would follow a symlink swapped in after the bind. The master is
-        // single-threaded here, so the umask change affects nothing else.
-        let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        umask(old);
-        let listener = bound
+        let listener = bind_private(path)
             .with_context(|| format!("binding the control socket {}", path.display()))
             .map_err(other)?;
         let identity = match verify_socket_file(path, env.euid)
@@ -865,13 +860,29 @@ fn bind_default_name(
     first
 }
 
-/// Checks, without following a link, that `path` is a socket owned by `euid` with mode 0600
-/// (as `bind` under a umask of 0177 creates it); returns its (device, inode).
+/// Binds and listens on a unix stream socket at `path` whose file is created with mode 0600
+/// (less, if the umask takes more): the mode is set on the socket's fd before `bind`, which
+/// creates the file with that mode minus the umask. No `chmod` by name afterwards, which
+/// would follow a symlink swapped in after the bind, and no change of the process's umask,
+/// which other threads would see.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    fchmod(socket.as_raw_fd(), Mode::from_bits_truncate(0o600))?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    if let Err(e) = socket.listen(128) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Checks, without following a link, that `path` is a socket owned by `euid` that nobody
+/// else may use (mode 0600, or less); returns its (device, inode).
 fn verify_socket_file(path: &Path, euid: u32) -> io::Result<(u64, u64)> {
     let st = fstatat(None, path, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let mode = st.st_mode & 0o7777;
-    if kind != SFlag::S_IFSOCK || mode != 0o600 || st.st_uid != euid {
+    if kind != SFlag::S_IFSOCK || mode & !0o600 != 0 || st.st_uid != euid {
         return Err(io::Error::other(format!(
             "it is not the socket just bound (type {:o}, mode {mode:o}, owner uid {}; expected a socket of uid {euid} with mode 600)",
             kind.bits(),

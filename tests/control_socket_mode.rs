@@ -1,9 +1,6 @@
 //! The control socket's mode is set without a lookup by name: a racer that swaps the fresh
-//! socket file for a symlink must never get another file's mode changed.
-//!
-//! Its own test binary, because `ControlServer::bind` sets the process's umask around `bind`
-//! (harmless in the single-threaded master, but hundreds of binds here would disturb other
-//! tests running in parallel threads of the same process).
+//! socket file for a symlink must never get another file's mode changed. (A chmod by name
+//! after `bind` lost this race within a second.)
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
