@@ -44,7 +44,8 @@ impl AcceptPause {
         }
     }
 
-    /// Whether `e` is a shortage of fds (the kernel keeps the connection queued).
+    /// Whether `e` is a shortage of fds (or of kernel memory): the kernel keeps the connection
+    /// queued, so the listener stays readable.
     pub fn is_fd_shortage(e: &io::Error) -> bool {
         matches!(
             e.raw_os_error().map(Errno::from_raw),

@@ -450,8 +450,10 @@ own log goes to the stderr log [default: off]"
     pub name: Option<String>,
 
     /// Control socket for `relaunch status|reload|stop|signal` (mode 0600, only this user and
-    /// root may use it) [default: $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without
-    /// XDG_RUNTIME_DIR /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock].
+    /// root may use it) [default: $RELAUNCH_CONTROL_DIR/NAME.sock if that is set; else
+    /// $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without XDG_RUNTIME_DIR
+    /// /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock]. A PATH given here that a
+    /// running relaunch uses is an error.
     #[arg(
         long,
         value_name = "PATH",
