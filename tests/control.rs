@@ -2,7 +2,9 @@
 //! relaunch, real children, and the real `relaunch status|reload|stop|signal` client.
 //!
 //! Every master gets `--control` in a temp dir (or its own `XDG_RUNTIME_DIR` from the
-//! harness), so tests running in parallel never share a socket.
+//! harness, or `RELAUNCH_CONTROL_DIR`), so tests running in parallel never share a socket; a
+//! client that searches for masters gets `RELAUNCH_CONTROL_DIR` too, so that relaunches
+//! running elsewhere on the machine (in `/run/relaunch`, say) are never seen.
 
 mod common;
 
@@ -1302,14 +1304,14 @@ fn accept_at_the_fd_limit_backs_off_instead_of_spinning() {
         cpu < 0.1 * wall,
         "the master used {cpu:.2} s of CPU in {wall:.2} s at the fd limit"
     );
-    let lines = r
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("accept"))
-        .count();
+    // One warning per listener per episode (an episode ends when an accept succeeds again,
+    // e.g. after a held connection timed out), not one per failed accept.
+    let lines = r.lines();
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    let (failed, resumed) = (count("accept failed"), count("accepting connections again"));
     assert!(
-        lines <= 2,
-        "one line per listener per episode, not {lines}:\n{}",
+        failed <= 2 + resumed,
+        "{failed} accept warnings for {resumed} ended episodes:\n{}",
         r.stderr()
     );
     assert!(r
