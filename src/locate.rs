@@ -244,4 +244,29 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_control_dir_overrides_every_default_and_is_the_only_one_searched() {
+        let env = PathEnv {
+            control_dir: Some(PathBuf::from("/t/ctl")),
+            runtime_dir: Some(PathBuf::from("/r")),
+            euid: 0,
+            temp_dir: PathBuf::from("/tmp"),
+        };
+        let pid = Some(Path::new("/srv/app/app.pid"));
+        assert_eq!(default_path("web", pid, &env), Path::new("/t/ctl/web.sock"));
+        assert_eq!(env.search_dirs(), vec![PathBuf::from("/t/ctl")]);
+    }
+
+    #[test]
+    fn suffixed_names_stay_usable() {
+        assert_eq!(suffixed("python3", 2), "python3-2");
+        let long = "x".repeat(MAX_NAME);
+        for n in [2, 10, MAX_SUFFIX] {
+            let name = suffixed(&long, n);
+            assert_eq!(name.len(), MAX_NAME, "{name}");
+            assert!(name.ends_with(&format!("-{n}")), "{name}");
+            assert_eq!(parse_name(&name).unwrap(), name);
+        }
+    }
 }
