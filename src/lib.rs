@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub(crate) mod accept;
 pub mod cli;
 pub mod client;
 pub mod command;
@@ -47,6 +48,7 @@ pub mod config;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
+
 pub mod metrics;
 pub(crate) mod notify;
 pub mod output;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use nix::poll::PollFlags;
 
+use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
 use crate::poll::{PollSet, Token};
 use crate::sockets;
@@ -80,6 +81,8 @@ pub(crate) struct MetricsServer {
     listener: TcpListener,
     local: SocketAddr,
     conns: Vec<Conn<TcpStream>>,
+    /// Set while `accept` fails for lack of fds: the listener is then not polled.
+    pause: AcceptPause,
 }
 
 impl MetricsServer {
@@ -111,6 +114,7 @@ impl MetricsServer {
             listener,
             local,
             conns: Vec::new(),
+            pause: AcceptPause::new("metrics"),
         })
     }
 
@@ -119,19 +123,20 @@ impl MetricsServer {
         self.local
     }
 
-    /// Registers the listener and every connection in `set`; [`MetricsServer::io`] takes the
-    /// `revents` of the returned tokens, in their order.
+    /// Registers the listener (unless its accepting is paused) and every connection in `set`;
+    /// [`MetricsServer::io`] takes the `revents` of the returned tokens, in their order.
     pub fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
-        let mut tokens = vec![set.add(self.listener.as_fd())];
+        let mut tokens = vec![set.add_with(self.listener.as_fd(), self.pause.interest())];
         for c in &self.conns {
             tokens.push(set.add_with(c.stream.as_fd(), c.interest(true)));
         }
         tokens
     }
 
-    /// The earliest connection deadline.
+    /// The earliest connection deadline (or the end of an accept pause).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.iter().filter_map(|c| c.deadline).min()
+        let conns = self.conns.iter().filter_map(|c| c.deadline).min();
+        conns.into_iter().chain(self.pause.deadline()).min()
     }
 
     /// Accepts, reads and answers as `poll` found possible (`revents` in `register` order).
@@ -208,23 +213,30 @@ impl MetricsServer {
                 }
             }
         }
-        if revents
+        let readable = revents
             .first()
-            .is_some_and(|ev| ev.contains(PollFlags::POLLIN))
-        {
+            .is_some_and(|ev| ev.contains(PollFlags::POLLIN));
+        if self.pause.should_accept(readable, now) {
             loop {
                 match self.listener.accept() {
                     Ok((stream, _)) => {
+                        self.pause.accepted(now);
                         if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
                             continue; // dropped: closed at once
                         }
                         self.conns.push(Conn::new(stream, Some(now + TIMEOUT)));
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break, // WouldBlock, or EMFILE: next time
+                    Err(e) if AcceptPause::is_fd_shortage(&e) => {
+                        // Still queued, so still readable: stop polling the listener a while.
+                        self.pause.failed(&e, now);
+                        break;
+                    }
+                    Err(_) => break, // WouldBlock, or a connection that failed on its own
                 }
             }
         }
+        let before = self.conns.len();
         self.conns.retain(|c| {
             if c.done() {
                 let _ = c.stream.shutdown(Shutdown::Write);
@@ -232,6 +244,10 @@ impl MetricsServer {
             }
             !c.expired(now)
         });
+        if self.conns.len() < before {
+            // An fd was freed: a paused accept may succeed now.
+            self.pause.fd_freed();
+        }
     }
 }
 

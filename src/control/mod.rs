@@ -3,13 +3,19 @@
 //!
 //! # Where it lives
 //! `--control PATH`, or by default `<dir>/<name>.sock` ([`default_path`]) where `<dir>` is
-//! `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for root, else the path of `--pid-file`
-//! with its extension replaced by `.sock`, else `$TMPDIR/relaunch-<uid>`. A missing directory
-//! is created with mode 0700; an existing one is left as it is (relaunch never chmods a shared
-//! directory), except that the temp-dir fallback must be owned by the user and closed to
-//! others. The socket is created with mode 0600. A socket file left behind by a relaunch that
-//! died is replaced; one that answers belongs to a running relaunch, and starting a second one
-//! under the same name fails with exit code 1. The file is removed when relaunch exits.
+//! `$RELAUNCH_CONTROL_DIR` if set, else `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for
+//! root, else the path of `--pid-file` with its extension replaced by `.sock`, else
+//! `$TMPDIR/relaunch-<uid>`. A missing directory is created with mode 0700; an existing one is
+//! left as it is (relaunch never chmods a shared directory), except that the temp-dir fallback
+//! must be owned by the user and closed to others. The socket is created with mode 0600 by
+//! `bind` itself (the mode is set on the socket's fd first; no chmod by name, which would
+//! follow a symlink swapped in, and no umask change), and checked with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`. A socket file left behind by a
+//! relaunch that died is replaced; one that answers (or whose backlog is full: the check's
+//! `connect` never blocks) belongs to a running relaunch. Starting a second one with the same
+//! explicit `--name` or `--control` then fails with exit code 1; without either, the default
+//! name (the program's file name) gets the first free suffix `-2`, `-3`, … and the choice is
+//! logged. The file is removed when relaunch exits.
 //!
 //! # Who may use it
 //! Every connection's peer is checked with `SO_PEERCRED`: only relaunch's own uid and root
@@ -30,32 +36,38 @@
 //! wake-up reads at most that much per connection; answers a client does not read are
 //! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
 //! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
-//! [`MAX_CLIENTS`] connections are served at once. The deadlines are folded into the loop's
-//! `poll` timeout, so an idle master still makes no wake-ups.
+//! [`MAX_CLIENTS`] connections are served at once, and when all are taken a new one evicts
+//! the idle connection with the least claim to its slot (so that clients which keep their
+//! connections open cannot lock others out); when `accept` runs out of fds, the listener is
+//! left out of `poll` for a moment (`accept`) rather than spin. The deadlines are
+//! folded into the loop's `poll` timeout, so an idle master still makes no wake-ups.
 //!
 //! # Files, and who drives the supervisor
-//! `paths.rs` (where the socket lives), `protocol.rs` (the lines), `server.rs` (the socket and
-//! its connections), `waiters.rs` (which `reload --wait` an ending attempt answers), and here
+//! `locate.rs` (where control sockets live, names, the non-blocking probe the client uses
+//! too), `protocol.rs` (the lines), `server.rs` (the socket and its connections), `waiters.rs` (which `reload --wait` an ending attempt answers), and here
 //! `Control`, the control plane as the runtime drives it. The control plane never holds the
 //! supervisor: it turns requests into `Ask`s, the runtime feeds the matching events through
 //! its one path into the state machine, and hands back what they reported.
 
-mod paths;
+mod locate;
 mod protocol;
 mod server;
 mod waiters;
 
-pub use paths::{
-    default_path, parse_name, program_name, socket_next_to, ControlConfig, PathEnv, MAX_NAME,
+pub use locate::{
+    default_path, parse_name, probe, program_name, socket_next_to, suffixed, PathEnv, Probe,
+    CONTROL_DIR_VAR, MAX_NAME, MAX_SUFFIX,
 };
 pub use protocol::{
     parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
     PROTOCOL,
 };
-pub(crate) use server::ControlServer;
+// Public for the socket-mode race test, which runs in a binary of its own.
+pub use server::{BindError, ControlServer};
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -63,12 +75,27 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::info;
 
-use crate::metrics::MetricsServer;
+use crate::metrics::{MetricsAddr, MetricsServer};
 use crate::parse::parse_signal;
 use crate::poll::{PollSet, Ready, Token};
 use crate::status::{ReloadRecord, SocketRecord, StatusRecord};
 use crate::supervisor::Report;
 use server::Waiting;
+
+/// The master's control-plane settings (`--name`, `--control`, `--no-control`, `--metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The control socket's path; `None` with `--no-control`.
+    pub socket: Option<PathBuf>,
+    /// Whether `socket` is the default path rather than `--control` (the default's directory
+    /// gets extra checks).
+    pub default_path: bool,
+    /// Whether the name is the default one too (no `--name`): when a running relaunch already
+    /// has it, this one takes the first free `<name>-2`, `<name>-3`, … instead of failing.
+    pub default_name: bool,
+    /// Where to serve Prometheus metrics (`--metrics`).
+    pub metrics: Option<MetricsAddr>,
+}
 
 /// What a client asked of the master, for the runtime to carry out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +140,10 @@ impl Control {
         config: &ControlConfig,
         sockets: Vec<SocketRecord>,
     ) -> Result<Control, crate::Failure> {
+        let mut name = name.to_owned();
         let server = match &config.socket {
             Some(path) => {
-                let server = ControlServer::bind(path, config.default_path)
+                let server = server::bind_default_name(&mut name, path, config)
                     .map_err(|e| crate::Failure::from(anyhow!(e)))?;
                 info!(path = %server.path().display(), "control socket");
                 Some(server)
@@ -131,7 +159,7 @@ impl Control {
             None => None,
         };
         let base = StatusRecord {
-            name: name.to_owned(),
+            name,
             pid: std::process::id() as i32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             control: server.as_ref().map(|s| s.path().display().to_string()),

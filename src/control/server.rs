@@ -1,22 +1,28 @@
-//! The listening control socket and its connections: binding it safely, accepting, the peer
-//! check, reading request lines and writing answers without ever blocking the master.
+//! The listening control socket and its connections: binding it safely (its mode set on the
+//! fd before `bind`, a unique default name), accepting (paused at the fd limit, evicting the
+//! idle connection with the least claim to its slot when full), the peer check, reading
+//! request lines and writing answers without ever blocking the master.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use nix::fcntl::AtFlags;
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt};
-use nix::sys::stat::{umask, Mode};
+use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
 use tracing::{debug, info, warn};
 
-use super::paths::PathEnv;
+use super::locate::{probe, suffixed, PathEnv, Probe, MAX_SUFFIX};
 use super::protocol::{parse_request, Request, Response, MAX_REQUEST};
+use super::ControlConfig;
+use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
 use crate::poll::{PollSet, Token};
 
@@ -68,6 +74,8 @@ struct Client {
     waiting: Option<Waiting>,
     /// The peer closed both directions: what it sent is still served, nothing is answered.
     hung_up: bool,
+    /// How many answers it was sent.
+    answered: u64,
 }
 
 /// The listening control socket and its connections.
@@ -80,6 +88,10 @@ pub struct ControlServer {
     clients: Vec<Client>,
     next_id: u64,
     euid: u32,
+    /// Set while `accept` fails for lack of fds: the listener is then not polled.
+    pause: AcceptPause,
+    /// Connections closed to make room for new ones, not yet reported as gone.
+    evicted: Vec<u64>,
 }
 
 impl ControlServer {
@@ -107,15 +119,15 @@ impl ControlServer {
                     path.display()
                 )))
             }
-            Ok(_) => match UnixStream::connect(path) {
-                Ok(_) => return Err(BindError::InUse(path.to_owned())),
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Ok(_) => match probe(path) {
+                Ok(Probe::Answers(_) | Probe::Busy) => return Err(BindError::InUse(path.to_owned())),
+                Ok(Probe::Stale) => {
                     info!(path = %path.display(), "removing a stale control socket");
                     fs::remove_file(path)
                         .with_context(|| format!("removing the stale socket {}", path.display()))
                         .map_err(other)?;
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Ok(Probe::Missing) => {}
                 Err(e) => {
                     return Err(other(anyhow!(
                         "checking the existing control socket {}: {e}",
@@ -131,23 +143,18 @@ impl ControlServer {
                 )))
             }
         }
-        // Created 0600 from the start (the master is single-threaded here, so the umask change
-        // affects nothing else), then chmod for certainty.
-        let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        umask(old);
-        let listener = bound
+        let listener = bind_private(path)
             .with_context(|| format!("binding the control socket {}", path.display()))
             .map_err(other)?;
-        let setup = || -> io::Result<Option<(u64, u64)>> {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-            listener.set_nonblocking(true)?;
-            Ok(fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino())))
-        };
-        let identity = match setup() {
-            Ok(identity) => identity,
+        let identity = match verify_socket_file(path, env.euid)
+            .and_then(|id| listener.set_nonblocking(true).map(|()| id))
+        {
+            Ok(identity) => Some(identity),
             Err(e) => {
-                let _ = fs::remove_file(path);
+                // Only unlink what is still a socket (unlink never follows a link anyway).
+                if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = fs::remove_file(path);
+                }
                 return Err(other(anyhow!(
                     "setting up the control socket {}: {e}",
                     path.display()
@@ -161,6 +168,8 @@ impl ControlServer {
             clients: Vec::new(),
             next_id: 1,
             euid: env.euid,
+            pause: AcceptPause::new("control socket"),
+            evicted: Vec::new(),
         })
     }
 
@@ -169,10 +178,10 @@ impl ControlServer {
         &self.path
     }
 
-    /// Registers the listener and every connection in `set`; [`ControlServer::io`] takes the
-    /// `revents` of the returned tokens, in their order.
+    /// Registers the listener (unless its accepting is paused) and every connection in `set`;
+    /// [`ControlServer::io`] takes the `revents` of the returned tokens, in their order.
     pub(super) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
-        let mut tokens = vec![set.add(self.listener.as_fd())];
+        let mut tokens = vec![set.add_with(self.listener.as_fd(), self.pause.interest())];
         for c in &self.clients {
             // Read on while the input may still be one request line (so that a longer one is
             // seen, answered and closed); a client pipelining requests behind one that waits
@@ -191,7 +200,8 @@ impl ControlServer {
         if has_work {
             return Some(now);
         }
-        self.clients.iter().filter_map(|c| c.conn.deadline).min()
+        let clients = self.clients.iter().filter_map(|c| c.conn.deadline).min();
+        clients.into_iter().chain(self.pause.deadline()).min()
     }
 
     /// Accepts, reads and writes as `poll` found possible (`revents` in the order of
@@ -239,10 +249,10 @@ impl ControlServer {
                 }
             }
         }
-        if revents
+        let readable = revents
             .first()
-            .is_some_and(|ev| ev.contains(PollFlags::POLLIN))
-        {
+            .is_some_and(|ev| ev.contains(PollFlags::POLLIN));
+        if self.pause.should_accept(readable, now) {
             self.accept(now);
         }
         // Requests: at most one valid request per connection per call (the next ones wait
@@ -306,11 +316,21 @@ impl ControlServer {
     fn accept(&mut self, now: Instant) {
         loop {
             let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    self.pause.accepted(now);
+                    stream
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if AcceptPause::is_fd_shortage(&e) => {
+                    // The connection stays queued and the listener readable: stop polling it
+                    // for a while rather than spin.
+                    self.pause.failed(&e, now);
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and the like: try again on the next wake-up.
+                    // A connection that failed on its own (ECONNABORTED and the like): it is
+                    // off the queue; the next wake-up goes on.
                     warn!(error = %e, "control socket: accept failed");
                     return;
                 }
@@ -336,10 +356,10 @@ impl ControlServer {
                 // Best effort: the line fits in an empty socket buffer.
                 continue;
             }
-            if self.clients.len() >= MAX_CLIENTS {
+            if self.clients.len() >= MAX_CLIENTS && !self.evict_one() {
                 let _ = conn.send(
                     &Response::error(format!(
-                        "too many control connections (at most {MAX_CLIENTS}); try again"
+                        "too many control connections (at most {MAX_CLIENTS}, all waiting on a reload or stop); try again"
                     ))
                     .to_line(),
                 );
@@ -353,13 +373,47 @@ impl ControlServer {
                 conn,
                 waiting: None,
                 hung_up: false,
+                answered: 0,
             });
         }
     }
 
+    /// Every slot is taken and a new client knocks: closes the connection that has the least
+    /// claim to its slot, so that clients that keep a connection open (even one that keeps
+    /// asking for `status`, which resets its deadline each time) cannot lock others out.
+    /// Connections waiting on a reload or stop, and those with a request to be served, are
+    /// kept. Among the rest, one already closing goes first, then one that has been answered
+    /// at least once (it got what it came for), oldest first; a new connection that has not
+    /// sent its request yet goes last. Returns whether a slot was freed.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.waiting.is_none() && !c.hung_up && !c.conn.input().contains(&b'\n'))
+            .min_by_key(|(_, c)| (!c.conn.closing, c.answered == 0, c.id))
+            .map(|(i, _)| i);
+        let Some(i) = victim else {
+            return false;
+        };
+        let mut c = self.clients.remove(i);
+        debug!(client = c.id, "control connection evicted to make room");
+        if !c.conn.closing {
+            // Best effort: an idle connection's socket buffer has room for one line.
+            let _ = c.conn.send(
+                &Response::error(format!(
+                    "connection closed to make room for a new one (all {MAX_CLIENTS} control connections were in use); reconnect"
+                ))
+                .to_line(),
+            );
+        }
+        self.evicted.push(c.id);
+        true
+    }
+
     /// Drops finished, broken and expired connections; returns their ids.
     fn sweep(&mut self, now: Instant) -> Vec<u64> {
-        let mut gone = Vec::new();
+        let mut gone = std::mem::take(&mut self.evicted);
         self.clients.retain(|c| {
             let keep = !(c.conn.done()
                 || c.conn.expired(now)
@@ -370,6 +424,10 @@ impl ControlServer {
             }
             keep
         });
+        if !gone.is_empty() {
+            // An fd was freed: a paused accept may succeed now.
+            self.pause.fd_freed();
+        }
         gone
     }
 
@@ -383,6 +441,7 @@ impl ControlServer {
             return;
         };
         c.waiting = None;
+        c.answered += 1;
         if c.conn.send(&response.to_line()).is_err() || c.conn.unsent() > MAX_OUTPUT {
             c.conn.closing = true;
             c.conn.deadline = Some(now);
@@ -465,6 +524,76 @@ fn prepare_dir(dir: &Path, check_owner: bool, euid: u32) -> anyhow::Result<()> {
     }
 }
 
+/// Binds the control socket at `path`. When neither `--name` nor `--control` was given and a
+/// running relaunch already has the default name (two Python services, say), takes the first
+/// free `<name>-N` in the same directory instead, logs it, and sets `name` to it: a default
+/// that is taken never stops a service from starting. An explicit name or path that is taken
+/// stays an error ([`BindError::InUse`]), and so does a default socket next to a `--pid-file`
+/// (which the pid file already ties to one master).
+pub(super) fn bind_default_name(
+    name: &mut String,
+    path: &Path,
+    config: &ControlConfig,
+) -> Result<ControlServer, BindError> {
+    let first = ControlServer::bind(path, config.default_path);
+    let taken = matches!(first, Err(BindError::InUse(_)));
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let in_default_dir = PathEnv::current().search_dirs().iter().any(|d| d == dir)
+        && path.file_name() == Some(OsStr::new(&format!("{name}.sock")));
+    if !(taken && config.default_path && config.default_name && in_default_dir) {
+        return first;
+    }
+    for n in 2..=MAX_SUFFIX {
+        let candidate = suffixed(name, n);
+        match ControlServer::bind(&dir.join(format!("{candidate}.sock")), true) {
+            Err(BindError::InUse(_)) => continue,
+            Ok(server) => {
+                info!(
+                    taken = %name,
+                    name = %candidate,
+                    "another relaunch runs with the default name {name:?}; this one is named {candidate:?} (choose a name with --name)"
+                );
+                *name = candidate;
+                return Ok(server);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    first
+}
+
+/// Binds and listens on a unix stream socket at `path` whose file is created with mode 0600
+/// (less, if the umask takes more): the mode is set on the socket's fd before `bind`, which
+/// creates the file with that mode minus the umask. No `chmod` by name afterwards, which
+/// would follow a symlink swapped in after the bind, and no change of the process's umask,
+/// which other threads would see.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    fchmod(socket.as_raw_fd(), Mode::from_bits_truncate(0o600))?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    if let Err(e) = socket.listen(128) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Checks, without following a link, that `path` is a socket owned by `euid` that nobody
+/// else may use (mode 0600, or less); returns its (device, inode).
+fn verify_socket_file(path: &Path, euid: u32) -> io::Result<(u64, u64)> {
+    let st = fstatat(None, path, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let mode = st.st_mode & 0o7777;
+    if kind != SFlag::S_IFSOCK || mode & !0o600 != 0 || st.st_uid != euid {
+        return Err(io::Error::other(format!(
+            "it is not the socket just bound (type {:o}, mode {mode:o}, owner uid {}; expected a socket of uid {euid} with mode 600)",
+            kind.bits(),
+            st.st_uid
+        )));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -543,5 +672,85 @@ mod tests {
         let e = ControlServer::bind(&path, false).unwrap_err().to_string();
         assert!(e.contains("is not a socket"), "{e}");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn the_socket_mode_is_set_without_a_lookup_by_name() {
+        // A racer swaps the fresh socket for a symlink to a victim file, again and again: a
+        // chmod by name after the bind would follow the link and change the victim's mode.
+        let path = temp_socket("race");
+        let dir = path.parent().unwrap().to_owned();
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "x").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swaps = std::sync::Arc::new(AtomicU64::new(0));
+        let racer = {
+            let (path, victim) = (path.clone(), victim.clone());
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                let tmp = path.with_extension("tmp");
+                while !stop.load(Ordering::Relaxed) {
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                        let _ = fs::remove_file(&tmp);
+                        if std::os::unix::fs::symlink(&victim, &tmp).is_ok()
+                            && fs::rename(&tmp, &path).is_ok()
+                        {
+                            swaps.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        // At least 300 binds, and on until the racer has won 20 times (within a deadline).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut binds = 0;
+        while binds < 300 || (swaps.load(Ordering::Relaxed) < 20 && Instant::now() < deadline) {
+            let _ = fs::remove_file(&path);
+            if let Ok(server) = ControlServer::bind(&path, false) {
+                drop(server);
+            }
+            binds += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        let swaps = swaps.load(Ordering::Relaxed);
+        let mode = fs::metadata(&victim).unwrap().mode() & 0o777;
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+        assert!(swaps > 0, "the racer never swapped ({binds} binds)");
+        assert_eq!(mode, 0o644, "the victim's mode changed ({swaps} swaps)");
+    }
+
+    #[test]
+    fn a_full_server_evicts_an_answered_idle_client_never_a_waiting_one() {
+        let path = temp_socket("evict");
+        let mut server = ControlServer::bind(&path, false).unwrap();
+        let t0 = Instant::now();
+        let mut peers = Vec::new();
+        while server.clients.len() < MAX_CLIENTS {
+            peers.push(UnixStream::connect(&path).unwrap());
+            poll_io(&mut server, t0);
+        }
+        let ids: Vec<u64> = server.clients.iter().map(|c| c.id).collect();
+        // The oldest waits on a reload; the second oldest is new; the third was answered.
+        server.wait(ids[0], Waiting::Reload);
+        server.reply(ids[2], &Response::ok(), t0);
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[2]], "the answered one made room");
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        assert_eq!(
+            server.clients.last().map(|c| c.id),
+            Some(ids[MAX_CLIENTS - 1] + 1)
+        );
+        // Then the oldest that has not asked yet, still never the waiting one.
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[1]]);
+        assert!(server.client(ids[0]).is_some());
+        drop(server);
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 }

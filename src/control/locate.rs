@@ -1,25 +1,17 @@
-//! Where the control socket lives: `--name` rules, the default directories, and the path
-//! next to a pid file.
+//! Where control sockets live, and telling a live one from a stale one without blocking.
+//!
+//! The master and the client subcommands agree on these: the name rules (`--name`), the
+//! default path of a master's control socket, the directories a client searches, and
+//! [`probe`], the non-blocking connect both use (a blocking one would hang on a stopped master
+//! whose backlog is full). [`crate::control`] re-exports them.
 
 use std::ffi::OsStr;
+use std::io::{self, ErrorKind};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-
-use crate::metrics::MetricsAddr;
 
 /// The longest `--name`.
 pub const MAX_NAME: usize = 64;
-
-/// The master's control-plane settings (`--name`, `--control`, `--no-control`, `--metrics`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlConfig {
-    /// The control socket's path; `None` with `--no-control`.
-    pub socket: Option<PathBuf>,
-    /// Whether `socket` is the default path rather than `--control` (the default's directory
-    /// gets extra checks).
-    pub default_path: bool,
-    /// Where to serve Prometheus metrics (`--metrics`).
-    pub metrics: Option<MetricsAddr>,
-}
 
 /// Checks a `--name`: 1 to 64 characters out of `A-Z a-z 0-9 . _ - @ +`, not starting with
 /// `.`. It becomes a file name, so no `/`.
@@ -60,9 +52,15 @@ pub fn program_name(program: &OsStr) -> String {
     name
 }
 
+/// The environment variable that names the one directory of default control sockets,
+/// overriding the search below (for tests and for hosts that keep them elsewhere).
+pub const CONTROL_DIR_VAR: &str = "RELAUNCH_CONTROL_DIR";
+
 /// What the default control path depends on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PathEnv {
+    /// `$RELAUNCH_CONTROL_DIR`, if set to an absolute path: then the only directory.
+    pub control_dir: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`, if set to an absolute path.
     pub runtime_dir: Option<PathBuf>,
     /// The effective uid.
@@ -75,6 +73,9 @@ impl PathEnv {
     /// The current process's environment.
     pub fn current() -> PathEnv {
         PathEnv {
+            control_dir: std::env::var_os(CONTROL_DIR_VAR)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute()),
             runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
                 .map(PathBuf::from)
                 .filter(|p| p.is_absolute()),
@@ -92,6 +93,9 @@ impl PathEnv {
     /// looks in all of them: a root shell may have `XDG_RUNTIME_DIR` set while a root service
     /// has not).
     pub fn search_dirs(&self) -> Vec<PathBuf> {
+        if let Some(dir) = &self.control_dir {
+            return vec![dir.clone()];
+        }
         let mut dirs = Vec::new();
         if let Some(rt) = &self.runtime_dir {
             dirs.push(rt.join("relaunch"));
@@ -104,10 +108,14 @@ impl PathEnv {
     }
 }
 
-/// The default control socket of a master named `name`: `$XDG_RUNTIME_DIR/relaunch/<name>.sock`;
+/// The default control socket of a master named `name`: `$RELAUNCH_CONTROL_DIR/<name>.sock`;
+/// else `$XDG_RUNTIME_DIR/relaunch/<name>.sock`;
 /// else, for root, `/run/relaunch/<name>.sock`; else next to `pid_file` (its extension
 /// replaced by `.sock`); else `$TMPDIR/relaunch-<uid>/<name>.sock`.
 pub fn default_path(name: &str, pid_file: Option<&Path>, env: &PathEnv) -> PathBuf {
+    if let Some(dir) = &env.control_dir {
+        return dir.join(format!("{name}.sock"));
+    }
     if let Some(rt) = &env.runtime_dir {
         return rt.join("relaunch").join(format!("{name}.sock"));
     }
@@ -128,6 +136,49 @@ pub fn socket_next_to(pid_file: &Path) -> PathBuf {
         PathBuf::from(p)
     } else {
         pid_file.with_extension("sock")
+    }
+}
+
+/// The most suffixes tried for a default name that is taken.
+pub const MAX_SUFFIX: u32 = 999;
+
+/// `name` with the suffix `-n`, shortened to fit in [`MAX_NAME`].
+pub fn suffixed(name: &str, n: u32) -> String {
+    let suffix = format!("-{n}");
+    let keep = name.len().min(MAX_NAME - suffix.len());
+    format!("{}{suffix}", &name[..keep])
+}
+
+/// What a connection attempt to a control socket found.
+#[derive(Debug)]
+pub enum Probe {
+    /// A master accepted the connection.
+    Answers(UnixStream),
+    /// A socket listens there but its backlog is full (the master is stopped or overloaded):
+    /// it is alive.
+    Busy,
+    /// A socket file nobody listens on (left behind by a relaunch that died).
+    Stale,
+    /// No such file.
+    Missing,
+}
+
+/// Connects to the control socket at `path` without blocking: a master that is stopped
+/// (SIGSTOP, a debugger) with a full backlog would make a blocking `connect` wait forever.
+/// A unix stream `connect` never is in progress: it succeeds, or fails with `EAGAIN` when
+/// the backlog is full. The connection returned is non-blocking.
+pub fn probe(path: &Path) -> io::Result<Probe> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    let addr = socket2::SockAddr::unix(path)?;
+    match socket.connect(&addr) {
+        Ok(()) => Ok(Probe::Answers(UnixStream::from(
+            std::os::fd::OwnedFd::from(socket),
+        ))),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Probe::Busy),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(Probe::Stale),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Probe::Missing),
+        Err(e) => Err(e),
     }
 }
 
@@ -154,6 +205,7 @@ mod tests {
     #[test]
     fn default_paths() {
         let env = |rt: Option<&str>, euid| PathEnv {
+            control_dir: None,
             runtime_dir: rt.map(PathBuf::from),
             euid,
             temp_dir: PathBuf::from("/tmp"),
@@ -191,5 +243,30 @@ mod tests {
                 PathBuf::from("/tmp/relaunch-0")
             ]
         );
+    }
+
+    #[test]
+    fn the_control_dir_overrides_every_default_and_is_the_only_one_searched() {
+        let env = PathEnv {
+            control_dir: Some(PathBuf::from("/t/ctl")),
+            runtime_dir: Some(PathBuf::from("/r")),
+            euid: 0,
+            temp_dir: PathBuf::from("/tmp"),
+        };
+        let pid = Some(Path::new("/srv/app/app.pid"));
+        assert_eq!(default_path("web", pid, &env), Path::new("/t/ctl/web.sock"));
+        assert_eq!(env.search_dirs(), vec![PathBuf::from("/t/ctl")]);
+    }
+
+    #[test]
+    fn suffixed_names_stay_usable() {
+        assert_eq!(suffixed("python3", 2), "python3-2");
+        let long = "x".repeat(MAX_NAME);
+        for n in [2, 10, MAX_SUFFIX] {
+            let name = suffixed(&long, n);
+            assert_eq!(name.len(), MAX_NAME, "{name}");
+            assert!(name.ends_with(&format!("-{n}")), "{name}");
+            assert_eq!(parse_name(&name).unwrap(), name);
+        }
     }
 }
