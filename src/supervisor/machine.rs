@@ -1,4 +1,3 @@
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -10,6 +9,7 @@ use super::events::{
     Action, Child, Event, ExitStatus, Phase, ProgramState, ReloadFailure, Report, SpawnCause,
     SpawnFailure, Step, Trigger,
 };
+use super::policy::Restarts;
 use super::settings::Settings;
 use crate::notify::Note;
 
@@ -54,17 +54,9 @@ pub struct Supervisor {
     pub(super) spawning: Option<(u64, Role, SpawnCause)>,
     /// A restart scheduled after a crash: when, and its generation.
     pub(super) backoff: Option<(Instant, u64)>,
-    /// Consecutive failed starts (children that died, could not be executed or were not
-    /// ready in time before counting as started). Reset when one starts, and by a reload.
-    pub(super) failures: u32,
-    /// Automatic restarts since a child last counted as started: the backoff's exponent.
-    pub(super) backoff_step: u32,
-    /// When automatic restarts were scheduled, within `restart_window` (`max_restarts`).
-    pub(super) restart_times: VecDeque<Instant>,
-    /// The exit code a FATAL program would end relaunch with: the last failure's status.
-    pub(super) failure_code: i32,
-    /// State of the jitter's xorshift generator (never 0).
-    pub(super) rng: u64,
+    /// The restart policy's bookkeeping: failed starts and restarts in a row, the crash-loop
+    /// window, the jitter's generator, whether the program has served.
+    pub(super) restarts: Restarts,
     /// The reload attempt in progress.
     pub(super) reload: Option<Reload>,
     /// A reload asked for while another was in progress.
@@ -77,12 +69,6 @@ pub struct Supervisor {
     pub(super) last_status: Option<ExitStatus>,
     /// Whether any child was ever spawned (a first spawn that fails ends the master).
     pub(super) ever_spawned: bool,
-    /// Whether a generation ever counted as started (RUNNING). From then on, failed restarts
-    /// back off for as long as it takes; only `max_restarts` gives up.
-    pub(super) served: bool,
-    /// When the last error line about an outage (a served program failing to come back) was
-    /// logged: at most one per `backoff_max`. Cleared once a generation counts as started.
-    pub(super) outage_logged_at: Option<Instant>,
     /// Set once [`Action::Exit`] was returned: nothing more happens.
     pub(super) done: bool,
     /// What happened during the current step, handed out with its actions.
@@ -109,15 +95,7 @@ impl Supervisor {
             retiring: Vec::new(),
             spawning: None,
             backoff: None,
-            failures: 0,
-            backoff_step: 0,
-            restart_times: VecDeque::new(),
-            failure_code: 1,
-            rng: if seed == 0 {
-                0x2545_F491_4F6C_DD1D
-            } else {
-                seed
-            },
+            restarts: Restarts::new(seed),
             state: ProgramState::Starting,
             reason: String::new(),
             reported_state: None,
@@ -127,8 +105,6 @@ impl Supervisor {
             exit_pid: None,
             last_status: None,
             ever_spawned: false,
-            served: false,
-            outage_logged_at: None,
             done: false,
             reports: Vec::new(),
         }
@@ -199,14 +175,14 @@ impl Supervisor {
     /// reload). Before the program has served, it is FATAL once this exceeds `start_retries`;
     /// after, this only counts.
     pub fn start_failures(&self) -> u32 {
-        self.failures
+        self.restarts.failures
     }
 
     /// Automatic restarts in a row since a generation last counted as started (or since the
     /// last reload), counting the one scheduled: in BACKOFF, the number of the coming attempt.
     /// 0 when none was needed.
     pub fn restart_attempt(&self) -> u32 {
-        self.backoff_step
+        self.restarts.backoff_step
     }
 
     /// Whether a generation ever counted as started (was RUNNING). From then on, failed
@@ -214,7 +190,7 @@ impl Supervisor {
     /// makes the program FATAL.
     #[cfg(test)]
     pub fn has_served(&self) -> bool {
-        self.served
+        self.restarts.served
     }
 
     /// When the scheduled restart is due, in BACKOFF.
@@ -441,9 +417,9 @@ impl Supervisor {
             return;
         }
         // A reload starts with a clean slate: fresh retry count, backoff and crash-loop window.
-        self.failures = 0;
-        self.backoff_step = 0;
-        self.restart_times.clear();
+        self.restarts.failures = 0;
+        self.restarts.backoff_step = 0;
+        self.restarts.restart_times.clear();
         let generation = if self.current.is_none() {
             // Nothing serves (crash, backoff, EXITED, FATAL): start the new generation right
             // away as current.
@@ -561,7 +537,7 @@ impl Supervisor {
             Err(failure) if !self.ever_spawned => {
                 error!(generation, reason = %failure.message, "cannot start the server");
                 self.last_status = Some(ExitStatus::Code(failure.exit_code));
-                self.failure_code = failure.exit_code;
+                self.restarts.failure_code = failure.exit_code;
                 self.set_state(
                     ProgramState::Fatal,
                     format!("generation {generation}: {}", failure.message),
@@ -580,7 +556,7 @@ impl Supervisor {
                     self.after_reload_attempt(now, why, failure.exit_code, out);
                 }
                 Role::Current => {
-                    if self.served {
+                    if self.restarts.served {
                         warn!(generation, reason = %failure.message, "spawn failed");
                     } else {
                         error!(generation, reason = %failure.message, "spawn failed");
@@ -844,10 +820,7 @@ impl Supervisor {
             self.after_reload_attempt(now, why, 1, out);
         }
         if let Some(new) = self.pending.take_if(|c| due(c, true)) {
-            self.failures = 0;
-            self.backoff_step = 0;
-            self.served = true;
-            self.outage_logged_at = None;
+            self.restarts.started();
             let promoted = Child {
                 phase: Phase::Running,
                 ..new
@@ -880,7 +853,7 @@ impl Supervisor {
         }
         if let Some(child) = self.current.take_if(|c| due(c, false)) {
             let reason = self.not_ready_reason(&child);
-            if self.served {
+            if self.restarts.served {
                 warn!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
             } else {
                 error!(generation = child.generation, pid = %child.pid, reason = %format!("{reason}; stopping it"), "start failed");
@@ -892,10 +865,7 @@ impl Supervisor {
         }
         if let Some(child) = self.current.as_mut().filter(|c| due(c, true)) {
             child.phase = Phase::Running;
-            self.failures = 0;
-            self.backoff_step = 0;
-            self.served = true;
-            self.outage_logged_at = None;
+            self.restarts.started();
             let (generation, pid) = (child.generation, child.pid);
             info!(generation, pid = %pid, "running");
             self.set_state(
@@ -943,7 +913,7 @@ impl Supervisor {
             && self.spawning.is_none()
         {
             let code = match self.state {
-                ProgramState::Fatal => self.failure_code,
+                ProgramState::Fatal => self.restarts.failure_code,
                 _ => self.last_status.map_or(0, ExitStatus::shell_code),
             };
             self.exit(code, out);

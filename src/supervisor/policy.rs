@@ -4,6 +4,7 @@
 //! (`--max-restarts` within `--restart-window`); and FATAL with `--on-fatal`. The other half of
 //! [`Supervisor`]'s methods; see the module docs of [`super`] for the table.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -12,6 +13,55 @@ use super::backoff::{backoff_delay, failure_code};
 use super::events::{Action, ExitStatus, ProgramState, Report};
 use super::machine::Supervisor;
 use super::settings::{OnFatal, RestartPolicy};
+
+/// The restart policy's bookkeeping.
+#[derive(Debug)]
+pub(super) struct Restarts {
+    /// Consecutive failed starts (children that died, could not be executed or were not
+    /// ready in time before counting as started). Reset when one starts, and by a reload.
+    pub(super) failures: u32,
+    /// Automatic restarts since a child last counted as started: the backoff's exponent.
+    pub(super) backoff_step: u32,
+    /// When automatic restarts were scheduled, within `restart_window` (`max_restarts`).
+    pub(super) restart_times: VecDeque<Instant>,
+    /// The exit code a FATAL program would end relaunch with: the last failure's status.
+    pub(super) failure_code: i32,
+    /// State of the jitter's xorshift generator (never 0).
+    pub(super) rng: u64,
+    /// Whether a generation ever counted as started (RUNNING). From then on, failed restarts
+    /// back off for as long as it takes; only `max_restarts` gives up.
+    pub(super) served: bool,
+    /// When the last error line about an outage (a served program failing to come back) was
+    /// logged: at most one per `backoff_max`. Cleared once a generation counts as started.
+    pub(super) outage_logged_at: Option<Instant>,
+}
+
+impl Restarts {
+    /// Nothing failed yet; the jitter seeded with `seed`.
+    pub(super) fn new(seed: u64) -> Restarts {
+        Restarts {
+            failures: 0,
+            backoff_step: 0,
+            restart_times: VecDeque::new(),
+            failure_code: 1,
+            rng: if seed == 0 {
+                0x2545_F491_4F6C_DD1D
+            } else {
+                seed
+            },
+            served: false,
+            outage_logged_at: None,
+        }
+    }
+
+    /// A generation counted as started: the counts start over, and the program has served.
+    pub(super) fn started(&mut self) {
+        self.failures = 0;
+        self.backoff_step = 0;
+        self.served = true;
+        self.outage_logged_at = None;
+    }
+}
 
 impl Supervisor {
     /// A generation that had counted as started exited: restart it or not, by `--restart`.
@@ -34,7 +84,7 @@ impl Supervisor {
         };
         let why = format!("generation {generation} {}", status.ended());
         if restart {
-            self.failure_code = failure_code(status);
+            self.restarts.failure_code = failure_code(status);
             self.schedule_restart(now, why, out);
             return;
         }
@@ -69,13 +119,13 @@ impl Supervisor {
         if self.stopping {
             return;
         }
-        self.failures = self.failures.saturating_add(1);
-        self.failure_code = code;
-        if self.served {
+        self.restarts.failures = self.restarts.failures.saturating_add(1);
+        self.restarts.failure_code = code;
+        if self.restarts.served {
             // The program has served: this is an outage, not a bad deploy. Keep the sockets
             // and retry with a capped backoff for as long as it takes; only --max-restarts
             // gives up (in schedule_restart).
-            let failures = self.failures;
+            let failures = self.restarts.failures;
             self.schedule_restart(
                 now,
                 format!("{why} (failed restarts in a row: {failures})"),
@@ -85,14 +135,17 @@ impl Supervisor {
             return;
         }
         let allowed = self.settings.start_retries.saturating_add(1);
-        if self.failures >= allowed {
+        if self.restarts.failures >= allowed {
             let reason = format!(
                 "{} consecutive start failures (--start-retries {}); last: {why}",
-                self.failures, self.settings.start_retries
+                self.restarts.failures, self.settings.start_retries
             );
             self.fatal(now, reason, out);
         } else {
-            let why = format!("{why} (start failure {} of {allowed})", self.failures);
+            let why = format!(
+                "{why} (start failure {} of {allowed})",
+                self.restarts.failures
+            );
             self.schedule_restart(now, why, out);
         }
     }
@@ -107,12 +160,13 @@ impl Supervisor {
         }
         let period = self.settings.backoff_max.max(Duration::from_millis(1));
         if self
+            .restarts
             .outage_logged_at
             .is_some_and(|at| now.saturating_duration_since(at) < period)
         {
             return;
         }
-        self.outage_logged_at = Some(now);
+        self.restarts.outage_logged_at = Some(now);
         let limit = match self.settings.max_restarts {
             Some(max) => format!(
                 "until more than {max} restarts within {:?} make it FATAL (--max-restarts)",
@@ -121,8 +175,8 @@ impl Supervisor {
             None => "without giving up (--max-restarts N would)".to_owned(),
         };
         error!(
-            failures = self.failures,
-            attempt = self.backoff_step,
+            failures = self.restarts.failures,
+            attempt = self.restarts.backoff_step,
             reason = %why,
             "the server keeps failing to come back; relaunch keeps the sockets open and retries, {:?} apart at most (--backoff-max), {limit}; this error repeats at most once per --backoff-max, each failure is a warning",
             self.settings.backoff_max
@@ -156,26 +210,27 @@ impl Supervisor {
         if let Some(max) = self.settings.max_restarts {
             let window = self.settings.restart_window;
             while self
+                .restarts
                 .restart_times
                 .front()
                 .is_some_and(|&t| now.saturating_duration_since(t) >= window)
             {
-                self.restart_times.pop_front();
+                self.restarts.restart_times.pop_front();
             }
-            if self.restart_times.len() >= max as usize {
+            if self.restarts.restart_times.len() >= max as usize {
                 let reason = format!(
                     "crash loop: {why}, after {} restarts within --restart-window {:?} (--max-restarts {max})",
-                    self.restart_times.len(),
+                    self.restarts.restart_times.len(),
                     window
                 );
                 self.fatal(now, reason, out);
                 return;
             }
-            self.restart_times.push_back(now);
+            self.restarts.restart_times.push_back(now);
         }
         let delay = self.next_delay();
-        self.backoff_step = self.backoff_step.saturating_add(1);
-        let attempt = self.backoff_step;
+        self.restarts.backoff_step = self.restarts.backoff_step.saturating_add(1);
+        let attempt = self.restarts.backoff_step;
         let generation = self.new_generation();
         let delay_ms = delay.as_millis() as u64;
         info!(generation, delay_ms, attempt, reason = %why, "restarting");
@@ -195,7 +250,7 @@ impl Supervisor {
     /// The next restart delay: the exponential bound for `backoff_step`, or with jitter a
     /// uniform draw between `backoff_min` and that bound.
     pub(super) fn next_delay(&mut self) -> Duration {
-        let bound = backoff_delay(&self.settings, self.backoff_step);
+        let bound = backoff_delay(&self.settings, self.restarts.backoff_step);
         let min = self.settings.backoff_min;
         if !self.settings.jitter || bound <= min {
             return bound;
@@ -206,18 +261,18 @@ impl Supervisor {
 
     /// xorshift64*: plenty for spreading restarts, and deterministic for a given seed.
     pub(super) fn random(&mut self) -> u64 {
-        let mut x = self.rng;
+        let mut x = self.restarts.rng;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng = x;
+        self.restarts.rng = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Restarting gave up. Logs it loudly, then exits (stopping whatever is left) or waits
     /// for a reload, by `on_fatal`.
     pub(super) fn fatal(&mut self, now: Instant, reason: String, out: &mut Vec<Action>) {
-        let code = self.failure_code;
+        let code = self.restarts.failure_code;
         self.backoff = None;
         self.set_state(ProgramState::Fatal, reason);
         match self.settings.on_fatal {

@@ -463,10 +463,10 @@ fn the_outage_error_is_throttled_to_one_per_backoff_max() {
     for _ in 0..30 {
         let at = s.sup.restart_at().unwrap();
         s.at((at - s.t0).as_millis() as u64);
-        let before = s.sup.outage_logged_at;
+        let before = s.sup.restarts.outage_logged_at;
         s.ms += 10;
         s.exit(s.sup.current().unwrap().pid, ExitStatus::Code(1));
-        if s.sup.outage_logged_at != before {
+        if s.sup.restarts.outage_logged_at != before {
             logged.push(s.ms);
         }
     }
@@ -482,7 +482,10 @@ fn the_outage_error_is_throttled_to_one_per_backoff_max() {
         .map_or(s.ms, |at| (at - s.t0).as_millis() as u64));
     s.at(s.ms + 1000);
     assert_eq!(s.sup.state(), ProgramState::Running);
-    assert_eq!(s.sup.outage_logged_at, None, "the next outage logs at once");
+    assert_eq!(
+        s.sup.restarts.outage_logged_at, None,
+        "the next outage logs at once"
+    );
 }
 
 #[test]
@@ -635,7 +638,7 @@ fn jitter_draws_between_min_and_the_bound_and_is_seeded() {
         let mut s = Supervisor::with_seed(Settings::default(), seed);
         (0..12)
             .map(|step| {
-                s.backoff_step = step;
+                s.restarts.backoff_step = step;
                 s.next_delay()
             })
             .collect::<Vec<_>>()
