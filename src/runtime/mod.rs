@@ -165,7 +165,7 @@ impl Master {
         let mut queue: VecDeque<Queued> = VecDeque::new();
         for i in 0..self.programs.len() {
             let handled = self.programs[i].start(Instant::now());
-            let actions = self.route(i, handled, Instant::now());
+            let actions = self.route(handled, Instant::now());
             queue.extend(actions.into_iter().map(|a| (i, a)));
         }
         loop {
@@ -280,13 +280,13 @@ impl Master {
     /// what it reported, and queues its actions.
     fn feed(&mut self, i: usize, event: Event, now: Instant, queue: &mut VecDeque<Queued>) {
         let handled = self.programs[i].handle(event, now);
-        let actions = self.route(i, handled, now);
+        let actions = self.route(handled, now);
         queue.extend(actions.into_iter().map(|a| (i, a)));
     }
 
     /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
     /// startup) and returns its actions.
-    fn route(&mut self, _program: usize, handled: Handled, now: Instant) -> Vec<Action> {
+    fn route(&mut self, handled: Handled, now: Instant) -> Vec<Action> {
         for (report, record) in &handled.reports {
             self.control.on(report, record.as_ref(), now);
             if let Some(message) = self.upward.on(report) {
@@ -320,7 +320,7 @@ impl Master {
     ) -> Vec<Report> {
         let handled = self.programs[i].handle(event, now);
         let reports = handled.reports.iter().map(|(r, _)| r.clone()).collect();
-        let actions = self.route(i, handled, now);
+        let actions = self.route(handled, now);
         queue.extend(actions.into_iter().map(|a| (i, a)));
         reports
     }
@@ -370,7 +370,7 @@ impl Master {
                     let now = Instant::now();
                     let handled =
                         self.programs[i].handle(Event::Spawned { generation, result }, now);
-                    let more = self.route(i, handled, now);
+                    let more = self.route(handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
                         queue.push_front((i, a));
