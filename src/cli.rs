@@ -447,13 +447,16 @@ own log goes to the stderr log [default: off]"
     pub daemon: bool,
 
     /// Name of this relaunch, for its control socket and status [default: the program's file
-    /// name]. 1 to 64 characters out of A-Z a-z 0-9 . _ - @ +.
+    /// name, or if a running relaunch has it, the first free NAME-2, NAME-3, …]. 1 to 64
+    /// characters out of A-Z a-z 0-9 . _ - @ +. A name given here that is taken is an error.
     #[arg(long, value_name = "NAME", env = "RELAUNCH_NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
     /// Control socket for `relaunch status|reload|stop|signal` (mode 0600, only this user and
-    /// root may use it) [default: $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without
-    /// XDG_RUNTIME_DIR /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock].
+    /// root may use it) [default: $RELAUNCH_CONTROL_DIR/NAME.sock if that is set; else
+    /// $XDG_RUNTIME_DIR/relaunch/NAME.sock; as root without XDG_RUNTIME_DIR
+    /// /run/relaunch/NAME.sock; else $TMPDIR/relaunch-UID/NAME.sock]. A PATH given here that a
+    /// running relaunch uses is an error.
     #[arg(
         long,
         value_name = "PATH",
@@ -512,6 +515,7 @@ impl Args {
     pub fn into_config(self) -> Config {
         let mut command = self.command.into_iter();
         let program = command.next().unwrap_or_default();
+        let default_name = self.name.is_none();
         let name = self.name.unwrap_or_else(|| program_name(&program));
         let pid_file = self.pid_file;
         let start_secs = self.start_secs.unwrap_or(match self.ready {
@@ -569,6 +573,7 @@ impl Args {
             daemon: self.daemon,
             control: ControlConfig {
                 default_path: !self.no_control && self.control.is_none(),
+                default_name,
                 // `default_path` puts the socket next to the pid file when there is one (and
                 // no runtime dir).
                 socket: match (self.no_control, self.control) {

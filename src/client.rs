@@ -1,7 +1,9 @@
 //! The client subcommands: `relaunch status | reload | restart | stop | signal`.
 //!
-//! They find a running master's control socket (`--control PATH`, or `--name NAME` in the
-//! default directories, or the only socket there), send one request ([`crate::control`]), and
+//! They find a running master's control socket (`--control PATH`; `--name NAME` in the
+//! default directories; `--pid-file PATH`: the socket next to it or the one whose master has
+//! that pid; or the only live socket there, several being listed for the user to choose, exit
+//! 2), connect without blocking ([`crate::locate::probe`]), send one request ([`crate::control`]), and
 //! turn the answer into output and an exit code. Without a control socket, `--pid-file PATH`
 //! falls back to signals: `status` checks the pid with `kill(pid, 0)`, `reload` sends SIGHUP
 //! (it cannot wait for the result then), `stop` sends SIGTERM, and `signal` works for the
@@ -26,7 +28,7 @@ use nix::unistd::Pid;
 
 use crate::cli::{parse_duration, parse_signal};
 use crate::control::{
-    parse_name, socket_next_to, write_request, PathEnv, Request, Response, PROTOCOL,
+    parse_name, probe, socket_next_to, write_request, PathEnv, Probe, Request, Response, PROTOCOL,
 };
 use crate::status::{ReloadRecord, StatusRecord};
 
@@ -84,14 +86,16 @@ pub enum ClientCommand {
 /// Which relaunch to talk to.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// The relaunch started with this --name (default: the only one running as this user).
+    /// The relaunch with this name (default: the only one running; when several run, they are
+    /// listed and the exit code is 2).
     #[arg(long, value_name = "NAME", value_parser = parse_name, conflicts_with = "control")]
     pub name: Option<String>,
     /// Its control socket, when it was started with --control PATH.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Its pid file: the control socket next to it (PATH with the extension .sock) is used if
-    /// there is one; otherwise relaunch is reached with signals (no --wait for reload then).
+    /// there is one, else the control socket of the master whose pid it holds; otherwise
+    /// relaunch is reached with signals (no --wait for reload then).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
 }
@@ -175,6 +179,60 @@ fn list(dirs: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// A master found by its control socket.
+struct Running {
+    path: PathBuf,
+    /// Its pid (`SO_PEERCRED` of the listening socket); `None` when it does not accept
+    /// connections right now (stopped, or its backlog is full).
+    pid: Option<i32>,
+}
+
+/// Every master with a control socket in the default directories (stale sockets, left behind
+/// by a relaunch that was killed, do not count).
+fn running(dirs: &[PathBuf]) -> Vec<Running> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !(path.extension().is_some_and(|e| e == "sock") && is_socket(&path)) {
+                continue;
+            }
+            match probe(&path) {
+                Ok(Probe::Answers(stream)) => {
+                    let pid = getsockopt(&stream, sockopt::PeerCredentials)
+                        .ok()
+                        .map(|c| c.pid());
+                    found.push(Running { path, pid });
+                }
+                Ok(Probe::Busy) => found.push(Running { path, pid: None }),
+                Ok(Probe::Stale | Probe::Missing) => {}
+                // Not ours to judge (permission denied, say): list it.
+                Err(_) => found.push(Running { path, pid: None }),
+            }
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+/// The lines that list `found` for the user to choose from: name, pid, socket.
+fn choices(found: &[Running]) -> String {
+    let mut lines = format!("{:<24} {:>8}  {}", "NAME", "PID", "CONTROL SOCKET");
+    for r in found {
+        let name = r
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pid = r.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        lines.push_str(&format!("\n{name:<24} {pid:>8}  {}", r.path.display()));
+    }
+    lines
+}
+
 fn locate(target: &Target) -> Result<Endpoint> {
     if let Some(path) = &target.control {
         return Ok(Endpoint::Socket(path.clone()));
@@ -195,7 +253,15 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 return Ok(Endpoint::Socket(p));
             }
         }
-        return read_pid_file(pid_file).map(|pid| Endpoint::Pid(pid, pid_file.clone()));
+        let pid = read_pid_file(pid_file)?;
+        // The control socket of the master with that pid, wherever its name put it.
+        if let Some(r) = running(&dirs)
+            .into_iter()
+            .find(|r| r.pid == Some(pid.as_raw()))
+        {
+            return Ok(Endpoint::Socket(r.path));
+        }
+        return Ok(Endpoint::Pid(pid, pid_file.clone()));
     }
     if let Some(name) = &target.name {
         return dirs
@@ -213,23 +279,7 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 )
             });
     }
-    let mut found: Vec<PathBuf> = Vec::new();
-    for dir in &dirs {
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sock") && is_socket(&path) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    if found.len() > 1 {
-        // Sockets left behind by a relaunch that was killed do not count.
-        found.retain(|p| UnixStream::connect(p).is_ok());
-    }
+    let mut found = running(&dirs);
     match found.len() {
         0 => Err(Fail(
             NOT_RUNNING,
@@ -238,20 +288,14 @@ fn locate(target: &Target) -> Result<Endpoint> {
                 list(&dirs)
             ),
         )),
-        1 => Ok(Endpoint::Socket(found.remove(0))),
-        _ => {
-            let names: Vec<String> = found
-                .iter()
-                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .collect();
-            Err(Fail(
-                USAGE,
-                format!(
-                    "several relaunch control sockets found ({}); choose one with --name",
-                    names.join(", ")
-                ),
-            ))
-        }
+        1 => Ok(Endpoint::Socket(found.remove(0).path)),
+        n => Err(Fail(
+            USAGE,
+            format!(
+                "{n} relaunch masters are running; choose one with --name NAME, --pid-file PATH or --control PATH:\n{}",
+                choices(&found)
+            ),
+        )),
     }
 }
 
@@ -314,23 +358,41 @@ struct Session {
 
 impl Session {
     fn connect(path: &Path) -> Result<Session> {
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Fail(
-                NOT_RUNNING,
-                format!(
-                    "relaunch is not running: nothing answers on {} ({e})",
-                    path.display()
-                ),
-            ),
-            ErrorKind::PermissionDenied => Fail(
-                DENIED,
-                format!(
-                    "permission denied: cannot connect to {} ({e})",
-                    path.display()
-                ),
-            ),
-            _ => Fail(FAILED, format!("connecting to {}: {e}", path.display())),
-        })?;
+        // Without blocking: a stopped master with a full backlog would hang a blocking connect.
+        let stream = match probe(path) {
+            Ok(Probe::Answers(stream)) => stream,
+            Ok(Probe::Stale | Probe::Missing) => {
+                return Err(Fail(
+                    NOT_RUNNING,
+                    format!(
+                        "relaunch is not running: nothing answers on {}",
+                        path.display()
+                    ),
+                ))
+            }
+            Ok(Probe::Busy) => {
+                return Err(Fail(
+                    FAILED,
+                    format!(
+                        "{} does not accept connections (its backlog is full: is relaunch stopped or overloaded?)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return Err(Fail(
+                    DENIED,
+                    format!(
+                        "permission denied: cannot connect to {} ({e})",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(Fail(FAILED, format!("connecting to {}: {e}", path.display()))),
+        };
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| Fail(FAILED, format!("{}: {e}", path.display())))?;
         // Only talk to a master run by this user or root (or anyone, for root).
         let me = nix::unistd::geteuid().as_raw();
         if let Ok(peer) = getsockopt(&stream, sockopt::PeerCredentials) {

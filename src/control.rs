@@ -3,13 +3,19 @@
 //!
 //! # Where it lives
 //! `--control PATH`, or by default `<dir>/<name>.sock` ([`default_path`]) where `<dir>` is
-//! `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for root, else the path of `--pid-file`
-//! with its extension replaced by `.sock`, else `$TMPDIR/relaunch-<uid>`. A missing directory
-//! is created with mode 0700; an existing one is left as it is (relaunch never chmods a shared
-//! directory), except that the temp-dir fallback must be owned by the user and closed to
-//! others. The socket is created with mode 0600. A socket file left behind by a relaunch that
-//! died is replaced; one that answers belongs to a running relaunch, and starting a second one
-//! under the same name fails with exit code 1. The file is removed when relaunch exits.
+//! `$RELAUNCH_CONTROL_DIR` if set, else `$XDG_RUNTIME_DIR/relaunch`, else `/run/relaunch` for
+//! root, else the path of `--pid-file` with its extension replaced by `.sock`, else
+//! `$TMPDIR/relaunch-<uid>`. A missing directory is created with mode 0700; an existing one is
+//! left as it is (relaunch never chmods a shared directory), except that the temp-dir fallback
+//! must be owned by the user and closed to others. The socket is created with mode 0600 by
+//! `bind` itself (the mode is set on the socket's fd first; no chmod by name, which would
+//! follow a symlink swapped in, and no umask change), and checked with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`. A socket file left behind by a
+//! relaunch that died is replaced; one that answers (or whose backlog is full: the check's
+//! `connect` never blocks) belongs to a running relaunch. Starting a second one with the same
+//! explicit `--name` or `--control` then fails with exit code 1; without either, the default
+//! name (the program's file name) gets the first free suffix `-2`, `-3`, … and the choice is
+//! logged. The file is removed when relaunch exits.
 //!
 //! # Who may use it
 //! Every connection's peer is checked with `SO_PEERCRED`: only relaunch's own uid and root
@@ -30,27 +36,36 @@
 //! wake-up reads at most that much per connection; answers a client does not read are
 //! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
 //! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
-//! [`MAX_CLIENTS`] connections are served at once. The deadlines are folded into the loop's
-//! `poll` timeout, so an idle master still makes no wake-ups.
+//! [`MAX_CLIENTS`] connections are served at once, and when all are taken a new one evicts
+//! the idle connection with the least claim to its slot (so that clients which keep their
+//! connections open cannot lock others out); when `accept` runs out of fds, the listener is
+//! left out of `poll` for a moment ([`crate::accept`]) rather than spin. The deadlines are
+//! folded into the loop's `poll` timeout, so an idle master still makes no wake-ups.
 
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, ErrorKind, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use nix::fcntl::AtFlags;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{getsockopt, sockopt};
-use nix::sys::stat::{umask, Mode};
+use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::accept::AcceptPause;
 use crate::cli::parse_signal;
 use crate::conn::{Conn, ReadState};
+pub use crate::locate::{
+    default_path, parse_name, probe, program_name, socket_next_to, suffixed, PathEnv, Probe,
+    CONTROL_DIR_VAR, MAX_NAME, MAX_SUFFIX,
+};
 use crate::metrics::{MetricsAddr, MetricsServer};
 use crate::sockets::Listener;
 use crate::status::{Clock, ReloadRecord, SocketRecord, StatusRecord, Tracker};
@@ -67,8 +82,6 @@ pub const MAX_OUTPUT: usize = 1024 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CLIENTS: usize = 64;
-/// The longest `--name`.
-pub const MAX_NAME: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration and paths
@@ -81,118 +94,11 @@ pub struct ControlConfig {
     /// Whether `socket` is the default path rather than `--control` (the default's directory
     /// gets extra checks).
     pub default_path: bool,
+    /// Whether the name is the default one too (no `--name`): when a running relaunch already
+    /// has it, this one takes the first free `<name>-2`, `<name>-3`, … instead of failing.
+    pub default_name: bool,
     /// Where to serve Prometheus metrics (`--metrics`).
     pub metrics: Option<MetricsAddr>,
-}
-
-/// Checks a `--name`: 1 to 64 characters out of `A-Z a-z 0-9 . _ - @ +`, not starting with
-/// `.`. It becomes a file name, so no `/`.
-pub fn parse_name(s: &str) -> Result<String, String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
-    if s.is_empty() || s.len() > MAX_NAME || s.starts_with('.') || !s.chars().all(ok_char) {
-        return Err(format!(
-            "{s:?} is not a usable name (expected 1 to {MAX_NAME} characters out of A-Z a-z 0-9 . _ - @ +, not starting with '.')"
-        ));
-    }
-    Ok(s.to_owned())
-}
-
-/// The default `--name`: the program's file name, with characters a name cannot hold replaced
-/// by `_`.
-pub fn program_name(program: &OsStr) -> String {
-    let base = Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut name: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-@+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(MAX_NAME)
-        .collect();
-    if name.starts_with('.') {
-        name.replace_range(..1, "_");
-    }
-    if name.is_empty() {
-        name = "relaunch".into();
-    }
-    name
-}
-
-/// What the default control path depends on.
-#[derive(Debug, Clone)]
-pub struct PathEnv {
-    /// `$XDG_RUNTIME_DIR`, if set to an absolute path.
-    pub runtime_dir: Option<PathBuf>,
-    /// The effective uid.
-    pub euid: u32,
-    /// The temp dir (`$TMPDIR` or `/tmp`).
-    pub temp_dir: PathBuf,
-}
-
-impl PathEnv {
-    /// The current process's environment.
-    pub fn current() -> PathEnv {
-        PathEnv {
-            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute()),
-            euid: nix::unistd::geteuid().as_raw(),
-            temp_dir: std::env::temp_dir(),
-        }
-    }
-
-    /// The temp-dir fallback directory: `$TMPDIR/relaunch-<uid>`.
-    pub fn temp_fallback(&self) -> PathBuf {
-        self.temp_dir.join(format!("relaunch-{}", self.euid))
-    }
-
-    /// Every directory a default control socket may be in, most specific first (the client
-    /// looks in all of them: a root shell may have `XDG_RUNTIME_DIR` set while a root service
-    /// has not).
-    pub fn search_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        if let Some(rt) = &self.runtime_dir {
-            dirs.push(rt.join("relaunch"));
-        }
-        if self.euid == 0 {
-            dirs.push(PathBuf::from("/run/relaunch"));
-        }
-        dirs.push(self.temp_fallback());
-        dirs
-    }
-}
-
-/// The default control socket of a master named `name`: `$XDG_RUNTIME_DIR/relaunch/<name>.sock`;
-/// else, for root, `/run/relaunch/<name>.sock`; else next to `pid_file` (its extension
-/// replaced by `.sock`); else `$TMPDIR/relaunch-<uid>/<name>.sock`.
-pub fn default_path(name: &str, pid_file: Option<&Path>, env: &PathEnv) -> PathBuf {
-    if let Some(rt) = &env.runtime_dir {
-        return rt.join("relaunch").join(format!("{name}.sock"));
-    }
-    if env.euid == 0 {
-        return Path::new("/run/relaunch").join(format!("{name}.sock"));
-    }
-    if let Some(pid_file) = pid_file {
-        return socket_next_to(pid_file);
-    }
-    env.temp_fallback().join(format!("{name}.sock"))
-}
-
-/// The control socket that goes with a pid file: `app.pid` → `app.sock`.
-pub fn socket_next_to(pid_file: &Path) -> PathBuf {
-    if pid_file.extension() == Some(OsStr::new("sock")) {
-        let mut p = pid_file.as_os_str().to_owned();
-        p.push(".sock");
-        PathBuf::from(p)
-    } else {
-        pid_file.with_extension("sock")
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,6 +376,8 @@ struct Client {
     waiting: Option<Waiting>,
     /// The peer closed both directions: what it sent is still served, nothing is answered.
     hung_up: bool,
+    /// How many answers it was sent.
+    answered: u64,
 }
 
 /// The listening control socket and its connections.
@@ -482,6 +390,10 @@ pub struct ControlServer {
     clients: Vec<Client>,
     next_id: u64,
     euid: u32,
+    /// Set while `accept` fails for lack of fds: the listener is then not polled.
+    pause: AcceptPause,
+    /// Connections closed to make room for new ones, not yet reported as gone.
+    evicted: Vec<u64>,
 }
 
 impl ControlServer {
@@ -509,15 +421,15 @@ impl ControlServer {
                     path.display()
                 )))
             }
-            Ok(_) => match UnixStream::connect(path) {
-                Ok(_) => return Err(BindError::InUse(path.to_owned())),
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Ok(_) => match probe(path) {
+                Ok(Probe::Answers(_) | Probe::Busy) => return Err(BindError::InUse(path.to_owned())),
+                Ok(Probe::Stale) => {
                     info!(path = %path.display(), "removing a stale control socket");
                     fs::remove_file(path)
                         .with_context(|| format!("removing the stale socket {}", path.display()))
                         .map_err(other)?;
                 }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Ok(Probe::Missing) => {}
                 Err(e) => {
                     return Err(other(anyhow!(
                         "checking the existing control socket {}: {e}",
@@ -533,23 +445,18 @@ impl ControlServer {
                 )))
             }
         }
-        // Created 0600 from the start (the master is single-threaded here, so the umask change
-        // affects nothing else), then chmod for certainty.
-        let old = umask(Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        umask(old);
-        let listener = bound
+        let listener = bind_private(path)
             .with_context(|| format!("binding the control socket {}", path.display()))
             .map_err(other)?;
-        let setup = || -> io::Result<Option<(u64, u64)>> {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-            listener.set_nonblocking(true)?;
-            Ok(fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino())))
-        };
-        let identity = match setup() {
-            Ok(identity) => identity,
+        let identity = match verify_socket_file(path, env.euid)
+            .and_then(|id| listener.set_nonblocking(true).map(|()| id))
+        {
+            Ok(identity) => Some(identity),
             Err(e) => {
-                let _ = fs::remove_file(path);
+                // Only unlink what is still a socket (unlink never follows a link anyway).
+                if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = fs::remove_file(path);
+                }
                 return Err(other(anyhow!(
                     "setting up the control socket {}: {e}",
                     path.display()
@@ -563,6 +470,8 @@ impl ControlServer {
             clients: Vec::new(),
             next_id: 1,
             euid: env.euid,
+            pause: AcceptPause::new("control socket"),
+            evicted: Vec::new(),
         })
     }
 
@@ -572,7 +481,7 @@ impl ControlServer {
     }
 
     fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
-        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(self.listener.as_fd(), self.pause.interest()));
         for c in &self.clients {
             // Read on while the input may still be one request line (so that a longer one is
             // seen, answered and closed); a client pipelining requests behind one that waits
@@ -593,7 +502,8 @@ impl ControlServer {
         if has_work {
             return Some(now);
         }
-        self.clients.iter().filter_map(|c| c.conn.deadline).min()
+        let clients = self.clients.iter().filter_map(|c| c.conn.deadline).min();
+        clients.into_iter().chain(self.pause.deadline()).min()
     }
 
     /// Accepts, reads and writes as `poll` found possible (`revents` in the order of
@@ -637,10 +547,10 @@ impl ControlServer {
                 }
             }
         }
-        if revents
+        let readable = revents
             .first()
-            .is_some_and(|ev| ev.contains(PollFlags::POLLIN))
-        {
+            .is_some_and(|ev| ev.contains(PollFlags::POLLIN));
+        if self.pause.should_accept(readable, now) {
             self.accept(now);
         }
         // Requests: at most one valid request per connection per call (the next ones wait
@@ -704,11 +614,21 @@ impl ControlServer {
     fn accept(&mut self, now: Instant) {
         loop {
             let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    self.pause.accepted(now);
+                    stream
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if AcceptPause::is_fd_shortage(&e) => {
+                    // The connection stays queued and the listener readable: stop polling it
+                    // for a while rather than spin.
+                    self.pause.failed(&e, now);
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and the like: try again on the next wake-up.
+                    // A connection that failed on its own (ECONNABORTED and the like): it is
+                    // off the queue; the next wake-up goes on.
                     warn!(error = %e, "control socket: accept failed");
                     return;
                 }
@@ -734,10 +654,10 @@ impl ControlServer {
                 // Best effort: the line fits in an empty socket buffer.
                 continue;
             }
-            if self.clients.len() >= MAX_CLIENTS {
+            if self.clients.len() >= MAX_CLIENTS && !self.evict_one() {
                 let _ = conn.send(
                     &Response::error(format!(
-                        "too many control connections (at most {MAX_CLIENTS}); try again"
+                        "too many control connections (at most {MAX_CLIENTS}, all waiting on a reload or stop); try again"
                     ))
                     .to_line(),
                 );
@@ -751,13 +671,47 @@ impl ControlServer {
                 conn,
                 waiting: None,
                 hung_up: false,
+                answered: 0,
             });
         }
     }
 
+    /// Every slot is taken and a new client knocks: closes the connection that has the least
+    /// claim to its slot, so that clients that keep a connection open (even one that keeps
+    /// asking for `status`, which resets its deadline each time) cannot lock others out.
+    /// Connections waiting on a reload or stop, and those with a request to be served, are
+    /// kept. Among the rest, one already closing goes first, then one that has been answered
+    /// at least once (it got what it came for), oldest first; a new connection that has not
+    /// sent its request yet goes last. Returns whether a slot was freed.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.waiting.is_none() && !c.hung_up && !c.conn.input().contains(&b'\n'))
+            .min_by_key(|(_, c)| (!c.conn.closing, c.answered == 0, c.id))
+            .map(|(i, _)| i);
+        let Some(i) = victim else {
+            return false;
+        };
+        let mut c = self.clients.remove(i);
+        debug!(client = c.id, "control connection evicted to make room");
+        if !c.conn.closing {
+            // Best effort: an idle connection's socket buffer has room for one line.
+            let _ = c.conn.send(
+                &Response::error(format!(
+                    "connection closed to make room for a new one (all {MAX_CLIENTS} control connections were in use); reconnect"
+                ))
+                .to_line(),
+            );
+        }
+        self.evicted.push(c.id);
+        true
+    }
+
     /// Drops finished, broken and expired connections; returns their ids.
     fn sweep(&mut self, now: Instant) -> Vec<u64> {
-        let mut gone = Vec::new();
+        let mut gone = std::mem::take(&mut self.evicted);
         self.clients.retain(|c| {
             let keep = !(c.conn.done()
                 || c.conn.expired(now)
@@ -768,6 +722,10 @@ impl ControlServer {
             }
             keep
         });
+        if !gone.is_empty() {
+            // An fd was freed: a paused accept may succeed now.
+            self.pause.fd_freed();
+        }
         gone
     }
 
@@ -781,6 +739,7 @@ impl ControlServer {
             return;
         };
         c.waiting = None;
+        c.answered += 1;
         if c.conn.send(&response.to_line()).is_err() || c.conn.unsent() > MAX_OUTPUT {
             c.conn.closing = true;
             c.conn.deadline = Some(now);
@@ -863,6 +822,76 @@ fn prepare_dir(dir: &Path, check_owner: bool, euid: u32) -> anyhow::Result<()> {
     }
 }
 
+/// Binds the control socket at `path`. When neither `--name` nor `--control` was given and a
+/// running relaunch already has the default name (two Python services, say), takes the first
+/// free `<name>-N` in the same directory instead, logs it, and sets `name` to it: a default
+/// that is taken never stops a service from starting. An explicit name or path that is taken
+/// stays an error ([`BindError::InUse`]), and so does a default socket next to a `--pid-file`
+/// (which the pid file already ties to one master).
+fn bind_default_name(
+    name: &mut String,
+    path: &Path,
+    config: &ControlConfig,
+) -> Result<ControlServer, BindError> {
+    let first = ControlServer::bind(path, config.default_path);
+    let taken = matches!(first, Err(BindError::InUse(_)));
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let in_default_dir = PathEnv::current().search_dirs().iter().any(|d| d == dir)
+        && path.file_name() == Some(OsStr::new(&format!("{name}.sock")));
+    if !(taken && config.default_path && config.default_name && in_default_dir) {
+        return first;
+    }
+    for n in 2..=MAX_SUFFIX {
+        let candidate = suffixed(name, n);
+        match ControlServer::bind(&dir.join(format!("{candidate}.sock")), true) {
+            Err(BindError::InUse(_)) => continue,
+            Ok(server) => {
+                info!(
+                    taken = %name,
+                    name = %candidate,
+                    "another relaunch runs with the default name {name:?}; this one is named {candidate:?} (choose a name with --name)"
+                );
+                *name = candidate;
+                return Ok(server);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    first
+}
+
+/// Binds and listens on a unix stream socket at `path` whose file is created with mode 0600
+/// (less, if the umask takes more): the mode is set on the socket's fd before `bind`, which
+/// creates the file with that mode minus the umask. No `chmod` by name afterwards, which
+/// would follow a symlink swapped in after the bind, and no change of the process's umask,
+/// which other threads would see.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    fchmod(socket.as_raw_fd(), Mode::from_bits_truncate(0o600))?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    if let Err(e) = socket.listen(128) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Checks, without following a link, that `path` is a socket owned by `euid` that nobody
+/// else may use (mode 0600, or less); returns its (device, inode).
+fn verify_socket_file(path: &Path, euid: u32) -> io::Result<(u64, u64)> {
+    let st = fstatat(None, path, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let mode = st.st_mode & 0o7777;
+    if kind != SFlag::S_IFSOCK || mode & !0o600 != 0 || st.st_uid != euid {
+        return Err(io::Error::other(format!(
+            "it is not the socket just bound (type {:o}, mode {mode:o}, owner uid {}; expected a socket of uid {euid} with mode 600)",
+            kind.bits(),
+            st.st_uid
+        )));
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Parses a request line; the error is the message for the client.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let request: Request = serde_json::from_slice(line).map_err(|e| {
@@ -919,9 +948,10 @@ impl Control {
         listeners: &[Listener],
         started: Instant,
     ) -> Result<Control, crate::Failure> {
+        let mut name = name.to_owned();
         let server = match &config.socket {
             Some(path) => {
-                let server = ControlServer::bind(path, config.default_path)
+                let server = bind_default_name(&mut name, path, config)
                     .map_err(|e| crate::Failure::from(anyhow!(e)))?;
                 info!(path = %server.path().display(), "control socket");
                 Some(server)
@@ -937,7 +967,7 @@ impl Control {
             None => None,
         };
         let base = StatusRecord {
-            name: name.to_owned(),
+            name,
             pid: std::process::id() as i32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             control: server.as_ref().map(|s| s.path().display().to_string()),
@@ -960,6 +990,11 @@ impl Control {
             waiters: ReloadWaiters::default(),
             base,
         })
+    }
+
+    /// The master's name: `--name`, or the default one as made unique at bind time.
+    pub fn name(&self) -> &str {
+        &self.base.name
     }
 
     /// Adds the fds to poll to `fds`; [`Control::run`] takes their `revents` in this order.
@@ -1187,64 +1222,6 @@ mod tests {
     use super::*;
     use crate::supervisor::{ExitStatus, Settings};
     use nix::unistd::Pid;
-
-    #[test]
-    fn names() {
-        assert_eq!(parse_name("web-1.prod@eu").unwrap(), "web-1.prod@eu");
-        for bad in ["", ".hidden", "a/b", "sp ace", &"x".repeat(65)] {
-            let e = parse_name(bad).unwrap_err();
-            assert!(
-                e.starts_with(&format!("{bad:?} is not a usable name")),
-                "{e}"
-            );
-        }
-        assert_eq!(program_name(OsStr::new("/usr/bin/my server")), "my_server");
-        assert_eq!(program_name(OsStr::new("./.hidden")), "_hidden");
-        assert_eq!(program_name(OsStr::new("/")), "relaunch");
-        assert_eq!(program_name(OsStr::new("hello")), "hello");
-    }
-
-    #[test]
-    fn default_paths() {
-        let env = |rt: Option<&str>, euid| PathEnv {
-            runtime_dir: rt.map(PathBuf::from),
-            euid,
-            temp_dir: PathBuf::from("/tmp"),
-        };
-        let pid = Some(Path::new("/srv/app/app.pid"));
-        assert_eq!(
-            default_path("web", pid, &env(Some("/run/user/1000"), 1000)),
-            Path::new("/run/user/1000/relaunch/web.sock")
-        );
-        assert_eq!(
-            default_path("web", pid, &env(None, 0)),
-            Path::new("/run/relaunch/web.sock")
-        );
-        assert_eq!(
-            default_path("web", pid, &env(None, 1000)),
-            Path::new("/srv/app/app.sock")
-        );
-        assert_eq!(
-            default_path("web", None, &env(None, 1000)),
-            Path::new("/tmp/relaunch-1000/web.sock")
-        );
-        assert_eq!(
-            socket_next_to(Path::new("/x/run")),
-            Path::new("/x/run.sock")
-        );
-        assert_eq!(
-            socket_next_to(Path::new("/x/a.sock")),
-            Path::new("/x/a.sock.sock")
-        );
-        assert_eq!(
-            env(Some("/r"), 0).search_dirs(),
-            vec![
-                PathBuf::from("/r/relaunch"),
-                PathBuf::from("/run/relaunch"),
-                PathBuf::from("/tmp/relaunch-0")
-            ]
-        );
-    }
 
     #[test]
     fn requests_are_checked_and_errors_say_what_to_send() {
@@ -1511,6 +1488,86 @@ mod tests {
         let e = ControlServer::bind(&path, false).unwrap_err().to_string();
         assert!(e.contains("is not a socket"), "{e}");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn the_socket_mode_is_set_without_a_lookup_by_name() {
+        // A racer swaps the fresh socket for a symlink to a victim file, again and again: a
+        // chmod by name after the bind would follow the link and change the victim's mode.
+        let path = temp_socket("race");
+        let dir = path.parent().unwrap().to_owned();
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "x").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swaps = std::sync::Arc::new(AtomicU64::new(0));
+        let racer = {
+            let (path, victim) = (path.clone(), victim.clone());
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                let tmp = path.with_extension("tmp");
+                while !stop.load(Ordering::Relaxed) {
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                        let _ = fs::remove_file(&tmp);
+                        if std::os::unix::fs::symlink(&victim, &tmp).is_ok()
+                            && fs::rename(&tmp, &path).is_ok()
+                        {
+                            swaps.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        // At least 300 binds, and on until the racer has won 20 times (within a deadline).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut binds = 0;
+        while binds < 300 || (swaps.load(Ordering::Relaxed) < 20 && Instant::now() < deadline) {
+            let _ = fs::remove_file(&path);
+            if let Ok(server) = ControlServer::bind(&path, false) {
+                drop(server);
+            }
+            binds += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        let swaps = swaps.load(Ordering::Relaxed);
+        let mode = fs::metadata(&victim).unwrap().mode() & 0o777;
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+        assert!(swaps > 0, "the racer never swapped ({binds} binds)");
+        assert_eq!(mode, 0o644, "the victim's mode changed ({swaps} swaps)");
+    }
+
+    #[test]
+    fn a_full_server_evicts_an_answered_idle_client_never_a_waiting_one() {
+        let path = temp_socket("evict");
+        let mut server = ControlServer::bind(&path, false).unwrap();
+        let t0 = Instant::now();
+        let mut peers = Vec::new();
+        while server.clients.len() < MAX_CLIENTS {
+            peers.push(UnixStream::connect(&path).unwrap());
+            poll_io(&mut server, t0);
+        }
+        let ids: Vec<u64> = server.clients.iter().map(|c| c.id).collect();
+        // The oldest waits on a reload; the second oldest is new; the third was answered.
+        server.wait(ids[0], Waiting::Reload);
+        server.reply(ids[2], &Response::ok(), t0);
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[2]], "the answered one made room");
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        assert_eq!(
+            server.clients.last().map(|c| c.id),
+            Some(ids[MAX_CLIENTS - 1] + 1)
+        );
+        // Then the oldest that has not asked yet, still never the waiting one.
+        peers.push(UnixStream::connect(&path).unwrap());
+        let (gone, _) = poll_io(&mut server, t0);
+        assert_eq!(gone, vec![ids[1]]);
+        assert!(server.client(ids[0]).is_some());
+        drop(server);
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 
     #[test]

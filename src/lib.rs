@@ -36,13 +36,15 @@
 //! Around them: [`output`] (capturing the children's output into rotated log files),
 //! [`pidfile`] and [`daemon`] (background mode).
 //! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
-//! [`conn`]), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
+//! [`conn`], [`accept`] (no spinning at the fd limit) and [`locate`] (where control sockets
+//! live)), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
 //! other side: the `status`, `reload`, `stop` and `signal` subcommands. [`watch`] reloads when
 //! the program or other watched files change.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod activation;
 pub mod cli;
 pub mod client;
@@ -50,6 +52,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod daemon;
+pub mod locate;
 pub mod metrics;
 pub mod notify;
 pub mod output;

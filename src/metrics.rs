@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use nix::poll::{PollFd, PollFlags};
 
+use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
 use crate::sockets;
 use crate::spec::ListenSpec;
@@ -79,6 +80,8 @@ pub struct MetricsServer {
     listener: TcpListener,
     local: SocketAddr,
     conns: Vec<Conn<TcpStream>>,
+    /// Set while `accept` fails for lack of fds: the listener is then not polled.
+    pause: AcceptPause,
 }
 
 impl MetricsServer {
@@ -110,6 +113,7 @@ impl MetricsServer {
             listener,
             local,
             conns: Vec::new(),
+            pause: AcceptPause::new("metrics"),
         })
     }
 
@@ -120,15 +124,16 @@ impl MetricsServer {
 
     /// Adds the listener and every connection to `fds`.
     pub fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
-        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(self.listener.as_fd(), self.pause.interest()));
         for c in &self.conns {
             fds.push(PollFd::new(c.stream.as_fd(), c.interest(true)));
         }
     }
 
-    /// The earliest connection deadline.
+    /// The earliest connection deadline (or the end of an accept pause).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.iter().filter_map(|c| c.deadline).min()
+        let conns = self.conns.iter().filter_map(|c| c.deadline).min();
+        conns.into_iter().chain(self.pause.deadline()).min()
     }
 
     /// Accepts, reads and answers as `poll` found possible (`revents` in `poll_fds` order).
@@ -205,23 +210,30 @@ impl MetricsServer {
                 }
             }
         }
-        if revents
+        let readable = revents
             .first()
-            .is_some_and(|ev| ev.contains(PollFlags::POLLIN))
-        {
+            .is_some_and(|ev| ev.contains(PollFlags::POLLIN));
+        if self.pause.should_accept(readable, now) {
             loop {
                 match self.listener.accept() {
                     Ok((stream, _)) => {
+                        self.pause.accepted(now);
                         if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
                             continue; // dropped: closed at once
                         }
                         self.conns.push(Conn::new(stream, Some(now + TIMEOUT)));
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break, // WouldBlock, or EMFILE: next time
+                    Err(e) if AcceptPause::is_fd_shortage(&e) => {
+                        // Still queued, so still readable: stop polling the listener a while.
+                        self.pause.failed(&e, now);
+                        break;
+                    }
+                    Err(_) => break, // WouldBlock, or a connection that failed on its own
                 }
             }
         }
+        let before = self.conns.len();
         self.conns.retain(|c| {
             if c.done() {
                 let _ = c.stream.shutdown(Shutdown::Write);
@@ -229,6 +241,10 @@ impl MetricsServer {
             }
             !c.expired(now)
         });
+        if self.conns.len() < before {
+            // An fd was freed: a paused accept may succeed now.
+            self.pause.fd_freed();
+        }
     }
 }
 

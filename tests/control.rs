@@ -2,7 +2,9 @@
 //! relaunch, real children, and the real `relaunch status|reload|stop|signal` client.
 //!
 //! Every master gets `--control` in a temp dir (or its own `XDG_RUNTIME_DIR` from the
-//! harness), so tests running in parallel never share a socket.
+//! harness, or `RELAUNCH_CONTROL_DIR`), so tests running in parallel never share a socket; a
+//! client that searches for masters gets `RELAUNCH_CONTROL_DIR` too, so that relaunches
+//! running elsewhere on the machine (in `/run/relaunch`, say) are never seen.
 
 mod common;
 
@@ -737,7 +739,10 @@ fn default_socket_one_master_per_name_stale_file_replaced_and_removed_on_exit() 
     // The client finds it without being told where (it is the only one), or by name.
     let find = |args: &[&str]| {
         let mut cmd = client_command(args);
-        cmd.env("XDG_RUNTIME_DIR", rt.path());
+        // Only this test's directory: root would also look in /run/relaunch, where other
+        // relaunches on the machine may run.
+        cmd.env("XDG_RUNTIME_DIR", rt.path())
+            .env("RELAUNCH_CONTROL_DIR", rt.join("relaunch"));
         finish(cmd.spawn().unwrap(), &args.join(" "), T)
     };
     let out = find(&["status"]);
@@ -810,7 +815,8 @@ fn no_master_exits_3() {
     // No socket anywhere in an empty runtime dir.
     let mut cmd = client_command(&["status"]);
     cmd.env("XDG_RUNTIME_DIR", dir.path())
-        .env("TMPDIR", dir.path());
+        .env("TMPDIR", dir.path())
+        .env("RELAUNCH_CONTROL_DIR", dir.path());
     let out = finish(cmd.spawn().unwrap(), "status", T);
     assert_eq!(out.code, 3, "{out:?}");
 
@@ -1045,4 +1051,284 @@ fn status_reports_fatal_and_exited_with_their_reasons_and_exit_code_1() {
             .contains("exit code 0"),
         "{v}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Default names, slots, stale checks and the fd limit (hardening)
+
+/// A client that looks for masters only in `ctl_dir` (never in the machine's own directories).
+fn client_in(ctl_dir: &Path, args: &[&str]) -> Out {
+    let mut cmd = client_command(args);
+    cmd.env("RELAUNCH_CONTROL_DIR", ctl_dir);
+    finish(cmd.spawn().expect("start the client"), &args.join(" "), T)
+}
+
+#[test]
+fn a_taken_default_name_gets_a_suffix_and_clients_still_find_each_master() {
+    let dir = TempDir::new("default-names");
+    let ctl_dir = dir.join("ctl");
+    let p = Program::new("default-names");
+    let env = [("RELAUNCH_CONTROL_DIR", s(&ctl_dir))];
+    let pid_file = dir.join("b.pid");
+    let flags = ["--listen", "127.0.0.1:0", "--start-secs", "0.2"];
+    let start = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(flags);
+        args.extend(["--", s(&p.link)]);
+        Relaunch::start_with_env(&args, &env)
+    };
+    // Two services of the same program, neither with --name or --control: both start.
+    let a = start(&[]);
+    a.wait_for_event("running", &[("generation", "1")], T);
+    let b = start(&["--pid-file", s(&pid_file)]);
+    b.wait_for_event("running", &[("generation", "1")], T);
+    assert!(
+        b.stderr().contains("this one is named \"server-2\""),
+        "the fallback name is logged: {}",
+        b.stderr()
+    );
+    let a_sock = ctl_dir.join("server.sock");
+    let b_sock = ctl_dir.join("server-2.sock");
+
+    // Without a target, the client lists them (name, pid, socket) and exits 2.
+    let out = client_in(&ctl_dir, &["status"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for (name, pid, sock) in [
+        ("server ", a.pid(), &a_sock),
+        ("server-2 ", b.pid(), &b_sock),
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l.starts_with(name)
+                && l.contains(&format!(" {pid} "))
+                && l.ends_with(s(sock))),
+            "{name}{pid} {}: {out:?}",
+            sock.display()
+        );
+    }
+    // By --name, by --pid-file (its socket, wherever the name put it) and by --control.
+    for args in [
+        &["status", "--json", "--name", "server-2"][..],
+        &["status", "--json", "--pid-file", s(&pid_file)][..],
+        &["status", "--json", "--control", s(&b_sock)][..],
+    ] {
+        let out = client_in(&ctl_dir, args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        let v = out.json();
+        assert_eq!(v["name"], "server-2", "{args:?}: {v}");
+        assert_eq!(v["pid"], b.pid(), "{args:?}: {v}");
+    }
+    let out = client_in(&ctl_dir, &["status", "--json", "--name", "server"]);
+    assert_eq!(out.json()["pid"], a.pid(), "{out:?}");
+
+    // An explicit --name or --control that is taken stays an error.
+    for extra in [&["--name", "server-2"][..], &["--control", s(&a_sock)][..]] {
+        let mut c = start(extra);
+        let status = c.wait_exit(T);
+        assert_eq!(status.code(), Some(1), "{extra:?}: {}", c.stderr());
+        assert!(c.stderr().contains("another relaunch"), "{}", c.stderr());
+        assert!(c.events("spawned").is_empty());
+    }
+
+    // Once one is gone, the other is the only one: found without a target.
+    drop(a);
+    let out = client_in(&ctl_dir, &["status", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["name"], "server-2");
+}
+
+/// Raises this process's soft fd limit to its hard limit (filling a backlog takes thousands).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+}
+
+#[test]
+fn a_stopped_master_with_a_full_backlog_hangs_neither_a_second_start_nor_a_client() {
+    raise_fd_limit();
+    let p = Program::new("stopped");
+    let ctl = p.ctl();
+    let a = p.start(&["--start-secs", "0.2"]);
+    a.wait_for_event("running", &[("generation", "1")], T);
+    a.signal(libc::SIGSTOP);
+    // Fill its backlog: a non-blocking connect says EAGAIN once it is full.
+    let addr = socket2::SockAddr::unix(&ctl).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_nonblocking(true).unwrap();
+        match sock.connect(&addr) {
+            Ok(()) => held.push(sock),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("connect #{}: {e}", held.len()),
+        }
+        assert!(held.len() < 100_000, "the backlog never filled");
+    }
+
+    // A second relaunch on the same path sees a live master, promptly.
+    let mut b = Relaunch::start(&[
+        "--control",
+        s(&ctl),
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        s(&p.link),
+    ]);
+    let status = b
+        .wait_exit_within(T)
+        .unwrap_or_else(|| b.fail("hung on the stopped master's control socket"));
+    assert_eq!(status.code(), Some(1), "{}", b.stderr());
+    assert!(b.stderr().contains("another relaunch"), "{}", b.stderr());
+    assert!(ctl.exists(), "the live master's socket is left alone");
+    // The client says what is wrong instead of hanging (`finish` fails it after T).
+    let out = client(&["status", "--control", s(&ctl)]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("does not accept connections"),
+        "{out:?}"
+    );
+
+    a.signal(libc::SIGCONT);
+    drop(held);
+    let out = client(&["status", "--control", s(&ctl)]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn clients_that_keep_asking_cannot_lock_others_out() {
+    let p = Program::new("slots");
+    let ctl = p.ctl();
+    let r = p.start(&["--start-secs", "0.2"]);
+    r.wait_for_event("running", &[("generation", "1")], T);
+    let ask = |c: &mut std::io::BufReader<UnixStream>| -> String {
+        c.get_mut()
+            .write_all(b"{\"v\":1,\"cmd\":\"status\"}\n")
+            .expect("send status");
+        let mut line = String::new();
+        std::io::BufRead::read_line(c, &mut line).expect("read the answer");
+        line
+    };
+    // 64 clients (every slot) that keep asking: each answer resets their deadline.
+    let mut hogs: Vec<std::io::BufReader<UnixStream>> = Vec::new();
+    for _ in 0..64 {
+        let c = UnixStream::connect(&ctl).expect("connect");
+        c.set_read_timeout(Some(T)).unwrap();
+        hogs.push(std::io::BufReader::new(c));
+    }
+    for _ in 0..2 {
+        for (i, c) in hogs.iter_mut().enumerate() {
+            let line = ask(c);
+            assert!(line.contains("\"ok\":true"), "hog {i}: {line:?}");
+        }
+    }
+    // A newcomer is served all the same.
+    let out = client(&["status", "--control", s(&ctl)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The oldest of them made room, told why.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut hogs[0], &mut line).expect("read");
+    assert!(line.contains("to make room for a new one"), "{line:?}");
+    line.clear();
+    let n = std::io::BufRead::read_line(&mut hogs[0], &mut line).expect("read");
+    assert_eq!(n, 0, "then closed: {line:?}");
+    // The others are still served.
+    assert!(ask(&mut hogs[1]).contains("\"ok\":true"));
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat; `rest` starts at field 3.
+    let ticks: u64 = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    ticks as f64 / hz as f64
+}
+
+/// Sets the soft fd limit of the running process `pid`, keeping its hard limit.
+fn set_fd_limit(pid: i32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new limit only reads into `old`, a valid rlimit.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; the old value is not asked for.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn accept_at_the_fd_limit_backs_off_instead_of_spinning() {
+    let p = Program::new("emfile");
+    let ctl = p.ctl();
+    let r = p.start(&["--start-secs", "0.2", "--metrics", "127.0.0.1:0"]);
+    let line = r.wait_for_event("metrics", &[], T);
+    let metrics: SocketAddr = field(&line, "addr")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| r.fail(&format!("no addr= in {line}")));
+    r.wait_for_event("running", &[("generation", "1")], T);
+    let pid = r.pid();
+
+    // Room for a few more fds only; then more clients than that, on both listeners.
+    let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    set_fd_limit(pid, open + 4);
+    let mut held_unix: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&ctl).expect("connect (queued in the backlog)"))
+        .collect();
+    r.wait_for_log("control socket: accept failed", T);
+    let mut held_tcp: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(metrics).expect("connect to metrics"))
+        .collect();
+
+    // Over a window with both listeners starved, the master stays nearly idle.
+    let window = Duration::from_secs(2);
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    poll_until(window * 2, || t0.elapsed() >= window);
+    let (cpu, wall) = (cpu_seconds(pid) - cpu0, t0.elapsed().as_secs_f64());
+    assert!(
+        cpu < 0.1 * wall,
+        "the master used {cpu:.2} s of CPU in {wall:.2} s at the fd limit"
+    );
+    // One warning per listener per episode (an episode ends when an accept succeeds again,
+    // e.g. after a held connection timed out), not one per failed accept.
+    let lines = r.lines();
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    let (failed, resumed) = (count("accept failed"), count("accepting connections again"));
+    assert!(
+        failed <= 2 + resumed,
+        "{failed} accept warnings for {resumed} ended episodes:\n{}",
+        r.stderr()
+    );
+    assert!(r
+        .stderr()
+        .contains("control socket: accept failed for lack of file descriptors; pausing"));
+    r.wait_for_log(
+        "metrics: accept failed for lack of file descriptors; pausing",
+        T,
+    );
+
+    // Fds freed: both serve again, and the end of the episode is logged with its counts.
+    held_unix.clear();
+    held_tcp.clear();
+    let out = client(&["status", "--control", s(&ctl)]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(scrape(metrics, "/metrics").starts_with("HTTP/1.0 200 OK"));
+    let line = r.wait_for_log("control socket: accepting connections again after", T);
+    assert!(line.contains("failed accepts over"), "{line}");
+    r.wait_for_log("metrics: accepting connections again after", T);
 }

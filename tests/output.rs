@@ -795,6 +795,8 @@ fn daemon_returns_once_the_server_is_up() {
     let mut guard = DaemonGuard::new(&dir.join("relaunch.pid"));
     // Relative paths, resolved against the current directory before detaching.
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.current_dir(dir.path()).args([
         "--daemon",
         "--pid-file",
@@ -896,6 +898,8 @@ fn daemon_reports_why_the_server_did_not_start() {
     let err_log = dir.join("err.log");
     let _guard = DaemonGuard::new(&pid_file);
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.args([
         "--daemon",
         "--pid-file",
@@ -926,6 +930,8 @@ fn daemon_reports_why_the_server_did_not_start() {
     assert!(log.contains("boom") && log.contains("exiting"), "{log}");
 
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.args([
         "--daemon",
         "--pid-file",
@@ -941,6 +947,8 @@ fn daemon_reports_why_the_server_did_not_start() {
 
     // Never ready: stopped after --ready-timeout, reported, cleaned up.
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.args([
         "--daemon",
         "--pid-file",
@@ -964,6 +972,8 @@ fn daemon_reports_why_the_server_did_not_start() {
     assert!(!pid_file.exists());
 
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.args(["--daemon", "-l", "127.0.0.1:0", "--", "true"]);
     let (status, _, stderr) = run_to_end(cmd);
     assert_eq!(status.code(), Some(2), "{stderr}");
@@ -979,6 +989,8 @@ fn daemon_keeps_sockets_handed_over_with_listen_fd() {
     let addr = listener.local_addr().unwrap();
     let raw = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let mut cmd = Command::new(relaunch_bin());
+    // Its own directory for the default control socket: hermetic beside other relaunches.
+    cmd.env("RELAUNCH_CONTROL_DIR", dir.path());
     cmd.current_dir(dir.path()).args([
         "--daemon",
         "--pid-file",
