@@ -15,7 +15,9 @@
 //!
 //! [`take_inherited`] must run first thing at startup, before relaunch opens any file of its
 //! own: only then does an open fd 3, or the fd named by `--listen fd:7`, really come from
-//! relaunch's parent. Everything taken over is close-on-exec in the master.
+//! relaunch's parent. [`crate::spawn::adopt_fd`] enforces it: it takes only fds that were open
+//! when [`crate::spawn::record_inherited_fds`] ran (first thing in `main`, before `--daemon`
+//! opens its startup pipe), each once. Everything taken over is close-on-exec in the master.
 
 use std::collections::BTreeMap;
 use std::os::fd::{OwnedFd, RawFd};

@@ -157,6 +157,7 @@ fn close_inherited(pipe: RawFd, keep: &[RawFd]) -> io::Result<()> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
+    crate::spawn::forget_inherited_except(keep);
     for fd in fds {
         if fd > 2 && fd != pipe && !keep.contains(&fd) {
             // EBADF for the directory's own fd, closed by now.

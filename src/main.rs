@@ -14,6 +14,8 @@ use tracing::Level;
 const USAGE: i32 = 2;
 
 fn main() {
+    // Before any fd of relaunch's own exists: which fds came from the parent (`--listen fd:N`).
+    relaunch::spawn::record_inherited_fds();
     let args = match Args::try_parse().and_then(Args::validate) {
         Ok(args) => args,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

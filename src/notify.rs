@@ -1,16 +1,25 @@
 //! The sd_notify protocol, both ways.
 //!
 //! **Children → relaunch** (`--ready notify`): relaunch owns a unix datagram socket with
-//! `SO_PASSCRED` in a private directory (mode 0700, under `$XDG_RUNTIME_DIR` or the temp dir)
-//! and gives each child `NOTIFY_SOCKET=<path>`. A path rather than an abstract name, because
+//! `SO_PASSCRED` in a private directory and gives each child `NOTIFY_SOCKET=<path>`. The
+//! directory is under `$XDG_RUNTIME_DIR`, else the temp dir, else `/tmp`: the first one the
+//! children's user can pass through (with `--user`, a root-private `/run/user/0` is skipped). It
+//! stays relaunch's: 0700, or with `--user`/`--group` 0710 with the children's group, and the
+//! socket in it is 0600 and the children's user's, chowned (without following links) while the
+//! directory is still 0700. Directories that masters killed with SIGKILL left behind are removed
+//! at the next start. A path rather than an abstract name, because
 //! some client libraries (e.g. the `sd-notify` crate) cannot reach abstract sockets. Messages are
 //! newline-separated `KEY=VALUE` lines (`READY=1`, `STATUS=...`, `EXTEND_TIMEOUT_USEC=...`,
 //! ...). The sender is identified by the kernel-verified `SCM_CREDENTIALS` pid, and a message
 //! counts only if that pid is a child of relaunch or one of its descendants (e.g.
 //! `systemd-notify --ready` run by a shell wrapper). Everything else — other senders, garbage,
 //! truncated or oversize datagrams — is dropped with a debug log. File descriptors that arrive
-//! with a message are closed at once; `BARRIER=1` is honoured by exactly that (closing the fd is
-//! the barrier's answer), so `systemd-notify` does not exit before its `READY=1` was read.
+//! with a message are closed once it was attributed (or dropped); `BARRIER=1` is honoured by
+//! exactly that (closing the fd is the barrier's answer), so `systemd-notify --ready` stays alive,
+//! and its ancestry readable, until its `READY=1` was checked. A sender that uses no barrier
+//! and exits (and is reaped) before relaunch reads its ancestry cannot be attributed: its
+//! message is dropped. Accepting messages from pids that are gone would accept them from anyone
+//! of the same uid, so relaunch does not; send from the child itself, or use a barrier.
 //!
 //! **relaunch → its own manager**: when relaunch's environment has `NOTIFY_SOCKET` (systemd
 //! `Type=notify` or `Type=notify-reload`), [`Manager`] sends `READY=1` once the first generation
@@ -18,11 +27,12 @@
 //! `STATUS=` lines, `STOPPING=1` on shutdown, and `WATCHDOG=1` pings when `WATCHDOG_USEC` is set.
 
 use std::ffi::OsString;
+use std::hash::BuildHasher;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,12 +113,30 @@ impl Note {
 }
 
 /// A message received on the notify socket, with its sender's pid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Received {
     /// The sender, as the kernel reports it.
     pub pid: Pid,
     /// What it said.
     pub note: Note,
+    /// The fds that came with it, or with a later message of the same sender in the same
+    /// batch (`BARRIER=1`): held until this is dropped, so a sender waiting on its barrier
+    /// (`systemd-notify --ready`) stays alive, and its ancestry readable, until the message was
+    /// attributed to a child.
+    barrier: Barrier,
+}
+
+/// File descriptors passed with notifications; closed when dropped, which is the answer to a
+/// `BARRIER=1`.
+#[derive(Debug, Default)]
+struct Barrier(Vec<std::os::fd::RawFd>);
+
+impl Drop for Barrier {
+    fn drop(&mut self) {
+        for fd in self.0.drain(..) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 /// The socket children send their notifications to. Its directory and file are removed when
@@ -121,16 +149,39 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     /// Binds a fresh socket `notify` in a new private directory `relaunch.<pid>.<nonce>` under
-    /// `$XDG_RUNTIME_DIR` (else the temp dir). Senders are checked by their credentials; the
-    /// 0700 directory keeps other users from even trying.
-    pub fn bind() -> io::Result<NotifySocket> {
-        let bases = std::env::var_os("XDG_RUNTIME_DIR")
+    /// `$XDG_RUNTIME_DIR`, else the temp dir, else `/tmp`: the first of them the children can
+    /// reach. `children` is the user and group they run as (`--user`, `--group`), if not
+    /// relaunch's own.
+    ///
+    /// The directory stays relaunch's: 0700, or with `children`, group `gid` and 0710, so the
+    /// children can pass through it but not change it. The socket is 0600 and, with
+    /// `children`, owned by their uid: nobody else can send to it. Senders are checked by their
+    /// credentials too. Directories of masters that are gone (killed with SIGKILL) are removed
+    /// from the base directory first.
+    pub fn bind(children: Option<(Option<u32>, u32)>) -> io::Result<NotifySocket> {
+        let mut bases: Vec<PathBuf> = Vec::new();
+        for base in std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|b| !b.is_empty())
             .map(PathBuf::from)
             .into_iter()
-            .chain(std::iter::once(std::env::temp_dir()));
+            .chain([std::env::temp_dir(), PathBuf::from("/tmp")])
+        {
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
         let mut last = io::Error::other("no directory for the notify socket");
         for base in bases {
-            match Self::bind_in(&base) {
+            if let Some((uid, gid)) = children {
+                let uid = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+                if let Err(e) = reachable(&base, uid, gid) {
+                    debug!(base = %base.display(), reason = %e, "not a base for the notify socket");
+                    last = e;
+                    continue;
+                }
+            }
+            remove_leftovers(&base);
+            match Self::bind_in(&base, children) {
                 Ok(sock) => return Ok(sock),
                 Err(e) => last = io::Error::new(e.kind(), format!("{}: {e}", base.display())),
             }
@@ -138,18 +189,57 @@ impl NotifySocket {
         Err(last)
     }
 
-    fn bind_in(base: &Path) -> io::Result<NotifySocket> {
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!("relaunch.{}.{nonce:08x}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    fn bind_in(base: &Path, children: Option<(Option<u32>, u32)>) -> io::Result<NotifySocket> {
+        let random = std::collections::hash_map::RandomState::new();
+        let mut attempt = 0u32;
+        let dir = loop {
+            let dir = base.join(format!(
+                "{DIR_PREFIX}{}.{:016x}",
+                std::process::id(),
+                random.hash_one(attempt)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let path = dir.join("notify");
-        let bound = UnixDatagram::bind(&path).and_then(|socket| {
+        let bound = (|| {
+            let handle = open_dir_nofollow(&dir)?;
+            let meta = handle.metadata()?;
+            if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o777 != 0o700 {
+                return Err(io::Error::other(format!(
+                    "{} is not the private directory relaunch created",
+                    dir.display()
+                )));
+            }
+            let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None)?;
+            // The socket file takes this mode (less the umask) when bound.
+            nix::sys::stat::fchmod(
+                socket.as_raw_fd(),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )?;
+            socket.bind(&socket2::SockAddr::unix(&path)?)?;
+            let socket = UnixDatagram::from(std::os::fd::OwnedFd::from(socket));
             socket.set_nonblocking(true)?;
             setsockopt(&socket, sockopt::PassCred, &true)?;
+            if let Some((uid, gid)) = children {
+                // The socket first, then the directory: while the directory is still 0700
+                // and relaunch's, nobody else can put anything at `notify`; and the directory
+                // itself is never given away, only opened to the group.
+                nix::unistd::fchownat(
+                    Some(handle.as_raw_fd()),
+                    "notify",
+                    uid.map(nix::unistd::Uid::from_raw),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                    nix::unistd::FchownatFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+                std::os::unix::fs::fchown(&handle, None, Some(gid))?;
+                handle.set_permissions(std::fs::Permissions::from_mode(0o710))?;
+            }
             Ok(socket)
-        });
+        })();
         match bound {
             Ok(socket) => Ok(NotifySocket { socket, dir, path }),
             Err(e) => {
@@ -158,17 +248,6 @@ impl NotifySocket {
                 Err(e)
             }
         }
-    }
-
-    /// Gives the private directory and the socket to the user (and group) the children run
-    /// as (`--user`, `--group`), so they can reach it; the directory stays 0700. `None` leaves
-    /// that id as it is.
-    pub fn chown(&self, uid: Option<u32>, gid: u32) -> io::Result<()> {
-        for path in [&self.dir, &self.path] {
-            std::os::unix::fs::chown(path, uid, Some(gid))
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        }
-        Ok(())
     }
 
     /// The value of `NOTIFY_SOCKET` for children: the socket's path.
@@ -195,18 +274,16 @@ impl NotifySocket {
                 Err(_) => break, // EAGAIN: drained
             };
             let mut pid = None;
+            // BARRIER=1 and FDSTORE=1 send fds: closing them answers the barrier. Dropping
+            // this closes them, unless they are handed on below.
+            let mut barrier = Barrier::default();
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     match c {
                         ControlMessageOwned::ScmCredentials(creds) => {
                             pid = Some(Pid::from_raw(creds.pid()))
                         }
-                        ControlMessageOwned::ScmRights(fds) => {
-                            // BARRIER=1 and FDSTORE=1 send fds: closing them answers the barrier.
-                            for fd in fds {
-                                let _ = nix::unistd::close(fd);
-                            }
-                        }
+                        ControlMessageOwned::ScmRights(fds) => barrier.0.extend(fds),
                         _ => {}
                     }
                 }
@@ -224,7 +301,14 @@ impl NotifySocket {
                 continue;
             };
             match Note::parse(&buf[..len]) {
-                Some(note) => out.push(Received { pid, note }),
+                Some(note) => out.push(Received { pid, note, barrier }),
+                // A bare BARRIER=1 after a READY=1: keep its fd with that message.
+                None if !barrier.0.is_empty() => {
+                    match out.iter_mut().rev().find(|r| r.pid == pid) {
+                        Some(earlier) => earlier.barrier.0.append(&mut barrier.0),
+                        None => debug!(pid = %pid, "answered a barrier"),
+                    }
+                }
                 None => {
                     debug!(pid = %pid, len, "ignored a notification with nothing relaunch understands")
                 }
@@ -245,6 +329,120 @@ impl AsFd for NotifySocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
+}
+
+/// The name of notify directories: `relaunch.<pid>.<nonce>`.
+const DIR_PREFIX: &str = "relaunch.";
+
+fn open_dir_nofollow(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether user `uid` (primary group `gid`) can pass through `base` and every directory above
+/// it, by their mode bits (supplementary groups are not counted: a conservative answer).
+fn reachable(base: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let base = std::fs::canonicalize(base)?;
+    for dir in base.ancestors() {
+        let meta = std::fs::metadata(dir)?;
+        let mode = meta.mode();
+        let ok = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} (mode {:o}, owner {}) cannot be searched by uid {uid}",
+                    dir.display(),
+                    mode & 0o7777,
+                    meta.uid()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the notify directories in `base` that masters killed without cleaning up left
+/// behind: named `relaunch.<pid>.<nonce>`, a directory (not a link) owned by this user, and no
+/// process `pid` running. Removal goes through directory fds (`unlinkat`), never through a
+/// path someone could redirect. Failures are only logged: this is housekeeping.
+fn remove_leftovers(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let Ok(base_dir) = std::fs::File::open(base) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = leftover_pid(&name) else {
+            continue;
+        };
+        if pid as u32 == std::process::id()
+            || nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+        {
+            continue;
+        }
+        let shown = base.join(&name);
+        match remove_leftover(&base_dir, &name, me) {
+            Ok(true) => {
+                debug!(dir = %shown.display(), pid, "removed the notify directory of a master that is gone")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(dir = %shown.display(), error = %e, "cannot remove a leftover notify directory")
+            }
+        }
+    }
+}
+
+/// The pid in a notify directory's name `relaunch.<pid>.<hex nonce>`.
+fn leftover_pid(name: &std::ffi::OsStr) -> Option<i32> {
+    let (pid, nonce) = name.to_str()?.strip_prefix(DIR_PREFIX)?.split_once('.')?;
+    if nonce.is_empty() || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse::<i32>().ok().filter(|&pid| pid > 0)
+}
+
+/// Removes `name` in `base_dir` if it is a directory owned by `uid`, with its `notify` socket.
+fn remove_leftover(base_dir: &std::fs::File, name: &std::ffi::OsStr, uid: u32) -> io::Result<bool> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let stat = nix::sys::stat::fstatat(
+        Some(base_dir.as_raw_fd()),
+        name,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFDIR || stat.st_uid != uid {
+        return Ok(false);
+    }
+    let dir = nix::dir::Dir::openat(
+        Some(base_dir.as_raw_fd()),
+        name,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    match unlinkat(Some(dir.as_raw_fd()), "notify", UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    drop(dir);
+    // Fails (ENOTEMPTY) if anything else is in it: then it is not only ours to remove.
+    unlinkat(Some(base_dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)?;
+    Ok(true)
 }
 
 /// The parent of `pid`, from `/proc/<pid>/stat`.
@@ -371,10 +569,9 @@ mod tests {
 
     #[test]
     fn receives_with_credentials_and_drops_oversize() {
-        let sock = NotifySocket::bind().unwrap();
+        let sock = NotifySocket::bind(None).unwrap();
         let path = PathBuf::from(sock.env_value());
         let dir = path.parent().unwrap().to_owned();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
@@ -397,6 +594,53 @@ mod tests {
         assert!(
             !dir.exists(),
             "the private directory is removed with the socket"
+        );
+    }
+
+    #[test]
+    fn barrier_fds_stay_open_until_the_message_is_dropped() {
+        use nix::sys::socket::{sendmsg, ControlMessage};
+        let sock = NotifySocket::bind(None).unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(&PathBuf::from(sock.env_value())).unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        let hup = |fd: &std::os::fd::OwnedFd| {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap();
+            fds[0]
+                .revents()
+                .unwrap()
+                .contains(nix::poll::PollFlags::POLLHUP)
+        };
+        // READY=1 with an fd, then a bare BARRIER=1 with another, as systemd-notify sends.
+        let mut readers = Vec::new();
+        for message in [&b"READY=1"[..], b"BARRIER=1"] {
+            let (rd, wr) = nix::unistd::pipe().unwrap();
+            let fds = [wr.as_raw_fd()];
+            sendmsg(
+                client.as_raw_fd(),
+                &[io::IoSlice::new(message)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                Some(&addr),
+            )
+            .unwrap();
+            drop(wr);
+            readers.push(rd);
+        }
+        let got = sock.receive();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].note.ready);
+        assert!(
+            !hup(&readers[0]) && !hup(&readers[1]),
+            "the sender's barrier is not answered before the message is handled"
+        );
+        drop(got);
+        assert!(
+            hup(&readers[0]) && hup(&readers[1]),
+            "answered once dropped"
         );
     }
 

@@ -9,7 +9,11 @@
 //!   inspected at all, starting is refused too, with a message saying so.
 //! - **Written atomically once the sockets are bound**: `PID\n` goes into a temporary file in
 //!   the same directory, which is synced and renamed over the path, so a reader sees the old
-//!   content or the new, never an empty or partial file.
+//!   content or the new, never an empty or partial file. The temporary file has an
+//!   unpredictable name and is created with `O_EXCL|O_NOFOLLOW`, and the rename replaces a
+//!   symlink at the path rather than writing through it: a directory others can write (say
+//!   `/tmp`) cannot make relaunch, running as root, write into another file. The file is read
+//!   with `O_NOFOLLOW` too; a symlink at the path counts as stale.
 //! - **Removed on exit**, but only if it still holds our pid (another instance may have taken
 //!   it over meanwhile).
 //!
@@ -17,6 +21,7 @@
 //! valid across reloads; with `--daemon` the pid is the detached master's.
 
 use std::fs;
+use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -41,9 +46,16 @@ pub enum Existing {
 
 /// Reads the pid file at `path` and decides whether it names a running relaunch.
 pub fn inspect(path: &Path) -> io::Result<Existing> {
-    let text = match fs::read_to_string(path) {
+    let text = match read_nofollow(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Missing),
+        // A symlink (ELOOP with O_NOFOLLOW) or a non-regular file: not ours, replaced.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Existing::Stale("it is a symbolic link".into()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Ok(Existing::Stale(e.to_string()))
+        }
         Err(e) => return Err(e),
     };
     let Ok(pid) = text.trim().parse::<i32>() else {
@@ -149,7 +161,7 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        match fs::read_to_string(&self.path) {
+        match read_nofollow(&self.path) {
             Ok(text) if text == self.content => {
                 if let Err(e) = fs::remove_file(&self.path) {
                     warn!(path = %self.path.display(), error = %e, "cannot remove the pid file");
@@ -166,21 +178,39 @@ impl Drop for PidFile {
     }
 }
 
+/// Writes `content` to `path` atomically and without following links planted by others in a
+/// directory they can write: the temporary file gets an unpredictable name and is created with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` (so an existing file or symlink of that name is an error, never
+/// opened), and `rename` replaces whatever is at `path` — a symlink included — instead of
+/// writing through it.
 fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
+    let random = std::collections::hash_map::RandomState::new();
+    let mut attempt = 0u32;
+    let (tmp, mut file) = loop {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".{}.{:016x}.tmp",
+            std::process::id(),
+            random.hash_one(attempt)
+        ));
+        let tmp = path.with_file_name(tmp_name);
+        match fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(0o644)
-            .open(&tmp)?;
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let result = (|| {
         file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -189,6 +219,27 @@ fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Reads a pid file without following a symlink at its path: a link there was planted, not
+/// written by relaunch, and reading through it would leak another file into the log.
+fn read_nofollow(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "it is not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    Read::by_ref(&mut file)
+        .take(4096)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -252,6 +303,37 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "12345\n");
         let e = PidFile::write(&d.join("no-such-dir/x.pid")).unwrap_err();
         assert!(e.to_string().contains("no-such-dir/x.pid"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn planted_symlinks_are_never_followed() {
+        let d = dir("symlink");
+        let victim = d.join("victim");
+        fs::write(&victim, "secret\n").unwrap();
+        // Links for every name the old code would have used (`.<name>.<pid>.tmp`, for this pid
+        // and the next ones), and at the final path.
+        let p = d.join("x.pid");
+        for pid in std::process::id()..std::process::id() + 8 {
+            std::os::unix::fs::symlink(&victim, d.join(format!(".x.pid.{pid}.tmp"))).unwrap();
+        }
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        assert!(
+            matches!(inspect(&p).unwrap(), Existing::Stale(ref w) if w.contains("symbolic link")),
+            "{:?}",
+            inspect(&p)
+        );
+        let file = PidFile::write(&p).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "secret\n");
+        let meta = fs::symlink_metadata(&p).unwrap();
+        assert!(meta.file_type().is_file(), "{meta:?}");
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(file);
+        assert!(fs::symlink_metadata(&p).is_err(), "removed on drop");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "secret\n");
         fs::remove_dir_all(&d).unwrap();
     }
 }

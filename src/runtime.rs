@@ -120,8 +120,11 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
             });
         }
     }
-    // Fail fast, with the shell's exit codes, if the program cannot be found at all.
-    let program = match spawn::resolve_program(&config.command.program) {
+    // Fail fast, with the shell's exit codes, if the program cannot be found at all: in the
+    // children's PATH, as each spawn looks for it.
+    let extra_env = process::extra_env(&config.process).map_err(|e| anyhow!(e))?;
+    let search = spawn::search_path(&extra_env);
+    let program = match spawn::resolve_program(&config.command.program, &search) {
         Ok(program) => program,
         Err(e) => {
             return Err(Failure {
@@ -138,13 +141,9 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     };
     let notify_socket = match config.ready {
         ReadyMode::Notify => {
-            let sock = NotifySocket::bind().context("creating the notify socket")?;
-            if let Some(creds) = &options.credentials {
-                // Its directory is private (0700): hand it to the user the children run as.
-                sock.chown(creds.uid, creds.gid)
-                    .context("giving the notify socket to --user/--group")?;
-            }
-            Some(sock)
+            // Where the user the children run as can reach it, and nobody else can.
+            let children = options.credentials.as_ref().map(|c| (c.uid, c.gid));
+            Some(NotifySocket::bind(children).context("creating the notify socket")?)
         }
         _ => None,
     };
@@ -379,21 +378,15 @@ impl Master {
                 name: &l.name,
             })
             .collect();
-        let mut extras = Extras::default();
         // --env-file is read again at every spawn, so a reload picks up its new contents; a
         // bad file fails this spawn (a reload then keeps the old generation serving).
-        if let Some(path) = &self.config.process.env_file {
-            extras.env = process::read_env_file(path).map_err(|message| SpawnFailure {
+        let mut extras = Extras {
+            env: process::extra_env(&self.config.process).map_err(|message| SpawnFailure {
                 message,
                 exit_code: 1,
-            })?;
-        }
-        for (k, v) in process::env_pairs(&self.config.process.env) {
-            match extras.env.iter_mut().find(|(name, _)| *name == k) {
-                Some(slot) => slot.1 = v,
-                None => extras.env.push((k, v)),
-            }
-        }
+            })?,
+            ..Extras::default()
+        };
         if let Some(sock) = &self.notify_socket {
             extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
         }

@@ -17,7 +17,14 @@
 //!   refused: nobody listens) is removed before binding; a live one is an error, and a file that
 //!   is not a socket is never removed. `mode`, `owner` and `group` are applied between `bind`
 //!   and `listen`, so no client can connect before they are in place, and long before any
-//!   child starts. The file is removed when the [`Listener`] is dropped, i.e. when relaunch
+//!   child starts. None of it looks the file up by name again (a symlink swapped in by someone
+//!   who can write the directory must not redirect it): the mode is given to the socket before
+//!   `bind` (Linux creates the file with it, less the umask), then the file `bind` created is
+//!   opened with `O_PATH|O_NOFOLLOW`, the mode and ids are set on that node through
+//!   `/proc/self/fd`, and checked on it. The stale check, `bind` and `listen` run under an
+//!   exclusive `flock` of the directory, so two relaunches starting on the same path at once
+//!   cannot each take the other's bound-but-not-yet-listening file for stale (a program other
+//!   than relaunch that removes socket files does not take that lock). The file is removed when the [`Listener`] is dropped, i.e. when relaunch
 //!   exits after its children, and never during reloads; and only if the path still holds the
 //!   same file (device and inode) that relaunch created.
 //! - **Inherited sockets** (`fd:N`, socket activation) must be sockets; stream and seqpacket
@@ -36,7 +43,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -576,6 +583,7 @@ fn bind_unix(
 ) -> Result<Listener> {
     let backlog = (kind != UnixKind::Datagram).then_some(backlog);
     let opts = &spec.options;
+    let mut dir_lock = None;
     let socket = Socket::new(Domain::UNIX, unix_type(kind), None)
         .with_context(|| format!("creating a {} socket", kind_name(kind)))?;
     set_buffers(&socket, opts).map_err(|f| anyhow!("{} on {path}: {}", f.what, f.error))?;
@@ -594,29 +602,25 @@ fn bind_unix(
         }
         UnixPath::File(p) => {
             check_parent_dir(p)?;
+            // Held until `listen`: another relaunch starting on the same path at the same
+            // moment must not take this bound-but-not-yet-listening file for stale.
+            dir_lock = Some(lock_parent_dir(p)?);
             remove_stale(p, kind)?;
             let addr =
                 SockAddr::unix(p).with_context(|| format!("unix socket path {}", p.display()))?;
+            if let Some(mode) = opts.mode {
+                // On Linux the file bind creates takes the socket's own mode (less the umask):
+                // it never has more permissions than asked for, not even for a moment.
+                nix::sys::stat::fchmod(
+                    socket.as_raw_fd(),
+                    nix::sys::stat::Mode::from_bits_truncate(mode),
+                )
+                .with_context(|| format!("setting mode {mode:o} on the socket for {path}"))?;
+            }
             socket.bind(&addr).map_err(|e| unix_bind_error(path, e))?;
             // From here on, dropping `file` removes the socket file again.
-            let file = SocketFile::created(p)?;
-            if let Some(mode) = opts.mode {
-                fs::set_permissions(p, fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("setting mode {mode:o} on {}", p.display()))?;
-            }
-            if ids.0.is_some() || ids.1.is_some() {
-                std::os::unix::fs::lchown(p, ids.0.map(Uid::as_raw), ids.1.map(Gid::as_raw))
-                    .with_context(|| {
-                        let mut to = String::new();
-                        if let Some(o) = &opts.owner {
-                            let _ = write!(to, " owner {o}");
-                        }
-                        if let Some(g) = &opts.group {
-                            let _ = write!(to, " group {g}");
-                        }
-                        format!("setting{to} on {}", p.display())
-                    })?;
-            }
+            let (file, node) = SocketFile::created(p)?;
+            set_file_options(p, &node, opts, ids)?;
             let file_name = p
                 .file_name()
                 .map_or_else(|| p.as_os_str().to_string_lossy(), |n| n.to_string_lossy());
@@ -629,6 +633,7 @@ fn bind_unix(
             .listen(i32::try_from(backlog).unwrap_or(i32::MAX))
             .map_err(|e| anyhow!("listen on {path}: {e}"))?;
     }
+    drop(dir_lock);
     Ok(Listener {
         name: spec
             .name
@@ -762,18 +767,112 @@ struct SocketFile {
 }
 
 impl SocketFile {
-    fn created(path: &Path) -> Result<SocketFile> {
+    /// Records the socket file `bind` just created at `path`, and returns it opened with
+    /// `O_PATH|O_NOFOLLOW`: the node itself, for changes that must not look the name up again.
+    fn created(path: &Path) -> Result<(SocketFile, fs::File)> {
         let absolute =
             std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-        let meta = fs::symlink_metadata(path)
+        let node = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("opening the new socket file {}", path.display()))?;
+        let meta = node
+            .metadata()
             .with_context(|| format!("checking the new socket file {}", path.display()))?;
-        Ok(SocketFile {
+        if !meta.file_type().is_socket() {
+            return Err(anyhow!(
+                "{} was replaced by {} right after relaunch bound it; is another process using the directory?",
+                path.display(),
+                describe_file_type(meta.mode())
+            ));
+        }
+        let file = SocketFile {
             path: absolute,
             dev: meta.dev(),
             ino: meta.ino(),
-        })
+        };
+        Ok((file, node))
     }
 }
+
+/// Applies `mode`, `owner` and `group` to the socket file opened as `node` (`O_PATH`), through
+/// `/proc/self/fd`: on the inode itself, never by a name someone could swap for a symlink
+/// meanwhile. Then checks the result on the same node (the `fstatat(AT_SYMLINK_NOFOLLOW)` of
+/// the file relaunch created).
+fn set_file_options(path: &Path, node: &fs::File, opts: &SocketOptions, ids: Ids) -> Result<()> {
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", node.as_raw_fd()));
+    if let Some(mode) = opts.mode {
+        // The umask may have cleared bits of the mode given to the socket before bind.
+        fs::set_permissions(&by_fd, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
+    }
+    if ids.0.is_some() || ids.1.is_some() {
+        std::os::unix::fs::chown(&by_fd, ids.0.map(Uid::as_raw), ids.1.map(Gid::as_raw))
+            .with_context(|| {
+                let mut to = String::new();
+                if let Some(o) = &opts.owner {
+                    let _ = write!(to, " owner {o}");
+                }
+                if let Some(g) = &opts.group {
+                    let _ = write!(to, " group {g}");
+                }
+                format!("setting{to} on {}", path.display())
+            })?;
+    }
+    let meta = node
+        .metadata()
+        .with_context(|| format!("checking {}", path.display()))?;
+    let wrong = !meta.file_type().is_socket()
+        || opts.mode.is_some_and(|m| meta.mode() & 0o7777 != m)
+        || ids.0.is_some_and(|u| meta.uid() != u.as_raw())
+        || ids.1.is_some_and(|g| meta.gid() != g.as_raw());
+    if wrong {
+        return Err(anyhow!(
+            "{}: the socket file has mode {:o}, owner {} and group {} after relaunch set them",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ));
+    }
+    Ok(())
+}
+
+/// Locks the directory `path` is in (`flock`, exclusive) so relaunches binding there do the
+/// stale check, `bind` and `listen` one at a time. Waits up to 5 s for the lock.
+fn lock_parent_dir(path: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut dir = fs::File::open(parent)
+        .with_context(|| format!("opening directory {} to lock it", parent.display()))?;
+    loop {
+        match nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((again, nix::errno::Errno::EWOULDBLOCK))
+                if std::time::Instant::now() < deadline =>
+            {
+                dir = again;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err((_, e)) => {
+                return Err(anyhow!(
+                    "cannot create unix socket {}: locking directory {}: {}",
+                    path.display(),
+                    parent.display(),
+                    io::Error::from(e)
+                ))
+            }
+        }
+    }
+}
+
+/// How long [`lock_parent_dir`] waits: another relaunch holds the lock only from its stale
+/// check to its `listen`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
@@ -1162,6 +1261,53 @@ mod tests {
         assert_eq!(l[0].socket_file(), Some(path.as_path()));
         drop(l);
         assert!(!path.exists(), "the socket file is removed on drop");
+    }
+
+    #[test]
+    fn mode_is_never_applied_through_a_swapped_in_symlink() {
+        // A racer keeps replacing the socket file with a symlink to a private file; whatever
+        // it manages, relaunch must never chmod or chown the file the link points to.
+        let dir = Dir::new();
+        let path = dir.join("app.sock");
+        let victim = dir.join("victim");
+        fs::write(&victim, "secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (stop, path, victim) = (stop.clone(), path.clone(), victim.clone());
+            std::thread::spawn(move || {
+                let tmp = path.with_extension("link");
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::os::unix::fs::symlink(&victim, &tmp);
+                    // Atomically over the socket file, if one is there.
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                        let _ = fs::rename(&tmp, &path);
+                    }
+                }
+            })
+        };
+        let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+        let spec = dir.spec(
+            "unix",
+            "app.sock",
+            &format!("?mode=666&owner={uid}&group={gid}"),
+        );
+        let mut bound = 0;
+        for _ in 0..300 {
+            if let Ok(l) = bind_all(std::slice::from_ref(&spec), 16) {
+                bound += 1;
+                drop(l);
+            }
+            // A leftover link would make every later bind fail.
+            let _ = fs::remove_file(&path);
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the racer's target was chmodded ({bound} binds)"
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! `fork`. std's `Command` fixes the environment before forking, so relaunch forks and execs by
 //! hand:
 //!
-//! 1. Before `fork`, in the master: resolve the program in `PATH`, build `argv` and `envp` as C
-//!    strings, with a reserved `LISTEN_PID=` slot of fixed size, open a close-on-exec pipe for
-//!    error reports, and block every signal (so no handler of the master runs in the child).
+//! 1. Before `fork`, in the master: resolve the program in the child's `PATH`, build `argv` and
+//!    `envp` as C strings, with a reserved `LISTEN_PID=` slot of fixed size, open a
+//!    close-on-exec pipe for error reports, and block every signal (so no handler of the master runs in the child).
 //! 2. In the child, only async-signal-safe system calls, no allocation, no locks, no logging:
 //!    reset the signal dispositions the master changed and the mask, `setpgid(0, 0)`,
 //!    `setrlimit` (`--rlimit`), `setpriority` (`--nice`), drop privileges (`setgroups`,
@@ -202,7 +202,12 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
     /// No such program (not in `PATH`, or no file at that path).
-    NotFound(OsString),
+    NotFound {
+        /// The program as given.
+        program: OsString,
+        /// The `PATH` searched (the child's), if the name has no `/`.
+        searched: Option<OsString>,
+    },
     /// The program exists but is not an executable file.
     NotExecutable(PathBuf),
     /// A system call failed while starting the child.
@@ -221,7 +226,7 @@ impl SpawnError {
     /// 1 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SpawnError::NotFound(_) => 127,
+            SpawnError::NotFound { .. } => 127,
             SpawnError::NotExecutable(_) => 126,
             SpawnError::Os {
                 step: Step::Exec,
@@ -239,7 +244,18 @@ impl SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::NotFound(p) => write!(f, "program not found: {p:?}"),
+            SpawnError::NotFound {
+                program,
+                searched: None,
+            } => write!(f, "program not found: {program:?}"),
+            SpawnError::NotFound {
+                program,
+                searched: Some(path),
+            } => write!(
+                f,
+                "program not found: {program:?} is in no directory of the child's PATH={}",
+                path.to_string_lossy()
+            ),
             SpawnError::NotExecutable(p) => write!(f, "program not executable: {p:?}"),
             SpawnError::Os {
                 program,
@@ -257,24 +273,44 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
-/// Finds the program the way `execvp` would: a name with a `/` is a path; otherwise the first
-/// executable regular file of that name in `PATH`. Called at every spawn, so a new binary at the
-/// same path is picked up by the next generation.
-pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
+/// `PATH` when the child's environment has none (what relaunch has always used).
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The `PATH` a child's program is searched in, as `execvpe` searches the environment it is
+/// given: the last `PATH` of `extra` (from `--env-file` and `--env`), else relaunch's own
+/// (which the child inherits, `--clear-env` or not), else [`DEFAULT_PATH`].
+pub fn search_path(extra: &[(OsString, OsString)]) -> OsString {
+    extra
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| DEFAULT_PATH.into())
+}
+
+/// Finds the program the way `execvpe` would: a name with a `/` is a path; otherwise the first
+/// executable regular file of that name in `search`, the child's `PATH` (see
+/// [`search_path`]). Called at every spawn, so a new binary at the same path is picked up by
+/// the next generation. Runs in the master before `fork`, never in the child.
+pub fn resolve_program(program: &OsStr, search: &OsStr) -> Result<PathBuf, SpawnError> {
+    let not_found = |searched: Option<&OsStr>| SpawnError::NotFound {
+        program: program.to_owned(),
+        searched: searched.map(OsStr::to_owned),
+    };
     if program.is_empty() {
-        return Err(SpawnError::NotFound(program.to_owned()));
+        return Err(not_found(None));
     }
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
         return match check_executable(&path) {
             Check::Ok => Ok(path),
-            Check::Missing => Err(SpawnError::NotFound(program.to_owned())),
+            Check::Missing => Err(not_found(None)),
             Check::NotExecutable => Err(SpawnError::NotExecutable(path)),
         };
     }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = None;
-    for dir in std::env::split_paths(&search) {
+    for dir in std::env::split_paths(search) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
@@ -291,7 +327,7 @@ pub fn resolve_program(program: &OsStr) -> Result<PathBuf, SpawnError> {
     }
     Err(match denied {
         Some(path) => SpawnError::NotExecutable(path),
-        None => SpawnError::NotFound(program.to_owned()),
+        None => not_found(Some(search)),
     })
 }
 
@@ -624,7 +660,7 @@ pub fn spawn(
     extras: &Extras,
     options: &SpawnOptions,
 ) -> Result<(Pid, PathBuf), SpawnError> {
-    let path = resolve_program(&command.program)?;
+    let path = resolve_program(&command.program, &search_path(&extras.env))?;
     let mut image = ExecImage::new(&path, command, fds, extras, options)?;
     let os_err = |step, errno| SpawnError::Os {
         program: path.clone(),
@@ -1088,22 +1124,69 @@ pub fn sanitize_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// The fds (3 and up) open when [`record_inherited_fds`] ran, not yet adopted.
+static INHERITED: std::sync::Mutex<Option<Vec<RawFd>>> = std::sync::Mutex::new(None);
+
+/// Records which fds from 3 up this process inherited from its parent: the only ones
+/// [`adopt_fd`] will take. The first call records; later calls do nothing. `main` calls it first
+/// thing, before `--daemon` creates its startup pipe or anything else opens an fd, so an fd
+/// number relaunch itself created can never be mistaken for an inherited one.
+pub fn record_inherited_fds() {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    if inherited.is_some() {
+        return;
+    }
+    let listed: Vec<RawFd> = fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // The listing's own fd is closed again by now: F_GETFD drops it.
+    let open = listed
+        .into_iter()
+        .filter(|&fd| fd > 2 && fcntl(fd, FcntlArg::F_GETFD).is_ok())
+        .collect();
+    *inherited = Some(open);
+}
+
+/// Forgets every recorded inherited fd but `keep`: they were closed (the daemon closes what
+/// it inherited), and their numbers may be reused by fds of relaunch's own.
+pub fn forget_inherited_except(keep: &[RawFd]) {
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(list) = inherited.as_mut() {
+        list.retain(|fd| keep.contains(fd));
+    }
+}
+
 /// Takes ownership of `fd`, a file descriptor relaunch inherited from its parent (a socket
 /// passed by socket activation, or named with `--listen fd:N`), and marks it close-on-exec: it
 /// reaches a child only when the spawn module places it at 3.. on purpose.
 ///
-/// Fails with `EBADF` if `fd` is not open, and with `EINVAL` for fds 0, 1 and 2 (stdio stays
-/// where it is). The caller must call this at most once per fd, at startup, before relaunch
-/// opens any file of its own: only then is an open fd with that number the inherited one, owned
-/// by nothing else in the process. [`crate::activation::take_inherited`] does exactly that.
+/// The contract that makes this safe is enforced here: `fd` must have been open when
+/// [`record_inherited_fds`] ran (the first call to this function records, if nothing did
+/// before), must still be open, and is handed out once. So it was inherited, and nothing else
+/// in the process owns it. Fails with `EBADF` if `fd` is not open or was not inherited, with
+/// `EBUSY` if it was adopted already, and with `EINVAL` for fds 0, 1 and 2 (stdio stays where
+/// it is).
 pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     if fd < 3 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
+    record_inherited_fds();
+    let mut inherited = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pos) = inherited.iter().flatten().position(|&n| n == fd) else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
     let flags = fcntl(fd, FcntlArg::F_GETFD)?;
-    // SAFETY: F_GETFD just showed `fd` is open. By this function's contract it was inherited
-    // and nothing else in the process has wrapped it: this becomes its only owner.
+    if let Some(list) = inherited.as_mut() {
+        list.swap_remove(pos);
+    }
+    // SAFETY: F_GETFD just showed `fd` is open; it was open before this process opened
+    // anything (record_inherited_fds), so its parent passed it; and it was still in the list
+    // of unadopted fds, which it has just left under the lock: nothing else in the process has
+    // wrapped it, and nothing ever will again. This becomes its only owner.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
     fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(flags))?;
@@ -1128,29 +1211,48 @@ mod tests {
     #[test]
     fn resolves_like_execvp() {
         assert_eq!(
-            resolve_program(OsStr::new("sh"))
+            resolve_program(OsStr::new("sh"), &search_path(&[]))
                 .unwrap()
                 .file_name()
                 .unwrap(),
             "sh"
         );
         assert_eq!(
-            resolve_program(OsStr::new("no-such-program-relaunch")).unwrap_err(),
-            SpawnError::NotFound("no-such-program-relaunch".into())
+            resolve_program(OsStr::new("no-such-program-relaunch"), OsStr::new("/a:/b"))
+                .unwrap_err(),
+            SpawnError::NotFound {
+                program: "no-such-program-relaunch".into(),
+                searched: Some("/a:/b".into())
+            }
+        );
+        // The PATH given, not relaunch's own: `sh` is in neither of these.
+        let e = resolve_program(OsStr::new("sh"), OsStr::new("/nonexistent-relaunch")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "program not found: \"sh\" is in no directory of the child's PATH=/nonexistent-relaunch"
         );
         assert_eq!(
-            resolve_program(OsStr::new("/nonexistent/x"))
+            search_path(&[
+                ("PATH".into(), "/first".into()),
+                ("PATH".into(), "/last".into())
+            ]),
+            "/last"
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("/nonexistent/x"), &search_path(&[]))
                 .unwrap_err()
                 .exit_code(),
             127
         );
         assert_eq!(
-            resolve_program(OsStr::new("")).unwrap_err().exit_code(),
+            resolve_program(OsStr::new(""), &search_path(&[]))
+                .unwrap_err()
+                .exit_code(),
             127
         );
         // A directory is not executable.
         assert_eq!(
-            resolve_program(OsStr::new("/tmp/")).unwrap_err(),
+            resolve_program(OsStr::new("/tmp/"), &search_path(&[])).unwrap_err(),
             SpawnError::NotExecutable("/tmp/".into())
         );
     }
@@ -1187,7 +1289,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("relaunch-noexec-{}", std::process::id()));
         fs::write(&path, "#!/bin/sh\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let e = resolve_program(path.as_os_str()).unwrap_err();
+        let e = resolve_program(path.as_os_str(), &search_path(&[])).unwrap_err();
         fs::remove_file(&path).unwrap();
         assert_eq!(e, SpawnError::NotExecutable(path));
         assert_eq!(e.exit_code(), 126);
