@@ -895,7 +895,11 @@ fn verify_socket_file(path: &Path, euid: u32) -> io::Result<(u64, u64)> {
 /// Parses a request line; the error is the message for the client.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let request: Request = serde_json::from_slice(line).map_err(|e| {
-        format!(r#"malformed request ({e}); expected one JSON object per line like {{"v":1,"cmd":"status"}}"#)
+        // Quote what was sent, cut short: the answer to a long line stays short.
+        const SHOWN: usize = 100;
+        let shown = String::from_utf8_lossy(&line[..line.len().min(SHOWN)]);
+        let more = if line.len() > SHOWN { "..." } else { "" };
+        format!(r#"malformed request {shown:?}{more} ({e}); expected one JSON object per line like {{"v":1,"cmd":"status"}}"#)
     })?;
     match request.v {
         Some(PROTOCOL) => {}
@@ -1237,7 +1241,10 @@ mod tests {
         let e = parse_request(br#"{"v":2,"cmd":"status"}"#).unwrap_err();
         assert!(e.contains("unsupported protocol version 2"), "{e}");
         let e = parse_request(b"garbage").unwrap_err();
-        assert!(e.starts_with("malformed request"), "{e}");
+        assert!(e.starts_with("malformed request \"garbage\" ("), "{e}");
+        let e = parse_request(&[b'x'; 200]).unwrap_err();
+        let shown = format!("malformed request \"{}\"... (", "x".repeat(100));
+        assert!(e.starts_with(&shown), "{e}");
         let e = parse_request(br#"{"v":1,"cmd":"explode"}"#).unwrap_err();
         assert!(e.contains("unknown command \"explode\""), "{e}");
         let e = parse_request(br#"{"v":1,"cmd":"signal","signal":"BOGUS"}"#).unwrap_err();

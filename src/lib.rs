@@ -58,6 +58,8 @@ pub mod notify;
 pub mod output;
 pub mod pidfile;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod runtime;
 pub mod signals;
 pub mod sockets;

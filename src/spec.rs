@@ -309,6 +309,11 @@ impl FromStr for ListenSpec {
             ));
         }
         let (name, rest) = split_name(s)?;
+        if rest.is_empty() {
+            return Err(err(format!(
+                "listen address {s:?} has nothing after '=' (expected NAME=ADDR, e.g. http=:8080)"
+            )));
+        }
         let (text, query) = match rest.split_once('?') {
             Some((text, query)) => (text, Some(query)),
             None => (rest, None),
@@ -333,6 +338,9 @@ fn split_name(s: &str) -> Result<(Option<String>, &str), SpecError> {
     }
     let head = s.split('?').next().unwrap_or(s);
     match head.find('=') {
+        Some(0) => Err(err(format!(
+            "empty socket name before '=' in listen address {s:?} (expected NAME=ADDR, e.g. http=:8080)"
+        ))),
         Some(i) => {
             let name = &s[..i];
             validate_name(name)?;
@@ -352,7 +360,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     }
     if name.len() > FDNAME_MAX {
         return Err(err(format!(
-            "socket name is {} bytes long; at most {FDNAME_MAX} are allowed",
+            "socket name {name:?} is {} bytes long; at most {FDNAME_MAX} are allowed",
             name.len()
         )));
     }
@@ -976,7 +984,15 @@ mod tests {
     fn error_empty_name() {
         assert_eq!(
             error("=:80"),
-            "empty socket name before '=' (expected NAME=ADDR, e.g. http=:8080)"
+            "empty socket name before '=' in listen address \"=:80\" (expected NAME=ADDR, e.g. http=:8080)"
+        );
+    }
+
+    #[test]
+    fn error_name_without_address() {
+        assert_eq!(
+            error("web="),
+            "listen address \"web=\" has nothing after '=' (expected NAME=ADDR, e.g. http=:8080)"
         );
     }
 
@@ -985,7 +1001,7 @@ mod tests {
         let long = "n".repeat(FDNAME_MAX + 1);
         assert_eq!(
             error(&format!("{long}=:80")),
-            "socket name is 256 bytes long; at most 255 are allowed"
+            format!("socket name {long:?} is 256 bytes long; at most 255 are allowed")
         );
     }
 
