@@ -8,12 +8,9 @@
 
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
 
 // First socket passed by socket activation (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START = 3;
-// After a stop, how long a connection we accepted may take to send its first request.
-const FIRST_REQUEST_GRACE_MS = 5000;
 // A stop gives the requests in flight this long, then exits anyway.
 const STOP_GRACE_MS = 8000;
 
@@ -50,41 +47,17 @@ const server = http.createServer((req, res) => {
   res.end(req.method === 'HEAD' ? undefined : body);
 });
 
-// Every open connection, and whether it has a request in flight (`busy`) or had one (`used`).
-const connections = new Set();
-server.on('connection', (socket) => {
-  socket.busy = false;
-  socket.used = false;
-  connections.add(socket);
-  socket.on('close', () => connections.delete(socket));
-});
-server.on('request', (req, res) => {
-  req.socket.busy = true;
-  req.socket.used = true;
-  res.on('finish', () => {
-    req.socket.busy = false;
-  });
-});
-
 function stop() {
   if (stopping) return;
   stopping = true;
   // Stop accepting: close our copy of the listener (never shutdown() it: relaunch and the next
   // generation share it, and connections still queued are theirs); exit once every connection
-  // has closed. This is net.Server's close on purpose: http.Server's (Node >= 19) also closes
-  // every connection without a request in flight at once, including one we accepted whose
-  // request is still on its way, and that request would fail.
-  net.Server.prototype.close.call(server, () => process.exit(0));
-  // Idle keep-alive connections: close now. Requests in flight end with Connection: close.
-  for (const socket of connections) {
-    if (socket.used && !socket.busy) socket.destroy();
-  }
-  // A connection that has not sent its request yet gets a moment to send it.
-  setTimeout(() => {
-    for (const socket of connections) {
-      if (!socket.busy) socket.destroy();
-    }
-  }, FIRST_REQUEST_GRACE_MS).unref();
+  // has closed. Requests in flight are answered, with Connection: close.
+  server.close(() => process.exit(0));
+  // Close idle keep-alive connections (Node >= 19 does it in close() already). A connection
+  // that has not sent its first request yet does not count as idle: the request may be on its
+  // way, and it is answered when it comes (within the stop grace).
+  if (server.closeIdleConnections) server.closeIdleConnections();
   setTimeout(() => {
     process.stderr.write('node-example: requests still open after the stop grace, exiting anyway\n');
     process.exit(1);
