@@ -10,9 +10,12 @@
 //!   SIGTERM. The test binds the socket itself (so it is certainly blocking when the example
 //!   starts: under relaunch, one generation's `O_NONBLOCK` is seen by all), passes it as fd 3
 //!   with `LISTEN_FDS`/`LISTEN_PID`, waits for the example's readiness message (to an abstract
-//!   `NOTIFY_SOCKET`, or a newline on a ready fd), has one request answered, sends SIGTERM and
-//!   expects exit 0 well within relaunch's default 10 s stop wait. Then it checks that the
-//!   socket still takes connections: the example closed its copy and did not `shutdown()` it.
+//!   `NOTIFY_SOCKET`, or a newline on a ready fd) and has one request answered. Then it opens a
+//!   connection and waits until the example has accepted it, sends SIGTERM, sends a request on
+//!   that connection only then, and expects it answered (a client that connected just before
+//!   the stop), and the example to exit 0 well within relaunch's default 10 s stop wait. Last,
+//!   the socket must still take connections: the example closed its copy and did not
+//!   `shutdown()` it.
 //!
 //! The runtimes: `python3`, `node` and `go` from `PATH`, and `cargo` for the axum project
 //! (built into its own target directory). The Go and axum examples are built here, once per
@@ -25,13 +28,14 @@ mod common;
 
 use std::env;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,7 +119,8 @@ fn unavailable(what: &str, reason: &str) -> Option<Example> {
              RELAUNCH_TEST_UNAVAILABLE when it cannot)"
         );
     }
-    eprintln!("SKIPPED: {reason}");
+    // Straight to stderr, not through the test harness's capture: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
     None
 }
 
@@ -279,16 +284,13 @@ fn wait_exit(child: &mut ChildGuard, timeout: Duration) -> Option<ExitStatus> {
     status
 }
 
-/// Runs `relaunch ARGS` (a client subcommand) to completion within `timeout`; returns its exit
-/// code and output.
-fn client(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+/// Runs `relaunch ARGS` (a client subcommand) to completion within `timeout`; Ok with its
+/// output if it exited 0.
+fn client(args: &[&str], timeout: Duration) -> Result<String, String> {
     let dir = TempDir::new("client");
     let log = dir.join("output");
-    let cmd = Relaunch::command(args);
-    match run_bounded(cmd, &log, timeout) {
-        Ok(()) => (Some(0), fs::read_to_string(&log).unwrap_or_default()),
-        Err(err) => (None, err),
-    }
+    run_bounded(Relaunch::command(args), &log, timeout)?;
+    Ok(fs::read_to_string(&log).unwrap_or_default())
 }
 
 /// The accept queue of the TCP socket listening on 127.0.0.1:`port` (its `rx_queue` in
@@ -313,11 +315,14 @@ fn is_nonblocking(fd: i32) -> bool {
     flags & libc::O_NONBLOCK != 0
 }
 
+/// A name no other test (of this run or another) uses at the same time.
 fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("relaunch-test-{tag}-{}-{nanos}", std::process::id())
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("relaunch-test-{tag}-{}-{n}-{nanos}", std::process::id())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,14 +359,12 @@ fn reloads_under_load_fail_no_request(example: Option<Example>) {
         if load.failed() {
             break; // reported below, with the failures
         }
-        let (code, output) = client(
+        let reload = client(
             &["reload", "--wait", "--control", s(&control)],
             Duration::from_secs(120),
         );
-        if code != Some(0) {
-            r.fail(&format!(
-                "reload to generation {generation} failed: {output}"
-            ));
+        if let Err(err) = reload {
+            r.fail(&format!("reload to generation {generation} failed: {err}"));
         }
         let new = r.generation_pid(generation);
         assert_ne!(new, old, "a reload must start a new process");
@@ -492,7 +495,7 @@ fn stops_promptly_with_a_blocking_socket(example: Option<Example>) {
         .stderr(out);
     let output = || fs::read_to_string(&log).unwrap_or_default();
 
-    let (channel, _write_end) = match example.ready {
+    let (channel, write_end) = match example.ready {
         Ready::Notify => {
             // An abstract name, which relaunch itself never uses: the examples that send
             // READY=1 by hand must handle it (hello, through the sd-notify crate, cannot).
@@ -522,7 +525,7 @@ fn stops_promptly_with_a_blocking_socket(example: Option<Example>) {
     };
     let mut child = ChildGuard(cmd.spawn().expect("start the example"));
     let pid = child.0.id() as i32;
-    drop(_write_end);
+    drop(write_end); // the example's copy is the only one left
 
     let deadline = Instant::now() + TIMEOUT;
     let mut ready = false;
