@@ -293,18 +293,30 @@ fn client(args: &[&str], timeout: Duration) -> Result<String, String> {
     Ok(fs::read_to_string(&log).unwrap_or_default())
 }
 
-/// The accept queue of the TCP socket listening on 127.0.0.1:`port` (its `rx_queue` in
-/// /proc/net/tcp); None if there is no such socket.
-fn accept_queue_len(port: u16) -> Option<u32> {
-    let table = fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|row| {
+/// Whether process `pid` holds the server end of the TCP connection from 127.0.0.1:`client`
+/// to 127.0.0.1:`server`, i.e. has accepted it. The kernel gives that end an inode (shown in
+/// /proc/net/tcp) only when it is accepted.
+fn has_accepted(pid: i32, server: u16, client: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let (local, remote) = (
+        format!("0100007F:{server:04X}"),
+        format!("0100007F:{client:04X}"),
+    );
+    let inode = table.lines().skip(1).find_map(|row| {
         let cols: Vec<&str> = row.split_whitespace().collect();
-        // local_address is 0100007F:PORT; state 0A is LISTEN; tx_queue:rx_queue.
-        let local = cols.get(1)?;
-        if *local != format!("0100007F:{port:04X}") || *cols.get(3)? != "0A" {
-            return None;
-        }
-        u32::from_str_radix(cols.get(4)?.split(':').nth(1)?, 16).ok()
+        (cols.get(1) == Some(&local.as_str()) && cols.get(2) == Some(&remote.as_str()))
+            .then(|| cols.get(9).map(|inode| inode.to_string()))
+            .flatten()
+    });
+    let Some(inode) = inode.filter(|inode| inode != "0") else {
+        return false;
+    };
+    let link = format!("socket:[{inode}]");
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(link.as_str())))
     })
 }
 
@@ -555,8 +567,9 @@ fn stops_promptly_with_a_blocking_socket(example: Option<Example>) {
     // generation's SIGTERM. Closing such a connection as if it were idle fails the request.
     let mut early = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{name}: connecting: {e}"));
+    let client_port = early.local_addr().expect("local_addr").port();
     wait_until(TIMEOUT, &format!("{name} to accept the connection"), || {
-        accept_queue_len(addr.port()) == Some(0)
+        has_accepted(pid, addr.port(), client_port)
     });
 
     assert!(kill(pid, libc::SIGTERM), "{name} is gone before SIGTERM");
