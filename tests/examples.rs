@@ -10,7 +10,8 @@
 //!   SIGTERM. The test binds the socket itself (so it is certainly blocking when the example
 //!   starts: under relaunch, one generation's `O_NONBLOCK` is seen by all), passes it as fd 3
 //!   with `LISTEN_FDS`/`LISTEN_PID`, waits for the example's readiness message (to an abstract
-//!   `NOTIFY_SOCKET`, or a newline on a ready fd) and has one request answered. Then it opens a
+//!   `NOTIFY_SOCKET`, or a newline on a ready fd), has one request answered, and checks that the
+//!   example made the (shared) socket non-blocking. Then it opens a
 //!   connection and waits until the example has accepted it, sends SIGTERM, sends a request on
 //!   that connection only then, and expects it answered (a client that connected just before
 //!   the stop), and the example to exit 0 well within relaunch's default 10 s stop wait. Last,
@@ -561,6 +562,14 @@ fn stops_promptly_with_a_blocking_socket(example: Option<Example>) {
         ),
         other => panic!("{name}: no 200 answer: {other:?}\n{}", output()),
     }
+
+    // The socket is shared with every other generation: a server that polls and then accepts
+    // must not block in accept() when another generation took the connection first. The
+    // flag is on the shared socket, so the test's copy shows it.
+    assert!(
+        is_nonblocking(listener.as_raw_fd()),
+        "{name} should make the inherited socket non-blocking"
+    );
 
     // A connection the example accepted before the stop, whose request follows only after
     // the stop: under a reload, that is a client that connected just before the old
