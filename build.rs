@@ -1,6 +1,10 @@
 //! Puts the git commit into `relaunch --version` when relaunch is built from a git checkout:
 //! sets RELAUNCH_VERSION to `0.1.0 (abc1234)`, or to the bare package version when there is no
 //! git, no checkout (a crates.io download), or the checkout is some other project's.
+//!
+//! `cargo package` verifies the packaged copy in the checkout's target directory, where its run
+//! of this script (no checkout there) replaces the checkout's; run it with `--target-dir` of its
+//! own (as `.ci/run` does), or `touch build.rs` afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
