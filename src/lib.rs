@@ -14,9 +14,17 @@
 //! let mut args = relaunch::cli::Args::parse()
 //!     .validate()
 //!     .unwrap_or_else(|e| e.exit());
-//! if let Some(command) = args.client.take() {
+//! use relaunch::cli::Subcommand;
+//! match args.client.take() {
 //!     // `relaunch status|reload|stop|...`: talk to a running master.
-//!     std::process::exit(relaunch::client::run(command));
+//!     Some(Subcommand::Client(command)) => std::process::exit(relaunch::client::run(command)),
+//!     // `relaunch man|completions SHELL`: print documentation.
+//!     Some(Subcommand::Docs(command)) => {
+//!         use clap::CommandFactory;
+//!         let cmd = relaunch::cli::Args::command();
+//!         std::process::exit(relaunch::cli_docs::run(&command, cmd));
+//!     }
+//!     None => {}
 //! }
 //! let code = match relaunch::run(args.into_config()) {
 //!     Ok(code) => code,
@@ -38,7 +46,8 @@
 //! Beside the supervisor, driven by the same loop: [`control`] (the control socket, with
 //! [`conn`], [`accept`] (no spinning at the fd limit) and [`locate`] (where control sockets
 //! live)), [`status`] (what status reports) and [`metrics`] (Prometheus). [`client`] is the
-//! other side: the `status`, `reload`, `stop` and `signal` subcommands. [`watch`] reloads when
+//! other side: the `status`, `reload`, `stop` and `signal` subcommands; [`cli_docs`] prints the
+//! man page and shell completions. [`watch`] reloads when
 //! the program or other watched files change.
 
 #![deny(unsafe_code)]
@@ -47,6 +56,7 @@
 pub mod accept;
 pub mod activation;
 pub mod cli;
+pub mod cli_docs;
 pub mod client;
 pub mod config;
 pub mod conn;
