@@ -184,16 +184,17 @@ fn parse_args() -> Result<Options, String> {
 /// The listener at `fd` if given, else every inherited TCP listener, else the one bound to
 /// `bind`.
 fn take_listeners(bind: Option<&str>, fd: Option<RawFd>) -> Result<Vec<TcpListener>, String> {
-    if let Some(fd) = fd {
-        return listener_at_fd(fd).map(|l| vec![l]);
-    }
-    let mut fds = ListenFd::from_env();
     let mut listeners = Vec::new();
-    for idx in 0..fds.len() {
-        match fds.take_tcp_listener(idx) {
-            Ok(Some(listener)) => listeners.push(listener),
-            Ok(None) => {}
-            Err(err) => return Err(format!("inherited socket #{idx} (fd {}): {err}", 3 + idx)),
+    if let Some(fd) = fd {
+        listeners.push(listener_at_fd(fd)?);
+    } else {
+        let mut fds = ListenFd::from_env();
+        for idx in 0..fds.len() {
+            match fds.take_tcp_listener(idx) {
+                Ok(Some(listener)) => listeners.push(listener),
+                Ok(None) => {}
+                Err(err) => return Err(format!("inherited socket #{idx} (fd {}): {err}", 3 + idx)),
+            }
         }
     }
     if listeners.is_empty() {
@@ -206,10 +207,13 @@ fn take_listeners(bind: Option<&str>, fd: Option<RawFd>) -> Result<Vec<TcpListen
         };
         listeners.push(TcpListener::bind(addr).map_err(|err| format!("binding {addr}: {err}"))?);
     }
+    // Every listener, however it came: `--fd`, socket activation or `--bind`.
     for listener in &listeners {
         // Several processes poll the same socket; a connection another one took first must not
-        // block us in accept(). (O_NONBLOCK is shared by all holders of the socket, which is
-        // fine: every generation of this server polls before accepting.)
+        // block us in accept(). A launcher may well pass a blocking socket (socketmaster does),
+        // and a server blocked in accept() never sees its SIGTERM. (O_NONBLOCK is shared by all
+        // holders of the socket, which is fine: every generation of this server polls before
+        // accepting.)
         listener
             .set_nonblocking(true)
             .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;

@@ -11,6 +11,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Parser};
 use nix::sys::signal::Signal;
 
+use crate::cli_docs::DocsCommand;
 use crate::client::ClientCommand;
 use crate::command::Command;
 use crate::config::{Config, ProgramConfig, ReadyMode};
@@ -24,6 +25,17 @@ use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
 use crate::sys::spawn::ResourceLimit;
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
+/// The subcommands: those that talk to a running relaunch, then those that print documentation.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// `status`, `reload`, `restart`, `stop`, `signal`: run by [`crate::client::run`].
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// `man`, `completions`: run by [`crate::cli_docs::run`].
+    #[command(flatten)]
+    Docs(DocsCommand),
+}
+
 /// Restart a network server with zero downtime.
 ///
 /// relaunch binds the listening sockets itself, keeps them open for its whole life, and runs
@@ -33,13 +45,14 @@ use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SET
 #[derive(Debug, Parser)]
 #[command(
     name = "relaunch",
-    version,
+    version = env!("RELAUNCH_VERSION"),
     override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
-relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)",
+relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)\n       \
+relaunch man | relaunch completions <SHELL>   (print the man page or shell completions)",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     subcommand_value_name = "SUBCOMMAND",
-    subcommand_help_heading = "Subcommands (talk to a running relaunch; see relaunch SUBCOMMAND --help)",
+    subcommand_help_heading = "Subcommands (see relaunch SUBCOMMAND --help)",
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
@@ -59,9 +72,10 @@ override it.",
     group(ArgGroup::new("log_files").args(["stdout_log", "stderr_log"]).multiple(true))
 )]
 pub struct Args {
-    /// A subcommand that talks to a running relaunch instead of starting one.
+    /// A subcommand that talks to a running relaunch or prints documentation, instead of
+    /// starting a relaunch.
     #[command(subcommand)]
-    pub client: Option<ClientCommand>,
+    pub client: Option<Subcommand>,
 
     /// Sockets to listen on, passed to the child in the order given (fd 3, 4, ...); the
     /// grammar is in [`crate::spec`].

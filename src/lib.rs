@@ -14,9 +14,17 @@
 //! let mut args = relaunch::cli::Args::parse()
 //!     .validate()
 //!     .unwrap_or_else(|e| e.exit());
-//! if let Some(command) = args.client.take() {
+//! use relaunch::cli::Subcommand;
+//! match args.client.take() {
 //!     // `relaunch status|reload|stop|...`: talk to a running master.
-//!     std::process::exit(relaunch::client::run(command));
+//!     Some(Subcommand::Client(command)) => std::process::exit(relaunch::client::run(command)),
+//!     // `relaunch man|completions SHELL`: print documentation.
+//!     Some(Subcommand::Docs(command)) => {
+//!         use clap::CommandFactory;
+//!         let cmd = relaunch::cli::Args::command();
+//!         std::process::exit(relaunch::cli_docs::run(&command, cmd));
+//!     }
+//!     None => {}
 //! }
 //! let code = match relaunch::run(args.into_config()) {
 //!     Ok(code) => code,
@@ -33,7 +41,8 @@
 //! [`cli`] (arguments) → [`config`] (with [`command`], [`spec`], [`process`], [`output`],
 //! [`watch`], [`control`] and [`metrics`] settings, parsed with [`parse`]) → [`run`]; the
 //! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
-//! `status`, `reload`, `stop` and `signal` subcommands); [`daemon`] (background mode).
+//! `status`, `reload`, `stop` and `signal` subcommands); [`cli_docs`] (the man page and shell
+//! completions); [`daemon`] (background mode).
 //! Everything else (the event loop, the program value, sockets, spawning, the poll registry)
 //! is internal.
 
@@ -42,13 +51,13 @@
 
 pub(crate) mod accept;
 pub mod cli;
+pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
-
 pub mod metrics;
 pub(crate) mod notify;
 pub mod output;

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::process::exit;
 
 use clap::error::ErrorKind;
-use clap::Parser;
-use relaunch::cli::Args;
+use clap::{CommandFactory, Parser};
+use relaunch::cli::{Args, Subcommand};
 use relaunch::daemon::{self, Detached};
 use tracing::Level;
 
@@ -27,8 +27,10 @@ fn main() {
             exit(USAGE);
         }
     };
-    if let Some(command) = args.client {
-        exit(relaunch::client::run(command));
+    match args.client {
+        Some(Subcommand::Client(command)) => exit(relaunch::client::run(command)),
+        Some(Subcommand::Docs(command)) => exit(relaunch::cli_docs::run(&command, Args::command())),
+        None => {}
     }
     let level = args.log_level();
     let mut config = args.into_config();

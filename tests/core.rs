@@ -1119,21 +1119,13 @@ fn libsystemd_sd_listen_fds_finds_the_sockets_and_their_names() {
     }
 }
 
-#[test]
-fn orphans_are_reaped_when_relaunch_is_pid_1() {
+/// relaunch as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`), as in a
+/// container, running `script` with `/bin/sh -c`; returns it once generation 1 runs, with the
+/// host pid of the relaunch process (the pid `Relaunch` knows is unshare's).
+fn start_as_pid_1(script: &str) -> (Relaunch, i32) {
     if !Path::new("/usr/bin/unshare").exists() {
         panic!("/usr/bin/unshare (util-linux) is needed for this test");
     }
-    let dir = TempDir::new("pid1");
-    let report = dir.join("report");
-    let probe = probe_bin();
-    // The child leaves an orphan behind: the inner shell exits at once, and its `sleep` is
-    // reparented to PID 1 of the namespace, which is relaunch.
-    let script = format!(
-        "sh -c 'sleep 0.5 &'; exec {} --report {}",
-        s(&probe),
-        s(&report)
-    );
     let mut cmd = Relaunch::command_for(
         Path::new("/usr/bin/unshare"),
         &[
@@ -1149,7 +1141,7 @@ fn orphans_are_reaped_when_relaunch_is_pid_1() {
             "--",
             "/bin/sh",
             "-c",
-            &script,
+            script,
         ],
     );
     cmd.env("RELAUNCH_LOG", "debug");
@@ -1162,6 +1154,32 @@ fn orphans_are_reaped_when_relaunch_is_pid_1() {
                 .is_ok_and(|e| e.file_name().is_some_and(|n| n == "relaunch"))
         })
         .unwrap_or_else(|| r.fail("no relaunch process below unshare"));
+    let nspid = fs::read_to_string(format!("/proc/{master}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:").map(str::to_owned))
+        .unwrap_or_default();
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some("1"),
+        "relaunch is not PID 1 of its namespace (NSpid: {nspid})"
+    );
+    (r, master)
+}
+
+#[test]
+fn orphans_are_reaped_when_relaunch_is_pid_1() {
+    let dir = TempDir::new("pid1");
+    let report = dir.join("report");
+    let probe = probe_bin();
+    // The child leaves an orphan behind: the inner shell exits at once, and its `sleep` is
+    // reparented to PID 1 of the namespace, which is relaunch.
+    let script = format!(
+        "sh -c 'sleep 0.5 &'; exec {} --report {}",
+        s(&probe),
+        s(&report)
+    );
+    let (r, master) = start_as_pid_1(&script);
     r.wait_for_log("reaped a process that is not one of our generations", T);
     let children: Vec<ProcStat> = proc_table()
         .into_iter()
@@ -1172,4 +1190,51 @@ fn orphans_are_reaped_when_relaunch_is_pid_1() {
         "zombies under relaunch as PID 1: {children:?}"
     );
     assert_eq!(children.len(), 1, "only the server is left: {children:?}");
+}
+
+/// As PID 1, relaunch gets only the signals it has handlers for (the kernel drops the others
+/// sent from outside the namespace), forwards them to the server, and exits as a shell would
+/// report the server's end: its exit code, or 128 + the signal that killed it.
+#[test]
+fn as_pid_1_signals_are_forwarded_and_the_exit_status_is_the_shells() {
+    for (on_term, expected) in [("exit:3", 3), ("raise", 128 + libc::SIGTERM)] {
+        let dir = TempDir::new("pid1-exit");
+        let report = dir.join("report");
+        let script = format!(
+            "exec {} --report {} --on-term {on_term}",
+            s(&probe_bin()),
+            s(&report)
+        );
+        let (mut r, master) = start_as_pid_1(&script);
+        // The server's pid as seen from here (relaunch logs the one in its namespace).
+        let server = proc_table()
+            .into_iter()
+            .find(|st| st.ppid == master)
+            .unwrap_or_else(|| r.fail("relaunch has no child"))
+            .pid;
+        // The probe appends `signal=USR1 pid=P` once the forwarded signal arrives.
+        assert!(kill(master, libc::SIGUSR1), "cannot signal relaunch");
+        r.wait_until(T, "the server to get the forwarded SIGUSR1", || {
+            fs::read_to_string(&report)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("signal=USR1 "))
+        });
+        assert!(kill(master, libc::SIGTERM), "cannot signal relaunch");
+        let status = r.wait_exit(T);
+        assert_eq!(
+            status.code(),
+            Some(expected),
+            "--on-term {on_term}: unshare passes on relaunch's exit code"
+        );
+        let term = fs::read_to_string(&report).unwrap_or_default();
+        assert!(
+            term.lines().any(|l| l.starts_with("term pid=")),
+            "the server never got the SIGTERM: {term}"
+        );
+        assert!(
+            !proc_exists(server),
+            "the server (host pid {server}) outlived PID 1"
+        );
+    }
 }

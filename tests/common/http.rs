@@ -55,6 +55,12 @@ fn classify(err: io::Error) -> Failure {
 pub fn http_get(addr: SocketAddr, timeout: Duration) -> Result<(u16, String), Failure> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(classify)?;
+    http_get_on(&mut stream, remaining(deadline))
+}
+
+/// Like [`http_get`], on a connection the caller opened.
+pub fn http_get_on(stream: &mut TcpStream, timeout: Duration) -> Result<(u16, String), Failure> {
+    let deadline = Instant::now() + timeout;
     let _ = stream.set_nodelay(true);
     let left = remaining(deadline).max(Duration::from_millis(1));
     stream.set_write_timeout(Some(left)).map_err(classify)?;

@@ -1,0 +1,3 @@
+module example.com/relaunch-example-go
+
+go 1.19
