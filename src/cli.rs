@@ -462,7 +462,7 @@ own log goes to the stderr log [default: off]"
     pub daemon: bool,
 
     /// Name of this relaunch, for its control socket and status [default: the program's file
-    /// name, or if a running relaunch has it, the first free NAME-2, NAME-3 and so on]. 1 to 64
+    /// name, or if a running relaunch has it, the first free NAME-2, NAME-3, …]. 1 to 64
     /// characters out of A-Z a-z 0-9 . _ - @ +. A name given here that is taken is an error.
     #[arg(long, value_name = "NAME", env = "RELAUNCH_NAME", value_parser = parse_name)]
     pub name: Option<String>,
