@@ -85,8 +85,36 @@ pub fn run(command: &DocsCommand, cmd: Command) -> i32 {
 fn man(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
     // --help's long heading would become the section's title.
     let cmd = cmd.subcommand_help_heading("SUBCOMMANDS");
+    let mut roff = Vec::new();
     clap_mangen::Man::new(cmd)
         .section("1")
         .manual("User Commands")
-        .render(out)
+        .render(&mut roff)?;
+    out.write_all(ascii_roff(&String::from_utf8_lossy(&roff)).as_bytes())
+}
+
+/// groff reads its input as Latin-1 unless told otherwise, and warns about bytes of UTF-8:
+/// every character outside ASCII in the help text (`…`, `—`, `→`) becomes the named glyph
+/// `\[uXXXX]`, which every groff renders.
+fn ascii_roff(roff: &str) -> String {
+    let mut ascii = String::with_capacity(roff.len());
+    for c in roff.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            ascii.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+        }
+    }
+    ascii
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_roff;
+
+    #[test]
+    fn non_ascii_characters_become_groff_glyphs() {
+        assert_eq!(ascii_roff("a … b—c"), "a \\[u2026] b\\[u2014]c");
+        assert_eq!(ascii_roff("plain"), "plain");
+    }
 }
