@@ -16,17 +16,21 @@
 //! * `--bind ADDR`: bind ADDR itself when no socket is inherited (a baseline without relaunch).
 //! * `--fd N`: take the listening socket at fd N instead (how circus passes a socket:
 //!   `--fd $(circus.sockets.NAME)`).
+//! * `--socket NAME`: serve only the inherited socket named NAME, which must be a TCP listener
+//!   (else it exits 2 with an error naming the socket).
 //! * `--stamp-file PATH`: append `pid=P monotonic_ns=T` to PATH, where T is `CLOCK_MONOTONIC`
 //!   read first thing in `main`. The reload benchmark (`benches/reload`) compares it with the
 //!   time it sent SIGHUP to measure spawn latency.
 //!
 //! When `NOTIFY_SOCKET` is set (`relaunch --ready notify`, systemd `Type=notify`), it sends
-//! `READY=1` once it serves, with the small `sd-notify` crate.
+//! `READY=1` once it serves. Taking the sockets and saying it is ready go through
+//! [`relaunch::child`], the crate's child side (no `listenfd` or sd-notify crate needed).
 //!
 //! What a server must do to share its listening sockets with other generations of itself:
 //!
 //! 1. Take the sockets from the environment: `LISTEN_FDS` sockets start at fd 3 and belong to
-//!    this process only if `LISTEN_PID` is its pid (`listenfd::ListenFd::from_env` checks both).
+//!    this process only if `LISTEN_PID` is its pid (`relaunch::child::Sockets::take` checks
+//!    both, and hands them out by their `LISTEN_FDNAMES` name).
 //! 2. Expect `accept()` to fail with `EAGAIN` even right after `poll()` reported a connection:
 //!    the old or new generation, which holds the same socket, may have taken it first.
 //! 3. To stop, close (drop) its copy of the listener. Never call `shutdown()` on it: the socket
@@ -39,7 +43,7 @@ use std::env;
 use std::fs::OpenOptions;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +51,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use listenfd::ListenFd;
+use relaunch::child::{self, Sockets};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Prints one line to stderr in a single `write()`, so it never interleaves with the output of
@@ -60,7 +64,7 @@ macro_rules! say {
 }
 
 const USAGE: &str =
-    "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] [--stamp-file PATH]";
+    "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] [--socket NAME] [--stamp-file PATH]";
 
 /// How often a connection waiting for a request checks whether the server is stopping.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -79,12 +83,16 @@ struct Options {
     startup_delay: Duration,
     bind: Option<String>,
     fd: Option<RawFd>,
+    socket: Option<String>,
     stamp_file: Option<String>,
 }
 
 fn main() {
     // First thing, for `--stamp-file`: how soon after exec this process got to run.
     let started_ns = monotonic_ns();
+    // While this process has one thread: take the inherited sockets (which also removes the
+    // LISTEN_* variables, sound only now). Errors are reported once the options are known.
+    let inherited = Sockets::take();
     let opts = parse_args().unwrap_or_else(|msg| {
         say!("{msg}\n{USAGE}");
         process::exit(2);
@@ -108,7 +116,7 @@ fn main() {
         process::exit(1);
     });
 
-    let listeners = take_listeners(opts.bind.as_deref(), opts.fd).unwrap_or_else(|msg| {
+    let (listeners, names) = take_listeners(inherited, &opts).unwrap_or_else(|msg| {
         say!("{msg}");
         process::exit(2);
     });
@@ -128,15 +136,11 @@ fn main() {
     say!("pid {} serving on {}", process::id(), addrs.join(", "));
     // Under `relaunch --ready notify` (or systemd Type=notify), say we are up: only now does
     // relaunch stop the previous generation. Without NOTIFY_SOCKET this does nothing.
-    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        say!("cannot send READY=1 to NOTIFY_SOCKET: {err}");
+    if let Err(err) = child::ready() {
+        say!("cannot say READY=1: {err}");
     }
 
-    let body = format!(
-        "pid={} fdnames={}\n",
-        process::id(),
-        env::var("LISTEN_FDNAMES").unwrap_or_default()
-    );
+    let body = format!("pid={} fdnames={}\n", process::id(), names.join(":"));
     serve(listeners, &signals, Arc::from(body));
     say!("pid {} stopped", process::id());
 }
@@ -146,6 +150,7 @@ fn parse_args() -> Result<Options, String> {
         startup_delay: Duration::ZERO,
         bind: None,
         fd: None,
+        socket: None,
         stamp_file: None,
     };
     let mut args = env::args().skip(1);
@@ -168,6 +173,7 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or_else(|| format!("invalid --fd value {v:?} (a number >= 3)"))?;
                 opts.fd = Some(fd);
             }
+            "--socket" => opts.socket = Some(args.next().ok_or("--socket needs a value")?),
             "--stamp-file" => {
                 opts.stamp_file = Some(args.next().ok_or("--stamp-file needs a value")?)
             }
@@ -181,24 +187,34 @@ fn parse_args() -> Result<Options, String> {
     Ok(opts)
 }
 
-/// The listener at `fd` if given, else every inherited TCP listener, else the one bound to
-/// `bind`.
-fn take_listeners(bind: Option<&str>, fd: Option<RawFd>) -> Result<Vec<TcpListener>, String> {
+/// The listener at `--fd` if given, else the inherited socket `--socket NAME`, else every
+/// inherited TCP listener, else the one bound to `--bind`; with the inherited sockets' names
+/// (`LISTEN_FDNAMES`), for the answer.
+fn take_listeners(
+    inherited: Result<Sockets, child::ChildError>,
+    opts: &Options,
+) -> Result<(Vec<TcpListener>, Vec<String>), String> {
+    let mut inherited = inherited.map_err(|err| err.to_string())?;
+    let names = inherited.all_names();
     let mut listeners = Vec::new();
-    if let Some(fd) = fd {
-        listeners.push(listener_at_fd(fd)?);
+    if let Some(fd) = opts.fd {
+        let fd = child::inherited_fd(fd).map_err(|err| format!("--fd {fd}: {err}"))?;
+        let listener = TcpListener::from(fd);
+        listener
+            .local_addr()
+            .map_err(|err| format!("--fd is not a TCP socket: {err}"))?;
+        listeners.push(listener);
+    } else if let Some(name) = &opts.socket {
+        listeners.push(
+            inherited
+                .tcp_listener(name)
+                .map_err(|err| err.to_string())?,
+        );
     } else {
-        let mut fds = ListenFd::from_env();
-        for idx in 0..fds.len() {
-            match fds.take_tcp_listener(idx) {
-                Ok(Some(listener)) => listeners.push(listener),
-                Ok(None) => {}
-                Err(err) => return Err(format!("inherited socket #{idx} (fd {}): {err}", 3 + idx)),
-            }
-        }
+        listeners.extend(inherited.tcp_listeners().into_iter().map(|(_, l)| l));
     }
     if listeners.is_empty() {
-        let Some(addr) = bind else {
+        let Some(addr) = opts.bind.as_deref() else {
             return Err(
                 "no listening socket inherited (LISTEN_FDS is unset, or LISTEN_PID is \
                         not this process) and no --bind ADDR given"
@@ -218,30 +234,7 @@ fn take_listeners(bind: Option<&str>, fd: Option<RawFd>) -> Result<Vec<TcpListen
             .set_nonblocking(true)
             .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;
     }
-    Ok(listeners)
-}
-
-/// Takes ownership of the listening TCP socket at `fd` (given by `--fd`).
-fn listener_at_fd(fd: RawFd) -> Result<TcpListener, String> {
-    // SAFETY: fstat only writes into the zeroed struct we pass; a bad fd is reported as EBADF.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(format!("--fd {fd}: {}", io::Error::last_os_error()));
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(format!("--fd {fd} is not a socket"));
-    }
-    // SAFETY: the fd is open and is a socket; the parent passed it for us to own, and nothing
-    // else in this process uses it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let listener = TcpListener::from(owned);
-    // Mark it close-on-exec like every other fd of ours.
-    // SAFETY: fcntl on an fd we own.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    listener
-        .local_addr()
-        .map_err(|err| format!("--fd {fd} is not a TCP socket: {err}"))?;
-    Ok(listener)
+    Ok((listeners, names))
 }
 
 /// Grows the fd table to [`FD_TABLE`] slots while the process still has one thread.

@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod accept;
+pub mod child;
 pub mod cli;
 pub mod cli_docs;
 pub mod client;

@@ -10,7 +10,9 @@
 //!   inherited sockets (an `unsafe fn`, behind `adopt_inherited`, which enforces its contract).
 //! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
+//! - [`env`]: removing environment variables, only while the process has one thread.
 
+pub(crate) mod env;
 pub(crate) mod fds;
 pub(crate) mod fork;
 pub(crate) mod pidfd;
