@@ -56,14 +56,15 @@ relaunch man | relaunch completions <SHELL>   (print the man page or shell compl
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
-Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure (also: another \
+Exit codes: the child's status (128+N if killed by signal N; also when it exits and is not \
+restarted, with --on-exit exit); 1 runtime failure (also: another \
 relaunch with this --name runs); 2 usage error; \
 126 program not executable; 127 program not found. When the program is FATAL (with --on-fatal \
 exit): the last failed attempt's status, or 1 if that was 0. Subcommands: 0 ok/running, 1 failed \
 (or not serving), 3 no relaunch running, 4 permission denied, 124 --timeout.\n\
 States (logged as 'state changed from=.. to=..'): STARTING, RUNNING, BACKOFF (a restart is \
-scheduled), STOPPING, EXITED (not restarted, by --restart; relaunch keeps the sockets and waits \
-for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
+scheduled), STOPPING, EXITED (not restarted, by --restart; with --on-exit wait relaunch keeps the \
+sockets and waits for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
 Environment: the restart-policy, process, output, pid file and --daemon options also read the \
 RELAUNCH_* variable shown with each; the command line wins. RELAUNCH_* variables are not passed \
 to the child. Relative paths are made absolute at startup.\n\
@@ -872,6 +873,34 @@ mod tests {
         assert!(e.contains("\"lots\" is not a size"), "{e}");
         let e = parse(&["--pid-file", ""]).unwrap_err().to_string();
         assert!(e.contains("\"\" is not a path (empty)"), "{e}");
+    }
+
+    #[test]
+    fn on_exit_and_output_modes() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv).map(Args::into_config)
+        };
+        let c = parse(&[]).unwrap();
+        // The test runner is not PID 1: the default is wait.
+        assert_eq!(c.program().settings.on_exit, OnExit::Wait);
+        assert_eq!(c.program().output.mode, OutputMode::Capture);
+        assert!(c.program().output.captures());
+        let c = parse(&["--on-exit", "exit", "--output", "inherit"]).unwrap();
+        assert_eq!(c.program().settings.on_exit, OnExit::Exit);
+        assert_eq!(c.program().output.mode, OutputMode::Inherit);
+        assert!(!c.program().output.captures());
+        let c = parse(&["--on-exit", "wait"]).unwrap();
+        assert_eq!(c.program().settings.on_exit, OnExit::Wait);
+        let e = parse(&["--on-exit", "restart"]).unwrap_err().to_string();
+        assert!(
+            e.contains("\"restart\" is not an --on-exit action (expected exit or wait)"),
+            "{e}"
+        );
+        let e = parse(&["--output", "file"]).unwrap_err().to_string();
+        assert!(e.contains("expected capture or inherit"), "{e}");
     }
 
     #[test]
