@@ -169,7 +169,11 @@ fn run(mode: Mode, relaunch: &Path, me: &Path, lines: usize) -> Run {
     while seen < lines {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).expect("read");
-        assert!(n > 0, "{}: the stream ended after {seen} lines", mode.name());
+        assert!(
+            n > 0,
+            "{}: the stream ended after {seen} lines",
+            mode.name()
+        );
         assert_eq!(
             line.len(),
             LINE_LEN,
@@ -205,7 +209,12 @@ fn cpu_secs(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the command name: state is field 0, utime 11, stime 12.
     let hz = sysconf(SysconfVar::CLK_TCK)
         .ok()

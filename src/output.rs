@@ -662,7 +662,10 @@ impl Output {
         for pipe in self.pipes.iter().filter(|p| p.generation == generation) {
             let partial = pipe.lines.partial();
             if !partial.is_empty() {
-                lines.push(tail_line(pipe.sink, &partial[..partial.len().min(TAIL_BYTES)]));
+                lines.push(tail_line(
+                    pipe.sink,
+                    &partial[..partial.len().min(TAIL_BYTES)],
+                ));
             }
         }
         let excess = lines.len().saturating_sub(TAIL_LINES);
@@ -914,7 +917,10 @@ mod tests {
         assert_eq!((pipes.stdout, pipes.stderr), (None, None));
         assert!("Capture".parse::<OutputMode>() == Ok(OutputMode::Capture));
         let err = "tee".parse::<OutputMode>().unwrap_err();
-        assert!(err.contains("\"tee\"") && err.contains("capture or inherit"), "{err}");
+        assert!(
+            err.contains("\"tee\"") && err.contains("capture or inherit"),
+            "{err}"
+        );
     }
 
     fn temp(tag: &str) -> PathBuf {

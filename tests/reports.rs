@@ -50,9 +50,22 @@ fn client(args: &[&str]) -> Out {
         thread::sleep(POLL_INTERVAL);
     };
     let (mut stdout, mut stderr) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    eprintln!("[client {args:?}] exit {:?}\n{stdout}{stderr}", status.code());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    eprintln!(
+        "[client {args:?}] exit {:?}\n{stdout}{stderr}",
+        status.code()
+    );
     Out {
         code: status.code().unwrap_or(-1),
         stdout,
@@ -173,17 +186,25 @@ fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
     );
 
     // The log: one line with the reason and the output.
-    let line = r.wait_for_event("reload failed; the last output of the failed generation", &[], T);
+    let line = r.wait_for_event(
+        "reload failed; the last output of the failed generation",
+        &[],
+        T,
+    );
     assert!(
         line.contains("database is down") && line.contains("exit code 3"),
         "{line}"
     );
 
     // The output still reaches relaunch's own stderr and stdout, whole lines, in order.
-    r.wait_until(T, "the child's lines on relaunch's stdout and stderr", || {
-        r.stdout().lines().any(|l| l == "stdout says hi")
-            && r.stderr().lines().any(|l| l == "database is down")
-    });
+    r.wait_until(
+        T,
+        "the child's lines on relaunch's stdout and stderr",
+        || {
+            r.stdout().lines().any(|l| l == "stdout says hi")
+                && r.stderr().lines().any(|l| l == "database is down")
+        },
+    );
     let err = r.stderr();
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("noise ")).collect();
     let expected: Vec<String> = (1..=30).map(|i| format!("noise {i}")).collect();
@@ -199,10 +220,9 @@ fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
     );
 
     // Generation 1 still serves.
-    let v: Value = serde_json::from_str(
-        &client(&["status", "--json", "--control", s(&server.ctl)]).stdout,
-    )
-    .unwrap();
+    let v: Value =
+        serde_json::from_str(&client(&["status", "--json", "--control", s(&server.ctl)]).stdout)
+            .unwrap();
     assert_eq!(v["state"], "RUNNING", "{v}");
     assert_eq!(v["generations"][0]["generation"], 1, "{v}");
 }
@@ -215,7 +235,11 @@ fn output_inherit_leaves_the_streams_to_the_child_and_reports_no_output() {
     let child = r.generation_pid(1);
     let link = |pid: i32, fd: i32| fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
     for fd in [1, 2] {
-        assert_eq!(link(child, fd), link(r.pid(), fd), "fd {fd} is relaunch's own");
+        assert_eq!(
+            link(child, fd),
+            link(r.pid(), fd),
+            "fd {fd} is relaunch's own"
+        );
     }
     server.set(FAILING);
     let failed = client(&["reload", "--wait", "--control", s(&server.ctl)]);
@@ -272,7 +296,10 @@ fn on_exit_exit_ends_relaunch_with_the_programs_exit_code() {
     r.signal(libc::SIGUSR2);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 3);
-    assert!(!Path::new(&server.ctl).exists(), "the control socket is gone");
+    assert!(
+        !Path::new(&server.ctl).exists(),
+        "the control socket is gone"
+    );
 }
 
 #[test]
