@@ -186,11 +186,7 @@ fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
     );
 
     // The log: one line with the reason and the output.
-    let line = r.wait_for_event(
-        "reload failed; the last output of the failed generation",
-        &[],
-        T,
-    );
+    let line = r.wait_for_event("last output of the failed generation", &[], T);
     assert!(
         line.contains("database is down") && line.contains("exit code 3"),
         "{line}"

@@ -285,7 +285,7 @@ impl Program {
                 generation,
                 reason = %reason,
                 output_tail = ?shown,
-                "reload failed; the last output of the failed generation"
+                "last output of the failed generation"
             );
             self.status.set_output_tail(generation, &tail);
         }
