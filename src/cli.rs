@@ -594,6 +594,8 @@ impl Args {
                     timeout: self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
                 }),
             },
+            priority: crate::config::DEFAULT_PRIORITY,
+            autostart: true,
         };
         Config {
             pid_file: pid_file.clone(),

@@ -32,7 +32,17 @@ pub struct Config {
     pub programs: Vec<ProgramConfig>,
 }
 
+/// The default [`ProgramConfig::priority`] (supervisord's).
+pub const DEFAULT_PRIORITY: i32 = 999;
+
 impl Config {
+    /// Whether the master runs its programs by name (several programs, or a config file):
+    /// status lists them, control commands take names, log lines name the program. The
+    /// command line's single program runs exactly as it always did.
+    pub fn named(&self) -> bool {
+        self.programs.len() > 1
+    }
+
     /// The first program: the one the command line describes.
     pub fn program(&self) -> &ProgramConfig {
         &self.programs[0]
@@ -69,6 +79,12 @@ pub struct ProgramConfig {
     pub output: OutputConfig,
     /// Files whose change triggers a reload (`--watch`, `--watch-path`); off by default.
     pub watch: WatchConfig,
+    /// Start order, ascending; stop order, descending ([`DEFAULT_PRIORITY`] by default).
+    /// Programs of equal priority start together, in the order they are configured.
+    pub priority: i32,
+    /// Whether the program starts with the master (`false`: only once asked, with
+    /// `relaunch start NAME`).
+    pub autostart: bool,
 }
 
 /// How a new child says it is up (`--ready`).

@@ -36,7 +36,8 @@
 //!   created (logrotate's `create` mode with a `postrotate` of `kill -USR1`).
 //! - **`--log-prefix`** starts every line with `[GENERATION PID] ` of the child whose pipe it
 //!   came from (a descendant's lines carry the pid of the generation's child), so the two
-//!   generations of a reload can be told apart.
+//!   generations of a reload can be told apart. With several programs the program's name comes
+//!   first: `[NAME GENERATION PID] `.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -413,6 +414,8 @@ pub(crate) struct Output {
     pipes: Vec<Pipe>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// With several programs: the program's name, first in `--log-prefix`.
+    name: Option<String>,
 }
 
 impl Output {
@@ -436,6 +439,7 @@ impl Output {
             pipes: Vec::new(),
             buf: Vec::new(),
             out: Vec::new(),
+            name: None,
         };
         if mirror_stdio {
             if let Some(f) = &mut output.stdout {
@@ -451,6 +455,12 @@ impl Output {
             }
         }
         Ok(output)
+    }
+
+    /// With several programs: `--log-prefix` lines start with the program's name,
+    /// `[NAME GENERATION PID] `.
+    pub fn name_lines(&mut self, name: &str) {
+        self.name = Some(name.to_owned());
     }
 
     /// Whether relaunch reads the children's output (then SIGUSR1 reopens the files).
@@ -484,7 +494,10 @@ impl Output {
     pub fn attach(&mut self, generation: u64, pid: Pid, pipes: ChildPipes) {
         drop(pipes.write_ends);
         let prefix = if self.config.prefix {
-            format!("[{generation} {pid}] ").into_bytes()
+            match &self.name {
+                Some(name) => format!("[{name} {generation} {pid}] ").into_bytes(),
+                None => format!("[{generation} {pid}] ").into_bytes(),
+            }
         } else {
             Vec::new()
         };

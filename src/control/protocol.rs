@@ -29,6 +29,11 @@ pub struct Request {
     /// `signal`: the signal, by name or number (`USR1`, `SIGUSR1`, `10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The program the request is about, by name (a master with several programs); `None`:
+    /// the master as a whole (`status`: every program; `reload`: all of them; `stop`: the
+    /// master). `start` and `signal` need one when there are several programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 impl Request {
@@ -54,6 +59,10 @@ pub struct Response {
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request named a program that is not configured (the error lists the valid
+    /// names): the client exits 2, a usage error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage: bool,
     /// `status`: the record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusRecord>,
