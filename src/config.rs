@@ -15,6 +15,9 @@ use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 use crate::watch::WatchConfig;
 
+/// The start priority of a program that sets none (supervisord's default).
+pub const DEFAULT_PRIORITY: u32 = 999;
+
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,17 +33,18 @@ pub struct Config {
     pub control: ControlConfig,
     /// The programs to run: the command line gives one.
     pub programs: Vec<ProgramConfig>,
+    /// The configuration file it was read from (`--config`), as given: SIGHUP and `relaunch
+    /// reload` read it again. `None` for the command line.
+    pub source: Option<PathBuf>,
 }
 
-/// The default [`ProgramConfig::priority`] (supervisord's).
-pub const DEFAULT_PRIORITY: i32 = 999;
 
 impl Config {
     /// Whether the master runs its programs by name (several programs, or a config file):
     /// status lists them, control commands take names, log lines name the program. The
     /// command line's single program runs exactly as it always did.
     pub fn named(&self) -> bool {
-        self.programs.len() > 1
+        self.programs.len() > 1 || self.source.is_some()
     }
 
     /// The first program: the one the command line describes.
@@ -79,11 +83,11 @@ pub struct ProgramConfig {
     pub output: OutputConfig,
     /// Files whose change triggers a reload (`--watch`, `--watch-path`); off by default.
     pub watch: WatchConfig,
-    /// Start order, ascending; stop order, descending ([`DEFAULT_PRIORITY`] by default).
-    /// Programs of equal priority start together, in the order they are configured.
-    pub priority: i32,
-    /// Whether the program starts with the master (`false`: only once asked, with
-    /// `relaunch start NAME`).
+    /// Start order among several programs (`priority` in the configuration file): ascending
+    /// to start, descending to stop. The command line's program has the default, 999.
+    pub priority: u32,
+    /// Whether the program starts with the master (`autostart` in the configuration file);
+    /// `false` configures it without starting it until asked. Always true on the command line.
     pub autostart: bool,
 }
 

@@ -55,6 +55,7 @@ pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;

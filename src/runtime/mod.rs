@@ -97,6 +97,7 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         name,
         control,
         programs,
+        source,
     } = config;
     // First, before relaunch opens any fd of its own: take over the sockets of socket
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
@@ -145,6 +146,8 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         startup: startup.take(),
         first: None,
         first_program: 0,
+        source,
+        config_error: None,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -170,6 +173,10 @@ struct Master {
     first: Option<(Pid, Option<ExitStatus>)>,
     /// The program of that first child.
     first_program: usize,
+    /// The configuration file (`--config`), read again on SIGHUP and `reload` without names.
+    source: Option<std::path::PathBuf>,
+    /// Why the file last read could not be applied; `None` once a valid file is loaded.
+    config_error: Option<String>,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -205,7 +212,7 @@ type Queued = (usize, Action);
 impl Master {
     fn run(&mut self, signals: &mut Signals) -> Result<i32, Failure> {
         let mut queue: VecDeque<Queued> = VecDeque::new();
-        let priorities: Vec<i32> = self.programs.iter().map(|p| p.config().priority).collect();
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
         let autostart: Vec<bool> = self.programs.iter().map(|p| p.config().autostart).collect();
         self.to_start = order::start_groups(&priorities, &autostart);
         loop {

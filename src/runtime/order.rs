@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 /// Groups of program indices of equal priority, in start order.
-pub(crate) fn start_groups(priorities: &[i32], autostart: &[bool]) -> VecDeque<Vec<usize>> {
+pub(crate) fn start_groups(priorities: &[u32], autostart: &[bool]) -> VecDeque<Vec<usize>> {
     let mut order: Vec<usize> = (0..priorities.len()).filter(|&i| autostart[i]).collect();
     // Stable: equal priorities keep the configured order.
     order.sort_by_key(|&i| priorities[i]);
@@ -20,7 +20,7 @@ pub(crate) fn start_groups(priorities: &[i32], autostart: &[bool]) -> VecDeque<V
 }
 
 /// Groups of every program, in stop order: the reverse of the start order (autostart or not).
-pub(crate) fn stop_groups(priorities: &[i32]) -> VecDeque<Vec<usize>> {
+pub(crate) fn stop_groups(priorities: &[u32]) -> VecDeque<Vec<usize>> {
     let all = vec![true; priorities.len()];
     let mut groups: Vec<Vec<usize>> = start_groups(priorities, &all).into();
     groups.reverse();

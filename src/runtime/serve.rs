@@ -214,7 +214,7 @@ impl Master {
             }
             return;
         }
-        let priorities: Vec<i32> = self.programs.iter().map(|p| p.config().priority).collect();
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
         self.stopping = Some(Stopping {
             signal,
             groups: order::stop_groups(&priorities),
@@ -267,7 +267,7 @@ impl Master {
         if self.stopping.is_none() && !ended_on_their_own {
             return None;
         }
-        let priorities: Vec<i32> = self.programs.iter().map(|p| p.config().priority).collect();
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
         let all = vec![true; priorities.len()];
         let code = order::start_groups(&priorities, &all)
             .into_iter()
