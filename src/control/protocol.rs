@@ -164,7 +164,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         }
     }
     match request.cmd.as_str() {
-        "status" | "reload" | "stop" => Ok(request),
+        "status" | "reload" | "restart" | "start" | "stop" => Ok(request),
         "signal" => match &request.signal {
             Some(s) => parse_signal(s).map(|_| request.clone()),
             None => {
@@ -172,7 +172,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             }
         },
         other => Err(format!(
-            "unknown command {other:?} (expected status, reload, stop or signal)"
+            "unknown command {other:?} (expected status, reload, restart, start, stop or signal)"
         )),
     }
 }

@@ -75,7 +75,13 @@ impl Prepared {
         if named {
             output.name_lines(&config.name);
         }
-        let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+        // One of several programs may have no sockets at all (a worker); the command line's
+        // single program needs some.
+        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
+            Vec::new()
+        } else {
+            sockets::open_all(&config.listen, config.backlog, inherited)?
+        };
         sockets::log_listening(&listeners);
         if let ReadyMode::Fd(n) = config.ready {
             let first_free = 3 + listeners.len() as RawFd;

@@ -316,7 +316,10 @@ impl Master {
                 self.serve(asked, now, &mut queue);
             }
             for i in 0..self.programs.len() {
-                self.feed(i, Event::Tick, now, &mut queue);
+                // A program not started yet has no clock running.
+                if self.programs[i].run_state() != Run::NotStarted {
+                    self.feed(i, Event::Tick, now, &mut queue);
+                }
             }
             self.watchdog(now);
         }
