@@ -38,7 +38,6 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-
 impl Config {
     /// Whether the master runs its programs by name (several programs, or a config file):
     /// status lists them, control commands take names, log lines name the program. The

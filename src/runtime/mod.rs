@@ -57,14 +57,15 @@ use crate::Failure;
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 /// With `startup` (`--daemon`), reports to the waiting shell command whether the first
 /// generation came up; a failure is reported only after everything is cleaned up.
-pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
+/// `read` reads the configuration file again (`Config::source`) on SIGHUP.
+pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result<i32, Failure> {
     let mut startup = startup;
     let output = &config.program().output;
     let own_log = output
         .stderr_log
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
-    let result = run_master(config, &mut startup);
+    let result = run_master(config, &mut startup, read);
     if let Some(startup) = startup {
         let (code, mut message) = match &result {
             Err(failure) => (failure.code, format!("{:#}", failure.error)),
@@ -88,7 +89,14 @@ pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
     result
 }
 
-fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
+/// Reads a configuration file: the valid configuration, or the error (file, line, key).
+pub type ReadConfig = fn(&std::path::Path) -> Result<Config, String>;
+
+fn run_master(
+    config: Config,
+    startup: &mut Option<Startup>,
+    read: ReadConfig,
+) -> Result<i32, Failure> {
     let started = Instant::now();
     let named = config.named();
     let Config {
@@ -147,6 +155,7 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         first: None,
         first_program: 0,
         source,
+        read,
         config_error: None,
     };
     let result = master.run(&mut signals);
@@ -175,6 +184,8 @@ struct Master {
     first_program: usize,
     /// The configuration file (`--config`), read again on SIGHUP and `reload` without names.
     source: Option<std::path::PathBuf>,
+    /// How to read it.
+    read: ReadConfig,
     /// Why the file last read could not be applied; `None` once a valid file is loaded.
     config_error: Option<String>,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
@@ -279,6 +290,11 @@ impl Master {
                 }
             }
             let mut stop = Vec::new();
+            let mut pending = pending;
+            if pending.contains(&Signal::SIGHUP) && !self.reread_config() {
+                // An invalid file changes nothing: no program is reloaded.
+                pending.retain(|s| *s != Signal::SIGHUP);
+            }
             for sig in pending {
                 if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
                     stop.push(sig);

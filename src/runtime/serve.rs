@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use tracing::{error, info, warn};
 
 use super::{order, Master, Queued, Stopping};
 use crate::control::{Ask, Asked};
@@ -66,6 +67,14 @@ impl Master {
                 if targets.len() > 1 && wait {
                     let message = "reload --wait needs one program per request (the client asks for each by name)";
                     self.control.refuse(id, message.into(), false, now);
+                    return;
+                }
+                if asked.program.is_none() && !self.reread_config() {
+                    let message = format!(
+                        "the configuration file is invalid; nothing was reloaded: {}",
+                        self.config_error.clone().unwrap_or_default()
+                    );
+                    self.control.refuse(id, message, false, now);
                     return;
                 }
                 let mut last = None;
@@ -165,8 +174,38 @@ impl Master {
             .find(|s| s != "RUNNING")
             .unwrap_or_else(|| "RUNNING".into());
         record.state_reason = self.summary();
+        record.config_error = self.config_error.clone();
         record.programs = programs;
         record
+    }
+
+    /// With a configuration file: reads it again (SIGHUP, `reload` without names). Returns
+    /// whether the programs are to be reloaded: not when the file is invalid, which changes
+    /// nothing (the error is logged and `status` shows it as `config_error` until a valid file
+    /// is read). Applying an edited file's differences (programs added, removed or changed)
+    /// is not done yet: a valid file is checked, and every program is reloaded as it is.
+    pub(super) fn reread_config(&mut self) -> bool {
+        let Some(path) = &self.source else {
+            return true;
+        };
+        match (self.read)(path) {
+            Ok(config) => {
+                self.config_error = None;
+                let names: Vec<&str> = config.programs.iter().map(|p| p.name.as_str()).collect();
+                let same = names.len() == self.programs.len()
+                    && self.programs.iter().all(|p| names.contains(&p.name()));
+                if !same {
+                    warn!(file = %path.display(), "the file's programs changed; adding or removing programs takes a restart of relaunch (not applied)");
+                }
+                info!(file = %path.display(), "configuration file read again; reloading every program");
+                true
+            }
+            Err(error) => {
+                error!(error = %error, "the configuration file is invalid; nothing changes, every program keeps serving");
+                self.config_error = Some(error);
+                false
+            }
+        }
     }
 
     /// Starts the next group of programs once each of the last group is up or has failed.
