@@ -43,7 +43,7 @@ impl Master {
                 let record = self.status_record(&targets, asked.program.is_some(), now);
                 self.control.status(id, record, now);
             }
-            Ask::Restart { wait } if targets.iter().all(|&i| self.programs[i].is_idle()) => {
+            Ask::Restart { .. } if targets.iter().all(|&i| self.programs[i].is_idle()) => {
                 self.serve(
                     Asked {
                         ask: Ask::Start,
@@ -52,7 +52,6 @@ impl Master {
                     now,
                     queue,
                 );
-                let _ = wait;
             }
             Ask::Reload { wait } | Ask::Restart { wait } => {
                 if targets.len() == 1 && self.programs[targets[0]].is_idle() {
