@@ -501,7 +501,7 @@ own log goes to the stderr log [default: off]"
     pub metrics: Option<MetricsAddr>,
 
     /// Run the programs of this TOML file instead of one COMMAND: the master's settings under
-    /// [relaunch], one [program.NAME] table per program whose keys are the long flags above
+    /// `[relaunch]`, one `[program.NAME]` table per program whose keys are the long flags above
     /// (see `relaunch check-config`). Only -v and -q may be given with it; the other RELAUNCH_*
     /// variables are ignored. Cannot be combined with -- COMMAND.
     #[arg(short = 'c', long, value_name = "FILE", env = "RELAUNCH_CONFIG", conflicts_with = "command", value_parser = parse_path)]

@@ -274,6 +274,20 @@ impl<'a> Parser<'a> {
             match key.get_ref().as_ref() {
                 "relaunch" => master_table = Some((key, value)),
                 "program" => programs_table = Some((key, value)),
+                other if !value.get_ref().is_table() => {
+                    let place = if Keys::shape(&keys.master, other).is_some() {
+                        " (it goes under [relaunch])".to_owned()
+                    } else if Keys::shape(&keys.program, other).is_some() {
+                        " (it goes under [program.NAME])".to_owned()
+                    } else {
+                        " (expected the tables [relaunch] and [program.NAME])".to_owned()
+                    };
+                    return Err(self.error(
+                        Some(key.span()),
+                        None,
+                        format!("unknown key {other:?} outside any table{place}"),
+                    ));
+                }
                 other => {
                     return Err(self.error(
                         Some(key.span()),
@@ -649,7 +663,16 @@ impl<'a> Parser<'a> {
                 .find(|(k, _)| k.get_ref().as_ref() == f || (f == "env" && k.get_ref() == "env"))
         });
         let message = match (e.kind(), std::error::Error::source(e)) {
-            (ErrorKind::ValueValidation, Some(inner)) => inner.to_string(),
+            (ErrorKind::ValueValidation, Some(inner)) => {
+                // The parsers' own messages name the value; the standard ones (numbers) do not.
+                let inner = inner.to_string();
+                match e.get(ContextKind::InvalidValue) {
+                    Some(ContextValue::String(v)) if !inner.contains(v.as_str()) => {
+                        format!("invalid value {v:?}: {inner}")
+                    }
+                    _ => inner,
+                }
+            }
             (ErrorKind::InvalidValue, _) => {
                 let value = match e.get(ContextKind::InvalidValue) {
                     Some(ContextValue::String(s)) => s.clone(),

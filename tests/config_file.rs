@@ -325,3 +325,19 @@ fn one_program_runs_from_a_file() {
     let status = r.wait_exit(TIMEOUT);
     assert_exit_code(&r, status, 0);
 }
+
+#[test]
+fn error_a_number_that_is_not_one() {
+    rejects(
+        "[program.web]\ncommand = [\"a\"]\nbacklog = 1.5\n",
+        "site.toml:3: [program.web] backlog: invalid value \"1.5\": invalid digit found in string",
+    );
+}
+
+#[test]
+fn error_a_key_outside_any_table() {
+    rejects(
+        "name = \"site\"\n[program.web]\ncommand = [\"a\"]\n",
+        "site.toml:1: unknown key \"name\" outside any table (it goes under [relaunch])",
+    );
+}
