@@ -323,10 +323,19 @@ impl Master {
             }
             // Control requests see this wake-up's exits and signals already handled.
             let asks = {
-                let program = &self.programs[0];
-                self.control.io(&ready, &control_tokens, now, || {
-                    crate::metrics::render(program.status(), program.supervisor())
-                })
+                let (programs, named) = (&self.programs, self.named);
+                self.control
+                    .io(&ready, &control_tokens, now, || match named {
+                        false => {
+                            crate::metrics::render(programs[0].status(), programs[0].supervisor())
+                        }
+                        true => crate::metrics::render_named(
+                            &programs
+                                .iter()
+                                .map(|p| (p.name(), p.status(), p.supervisor()))
+                                .collect::<Vec<_>>(),
+                        ),
+                    })
             };
             for asked in asks {
                 self.serve(asked, now, &mut queue);
