@@ -56,7 +56,9 @@ const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 pub enum ClientCommand {
     /// Show the state of a running relaunch: its sockets, generations, last reload, counters and
     /// recent events. Exit code: 0 running, 1 relaunch up but its server not running (starting,
-    /// backoff, stopping), 3 no relaunch running, 4 permission denied.
+    /// backoff, stopping), 3 no relaunch running, 4 permission denied. With several programs:
+    /// a table NAME STATE PID GEN UPTIME LAST-RELOAD, exit 0 when every program named (or
+    /// every program not stopped) is running; an unknown name exits 2.
     Status {
         /// Which relaunch.
         #[command(flatten)]
