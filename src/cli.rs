@@ -55,7 +55,7 @@ pub enum Subcommand {
     name = "relaunch",
     version = env!("RELAUNCH_VERSION"),
     override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
-relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)\n       \
+relaunch <status|reload|restart|start|stop|signal> [OPTIONS] [PROGRAM...]   (talk to a running relaunch)\n       \
 relaunch [OPTIONS] --config <FILE>   (several programs, from a TOML file)\n       \
 relaunch check-config <FILE>   (check a configuration file and print its programs)\n       \
 relaunch man | relaunch completions <SHELL>   (print the man page or shell completions)",
@@ -678,6 +678,7 @@ impl Args {
             },
             name,
             programs: vec![program],
+            source: None,
         }
     }
 

@@ -47,7 +47,8 @@
 //!   with every pipe-based capture), never mixed within a line.
 //! - **`--log-prefix`** starts every line with `[GENERATION PID] ` of the child whose pipe it
 //!   came from (a descendant's lines carry the pid of the generation's child), so the two
-//!   generations of a reload can be told apart.
+//!   generations of a reload can be told apart. With several programs the program's name comes
+//!   first: `[NAME GENERATION PID] `.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -532,6 +533,8 @@ pub(crate) struct Output {
     pipes: Vec<Pipe>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// With several programs: the program's name, first in `--log-prefix`.
+    name: Option<String>,
     /// The last lines of the last generations, oldest generation first.
     tails: std::collections::BTreeMap<u64, Tail>,
 }
@@ -557,6 +560,7 @@ impl Output {
             pipes: Vec::new(),
             buf: Vec::new(),
             out: Vec::new(),
+            name: None,
             tails: std::collections::BTreeMap::new(),
         };
         if mirror_stdio {
@@ -573,6 +577,12 @@ impl Output {
             }
         }
         Ok(output)
+    }
+
+    /// With several programs: `--log-prefix` lines start with the program's name,
+    /// `[NAME GENERATION PID] `.
+    pub fn name_lines(&mut self, name: &str) {
+        self.name = Some(name.to_owned());
     }
 
     /// Whether log files are open (then SIGUSR1 reopens them).
@@ -611,7 +621,10 @@ impl Output {
     pub fn attach(&mut self, generation: u64, pid: Pid, pipes: ChildPipes) {
         drop(pipes.write_ends);
         let prefix = if self.config.prefix {
-            format!("[{generation} {pid}] ").into_bytes()
+            match &self.name {
+                Some(name) => format!("[{name} {generation} {pid}] ").into_bytes(),
+                None => format!("[{generation} {pid}] ").into_bytes(),
+            }
         } else {
             Vec::new()
         };

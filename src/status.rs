@@ -71,6 +71,16 @@ pub struct StatusRecord {
     pub counters: Counters,
     /// The last [`HISTORY_LEN`] events, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// With several programs (or a config file): one record per program, in start order,
+    /// each named after its program (`name`) and holding the per-program fields (state,
+    /// reason, sockets, generations, backoff, last reload, counters, history). Absent for the
+    /// command line's single program.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<StatusRecord>,
+    /// Why the config file last read could not be applied (file, line and what is wrong);
+    /// `null` once a valid file is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }
 
 /// One listening socket.
