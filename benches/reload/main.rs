@@ -90,7 +90,7 @@ struct Opts {
     #[arg(long, env = "RELOAD_SOCKETMASTER_SRC")]
     socketmaster_src: Option<PathBuf>,
     /// einhorn's Ruby source tree (a checkout of contribsys/einhorn): the `einhorn` peer runs
-    /// `ruby -I DIR/lib DIR/bin/einhorn`. Without it, that peer is skipped.
+    /// `RUBYLIB=DIR/lib ruby DIR/bin/einhorn`. Without it, that peer is skipped.
     #[arg(long, env = "RELOAD_EINHORN_SRC")]
     einhorn_src: Option<PathBuf>,
     /// Run only the peers, not relaunch.
@@ -389,8 +389,7 @@ fn find_einhorn(src: Option<&Path>) -> Result<(PathBuf, PathBuf), String> {
         return Err("`ruby` is not in PATH (Debian: apt-get install ruby)".into());
     };
     let out = Command::new(&ruby)
-        .arg("-I")
-        .arg(src.join("lib"))
+        .env("RUBYLIB", src.join("lib"))
         .arg(src.join("bin/einhorn"))
         .arg("--version")
         .output()

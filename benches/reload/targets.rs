@@ -396,9 +396,10 @@ impl Target {
                 fs::create_dir_all(&dir)?;
                 // The worker gets the socket's fd number in EINHORN_FD_0; a shell passes it to
                 // hello's --fd and execs it (the worker keeps the shell's pid).
+                // RUBYLIB rather than `-I`: einhorn re-executes itself on SIGHUP with its own
+                // argv, which would lose a `-I`.
                 let mut cmd = Command::new(ruby);
-                cmd.arg("-I")
-                    .arg(src.join("lib"))
+                cmd.env("RUBYLIB", src.join("lib"))
                     .arg(src.join("bin/einhorn"))
                     .args(["-b", &format!("127.0.0.1:{port},r")])
                     .args(["-m", &format!("{:.3}", settings.timer_ms() as f64 / 1000.0)])
@@ -408,6 +409,8 @@ impl Target {
                     .arg(dir.join("einhorn.sock"))
                     .arg("-f")
                     .arg(dir.join("einhorn.lock"))
+                    .arg("-e")
+                    .arg(dir.join("einhorn.pid"))
                     .args([
                         "--",
                         "/bin/sh",
