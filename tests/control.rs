@@ -471,7 +471,10 @@ fn concurrent_reload_wait_callers_get_the_coalesced_follow_up_result() {
     r.wait_for_event("running", &[("generation", "1")], T);
 
     let first = start_client(&["reload", "--wait", "--json", "--control", s(&ctl)]);
-    r.generation_pid(2); // spawned from the working program
+    // Generation 2 runs the working program: its script is read by path after exec, so the
+    // link may change only once the probe behind it has reported.
+    let g2 = r.generation_pid(2);
+    wait_for_report(&r, &p.report, g2);
     p.fail(); // the follow-up will run the broken one
     let second = start_client(&["reload", "--wait", "--json", "--control", s(&ctl)]);
     let third = start_client(&["reload", "--wait", "--json", "--control", s(&ctl)]);
