@@ -18,6 +18,8 @@
 //!   `--fd $(circus.sockets.NAME)`).
 //! * `--socket NAME`: serve only the inherited socket named NAME, which must be a TCP listener
 //!   (else it exits 2 with an error naming the socket).
+//! * `--drain-spread-ms N`: when stopping, close the keep-alive connections over N ms (default
+//!   250) instead of all at once; 0 closes them all at once. See point 5 below.
 //! * `--stamp-file PATH`: append `pid=P monotonic_ns=T` to PATH, where T is `CLOCK_MONOTONIC`
 //!   read first thing in `main`. The reload benchmark (`benches/reload`) compares it with the
 //!   time it sent SIGHUP to measure spawn latency.
@@ -36,8 +38,15 @@
 //! 3. To stop, close (drop) its copy of the listener. Never call `shutdown()` on it: the socket
 //!    is shared, and shutting it down would stop it for the parent and every other generation.
 //!    Connections not yet accepted stay queued in the kernel for the next generation.
-//! 4. On SIGTERM, finish the requests in flight, answer with `Connection: close`, close idle
-//!    keep-alive connections, and exit 0.
+//! 4. On SIGTERM (or SIGINT, or SIGUSR2, einhorn's graceful stop), finish the requests in
+//!    flight, answer with `Connection: close`, close idle keep-alive connections, and exit 0.
+//! 5. Spread that closing over a short time. Every client whose connection is closed reconnects
+//!    at once, to the new generation; closing all of them in the same millisecond makes the new
+//!    server accept (here: start a thread for) every client in one burst, and the tail latency
+//!    of that moment jumps (the reload benchmark's "Latency after each HUP" table shows it).
+//!    hello gives each connection its own moment within `--drain-spread-ms`: until then it
+//!    keeps serving it as usual, then answers its next request with `Connection: close`, or
+//!    closes it if it is idle.
 
 use std::env;
 use std::fs::OpenOptions;
@@ -47,12 +56,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use relaunch::child::{self, Sockets};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 
 /// Prints one line to stderr in a single `write()`, so it never interleaves with the output of
 /// the other processes sharing stderr (relaunch, other generations).
@@ -63,8 +72,10 @@ macro_rules! say {
     }};
 }
 
-const USAGE: &str =
-    "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] [--socket NAME] [--stamp-file PATH]";
+const USAGE: &str = "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] \
+                     [--socket NAME] [--drain-spread-ms N] [--stamp-file PATH]";
+/// Default of `--drain-spread-ms`.
+const DRAIN_SPREAD: Duration = Duration::from_millis(250);
 
 /// How often a connection waiting for a request checks whether the server is stopping.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -85,18 +96,23 @@ struct Options {
     fd: Option<RawFd>,
     socket: Option<String>,
     stamp_file: Option<String>,
+    drain_spread: Duration,
 }
 
 fn main() {
     // First thing, for `--stamp-file`: how soon after exec this process got to run.
     let started_ns = monotonic_ns();
-    // While this process has one thread: take the inherited sockets (which also removes the
-    // LISTEN_* variables, sound only now). Errors are reported once the options are known.
-    let inherited = Sockets::take();
     let opts = parse_args().unwrap_or_else(|msg| {
         say!("{msg}\n{USAGE}");
         process::exit(2);
     });
+    // While this process has one thread: take the inherited sockets (which also removes the
+    // LISTEN_* variables, sound only now), unless `--fd N` names the one to serve. Errors are
+    // reported below, after the signal handlers.
+    let inherited = match opts.fd {
+        None => Sockets::take(),
+        Some(_) => Ok(Sockets::default()),
+    };
     presize_fd_table();
     if let Some(path) = &opts.stamp_file {
         let line = format!("pid={} monotonic_ns={started_ns}\n", process::id());
@@ -141,7 +157,7 @@ fn main() {
     }
 
     let body = format!("pid={} fdnames={}\n", process::id(), names.join(":"));
-    serve(listeners, &signals, Arc::from(body));
+    serve(listeners, &signals, Arc::from(body), opts.drain_spread);
     say!("pid {} stopped", process::id());
 }
 
@@ -152,6 +168,7 @@ fn parse_args() -> Result<Options, String> {
         fd: None,
         socket: None,
         stamp_file: None,
+        drain_spread: DRAIN_SPREAD,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -174,6 +191,13 @@ fn parse_args() -> Result<Options, String> {
                 opts.fd = Some(fd);
             }
             "--socket" => opts.socket = Some(args.next().ok_or("--socket needs a value")?),
+            "--drain-spread-ms" => {
+                let v = args.next().ok_or("--drain-spread-ms needs a value")?;
+                let ms = v
+                    .parse()
+                    .map_err(|_| format!("invalid --drain-spread-ms value {v:?} (milliseconds)"))?;
+                opts.drain_spread = Duration::from_millis(ms);
+            }
             "--stamp-file" => {
                 opts.stamp_file = Some(args.next().ok_or("--stamp-file needs a value")?)
             }
@@ -266,7 +290,7 @@ fn monotonic_ns() -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
-/// The read end of a self-pipe that SIGTERM and SIGINT write to.
+/// The read end of a self-pipe that SIGTERM, SIGINT and SIGUSR2 write to.
 struct SignalPipe {
     read: UnixStream,
 }
@@ -276,6 +300,7 @@ impl SignalPipe {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         signal_hook::low_level::pipe::register(SIGINT, write.try_clone()?)?;
+        signal_hook::low_level::pipe::register(SIGUSR2, write.try_clone()?)?;
         signal_hook::low_level::pipe::register(SIGTERM, write)?;
         Ok(SignalPipe { read })
     }
@@ -296,10 +321,51 @@ impl SignalPipe {
     }
 }
 
-/// Accepts connections until SIGTERM or SIGINT, then drains and returns.
-fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>) {
-    let stopping = Arc::new(AtomicBool::new(false));
+/// When the server stopped, and over how long it closes its connections.
+struct Drain {
+    stopping: AtomicBool,
+    since: OnceLock<Instant>,
+    spread: Duration,
+}
+
+impl Drain {
+    /// Whether the server is stopping at all.
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How long until the connection with `slot` (in 0..1) is to close; `None` while the
+    /// server is not stopping, zero once its moment has come.
+    fn until_close(&self, slot: f64) -> Option<Duration> {
+        if !self.stopping() {
+            return None;
+        }
+        let since = *self.since.get()?;
+        let at = since + self.spread.mul_f64(slot);
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the connection with `slot` is to close now.
+    fn closing(&self, slot: f64) -> bool {
+        self.until_close(slot) == Some(Duration::ZERO)
+    }
+}
+
+/// The moment of the `n`th connection within the drain, in 0..1: the fractional parts of
+/// multiples of the golden ratio, which spread any run of consecutive connections evenly.
+fn slot(n: u64) -> f64 {
+    (n as f64 * 0.618_033_988_749_894_9).fract()
+}
+
+/// Accepts connections until SIGTERM, SIGINT or SIGUSR2, then drains and returns.
+fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>, spread: Duration) {
+    let stopping = Arc::new(Drain {
+        stopping: AtomicBool::new(false),
+        since: OnceLock::new(),
+        spread,
+    });
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let mut accepted: u64 = 0;
 
     loop {
         let mut fds: Vec<libc::pollfd> = listeners.iter().map(|l| pollfd(l.as_raw_fd())).collect();
@@ -313,7 +379,7 @@ fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>) {
         }
         for (listener, fd) in listeners.iter().zip(&fds) {
             if fd.revents != 0 {
-                accept_ready(listener, &stopping, &body, &mut workers);
+                accept_ready(listener, &stopping, &body, &mut workers, &mut accepted);
             }
         }
         // Finished threads are detached by dropping their handle.
@@ -323,7 +389,8 @@ fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>) {
     // Stop accepting: close our copies of the listeners. Connections still queued in the kernel
     // are served by the next generation, which holds the same sockets.
     drop(listeners);
-    stopping.store(true, Ordering::SeqCst);
+    let _ = stopping.since.set(Instant::now());
+    stopping.stopping.store(true, Ordering::SeqCst);
     for worker in workers {
         let _ = worker.join();
     }
@@ -331,9 +398,10 @@ fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>) {
 
 fn accept_ready(
     listener: &TcpListener,
-    stopping: &Arc<AtomicBool>,
+    stopping: &Arc<Drain>,
     body: &Arc<str>,
     workers: &mut Vec<JoinHandle<()>>,
+    accepted: &mut u64,
 ) {
     for _ in 0..ACCEPT_BATCH {
         let stream = match listener.accept() {
@@ -357,10 +425,12 @@ fn accept_ready(
             }
         };
         let (stopping, body) = (Arc::clone(stopping), Arc::clone(body));
+        *accepted += 1;
+        let slot = slot(*accepted);
         let spawned = thread::Builder::new()
             .name("connection".into())
             .spawn(move || {
-                if let Err(err) = handle_connection(stream, &stopping, &body) {
+                if let Err(err) = handle_connection(stream, &stopping, slot, &body) {
                     if !is_disconnect(&err) {
                         say!("connection: {err}");
                     }
@@ -381,14 +451,21 @@ struct Request {
 }
 
 /// Serves requests on one connection until the client closes, asks to close, or we stop.
-fn handle_connection(mut stream: TcpStream, stopping: &AtomicBool, body: &str) -> io::Result<()> {
+///
+/// `slot` (in 0..1) is this connection's moment to close within the drain (see [`Drain`]).
+fn handle_connection(
+    mut stream: TcpStream,
+    stopping: &Drain,
+    slot: f64,
+    body: &str,
+) -> io::Result<()> {
     // Linux does not pass O_NONBLOCK from the listener to accepted sockets; be explicit anyway.
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(STOP_CHECK))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::with_capacity(1024);
     for served in 0.. {
-        let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping)? {
+        let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping, slot)? {
             Some(len) => len,
             // Client closed, idle too long, or we are stopping. Close like after a response:
             // a request may be arriving right now (the client cannot know we are about to
@@ -408,7 +485,7 @@ fn handle_connection(mut stream: TcpStream, stopping: &AtomicBool, body: &str) -
         if !discard_body(&mut stream, &mut buf, request.content_length, stopping)? {
             return Ok(());
         }
-        let close = !request.keep_alive || stopping.load(Ordering::SeqCst);
+        let close = !request.keep_alive || stopping.closing(slot);
         respond(&mut stream, "200 OK", body, request.head_only, close)?;
         if close {
             return linger_close(stream);
@@ -427,7 +504,8 @@ fn read_head(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     first: bool,
-    stopping: &AtomicBool,
+    stopping: &Drain,
+    slot: f64,
 ) -> io::Result<Option<usize>> {
     let waiting_since = Instant::now();
     let mut stop_seen: Option<Instant> = None;
@@ -445,13 +523,17 @@ fn read_head(
             )?;
             return Ok(None);
         }
-        if stopping.load(Ordering::SeqCst) {
+        let until_close = stopping.until_close(slot);
+        if until_close == Some(Duration::ZERO) {
             // Idle: close now. A request on its way: give it a moment to arrive.
             let since = *stop_seen.get_or_insert_with(Instant::now);
             let idle = buf.is_empty() && !first;
             if idle || since.elapsed() > STOP_GRACE {
                 return Ok(None);
             }
+        } else if let Some(left) = until_close {
+            // Stopping, but this connection's moment to close is still ahead: wake up for it.
+            stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), STOP_CHECK)))?;
         } else if buf.is_empty() && waiting_since.elapsed() > KEEP_ALIVE_TIMEOUT {
             return Ok(None);
         }
@@ -466,11 +548,11 @@ fn discard_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     len: usize,
-    stopping: &AtomicBool,
+    stopping: &Drain,
 ) -> io::Result<bool> {
     let started = Instant::now();
     while buf.len() < len {
-        if stopping.load(Ordering::SeqCst) && started.elapsed() > STOP_GRACE {
+        if stopping.stopping() && started.elapsed() > STOP_GRACE {
             return Ok(false);
         }
         if !read_more(stream, buf)? {

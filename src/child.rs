@@ -181,6 +181,8 @@ impl Sockets {
             var("LISTEN_PID").as_deref(),
             var("LISTEN_FDS").as_deref(),
             var("LISTEN_FDNAMES").as_deref(),
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(u64::MAX, |(_, hard)| hard),
         )
         .map_err(|msg| ChildError::Environment(msg.replace("relaunch's pid", "this process")))?;
         if TAKEN.swap(true, Ordering::SeqCst) {

@@ -30,7 +30,7 @@ use crate::control::{
     parse_name, probe, socket_next_to, write_request, PathEnv, Probe, Request, Response, PROTOCOL,
 };
 use crate::parse::{parse_duration, parse_signal};
-use crate::status::{ReloadRecord, StatusRecord};
+use crate::status::{OutputLine, ReloadRecord, StatusRecord};
 
 /// Success; for `status`: relaunch and its server are running.
 pub const OK: i32 = 0;
@@ -56,7 +56,9 @@ const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 pub enum ClientCommand {
     /// Show the state of a running relaunch: its sockets, generations, last reload, counters and
     /// recent events. Exit code: 0 running, 1 relaunch up but its server not running (starting,
-    /// backoff, stopping), 3 no relaunch running, 4 permission denied.
+    /// backoff, stopping), 3 no relaunch running, 4 permission denied. With several programs:
+    /// a table NAME STATE PID GEN UPTIME LAST-RELOAD, exit 0 when every program named (or
+    /// every program not stopped) is running; an unknown name exits 2.
     Status {
         /// Which relaunch.
         #[command(flatten)]
@@ -64,14 +66,29 @@ pub enum ClientCommand {
         /// Print the JSON status record (see the README) instead of a table.
         #[arg(long)]
         json: bool,
+        /// With several programs: only these (default: all). An unknown name exits 2.
+        #[arg(value_name = "PROGRAM")]
+        programs: Vec<String>,
     },
     /// Reload: start a new generation, switch to it once it is up, then stop the old one.
     /// Requests during a reload coalesce into one follow-up reload.
     Reload(ReloadArgs),
-    /// The same as `reload` (relaunch never stops the server to restart it).
+    /// The same as `reload` (relaunch never stops the server to restart it); a program that
+    /// is stopped is started.
     Restart(ReloadArgs),
-    /// Stop relaunch: the stop signal to the server, SIGKILL after --stop-wait-secs.
+    /// Stop relaunch: the stop signal to the server, SIGKILL after --stop-wait-secs. With
+    /// program names: stop only those programs; relaunch keeps their sockets open and keeps
+    /// running (`start` them again).
     Stop(StopArgs),
+    /// Start programs that do not run: stopped by name, or configured with autostart = false.
+    Start {
+        /// Which relaunch.
+        #[command(flatten)]
+        target: Target,
+        /// The programs to start.
+        #[arg(value_name = "PROGRAM", required = true)]
+        programs: Vec<String>,
+    },
     /// Send a signal to the current generation of the server.
     Signal {
         /// Which relaunch.
@@ -80,6 +97,9 @@ pub enum ClientCommand {
         /// The signal, by name or number (USR1, SIGUSR1, 10).
         #[arg(value_parser = parse_signal, value_name = "SIGNAL")]
         signal: Signal,
+        /// With several programs: the programs to signal (required then).
+        #[arg(value_name = "PROGRAM")]
+        programs: Vec<String>,
     },
 }
 
@@ -117,6 +137,9 @@ pub struct ReloadArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With several programs: reload only these (default: all of them).
+    #[arg(value_name = "PROGRAM")]
+    pub programs: Vec<String>,
 }
 
 /// Options of `stop`.
@@ -131,6 +154,9 @@ pub struct StopArgs {
     /// With --wait: give up after DURATION and exit 124 [default: no limit].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
     pub timeout: Option<Duration>,
+    /// Stop only these programs (their sockets stay open; relaunch keeps running).
+    #[arg(value_name = "PROGRAM")]
+    pub programs: Vec<String>,
 }
 
 /// A client failure: its exit code and message.
@@ -142,10 +168,34 @@ type Result<T> = std::result::Result<T, Fail>;
 /// Runs a client subcommand; returns the exit code. Output goes to stdout, errors to stderr.
 pub fn run(command: ClientCommand) -> i32 {
     let result = match command {
-        ClientCommand::Status { target, json } => status(&target, json),
-        ClientCommand::Reload(args) | ClientCommand::Restart(args) => reload(&args),
-        ClientCommand::Stop(args) => stop(&args),
-        ClientCommand::Signal { target, signal } => send_signal(&target, signal),
+        ClientCommand::Status {
+            target,
+            json,
+            programs,
+        } => status(&target, json, &programs),
+        ClientCommand::Reload(args) => by_name(&args.target, &args.programs, "reload", |name| {
+            reload(&args, "reload", name)
+        }),
+        ClientCommand::Restart(args) => by_name(&args.target, &args.programs, "restart", |name| {
+            reload(&args, "restart", name)
+        }),
+        ClientCommand::Stop(args) if args.programs.is_empty() => stop(&args),
+        ClientCommand::Stop(args) => by_name(&args.target, &args.programs, "stop", |name| {
+            simple(&args.target, "stop", name)
+        }),
+        ClientCommand::Start { target, programs } => by_name(&target, &programs, "start", |name| {
+            simple(&target, "start", name)
+        }),
+        ClientCommand::Signal {
+            target,
+            signal,
+            programs,
+        } => match programs.is_empty() {
+            true => send_signal(&target, signal, None),
+            false => by_name(&target, &programs, "signal", |name| {
+                send_signal(&target, signal, name)
+            }),
+        },
     };
     match result {
         Ok(code) => code,
@@ -506,7 +556,7 @@ impl Session {
 
 fn refused(response: &Response) -> Fail {
     Fail(
-        FAILED,
+        if response.usage { USAGE } else { FAILED },
         response
             .error
             .clone()
@@ -517,7 +567,7 @@ fn refused(response: &Response) -> Fail {
 // ---------------------------------------------------------------------------------------------
 // Subcommands
 
-fn status(target: &Target, json: bool) -> Result<i32> {
+fn status(target: &Target, json: bool, names: &[String]) -> Result<i32> {
     let path = match locate(target)? {
         Endpoint::Socket(path) => path,
         Endpoint::Pid(pid, file) => {
@@ -557,10 +607,27 @@ fn status(target: &Target, json: bool) -> Result<i32> {
             format!("{} answered without a status record", path.display()),
         ));
     };
+    let mut record = record;
+    if record.programs.is_empty() {
+        // The command line's single program: its name is the master's.
+        if let Some(bad) = names.iter().find(|n| **n != record.name) {
+            return Err(unknown_program(bad, &[record.name.clone()]));
+        }
+    } else if !names.is_empty() {
+        let valid: Vec<String> = record.programs.iter().map(|p| p.name.clone()).collect();
+        if let Some(bad) = names.iter().find(|n| !valid.contains(n)) {
+            return Err(unknown_program(bad, &valid));
+        }
+        record.programs.retain(|p| names.contains(&p.name));
+        let down = record.programs.iter().find(|p| p.state != "RUNNING");
+        record.state = down.map_or("RUNNING".into(), |p| p.state.clone());
+    }
     if json {
         println!("{}", to_json(&record));
-    } else {
+    } else if record.programs.is_empty() {
         print!("{}", table(&record));
+    } else {
+        print!("{}", programs_table(&record));
     }
     Ok(if record.state == "RUNNING" {
         OK
@@ -569,11 +636,104 @@ fn status(target: &Target, json: bool) -> Result<i32> {
     })
 }
 
+/// The error for a program name the master does not have: exit 2, with the valid names.
+fn unknown_program(name: &str, valid: &[String]) -> Fail {
+    Fail(
+        USAGE,
+        format!(
+            "no program named {name:?} (the programs are: {})",
+            valid.join(", ")
+        ),
+    )
+}
+
+/// Runs `one` for each named program at once (each on a connection of its own, so that
+/// `reload --wait a b` waits for both reloads side by side), or once with `None` when no
+/// name is given. The exit code is the first failure's, in the order the names were given.
+fn by_name(
+    target: &Target,
+    names: &[String],
+    what: &str,
+    one: impl Fn(Option<&str>) -> Result<i32> + Sync,
+) -> Result<i32> {
+    let _ = target;
+    if names.is_empty() {
+        return one(None);
+    }
+    let mut unique: Vec<&String> = Vec::new();
+    for name in names {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    let results: Vec<Result<i32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = unique
+            .iter()
+            .map(|name| {
+                let one = &one;
+                scope.spawn(move || one(Some(name.as_str())))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Fail(FAILED, format!("{what}: the request failed"))))
+            })
+            .collect()
+    });
+    let mut code = OK;
+    for (name, result) in unique.iter().zip(results) {
+        match result {
+            Ok(c) if code == OK => code = c,
+            Ok(_) => {}
+            Err(Fail(c, message)) => {
+                eprintln!("relaunch: {name}: {message}");
+                if code == OK {
+                    code = c;
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// A request that needs nothing but a yes (`start NAME`, `stop NAME`).
+fn simple(target: &Target, cmd: &str, name: Option<&str>) -> Result<i32> {
+    let path = match locate(target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(_, file) => {
+            return Err(Fail(
+                FAILED,
+                format!(
+                    "{cmd} by name needs the control socket (only the pid file {} was found)",
+                    file.display()
+                ),
+            ))
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let request = Request {
+        program: name.map(str::to_owned),
+        ..Request::new(cmd)
+    };
+    let response = session.ask(&request, Some(ANSWER_TIMEOUT))?;
+    if !response.ok {
+        return Err(refused(&response));
+    }
+    let name = name.unwrap_or("relaunch");
+    match cmd {
+        "start" => println!("{name}: started"),
+        _ => println!("{name}: stopping (its sockets stay open)"),
+    }
+    Ok(OK)
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn reload(args: &ReloadArgs) -> Result<i32> {
+fn reload(args: &ReloadArgs, cmd: &str, name: Option<&str>) -> Result<i32> {
     let path = match locate(&args.target)? {
         Endpoint::Socket(path) => path,
         Endpoint::Pid(pid, file) => {
@@ -595,9 +755,21 @@ fn reload(args: &ReloadArgs) -> Result<i32> {
         }
     };
     let mut session = Session::connect(&path)?;
+    if name.is_none() && args.wait {
+        // With several programs, --wait waits for each: ask for each by name.
+        let response = session.ask(&Request::new("status"), Some(ANSWER_TIMEOUT))?;
+        let names: Vec<String> = response
+            .status
+            .map(|s| s.programs.into_iter().map(|p| p.name).collect())
+            .unwrap_or_default();
+        if !names.is_empty() {
+            return by_name(&args.target, &names, cmd, |n| reload(args, cmd, n));
+        }
+    }
     let request = Request {
         wait: args.wait,
-        ..Request::new("reload")
+        program: name.map(str::to_owned),
+        ..Request::new(cmd)
     };
     let timeout = if args.wait {
         args.timeout
@@ -619,6 +791,9 @@ fn reload(args: &ReloadArgs) -> Result<i32> {
     }
     if let Some(record) = &response.reload {
         if !args.json {
+            if let Some(name) = name {
+                print!("{name}: ");
+            }
             report_reload(record);
         }
         return Ok(if record.ok() { OK } else { FAILED });
@@ -627,6 +802,9 @@ fn reload(args: &ReloadArgs) -> Result<i32> {
         return Err(refused(&response));
     }
     if !args.json {
+        if let Some(name) = name {
+            print!("{name}: ");
+        }
         match response.accepted {
             Some(a) if a.queued => println!(
                 "reload queued: it follows the reload in progress (use --wait for the result)"
@@ -635,6 +813,7 @@ fn reload(args: &ReloadArgs) -> Result<i32> {
                 "reload started: generation {} (use --wait for the result)",
                 a.generation.map_or("?".into(), |g| g.to_string())
             ),
+            None if cmd == "restart" => println!("restart requested"),
             None => println!("reload requested"),
         }
     }
@@ -655,7 +834,22 @@ fn report_reload(record: &ReloadRecord) {
             record.generation,
             record.reason.as_deref().unwrap_or("unknown reason")
         );
+        if !record.output_tail.is_empty() {
+            eprint!(
+                "relaunch: the last output of generation {}:\n{}",
+                record.generation,
+                output_tail(&record.output_tail, "  ")
+            );
+        }
     }
+}
+
+/// The lines a failed generation wrote, one per line, each as `INDENTstream| line`.
+fn output_tail(lines: &[OutputLine], indent: &str) -> String {
+    lines
+        .iter()
+        .map(|l| format!("{indent}{}| {}\n", l.stream, l.line))
+        .collect()
 }
 
 fn stop(args: &StopArgs) -> Result<i32> {
@@ -720,7 +914,7 @@ fn stop(args: &StopArgs) -> Result<i32> {
     }
 }
 
-fn send_signal(target: &Target, signal: Signal) -> Result<i32> {
+fn send_signal(target: &Target, signal: Signal, name: Option<&str>) -> Result<i32> {
     let path = match locate(target)? {
         Endpoint::Socket(path) => path,
         Endpoint::Pid(pid, file) => {
@@ -746,6 +940,7 @@ fn send_signal(target: &Target, signal: Signal) -> Result<i32> {
     let mut session = Session::connect(&path)?;
     let request = Request {
         signal: Some(signal.as_str().to_owned()),
+        program: name.map(str::to_owned),
         ..Request::new("signal")
     };
     let response = session.ask(&request, Some(ANSWER_TIMEOUT))?;
@@ -793,6 +988,62 @@ fn human_duration(secs: f64) -> String {
     } else {
         format!("{secs:.1}s")
     }
+}
+
+/// The status of several programs as a table for people, in the manner of supervisorctl:
+/// NAME STATE PID GEN UPTIME LAST-RELOAD, then the config file's error if there is one.
+pub fn programs_table(r: &StatusRecord) -> String {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "STATE".to_owned(),
+        "PID".to_owned(),
+        "GEN".to_owned(),
+        "UPTIME".to_owned(),
+        "LAST-RELOAD".to_owned(),
+    ]];
+    for p in &r.programs {
+        let current = p.generations.iter().find(|g| g.role == "current");
+        let last = match &p.last_reload {
+            None => "-".to_owned(),
+            Some(l) if l.ok() => format!("gen {} ok", l.generation),
+            Some(l) => format!(
+                "gen {} failed: {}",
+                l.generation,
+                l.reason.as_deref().unwrap_or("unknown reason")
+            ),
+        };
+        rows.push([
+            p.name.clone(),
+            p.state.clone(),
+            current.map_or("-".into(), |g| g.pid.to_string()),
+            current.map_or("-".into(), |g| g.generation.to_string()),
+            match current {
+                Some(_) if p.state == "RUNNING" => human_duration(p.uptime_secs),
+                _ => "-".into(),
+            },
+            last,
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let Some(error) = &r.config_error {
+        out.push_str(&format!("config_error: {error}\n"));
+    }
+    out
 }
 
 /// The status record as a table for people.
@@ -858,6 +1109,10 @@ pub fn table(r: &StatusRecord) -> String {
             "  last reload  generation {} ({}) after {:.2}s: {outcome}\n",
             l.generation, l.trigger, l.duration_secs
         ));
+        if !l.output_tail.is_empty() {
+            out.push_str("  its last output:\n");
+            out.push_str(&output_tail(&l.output_tail, "    "));
+        }
     }
     if !r.generations.is_empty() {
         let rows: Vec<[String; 7]> = r

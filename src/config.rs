@@ -33,9 +33,19 @@ pub struct Config {
     pub control: ControlConfig,
     /// The programs to run: the command line gives one.
     pub programs: Vec<ProgramConfig>,
+    /// The configuration file it was read from (`--config`), as given: SIGHUP and `relaunch
+    /// reload` read it again. `None` for the command line.
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
+    /// Whether the master runs its programs by name (several programs, or a config file):
+    /// status lists them, control commands take names, log lines name the program. The
+    /// command line's single program runs exactly as it always did.
+    pub fn named(&self) -> bool {
+        self.programs.len() > 1 || self.source.is_some()
+    }
+
     /// The first program: the one the command line describes.
     pub fn program(&self) -> &ProgramConfig {
         &self.programs[0]

@@ -128,11 +128,17 @@ impl From<anyhow::Error> for Failure {
 /// Runs the master with `config` until it stops. Returns the exit code: the status of the
 /// child that was current when it stopped, as a shell reports it (128+N for signal N).
 pub fn run(config: Config) -> Result<i32, Failure> {
-    runtime::run(config, None)
+    runtime::run(config, None, read_config_file)
 }
 
 /// Like [`run`], in a process that [`daemon::detach`]ed: reports to the waiting shell command
 /// through `startup` once the first generation is up, or why it did not come up.
 pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Failure> {
-    runtime::run(config, Some(startup))
+    runtime::run(config, Some(startup), read_config_file)
+}
+
+/// How the master reads its configuration file again (SIGHUP, `relaunch reload`): the
+/// runtime is handed this function rather than depending on the front end's parser.
+fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
+    config_file::load(path).map_err(|e| e.to_string())
 }

@@ -49,27 +49,19 @@ fn main() {
         },
         None => (args.into_config(), None),
     };
-    if config.programs.len() > 1 {
-        // Hosting several programs in one master is the runtime's next step.
-        eprintln!(
-            "relaunch: error: {}: {} programs: this relaunch runs one program per master so far \
-(check the file with relaunch check-config)",
-            file.as_deref()
-                .unwrap_or(std::path::Path::new(""))
-                .display(),
-            config.programs.len()
-        );
-        exit(USAGE);
-    }
+    // With a file, the master runs its programs by name, and SIGHUP reads the file again.
+    config.source = file;
     // Detach first: before any thread, socket or signal handler exists, and before logging
     // decides about colours for a terminal the daemon will not have.
     let startup = if config.daemon {
-        if let Err(e) = daemon::absolute_program(&mut config.program_mut().command) {
-            eprintln!(
-                "relaunch: error: cannot make the program path {:?} absolute: {e}",
-                config.program().command.program
-            );
-            exit(1);
+        for program in &mut config.programs {
+            if let Err(e) = daemon::absolute_program(&mut program.command) {
+                eprintln!(
+                    "relaunch: error: cannot make the program path {:?} absolute: {e}",
+                    program.command.program
+                );
+                exit(1);
+            }
         }
         let keep: Vec<std::os::fd::RawFd> = config
             .programs

@@ -266,6 +266,52 @@ fn http(status: &str, content_type: &str, body: &str, head_only: bool) -> String
     out
 }
 
+/// The exposition text of several programs: every sample carries a `program` label
+/// (`relaunch_child_up{program="web"} 1`), each metric's `# HELP` and `# TYPE` once.
+pub(crate) fn render_named(programs: &[(&str, &Tracker, &Supervisor)]) -> String {
+    // Each metric's block, in the order the first program renders them.
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, tracker, sup) in programs {
+        let label = format!(
+            "program=\"{}\"",
+            name.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        let mut current = None;
+        for line in render(tracker, sup).lines() {
+            if line.starts_with("# HELP ") {
+                let position = blocks.iter().position(|(head, _)| head.starts_with(line));
+                current = Some(position.unwrap_or_else(|| {
+                    blocks.push((format!("{line}\n"), Vec::new()));
+                    blocks.len() - 1
+                }));
+            } else if line.starts_with("# TYPE ") {
+                if let Some(b) = current.and_then(|c| blocks.get_mut(c)) {
+                    if !b.0.contains("# TYPE ") {
+                        b.0.push_str(line);
+                        b.0.push('\n');
+                    }
+                }
+            } else if let Some(b) = current.and_then(|c| blocks.get_mut(c)) {
+                let (metric, rest) = line.split_once(' ').unwrap_or((line, ""));
+                let labelled = match metric.split_once('{') {
+                    Some((m, labels)) => format!("{m}{{{label},{labels} {rest}"),
+                    None => format!("{metric}{{{label}}} {rest}"),
+                };
+                b.1.push(labelled);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (head, samples) in blocks {
+        out.push_str(&head);
+        for sample in samples {
+            out.push_str(&sample);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The exposition text (Prometheus text format 0.0.4).
 pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
     let counters = tracker.counters();
@@ -403,6 +449,39 @@ mod tests {
         assert!(e.contains("no NAME="), "{e}");
         let e = "127.0.0.1:99999".parse::<MetricsAddr>().unwrap_err();
         assert!(e.starts_with("--metrics \"127.0.0.1:99999\": "), "{e}");
+    }
+
+    #[test]
+    fn several_programs_carry_a_program_label_under_one_help_each() {
+        let t0 = Instant::now();
+        let (a, b) = (Tracker::new(t0), Tracker::new(t0));
+        let sup = Supervisor::new(Settings::default());
+        let text = render_named(&[("web", &a, &sup), ("api", &b, &sup)]);
+        assert_eq!(
+            text.matches("# HELP relaunch_child_up ").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE relaunch_child_up ").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("relaunch_child_up{program=\"web\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relaunch_child_up{program=\"api\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relaunch_reloads_total{program=\"api\",result=\"ok\"} 0\n"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("{program=\""), "{line}");
+        }
     }
 
     #[test]

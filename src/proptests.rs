@@ -1160,7 +1160,10 @@ fn request_line() -> impl Strategy<Value = (String, Result<Request, String>)> {
         1 => any::<u32>().prop_map(Some),
     ];
     let cmd = prop_oneof![
-        select(vec!["status", "reload", "stop", "signal"]).prop_map(str::to_owned),
+        select(vec![
+            "status", "reload", "restart", "start", "stop", "signal"
+        ])
+        .prop_map(str::to_owned),
         "[a-zA-Z]{0,8}|.{0,8}",
     ];
     let signal = proptest::option::of(prop_oneof![
@@ -1197,11 +1200,12 @@ fn request_line() -> impl Strategy<Value = (String, Result<Request, String>)> {
                 cmd: cmd.clone(),
                 wait,
                 signal: signal.clone(),
+                program: None,
             };
             let expected = match (v, cmd.as_str(), &signal) {
                 (None, _, _) => Err("\"v\"".to_owned()),
                 (Some(v), _, _) if v != 1 => Err(v.to_string()),
-                (_, "status" | "reload" | "stop", _) => Ok(request),
+                (_, "status" | "reload" | "restart" | "start" | "stop", _) => Ok(request),
                 (_, "signal", None) => Err("\"signal\"".to_owned()),
                 (_, "signal", Some(s)) => match parse_signal(s) {
                     Ok(_) => Ok(request),

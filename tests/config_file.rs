@@ -282,24 +282,6 @@ fn config_excludes_a_command_and_other_flags_and_reads_relaunch_config() {
 }
 
 #[test]
-fn several_programs_are_refused_until_the_runtime_hosts_them() {
-    let dir = TempDir::new("config-file");
-    let file = dir.join("two.toml");
-    fs::write(
-        &file,
-        "[program.a]\ncommand = [\"true\"]\n[program.b]\ncommand = [\"true\"]\n",
-    )
-    .unwrap();
-    let out = run(&["--config", s(&file)], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("2 programs: this relaunch runs one program per master so far"),
-        "{err}"
-    );
-}
-
-#[test]
 fn one_program_runs_from_a_file() {
     let dir = TempDir::new("config-file");
     let file = dir.join("one.toml");

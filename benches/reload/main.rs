@@ -64,6 +64,10 @@ struct Opts {
     /// Extra argument for relaunch (repeatable).
     #[arg(long = "relaunch-arg", allow_hyphen_values = true)]
     relaunch_args: Vec<String>,
+    /// Extra argument for hello, in every setup that runs it (repeatable), e.g.
+    /// `--hello-arg=--drain-spread-ms --hello-arg=0`.
+    #[arg(long = "hello-arg", allow_hyphen_values = true)]
+    hello_args: Vec<String>,
     /// Steady time between the end of a reload and the next SIGHUP, ms.
     #[arg(long, default_value_t = 500)]
     gap_ms: u64,
@@ -76,9 +80,19 @@ struct Opts {
     /// Deadline of each reload, s.
     #[arg(long, default_value_t = 60)]
     reload_timeout_secs: u64,
-    /// Peers to run too, comma-separated: naive,systemfd,circus,gunicorn.
+    /// Peers to run too, comma-separated: naive,systemfd,systemfd-backlog,circus,gunicorn,
+    /// socketmaster,einhorn.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// socketmaster's Go source tree (a checkout of zimbatm/socketmaster): the `socketmaster`
+    /// peer is built from it with the local `go` (module proxy off). Without it, that peer is
+    /// skipped.
+    #[arg(long, env = "RELOAD_SOCKETMASTER_SRC")]
+    socketmaster_src: Option<PathBuf>,
+    /// einhorn's Ruby source tree (a checkout of contribsys/einhorn): the `einhorn` peer runs
+    /// `RUBYLIB=DIR/lib ruby DIR/bin/einhorn`. Without it, that peer is skipped.
+    #[arg(long, env = "RELOAD_EINHORN_SRC")]
+    einhorn_src: Option<PathBuf>,
     /// Run only the peers, not relaunch.
     #[arg(long)]
     skip_relaunch: bool,
@@ -103,6 +117,9 @@ struct Opts {
     /// Clients in soak mode.
     #[arg(long, default_value_t = 4)]
     soak_concurrency: usize,
+    /// Reloads per reported window in soak mode.
+    #[arg(long, default_value_t = 1000)]
+    soak_window: usize,
     /// Where to write the report, the plot and the logs.
     #[arg(long, default_value = "target/bench-reload")]
     out: PathBuf,
@@ -162,7 +179,7 @@ fn run(opts: &Opts) -> Result<()> {
     let mut skipped = Vec::new();
     for p in &opts.peers {
         let kind = Kind::parse_peer(p)?;
-        match kind.missing() {
+        match kind.missing(&settings) {
             Some(why) => {
                 eprintln!("bench: skipping peer {p}: {why}");
                 skipped.push(format!("- {p}: skipped, {why}"));
@@ -279,6 +296,17 @@ fn settings(opts: &Opts) -> Result<Settings> {
     } else {
         std::env::current_dir()?.join(&opts.out)
     };
+    let wants = |peer: &str| opts.peers.iter().any(|p| p == peer);
+    let socketmaster = if wants("socketmaster") {
+        build_socketmaster(opts.socketmaster_src.as_deref(), &out.join("peers"))
+    } else {
+        Err("not asked for".into())
+    };
+    let einhorn = if wants("einhorn") {
+        find_einhorn(opts.einhorn_src.as_deref())
+    } else {
+        Err("not asked for".into())
+    };
     Ok(Settings {
         relaunch,
         hello,
@@ -286,8 +314,102 @@ fn settings(opts: &Opts) -> Result<Settings> {
         start_secs: opts.start_secs.clone(),
         ready: opts.ready.clone(),
         relaunch_args: opts.relaunch_args.clone(),
+        hello_args: opts.hello_args.clone(),
         work: out.join("logs"),
+        socketmaster,
+        einhorn,
     })
+}
+
+/// Builds socketmaster from its source with the local Go toolchain into `dir`, offline: the
+/// module proxy is off, so it builds only if it needs nothing beyond the standard library (or
+/// what it vendors). Returns the executable, or why there is none.
+fn build_socketmaster(src: Option<&Path>, dir: &Path) -> Result<PathBuf, String> {
+    let Some(src) = src else {
+        return Err("no source tree: pass --socketmaster-src DIR or set \
+                    RELOAD_SOCKETMASTER_SRC (a checkout of zimbatm/socketmaster)"
+            .into());
+    };
+    if !src.join("socketmaster.go").is_file() {
+        return Err(format!(
+            "{} has no socketmaster.go (expected a checkout of zimbatm/socketmaster)",
+            src.display()
+        ));
+    }
+    let Some(go) = procs::which("go") else {
+        return Err("`go` is not in PATH (Debian: apt-get install golang-go)".into());
+    };
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let exe = dir.join("socketmaster");
+    let mut cmd = Command::new(go);
+    cmd.current_dir(src)
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(".")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", dir.join("gocache"));
+    if src.join("go.mod").is_file() {
+        if src.join("vendor").is_dir() {
+            cmd.env("GOFLAGS", "-mod=vendor");
+        }
+    } else {
+        // No module file (socketmaster has none): build the package as it is, standard library
+        // only.
+        cmd.env("GO111MODULE", "off").env("GOFLAGS", "");
+    }
+    eprintln!("bench: building socketmaster from {} ...", src.display());
+    let out = cmd.output().map_err(|e| format!("running go build: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "go build in {} failed ({}): {}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(exe)
+}
+
+/// Finds `ruby` and checks that einhorn runs from its source tree; returns both, or why not.
+fn find_einhorn(src: Option<&Path>) -> Result<(PathBuf, PathBuf), String> {
+    let Some(src) = src else {
+        return Err(
+            "no source tree: pass --einhorn-src DIR or set RELOAD_EINHORN_SRC \
+                    (a checkout of contribsys/einhorn)"
+                .into(),
+        );
+    };
+    if !src.join("bin/einhorn").is_file() {
+        return Err(format!(
+            "{} has no bin/einhorn (expected a checkout of contribsys/einhorn)",
+            src.display()
+        ));
+    }
+    let Some(ruby) = procs::which("ruby") else {
+        return Err("`ruby` is not in PATH (Debian: apt-get install ruby)".into());
+    };
+    let out = Command::new(&ruby)
+        .env("RUBYLIB", src.join("lib"))
+        .arg(src.join("bin/einhorn"))
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("running ruby: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "einhorn from {} does not run ({}): {}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let src = if src.is_absolute() {
+        src.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| e.to_string())?
+            .join(src)
+    };
+    Ok((ruby, src))
 }
 
 fn header(opts: &Opts, started: SystemTime) -> String {
@@ -328,6 +450,9 @@ fn header(opts: &Opts, started: SystemTime) -> String {
     let _ = writeln!(h, "- load average at start: {}", load.trim());
     if opts.soak.is_some() {
         return h;
+    }
+    if !opts.hello_args.is_empty() {
+        let _ = writeln!(h, "- hello arguments: `{}`", opts.hello_args.join(" "));
     }
     let _ = writeln!(
         h,
@@ -489,7 +614,7 @@ fn bench_run(
     })
 }
 
-fn parse_secs(s: &str) -> Option<f64> {
+pub(crate) fn parse_secs(s: &str) -> Option<f64> {
     if let Some(ms) = s.strip_suffix("ms") {
         return ms.parse::<f64>().ok().map(|v| v / 1000.0);
     }
@@ -636,7 +761,8 @@ fn at_rest(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
 }
 
 /// Reloads back to back under light load; checks that the master's fds, RSS and zombies stay
-/// flat.
+/// flat, and reports each window of `--soak-window` reloads (failed requests, reload time, the
+/// master's RSS, fds and zombies) so the first and last windows can be compared.
 fn soak(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
     let mut settings = settings.clone();
     settings.start_secs = opts.soak_start_secs.clone();
@@ -652,50 +778,103 @@ fn soak(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
         },
         origin,
     )?;
-    let mut rows = String::new();
-    let mut samples: Vec<(usize, Usage)> = Vec::new();
-    let sample = |i: usize, samples: &mut Vec<(usize, Usage)>, rows: &mut String| -> Result<()> {
-        let u = Usage::of(master).context("relaunch is gone")?;
-        let _ = writeln!(
-            rows,
-            "| {i} | {} | {} | {} | {} | {} |",
-            u.rss_kib, u.hwm_kib, u.anon_kib, u.fds, u.zombies
-        );
-        eprintln!(
-            "bench: soak {i}: VmRSS {} KiB, VmHWM {} KiB, fds {}, zombies {}, {} ok / {} failed requests",
-            u.rss_kib,
-            u.hwm_kib,
-            u.fds,
-            u.zombies,
-            load.ok(),
-            load.failed()
-        );
-        samples.push((i, u));
-        Ok(())
-    };
-    sample(0, &mut samples, &mut rows)?;
+    let window = opts.soak_window.clamp(1, n.max(1));
+    // The master is sampled every `probe` reloads: often enough to catch a zombie that lingers,
+    // rarely enough that reading /proc does not compete with the reloads.
+    let probe = (window / 20).max(1);
+    let first = Usage::of(master).context("relaunch is gone")?;
     let t0 = Instant::now();
-    let mut failed_reloads = 0;
-    let step = (n / 10).max(1);
+    // Per reload: HUP time (µs since origin), HUP → `reload complete`, HUP → old server gone.
+    let mut reloads: Vec<(u64, Option<Duration>, Duration, bool)> = Vec::with_capacity(n);
+    // Per window: (max zombies seen, usage at the window's end).
+    let mut usage: Vec<(usize, Usage)> = Vec::new();
+    let mut max_zombies = first.zombies;
     for i in 1..=n {
         let deadline = Instant::now() + Duration::from_secs(opts.reload_timeout_secs);
         let r = target.reload(Some(&load), deadline)?;
-        if r.failed.is_some() {
-            failed_reloads += 1;
+        if let Some(why) = &r.failed {
+            eprintln!("bench: soak reload {i} failed: {why}");
         }
-        if i % step == 0 || i == n {
-            sample(i, &mut samples, &mut rows)?;
+        reloads.push((
+            us_since(origin, r.hup.at),
+            r.complete,
+            r.window,
+            r.failed.is_some(),
+        ));
+        if i % probe == 0 || i == n {
+            let u = Usage::of(master).context("relaunch is gone")?;
+            max_zombies = max_zombies.max(u.zombies);
+            if i % window == 0 || i == n {
+                eprintln!(
+                    "bench: soak {i}: VmRSS {} KiB, RssAnon {} KiB, fds {}, zombies {} (max {max_zombies}), \
+                     {} ok / {} failed requests",
+                    u.rss_kib,
+                    u.anon_kib,
+                    u.fds,
+                    u.zombies,
+                    load.ok(),
+                    load.failed()
+                );
+                usage.push((max_zombies, u));
+                max_zombies = 0;
+            }
         }
     }
     let elapsed = t0.elapsed();
+    let end_us = us_since(origin, Instant::now());
     let result = load.finish();
     target.shutdown()?;
-    let first = samples[1.min(samples.len() - 1)].1;
-    let last = samples.last().expect("sampled").1;
-    let max_zombies = samples.iter().map(|(_, u)| u.zombies).max().unwrap_or(0);
-    let fds_flat = samples.iter().all(|(_, u)| u.fds == first.fds);
-    let rss_growth = last.rss_kib as i64 - first.rss_kib as i64;
-    let verdict = if fds_flat && max_zombies == 0 && rss_growth <= 16 && result.failures() == 0 {
+
+    let mut rows = String::new();
+    let _ = writeln!(
+        rows,
+        "| before | – | – | – | – | – | {} | {} | {} | {} |",
+        first.rss_kib, first.anon_kib, first.fds, first.zombies
+    );
+    let mut fds_flat = true;
+    for (w, (zombies, u)) in usage.iter().enumerate() {
+        let lo = w * window;
+        let hi = ((w + 1) * window).min(n);
+        let from = reloads[lo].0;
+        let to = reloads.get(hi).map_or(end_us, |r| r.0);
+        let (mut requests, mut failed) = (0u64, 0u64);
+        for s in &result.samples {
+            let t = u64::from(s.start_us);
+            if t >= from && t < to {
+                requests += 1;
+                failed += u64::from(s.outcome != load::Outcome::Ok);
+            }
+        }
+        let mut complete: Vec<Duration> = reloads[lo..hi].iter().filter_map(|r| r.1).collect();
+        let mut gone: Vec<Duration> = reloads[lo..hi].iter().map(|r| r.2).collect();
+        complete.sort_unstable();
+        gone.sort_unstable();
+        let med = |v: &[Duration]| report::quantile(v, 0.5).map_or("–".into(), report::dur);
+        let failed_reloads = reloads[lo..hi].iter().filter(|r| r.3).count();
+        fds_flat &= u.fds == usage[0].1.fds;
+        let _ = writeln!(
+            rows,
+            "| {}–{} | {failed_reloads} | {requests} | {failed} | {} | {} | {} | {} | {} | {zombies} |",
+            lo + 1,
+            hi,
+            med(&complete),
+            med(&gone),
+            u.rss_kib,
+            u.anon_kib,
+            u.fds,
+        );
+    }
+    let base = usage[0].1;
+    let last = usage.last().expect("at least one window").1;
+    let max_zombies = usage.iter().map(|(z, _)| *z).max().unwrap_or(0);
+    let failed_reloads = reloads.iter().filter(|r| r.3).count();
+    let rss_growth = last.rss_kib as i64 - base.rss_kib as i64;
+    let verdict = if fds_flat
+        && max_zombies == 0
+        && rss_growth <= 16
+        && result.failures() == 0
+        && failed_reloads == 0
+    {
         "PASS"
     } else {
         "FAIL"
@@ -704,11 +883,16 @@ fn soak(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
         "### Soak: {n} reloads back to back (relaunch --start-secs {}, no startup delay, {} \
          clients, new connection per request)\n\n\
          {n} reloads in {:.1} s ({:.1} ms each), {failed_reloads} failed; {} requests, {} failed.\n\n\
-         | after reload | VmRSS KiB | VmHWM KiB | RssAnon KiB | fds | zombies |\n\
-         |---:|---:|---:|---:|---:|---:|\n{rows}\n\
-         **{verdict}**: fds {} (from reload {} on: {}), zombies at most {max_zombies}, VmRSS \
-         {:+} KiB from reload {} to {n} (flat means ≤ 16 KiB: a page or four of lazily touched \
-         code or heap).\n",
+         Per window of {window} reloads: requests started in the window; reload = HUP → relaunch's \
+         `reload complete` (the old server is signalled), gone = HUP → the old server has exited \
+         and the new one answered; the master's VmRSS, RssAnon and fds at the window's end, and \
+         the most zombies seen in {probe}-reload samples during it.\n\n\
+         | reloads | failed reloads | requests | failed requests | reload median | gone median | \
+         VmRSS KiB | RssAnon KiB | fds | zombies (max) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
+         **{verdict}**: fds {} ({}), zombies at most {max_zombies}, VmRSS {:+} KiB from the end of \
+         the first window to the end of the last (flat means ≤ 16 KiB: a page or four of lazily \
+         touched code or heap).\n",
         opts.soak_start_secs,
         opts.soak_concurrency,
         elapsed.as_secs_f64(),
@@ -716,10 +900,8 @@ fn soak(opts: &Opts, settings: &Settings, n: usize) -> Result<String> {
         result.samples.len(),
         result.failures(),
         if fds_flat { "flat" } else { "CHANGED" },
-        samples[1.min(samples.len() - 1)].0,
-        first.fds,
+        base.fds,
         rss_growth,
-        samples[1.min(samples.len() - 1)].0,
     ))
 }
 

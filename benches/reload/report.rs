@@ -245,6 +245,8 @@ pub fn tables(runs: &[Run]) -> String {
         );
     }
 
+    out.push_str(&after_hup(runs, &sums));
+
     out.push_str(
         "\n### Reload timing\n\n\
          Median / p90 / max. *HUP → old signalled*: relaunch's `reload complete` log line (its \
@@ -402,6 +404,79 @@ pub fn details(runs: &[Run]) -> String {
             let _ = writeln!(out, "- master RSS by mapping: {}", parts.join(", "));
         }
         out.push('\n');
+    }
+    out
+}
+
+/// Width of the buckets of [`after_hup`].
+const BUCKET_US: u64 = 50_000;
+/// Buckets after each HUP looked at by [`after_hup`] (1 s).
+const BUCKETS: usize = 20;
+
+/// p99 of the requests that started in each 50 ms bucket after a HUP (pooled over all reloads),
+/// against the steady p99: where in the reload the tail is (e.g. the reconnect burst when the
+/// old server closes its keep-alive connections).
+pub fn after_hup(runs: &[Run], sums: &[Summary]) -> String {
+    let mut out = String::from(
+        "\n### Latency after each HUP\n\n\
+         Requests grouped by when they started after the last HUP, in 50 ms buckets over the \
+         first second, pooled over all reloads. *Worst bucket*: the bucket with the highest \
+         p99, against the p99 outside reload windows; *p99 per 100 ms*: the p99 of each \
+         100 ms after HUP (ms).\n\n\
+         | target | mode | steady p99 | worst 50 ms bucket | its requests | its p99 | ratio | \
+         p99 per 100 ms, 0–1 s (ms) |\n|---|---|---:|---|---:|---:|---:|---|\n",
+    );
+    for (run, s) in runs.iter().zip(sums) {
+        let hups: Vec<u64> = run.windows.iter().map(|w| w.0).collect();
+        let mut fine: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
+        let mut coarse: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS / 2];
+        for sample in run.measured().filter(|x| x.outcome == Outcome::Ok) {
+            let start = u64::from(sample.start_us);
+            let idx = hups.partition_point(|&h| h <= start);
+            if idx == 0 {
+                continue;
+            }
+            let b = ((start - hups[idx - 1]) / BUCKET_US) as usize;
+            if b < BUCKETS {
+                fine[b].push(sample.latency_us);
+                coarse[b / 2].push(sample.latency_us);
+            }
+        }
+        let fine: Vec<Option<Pct>> = fine.into_iter().map(pct).collect();
+        let worst = fine
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .max_by_key(|(_, p)| p.p99);
+        let coarse: Vec<String> = coarse
+            .into_iter()
+            .map(|v| pct(v).map_or("–".into(), |p| format!("{:.1}", f64::from(p.p99) / 1e3)))
+            .collect();
+        let (bucket, n, p99, ratio) = match worst {
+            Some((i, p)) => (
+                format!(
+                    "{}–{} ms",
+                    i as u64 * BUCKET_US / 1000,
+                    (i as u64 + 1) * BUCKET_US / 1000
+                ),
+                p.n.to_string(),
+                us(p.p99),
+                if s.steady.p99 > 0 {
+                    format!("{:.2}", f64::from(p.p99) / f64::from(s.steady.p99))
+                } else {
+                    "–".into()
+                },
+            ),
+            None => ("–".into(), "0".into(), "–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {bucket} | {n} | {p99} | {ratio} | {} |",
+            run.kind.name(),
+            run.mode.describe(),
+            us(s.steady.p99),
+            coarse.join(" "),
+        );
     }
     out
 }

@@ -1,6 +1,6 @@
 //! What the benchmark reloads: relaunch, the example server on its own (the baseline, never
 //! reloaded), and the peers (the naive stop-and-start, systemfd + a restarter, circus,
-//! gunicorn). Each one is started fresh per run, serves `GET /` with a body `pid=N ...`, and
+//! gunicorn, socketmaster, einhorn). Each one is started fresh per run, serves `GET /` with a body `pid=N ...`, and
 //! reloads on request; every process is killed when the [`Target`] is dropped.
 
 use std::fs;
@@ -37,6 +37,13 @@ pub enum Kind {
     Circus,
     /// gunicorn (one gthread worker) serving a trivial WSGI app, `kill -HUP`.
     Gunicorn,
+    /// socketmaster (Go) holding the socket and running `hello --fd 3`; on SIGHUP it starts a
+    /// new one, sleeps its `-start` timer, then sends SIGTERM to the old one.
+    Socketmaster,
+    /// einhorn (Ruby) with `-b` and a timer ACK (`-m SECS`), running
+    /// `hello --fd $EINHORN_FD_0`; on SIGHUP it re-executes itself, starts a new worker,
+    /// waits for the ACK, then sends the old one SIGUSR2.
+    Einhorn,
 }
 
 impl Kind {
@@ -49,6 +56,8 @@ impl Kind {
             Kind::SystemfdBacklog => "systemfd-backlog",
             Kind::Circus => "circus",
             Kind::Gunicorn => "gunicorn",
+            Kind::Socketmaster => "socketmaster",
+            Kind::Einhorn => "einhorn",
         }
     }
 
@@ -59,15 +68,25 @@ impl Kind {
             "systemfd-backlog" => Kind::SystemfdBacklog,
             "circus" => Kind::Circus,
             "gunicorn" => Kind::Gunicorn,
+            "socketmaster" => Kind::Socketmaster,
+            "einhorn" => Kind::Einhorn,
             other => bail!(
-                "unknown peer {other:?} (known: naive, systemfd, systemfd-backlog, circus, gunicorn)"
+                "unknown peer {other:?} (known: naive, systemfd, systemfd-backlog, circus, \
+                 gunicorn, socketmaster, einhorn)"
             ),
         })
     }
 
-    /// Why this peer cannot run here (a program is missing), with how to install it.
-    pub fn missing(self) -> Option<String> {
+    /// Why this peer cannot run here (a program or a source tree is missing), with how to
+    /// provide it.
+    pub fn missing(self, settings: &Settings) -> Option<String> {
         let (program, install) = match self {
+            Kind::Socketmaster => {
+                return settings.socketmaster.as_ref().err().cloned();
+            }
+            Kind::Einhorn => {
+                return settings.einhorn.as_ref().err().cloned();
+            }
             Kind::Systemfd | Kind::SystemfdBacklog => ("systemfd", "cargo install systemfd"),
             Kind::Circus => ("circusd", "pip install circus"),
             Kind::Gunicorn => ("gunicorn", "pip install gunicorn"),
@@ -92,11 +111,23 @@ pub struct Settings {
     pub ready: Option<String>,
     /// Extra relaunch arguments.
     pub relaunch_args: Vec<String>,
+    /// Extra hello arguments.
+    pub hello_args: Vec<String>,
     /// Where logs, stamp files and peer configs go.
     pub work: PathBuf,
+    /// The socketmaster executable built from its source, or why there is none.
+    pub socketmaster: Result<PathBuf, String>,
+    /// `ruby` and einhorn's source tree, or why there are none.
+    pub einhorn: Result<(PathBuf, PathBuf), String>,
 }
 
 impl Settings {
+    /// The peers' timer (socketmaster `-start`, einhorn `-m`): relaunch's `--start-secs`, so
+    /// that every timer-based tool waits as long for the new server.
+    pub fn timer_ms(&self) -> u64 {
+        crate::parse_secs(&self.start_secs).map_or(500, |s| (s * 1000.0).round() as u64)
+    }
+
     /// The spawn-latency floor on this machine right now: time from asking std (which uses
     /// `posix_spawn`, i.e. `vfork` + `exec`) to start `hello --stamp-file` until hello's `main`.
     /// hello then exits at once, as it gets no socket.
@@ -170,6 +201,7 @@ impl Target {
         let deadline = Instant::now() + Duration::from_secs(60);
         let hello_args = |extra: &[String]| -> Vec<String> {
             let mut args = extra.to_vec();
+            args.extend(settings.hello_args.iter().cloned());
             args.extend([
                 "--startup-delay-ms".into(),
                 delay_ms.to_string(),
@@ -311,6 +343,82 @@ impl Target {
                 .arg("bench_app:app")
                 .env("BENCH_STARTUP_DELAY_MS", delay_ms.to_string())
                 .env("BENCH_STAMP_FILE", &stamps);
+                let p = Proc::spawn(kind.name(), cmd, &log)?;
+                let pid = p.pid();
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                Target::new(
+                    kind,
+                    addr,
+                    vec![p],
+                    Some(pid),
+                    pid,
+                    pid,
+                    stamps,
+                    settings,
+                    log,
+                )
+            }
+            Kind::Socketmaster => {
+                let port = procs::free_port()?;
+                let exe = settings.socketmaster.as_ref().map_err(|e| anyhow!("{e}"))?;
+                // socketmaster passes the socket as fd 3 (and sets EINHORN_FDS=3); `-start` is
+                // its timer: how long the new process gets before the old one is stopped.
+                let mut cmd = Command::new(exe);
+                cmd.args([
+                    "-listen".to_owned(),
+                    format!("tcp://127.0.0.1:{port}"),
+                    "-start".to_owned(),
+                    settings.timer_ms().to_string(),
+                    "-command".to_owned(),
+                    settings.hello.display().to_string(),
+                    "--".to_owned(),
+                ])
+                .args(hello_args(&["--fd".into(), "3".into()]));
+                let p = Proc::spawn(kind.name(), cmd, &log)?;
+                let pid = p.pid();
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                Target::new(
+                    kind,
+                    addr,
+                    vec![p],
+                    Some(pid),
+                    pid,
+                    pid,
+                    stamps,
+                    settings,
+                    log,
+                )
+            }
+            Kind::Einhorn => {
+                let port = procs::free_port()?;
+                let (ruby, src) = settings.einhorn.as_ref().map_err(|e| anyhow!("{e}"))?;
+                let dir = settings.work.join(format!("{tag}-einhorn"));
+                fs::create_dir_all(&dir)?;
+                // The worker gets the socket's fd number in EINHORN_FD_0; a shell passes it to
+                // hello's --fd and execs it (the worker keeps the shell's pid).
+                // RUBYLIB rather than `-I`: einhorn re-executes itself on SIGHUP with its own
+                // argv, which would lose a `-I`.
+                let mut cmd = Command::new(ruby);
+                cmd.env("RUBYLIB", src.join("lib"))
+                    .arg(src.join("bin/einhorn"))
+                    .args(["-b", &format!("127.0.0.1:{port},r")])
+                    .args(["-m", &format!("{:.3}", settings.timer_ms() as f64 / 1000.0)])
+                    .args(["-n", "1"])
+                    // Its command socket and lock file in our work dir, not the shared /tmp.
+                    .arg("-d")
+                    .arg(dir.join("einhorn.sock"))
+                    .arg("-f")
+                    .arg(dir.join("einhorn.lock"))
+                    .arg("-e")
+                    .arg(dir.join("einhorn.pid"))
+                    .args([
+                        "--",
+                        "/bin/sh",
+                        "-c",
+                        "exec \"$0\" --fd \"$EINHORN_FD_0\" \"$@\"",
+                    ])
+                    .arg(&settings.hello)
+                    .args(hello_args(&[]));
                 let p = Proc::spawn(kind.name(), cmd, &log)?;
                 let pid = p.pid();
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -508,11 +616,13 @@ impl Target {
         let port = self.addr.port();
         let delay = self.delay_ms;
         let stamps = self.stamps.display().to_string();
+        let hello_extra = self.settings.hello_args.clone();
         let (p, _) = start_hello_bind(
             &self.settings,
             &format!("127.0.0.1:{port}"),
             &|extra: &[String]| {
                 let mut args = extra.to_vec();
+                args.extend(hello_extra.iter().cloned());
                 args.extend([
                     "--startup-delay-ms".into(),
                     delay.to_string(),

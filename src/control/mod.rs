@@ -97,7 +97,8 @@ pub struct ControlConfig {
     pub metrics: Option<MetricsAddr>,
 }
 
-/// What a client asked of the master, for the runtime to carry out.
+/// What a client asked of the master, for the runtime to carry out. With
+/// [`Asked::program`], about that program alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ask {
     /// `status`: answer with [`Control::status`].
@@ -114,6 +115,24 @@ pub(crate) enum Ask {
     },
     /// `signal`: forward it to the current generation, then [`Control::signal_asked`].
     Signal(Signal),
+    /// `start`: start a program that does not run (stopped by name, or `autostart = false`).
+    Start,
+    /// `restart`: start a program that does not run, reload one that does.
+    Restart {
+        /// Answer when the reload ends.
+        wait: bool,
+    },
+}
+
+/// One request: what was asked, and of which program (by name; `None`: the whole master).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Asked {
+    /// The client connection, to answer.
+    pub(crate) id: u64,
+    /// The program named, if any.
+    pub(crate) program: Option<String>,
+    /// What it asked.
+    pub(crate) ask: Ask,
 }
 
 /// The tokens of one poll round.
@@ -128,7 +147,8 @@ pub(crate) struct ControlTokens {
 pub(crate) struct Control {
     server: Option<ControlServer>,
     metrics: Option<MetricsServer>,
-    waiters: ReloadWaiters<u64>,
+    /// The `reload --wait` callers, per program (generations are numbered per program).
+    waiters: Vec<ReloadWaiters<u64>>,
     /// The status fields that never change.
     base: StatusRecord,
 }
@@ -139,6 +159,7 @@ impl Control {
         name: &str,
         config: &ControlConfig,
         sockets: Vec<SocketRecord>,
+        programs: usize,
     ) -> Result<Control, crate::Failure> {
         let mut name = name.to_owned();
         let server = match &config.socket {
@@ -169,7 +190,7 @@ impl Control {
         Ok(Control {
             server,
             metrics,
-            waiters: ReloadWaiters::default(),
+            waiters: vec![ReloadWaiters::default(); programs],
             base,
         })
     }
@@ -209,7 +230,7 @@ impl Control {
         tokens: &ControlTokens,
         now: Instant,
         metrics: impl FnOnce() -> String,
-    ) -> Vec<(u64, Ask)> {
+    ) -> Vec<Asked> {
         if let Some(m) = &mut self.metrics {
             let revents: Vec<_> = tokens.metrics.iter().map(|t| ready.revents(*t)).collect();
             m.io(&revents, now, metrics);
@@ -220,7 +241,9 @@ impl Control {
         let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
         let (gone, requests) = server.io(&revents, now);
         for id in gone {
-            self.waiters.forget(&id);
+            for waiters in &mut self.waiters {
+                waiters.forget(&id);
+            }
         }
         let mut asks = Vec::new();
         for (id, request) in requests {
@@ -228,6 +251,8 @@ impl Control {
                 "status" => Ok(Ask::Status),
                 "reload" => Ok(Ask::Reload { wait: request.wait }),
                 "stop" => Ok(Ask::Stop { wait: request.wait }),
+                "start" => Ok(Ask::Start),
+                "restart" => Ok(Ask::Restart { wait: request.wait }),
                 "signal" => match request.signal.as_deref().map(parse_signal) {
                     Some(Ok(signal)) => Ok(Ask::Signal(signal)),
                     Some(Err(e)) => Err(e),
@@ -236,7 +261,11 @@ impl Control {
                 other => Err(format!("unknown command {other:?}")),
             };
             match ask {
-                Ok(ask) => asks.push((id, ask)),
+                Ok(ask) => asks.push(Asked {
+                    id,
+                    program: request.program,
+                    ask,
+                }),
                 Err(e) => self.reply(id, &Response::error(e), now),
             }
         }
@@ -247,6 +276,18 @@ impl Control {
         if let Some(server) = &mut self.server {
             server.reply(id, response, now);
         }
+    }
+
+    /// Answers a request with an error; `usage`: it named a program that is not configured.
+    pub(crate) fn refuse(&mut self, id: u64, message: String, usage: bool, now: Instant) {
+        let mut r = Response::error(message);
+        r.usage = usage;
+        self.reply(id, &r, now);
+    }
+
+    /// Answers a request that needed nothing but was done (`start` of a program).
+    pub(crate) fn done(&mut self, id: u64, now: Instant) {
+        self.reply(id, &Response::ok(), now);
     }
 
     /// Answers a `status` request with `record`.
@@ -260,6 +301,7 @@ impl Control {
     /// event, or `None` when relaunch is stopping and it was not fed.
     pub(crate) fn reload_asked(
         &mut self,
+        program: usize,
         id: u64,
         wait: bool,
         reports: Option<&[Report]>,
@@ -276,7 +318,7 @@ impl Control {
         match ReloadWaiters::<u64>::classify(reports) {
             Joined::Refused => self.reply(id, &Response::error("the reload was not started"), now),
             joined if wait => {
-                self.waiters.join(id, joined);
+                self.waiters[program].join(id, joined);
                 if let Some(server) = &mut self.server {
                     server.wait(id, Waiting::Reload);
                 }
@@ -335,12 +377,22 @@ impl Control {
     }
 
     /// Call with every report, in order; `record` is the status tracker's record of a
-    /// [`Report::ReloadEnded`]. Binds and answers `reload --wait` callers.
-    pub(crate) fn on(&mut self, report: &Report, record: Option<&ReloadRecord>, now: Instant) {
+    /// [`Report::ReloadEnded`], and `program` the index of the program that reported it.
+    /// Binds and answers `reload --wait` callers.
+    pub(crate) fn on(
+        &mut self,
+        program: usize,
+        report: &Report,
+        record: Option<&ReloadRecord>,
+        now: Instant,
+    ) {
+        let Some(waiters) = self.waiters.get_mut(program) else {
+            return;
+        };
         match report {
-            Report::ReloadStarted { generation, .. } => self.waiters.started(*generation),
+            Report::ReloadStarted { generation, .. } => waiters.started(*generation),
             Report::FollowUpDropped => {
-                for id in self.waiters.dropped() {
+                for id in waiters.dropped() {
                     self.reply(
                         id,
                         &Response::error("the reload was not started: relaunch is stopping"),
@@ -354,7 +406,7 @@ impl Control {
                 reason,
                 ..
             } => {
-                let waiting = self.waiters.done(*generation);
+                let waiting = waiters.done(*generation);
                 let mut response = Response::ok();
                 response.ok = failure.is_none();
                 response.error = failure.is_some().then(|| reason.clone());
@@ -371,7 +423,7 @@ impl Control {
     /// rest, sending what the sockets take without blocking.
     pub(crate) fn exit(&mut self, code: i32) {
         let now = Instant::now();
-        let reloads = self.waiters.drain();
+        let reloads: Vec<u64> = self.waiters.iter_mut().flat_map(|w| w.drain()).collect();
         let Some(server) = &mut self.server else {
             return;
         };

@@ -29,6 +29,11 @@ pub struct Request {
     /// `signal`: the signal, by name or number (`USR1`, `SIGUSR1`, `10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The program the request is about, by name (a master with several programs); `None`:
+    /// the master as a whole (`status`: every program; `reload`: all of them; `stop`: the
+    /// master). `start` and `signal` need one when there are several programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }
 
 impl Request {
@@ -54,6 +59,10 @@ pub struct Response {
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request named a program that is not configured (the error lists the valid
+    /// names): the client exits 2, a usage error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage: bool,
     /// `status`: the record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusRecord>,
@@ -155,7 +164,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         }
     }
     match request.cmd.as_str() {
-        "status" | "reload" | "stop" => Ok(request),
+        "status" | "reload" | "restart" | "start" | "stop" => Ok(request),
         "signal" => match &request.signal {
             Some(s) => parse_signal(s).map(|_| request.clone()),
             None => {
@@ -163,7 +172,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             }
         },
         other => Err(format!(
-            "unknown command {other:?} (expected status, reload, stop or signal)"
+            "unknown command {other:?} (expected status, reload, restart, start, stop or signal)"
         )),
     }
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use nix::unistd::Pid;
+use tracing::warn;
 
 use crate::config::{ProgramConfig, ReadyMode};
 use crate::notify::NotifySocket;
@@ -27,7 +28,7 @@ use crate::output::Output;
 use crate::poll::{PollSet, Ready, Token};
 use crate::sockets::activation::Inherited;
 use crate::sockets::{self, Listener};
-use crate::status::{Clock, ReloadRecord, SocketRecord, StatusRecord, Tracker};
+use crate::status::{Clock, OutputLine, ReloadRecord, SocketRecord, StatusRecord, Tracker};
 use crate::supervisor::{Action, Event, ExitStatus, Report, Step, Supervisor, Trigger};
 use crate::sys::spawn::{self, SpawnOptions};
 use crate::watch::Watcher;
@@ -58,13 +59,30 @@ impl Prepared {
 
     /// Binds (or takes over) the sockets, finds the program, and starts the watcher and the
     /// notify socket: the program is ready to start.
-    pub(crate) fn open(self, inherited: Inherited, started: Instant) -> Result<Program, Failure> {
+    pub(crate) fn open(
+        self,
+        inherited: Inherited,
+        started: Instant,
+        named: bool,
+    ) -> Result<Program, Failure> {
         let Prepared {
             config,
             options,
-            output,
+            mut output,
         } = self;
-        let listeners = sockets::open_all(&config.listen, config.backlog, inherited)?;
+        // With several programs, every line about this one names it.
+        let span = named.then(|| tracing::info_span!("program", program = %config.name));
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        if named {
+            output.name_lines(&config.name);
+        }
+        // One of several programs may have no sockets at all (a worker); the command line's
+        // single program needs some.
+        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
+            Vec::new()
+        } else {
+            sockets::open_all(&config.listen, config.backlog, inherited)?
+        };
         sockets::log_listening(&listeners);
         if let ReadyMode::Fd(n) = config.ready {
             let first_free = 3 + listeners.len() as RawFd;
@@ -110,6 +128,10 @@ impl Prepared {
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Ok(Program {
             supervisor: Supervisor::with_seed(config.settings, seed),
+            seed,
+            span: span.clone(),
+            run: Run::NotStarted,
+            up_since: None,
             config,
             listeners,
             options,
@@ -142,6 +164,25 @@ pub(crate) struct Program {
     output: Output,
     /// The file watcher (`--watch`, `--watch-path`).
     watch: Option<Watcher>,
+    /// The seed of the backoff jitter (a supervisor made for a start by name gets the next).
+    seed: u64,
+    /// With several programs: the span that names this program in every log line.
+    span: Option<tracing::Span>,
+    /// Whether it was started, and whether it was stopped by name.
+    run: Run,
+    /// When the generation serving now came up (for the status table's UPTIME).
+    up_since: Option<Instant>,
+}
+
+/// Where a program is in its life, as the master (not its supervisor) sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    /// Not started yet: waiting for its turn in the start order, or `autostart = false`.
+    NotStarted,
+    /// Started: its supervisor runs it (until its supervisor is done).
+    Started,
+    /// Stopped by name (`relaunch stop NAME`): its sockets stay open for a `start`.
+    Stopped,
 }
 
 /// What one step of a program produced: the actions to carry out, and the reports, each with
@@ -209,10 +250,67 @@ impl Program {
             .record(&self.supervisor, base, &Clock::now(), now)
     }
 
-    /// The first step: spawn generation 1.
+    /// The first step: spawn generation 1 (or, for a program stopped by name and started
+    /// again, the next generation, with a fresh restart policy).
     pub(crate) fn start(&mut self, now: Instant) -> Handled {
+        if self.supervisor.is_done() {
+            self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            self.supervisor = Supervisor::after(&self.supervisor, self.seed);
+        }
+        self.run = Run::Started;
         let step = self.supervisor.start();
         self.absorb(step, now)
+    }
+
+    /// Its name.
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// With several programs: the span that names it, to enter around its work.
+    pub(crate) fn span(&self) -> Option<tracing::Span> {
+        self.span.clone()
+    }
+
+    /// Where it is in its life (see [`Run`]).
+    pub(crate) fn run_state(&self) -> Run {
+        self.run
+    }
+
+    /// Marks it stopped by name (its supervisor is told to stop by the caller).
+    pub(crate) fn stopped_by_name(&mut self) {
+        self.run = Run::Stopped;
+    }
+
+    /// Whether it has nothing running and nothing to do: never started, or its supervisor
+    /// finished.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.run == Run::NotStarted || self.supervisor.is_done()
+    }
+
+    /// Its record for a status with several programs: `name` is the program's, and a
+    /// program that does not run (not started, or stopped by name) is `STOPPED`.
+    pub(crate) fn named_record(&self, base: &StatusRecord, now: Instant) -> StatusRecord {
+        let mut record = self.record(base, now);
+        record.name = self.config.name.clone();
+        record.sockets = self.socket_records();
+        record.control = None;
+        record.version = String::new();
+        // A program's uptime: how long the generation serving now has been up.
+        let serving = self.supervisor.current().is_some() && !self.supervisor.is_done();
+        record.uptime_secs = match (serving, self.up_since) {
+            (true, Some(since)) => now.saturating_duration_since(since).as_secs_f64(),
+            _ => 0.0,
+        };
+        if self.is_idle() && self.run != Run::Started {
+            record.state = "STOPPED".into();
+            record.state_reason = match self.run {
+                Run::Stopped => "stopped by name; its sockets stay open".into(),
+                _ if self.config.autostart => "waiting for its turn to start".into(),
+                _ => "autostart = false: waiting for relaunch start".into(),
+            };
+        }
+        record
     }
 
     /// The one path into the state machine: feeds `event`, and hands the reports to the
@@ -227,6 +325,9 @@ impl Program {
         let mut reports = Vec::with_capacity(step.reports.len());
         for report in step.reports {
             let record = self.status.on(&report, &clock, now);
+            if let Report::Ready { .. } = report {
+                self.up_since = Some(now);
+            }
             if let (
                 Report::ReloadEnded {
                     generation,
@@ -238,12 +339,58 @@ impl Program {
             {
                 watch.reload_done(*generation, failure.is_none());
             }
+            let record = match (&report, record) {
+                (
+                    Report::ReloadEnded {
+                        generation,
+                        failure: Some(_),
+                        reason,
+                        ..
+                    },
+                    Some(record),
+                ) => Some(self.with_output_tail(*generation, reason, record)),
+                (_, record) => record,
+            };
             reports.push((report, record));
         }
         Handled {
             actions: step.actions,
             reports,
         }
+    }
+
+    /// A failed reload's record, with the last lines the failed generation wrote (kept in
+    /// status and logged with the reason).
+    fn with_output_tail(
+        &mut self,
+        generation: u64,
+        reason: &str,
+        mut record: ReloadRecord,
+    ) -> ReloadRecord {
+        let tail: Vec<OutputLine> = self
+            .output
+            .tail(generation)
+            .into_iter()
+            .map(|l| OutputLine {
+                stream: l.stream.to_owned(),
+                line: l.line,
+            })
+            .collect();
+        if !tail.is_empty() {
+            let shown: Vec<String> = tail
+                .iter()
+                .map(|l| format!("{}: {}", l.stream, l.line))
+                .collect();
+            warn!(
+                generation,
+                reason = %reason,
+                output_tail = ?shown,
+                "last output of the failed generation"
+            );
+            self.status.set_output_tail(generation, &tail);
+        }
+        record.output_tail = tail;
+        record
     }
 
     /// Whether `pid` is one of this program's processes (a generation, or a check command of
@@ -260,6 +407,8 @@ impl Program {
                 return true;
             }
         }
+        // What it wrote before it died is read now, for the report of its exit.
+        self.output.drain_child(pid);
         self.ready_pipes.retain(|(p, _)| *p != pid);
         self.pidfds.remove(&pid);
         false

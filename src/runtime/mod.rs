@@ -26,6 +26,9 @@
 //! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
 //! generation is spawned from and how each reload ended ([`Report::ReloadEnded`]).
 
+mod order;
+mod serve;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -37,12 +40,12 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info};
 
 use crate::config::Config;
-use crate::control::{Ask, Control};
+use crate::control::Control;
 use crate::daemon::Startup;
 use crate::notify::{self, Manager};
 use crate::pidfile::{self, PidFile};
 use crate::poll::PollSet;
-use crate::program::{Handled, Prepared, Program};
+use crate::program::{Handled, Prepared, Program, Run};
 use crate::signals::Signals;
 use crate::sockets::activation;
 use crate::supervisor::{
@@ -54,14 +57,15 @@ use crate::Failure;
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 /// With `startup` (`--daemon`), reports to the waiting shell command whether the first
 /// generation came up; a failure is reported only after everything is cleaned up.
-pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
+/// `read` reads the configuration file again (`Config::source`) on SIGHUP.
+pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result<i32, Failure> {
     let mut startup = startup;
     let output = &config.program().output;
     let own_log = output
         .stderr_log
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
-    let result = run_master(config, &mut startup);
+    let result = run_master(config, &mut startup, read);
     if let Some(startup) = startup {
         let (code, mut message) = match &result {
             Err(failure) => (failure.code, format!("{:#}", failure.error)),
@@ -85,14 +89,23 @@ pub fn run(config: Config, startup: Option<Startup>) -> Result<i32, Failure> {
     result
 }
 
-fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Failure> {
+/// Reads a configuration file: the valid configuration, or the error (file, line, key).
+pub type ReadConfig = fn(&std::path::Path) -> Result<Config, String>;
+
+fn run_master(
+    config: Config,
+    startup: &mut Option<Startup>,
+    read: ReadConfig,
+) -> Result<i32, Failure> {
     let started = Instant::now();
+    let named = config.named();
     let Config {
         pid_file,
         daemon,
         name,
         control,
         programs,
+        source,
     } = config;
     // First, before relaunch opens any fd of its own: take over the sockets of socket
     // activation and of `--listen fd:N` (sanitizing then leaves them close-on-exec too).
@@ -115,14 +128,22 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
     let mut inherited = Some(inherited);
     let programs = prepared
         .into_iter()
-        .map(|p| p.open(inherited.take().unwrap_or_default(), started))
+        .map(|p| p.open(inherited.take().unwrap_or_default(), started, named))
         .collect::<Result<Vec<_>, _>>()?;
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
     let sockets = programs.iter().flat_map(Program::socket_records).collect();
-    let control = Control::new(&name, &control, sockets)?;
+    let control = Control::new(&name, &control, sockets, programs.len())?;
+    let count = programs.len();
     let mut master = Master {
         control,
+        named,
+        to_start: VecDeque::new(),
+        starting: Vec::new(),
+        stopping: None,
+        exits: vec![None; count],
+        upward_each: vec![ServiceManager::default(); count],
+        ready_each: vec![false; count],
         programs,
         next_watchdog: manager
             .as_ref()
@@ -132,6 +153,10 @@ fn run_master(config: Config, startup: &mut Option<Startup>) -> Result<i32, Fail
         upward: ServiceManager::default(),
         startup: startup.take(),
         first: None,
+        first_program: 0,
+        source,
+        read,
+        config_error: None,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -155,6 +180,41 @@ struct Master {
     startup: Option<Startup>,
     /// While `startup` waits: the first child's pid, and its exit status once reaped.
     first: Option<(Pid, Option<ExitStatus>)>,
+    /// The program of that first child.
+    first_program: usize,
+    /// The configuration file (`--config`), read again on SIGHUP and `reload` without names.
+    source: Option<std::path::PathBuf>,
+    /// How to read it.
+    read: ReadConfig,
+    /// Why the file last read could not be applied; `None` once a valid file is loaded.
+    config_error: Option<String>,
+    /// Whether the programs run by name (several, or a config file): logs and status name them.
+    named: bool,
+    /// The groups of programs still to start, in priority order.
+    to_start: VecDeque<Vec<usize>>,
+    /// The group started last: the next starts once each of these is up or has failed.
+    starting: Vec<usize>,
+    /// Once the master stops: the groups still to stop, in reverse priority order.
+    stopping: Option<Stopping>,
+    /// Each program's exit code, once its supervisor is done.
+    exits: Vec<Option<i32>>,
+    /// With several programs: what each program would tell a service manager of its own; the
+    /// master sends one summary upward.
+    upward_each: Vec<ServiceManager>,
+    /// With several programs: which programs have been up (READY goes upward once every
+    /// autostart program has).
+    ready_each: Vec<bool>,
+}
+
+/// The master's stop, group by group in reverse priority order.
+#[derive(Debug)]
+struct Stopping {
+    /// The signal that asked for it.
+    signal: Signal,
+    /// The groups not yet told to stop.
+    groups: VecDeque<Vec<usize>>,
+    /// The group being stopped: the next is told once each of these is done.
+    current: Vec<usize>,
 }
 
 /// An action of one program (by its index).
@@ -163,20 +223,25 @@ type Queued = (usize, Action);
 impl Master {
     fn run(&mut self, signals: &mut Signals) -> Result<i32, Failure> {
         let mut queue: VecDeque<Queued> = VecDeque::new();
-        for i in 0..self.programs.len() {
-            let handled = self.programs[i].start(Instant::now());
-            let actions = self.route(handled, Instant::now());
-            queue.extend(actions.into_iter().map(|a| (i, a)));
-        }
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
+        let autostart: Vec<bool> = self.programs.iter().map(|p| p.config().autostart).collect();
+        self.to_start = order::start_groups(&priorities, &autostart);
         loop {
-            if let Some(code) = self.execute(&mut queue) {
+            self.execute(&mut queue);
+            self.advance_stop(Instant::now(), &mut queue);
+            self.advance_start(Instant::now(), &mut queue);
+            if !queue.is_empty() {
+                continue;
+            }
+            if let Some(code) = self.finished() {
+                self.control.exit(code);
                 for program in &mut self.programs {
                     program.finish_output();
                 }
                 return Ok(code);
             }
-            if let Some(event) = self.check_startup() {
-                self.feed(0, event, Instant::now(), &mut queue);
+            if let Some(signal) = self.check_startup() {
+                self.stop_master(signal, Instant::now(), &mut queue);
                 continue;
             }
             let mut set = PollSet::new();
@@ -224,17 +289,27 @@ impl Master {
                     events.push((i, Event::Reload(trigger)));
                 }
             }
+            let mut stop = Vec::new();
+            let mut pending = pending;
+            if pending.contains(&Signal::SIGHUP) && !self.reread_config() {
+                // An invalid file changes nothing: no program is reloaded.
+                pending.retain(|s| *s != Signal::SIGHUP);
+            }
             for sig in pending {
+                if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
+                    stop.push(sig);
+                    continue;
+                }
                 for i in 0..self.programs.len() {
+                    if self.programs[i].run_state() != Run::Started {
+                        continue; // not running: nothing to reload or forward to
+                    }
                     match sig {
                         Signal::SIGCHLD => {}
                         Signal::SIGHUP => events.push((i, Event::Reload(Trigger::Signal(sig)))),
                         // Capturing output: USR1 reopens the log files (logrotate's postrotate).
                         Signal::SIGUSR1 if self.programs[i].captures_output() => {
                             self.programs[i].reopen_output()
-                        }
-                        Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                            events.push((i, Event::Stop(sig)))
                         }
                         other => events.push((i, Event::Forward(other))),
                     }
@@ -243,18 +318,33 @@ impl Master {
             for (i, event) in events {
                 self.feed(i, event, now, &mut queue);
             }
+            for sig in stop {
+                self.stop_master(sig, now, &mut queue);
+            }
             // Control requests see this wake-up's exits and signals already handled.
             let asks = {
-                let program = &self.programs[0];
-                self.control.io(&ready, &control_tokens, now, || {
-                    crate::metrics::render(program.status(), program.supervisor())
-                })
+                let (programs, named) = (&self.programs, self.named);
+                self.control
+                    .io(&ready, &control_tokens, now, || match named {
+                        false => {
+                            crate::metrics::render(programs[0].status(), programs[0].supervisor())
+                        }
+                        true => crate::metrics::render_named(
+                            &programs
+                                .iter()
+                                .map(|p| (p.name(), p.status(), p.supervisor()))
+                                .collect::<Vec<_>>(),
+                        ),
+                    })
             };
-            for (id, ask) in asks {
-                self.serve(id, ask, now, &mut queue);
+            for asked in asks {
+                self.serve(asked, now, &mut queue);
             }
             for i in 0..self.programs.len() {
-                self.feed(i, Event::Tick, now, &mut queue);
+                // A program not started yet has no clock running.
+                if self.programs[i].run_state() != Run::NotStarted {
+                    self.feed(i, Event::Tick, now, &mut queue);
+                }
             }
             self.watchdog(now);
         }
@@ -279,22 +369,39 @@ impl Master {
     /// The one path into a program's state machine: feeds `event` to program `i`, routes
     /// what it reported, and queues its actions.
     fn feed(&mut self, i: usize, event: Event, now: Instant, queue: &mut VecDeque<Queued>) {
+        let span = self.programs[i].span();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let handled = self.programs[i].handle(event, now);
-        let actions = self.route(handled, now);
+        let actions = self.route(i, handled, now);
+        queue.extend(actions.into_iter().map(|a| (i, a)));
+    }
+
+    /// Starts program `i` (its first generation, or the next after a stop by name).
+    fn start_program(&mut self, i: usize, now: Instant, queue: &mut VecDeque<Queued>) {
+        let span = self.programs[i].span();
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        self.exits[i] = None;
+        let handled = self.programs[i].start(now);
+        let actions = self.route(i, handled, now);
         queue.extend(actions.into_iter().map(|a| (i, a)));
     }
 
     /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
     /// startup) and returns its actions.
-    fn route(&mut self, handled: Handled, now: Instant) -> Vec<Action> {
+    fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
         for (report, record) in &handled.reports {
-            self.control.on(report, record.as_ref(), now);
-            if let Some(message) = self.upward.on(report) {
+            self.control.on(i, report, record.as_ref(), now);
+            if self.named {
+                if let Some(message) = self.upward_each[i].on(report) {
+                    self.tell_manager_summary(i, &message);
+                }
+            } else if let Some(message) = self.upward.on(report) {
                 self.tell_manager(&message);
             }
             if let Report::Spawned { pid, .. } = report {
                 if self.startup.is_some() && self.first.is_none() {
                     self.first = Some((*pid, None));
+                    self.first_program = i;
                 }
             }
             if let Report::ReloadEnded {
@@ -318,47 +425,22 @@ impl Master {
         now: Instant,
         queue: &mut VecDeque<Queued>,
     ) -> Vec<Report> {
+        let span = self.programs[i].span();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let handled = self.programs[i].handle(event, now);
         let reports = handled.reports.iter().map(|(r, _)| r.clone()).collect();
-        let actions = self.route(handled, now);
+        let actions = self.route(i, handled, now);
         queue.extend(actions.into_iter().map(|a| (i, a)));
         reports
     }
 
-    /// Carries out what a control client asked, through the one path into the state machine.
-    fn serve(&mut self, id: u64, ask: Ask, now: Instant, queue: &mut VecDeque<Queued>) {
-        match ask {
-            Ask::Status => {
-                let record = self.programs[0].record(self.control.base(), now);
-                self.control.status(id, record, now);
-            }
-            Ask::Reload { wait } => {
-                let reports = (!self.programs[0].supervisor().is_stopping())
-                    .then(|| self.feed_for(0, Event::Reload(Trigger::Control), now, queue));
-                self.control.reload_asked(id, wait, reports.as_deref(), now);
-            }
-            Ask::Stop { wait } => {
-                self.feed(0, Event::Stop(Signal::SIGTERM), now, queue);
-                self.control.stop_asked(id, wait, now);
-            }
-            Ask::Signal(signal) => {
-                let sup = self.programs[0].supervisor();
-                let target = sup
-                    .current()
-                    .filter(|_| !sup.is_stopping())
-                    .map(|c| (c.generation, c.pid));
-                if target.is_some() {
-                    self.feed(0, Event::Forward(signal), now, queue);
-                }
-                self.control.signal_asked(id, signal, target, now);
-            }
-        }
-    }
-
     /// Carries out actions in order; a spawn's result is fed back before the next action.
-    /// Returns the exit code once every program's supervisor has asked to exit.
-    fn execute(&mut self, queue: &mut VecDeque<Queued>) -> Option<i32> {
+    /// A program whose supervisor asks to exit is done; [`Master::finished`] says whether
+    /// the master is.
+    fn execute(&mut self, queue: &mut VecDeque<Queued>) {
         while let Some((i, action)) = queue.pop_front() {
+            let span = self.programs[i].span();
+            let _entered = span.as_ref().map(tracing::Span::enter);
             match action {
                 Action::Spawn { generation } => {
                     let result = self.programs[i].spawn(generation).map_err(|failed| {
@@ -370,32 +452,28 @@ impl Master {
                     let now = Instant::now();
                     let handled =
                         self.programs[i].handle(Event::Spawned { generation, result }, now);
-                    let more = self.route(handled, now);
+                    let more = self.route(i, handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
                         queue.push_front((i, a));
                     }
                 }
                 Action::Signal { pid, signal, group } => self.programs[i].send(pid, signal, group),
-                Action::Exit { code } => {
-                    self.control.exit(code);
-                    return Some(code);
-                }
+                Action::Exit { code } => self.exits[i] = Some(code),
             }
         }
-        None
     }
 
     /// With `--daemon`, until the shell command has its answer: reports success once the
     /// first child runs; if it is gone before that, records why and returns the event that
     /// stops relaunch (the answer is sent once everything is cleaned up, see [`run`]).
-    fn check_startup(&mut self) -> Option<Event> {
+    fn check_startup(&mut self) -> Option<Signal> {
         let startup = self.startup.as_mut()?;
         if startup.reason.is_some() {
             return None; // already failed; stopping
         }
         let (first, exit) = self.first?;
-        let program = &self.programs[0];
+        let program = &self.programs[self.first_program];
         let supervisor = program.supervisor();
         match supervisor.current() {
             Some(c) if c.pid == first && c.phase == Phase::Running => {
@@ -426,7 +504,7 @@ impl Master {
                 error!(reason = %reason, "not detaching: the first generation did not come up; stopping");
                 let stopping = supervisor.is_stopping();
                 startup.reason = Some(reason);
-                (!stopping).then_some(Event::Stop(Signal::SIGTERM))
+                (!stopping).then_some(Signal::SIGTERM)
             }
         }
     }

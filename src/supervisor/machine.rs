@@ -110,6 +110,19 @@ impl Supervisor {
         }
     }
 
+    /// A fresh supervisor for a program started again by name after it stopped: its
+    /// generations continue from `previous`'s.
+    pub fn after(previous: &Supervisor, seed: u64) -> Supervisor {
+        let mut next = Supervisor::with_seed(previous.settings, seed);
+        next.next_generation = previous.next_generation;
+        next
+    }
+
+    /// Whether it has finished ([`Action::Exit`] was returned): nothing more happens.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The first step: spawn generation 1.
     pub fn start(&mut self) -> Step {
         let generation = self.new_generation();

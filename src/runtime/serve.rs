@@ -1,0 +1,361 @@
+//! The master's programs as a set: control requests by name, the start and stop order, when
+//! the master is done and with which exit code, and the summary its own service manager hears.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tracing::{error, info, warn};
+
+use super::{order, Master, Queued, Stopping};
+use crate::control::{Ask, Asked};
+use crate::program::Run;
+use crate::status::StatusRecord;
+use crate::supervisor::{Event, ManagerMessage, ProgramState, Trigger};
+
+impl Master {
+    /// The programs a request is about: the one it names, or every program (`None`). An
+    /// unknown name is answered here, with the valid names (the client exits 2).
+    fn named_programs(&mut self, asked: &Asked, now: Instant) -> Option<Vec<usize>> {
+        let Some(name) = &asked.program else {
+            return Some((0..self.programs.len()).collect());
+        };
+        if let Some(i) = self.programs.iter().position(|p| p.name() == name) {
+            return Some(vec![i]);
+        }
+        let valid: Vec<&str> = self.programs.iter().map(|p| p.name()).collect();
+        let message = format!(
+            "no program named {name:?} (the programs are: {})",
+            valid.join(", ")
+        );
+        self.control.refuse(asked.id, message, true, now);
+        None
+    }
+
+    /// Carries out what a control client asked, through the one path into the state machine.
+    pub(super) fn serve(&mut self, asked: Asked, now: Instant, queue: &mut VecDeque<Queued>) {
+        let id = asked.id;
+        let Some(targets) = self.named_programs(&asked, now) else {
+            return;
+        };
+        match asked.ask {
+            Ask::Status => {
+                let record = self.status_record(&targets, asked.program.is_some(), now);
+                self.control.status(id, record, now);
+            }
+            Ask::Restart { .. } if targets.iter().all(|&i| self.programs[i].is_idle()) => {
+                self.serve(
+                    Asked {
+                        ask: Ask::Start,
+                        ..asked
+                    },
+                    now,
+                    queue,
+                );
+            }
+            Ask::Reload { wait } | Ask::Restart { wait } => {
+                if targets.len() == 1 && self.programs[targets[0]].is_idle() {
+                    let message = format!(
+                        "{} is stopped; not reloading (start it with: relaunch start {})",
+                        self.programs[targets[0]].name(),
+                        self.programs[targets[0]].name()
+                    );
+                    self.control.refuse(id, message, false, now);
+                    return;
+                }
+                if targets.len() > 1 && wait {
+                    let message = "reload --wait needs one program per request (the client asks for each by name)";
+                    self.control.refuse(id, message.into(), false, now);
+                    return;
+                }
+                if asked.program.is_none() && !self.reread_config() {
+                    let message = format!(
+                        "the configuration file is invalid; nothing was reloaded: {}",
+                        self.config_error.clone().unwrap_or_default()
+                    );
+                    self.control.refuse(id, message, false, now);
+                    return;
+                }
+                let mut last = None;
+                for &i in &targets {
+                    let program = &self.programs[i];
+                    let reports = (program.run_state() == Run::Started
+                        && !program.supervisor().is_stopping())
+                    .then(|| self.feed_for(i, Event::Reload(Trigger::Control), now, queue));
+                    last = Some((i, reports));
+                }
+                match last {
+                    Some((i, reports)) if targets.len() == 1 => {
+                        self.control
+                            .reload_asked(i, id, wait, reports.as_deref(), now)
+                    }
+                    _ => self.control.done(id, now),
+                }
+            }
+            Ask::Stop { wait } => match &asked.program {
+                None => {
+                    self.stop_master(Signal::SIGTERM, now, queue);
+                    self.control.stop_asked(id, wait, now);
+                }
+                Some(_) => {
+                    let i = targets[0];
+                    if self.programs[i].run_state() == Run::Started {
+                        self.programs[i].stopped_by_name();
+                        self.feed(i, Event::Stop(Signal::SIGTERM), now, queue);
+                    }
+                    self.programs[i].stopped_by_name();
+                    self.control.done(id, now);
+                }
+            },
+            Ask::Start => {
+                if self.stopping.is_some() {
+                    self.control.refuse(
+                        id,
+                        "relaunch is stopping; not starting".into(),
+                        false,
+                        now,
+                    );
+                    return;
+                }
+                for &i in &targets {
+                    if self.programs[i].is_idle() {
+                        self.start_program(i, now, queue);
+                    }
+                }
+                self.control.done(id, now);
+            }
+            Ask::Signal(signal) => {
+                if targets.len() > 1 {
+                    let message = "name the program to signal (relaunch signal SIG PROGRAM)";
+                    self.control.refuse(id, message.into(), true, now);
+                    return;
+                }
+                let i = targets[0];
+                let sup = self.programs[i].supervisor();
+                let target = sup
+                    .current()
+                    .filter(|_| !sup.is_stopping() && !sup.is_done())
+                    .map(|c| (c.generation, c.pid));
+                if target.is_some() {
+                    self.feed(i, Event::Forward(signal), now, queue);
+                }
+                self.control.signal_asked(id, signal, target, now);
+            }
+        }
+    }
+
+    /// The status record: the single program's as always; with several programs, the
+    /// master's fields plus one record per program (`targets`), and a summary state.
+    fn status_record(&self, targets: &[usize], by_name: bool, now: Instant) -> StatusRecord {
+        let base = self.control.base();
+        if !self.named {
+            return self.programs[0].record(base, now);
+        }
+        let programs: Vec<StatusRecord> = targets
+            .iter()
+            .map(|&i| self.programs[i].named_record(base, now))
+            .collect();
+        let mut record = StatusRecord {
+            started_at: String::new(),
+            ..base.clone()
+        };
+        if let Some(first) = programs.first() {
+            record.started_at = first.started_at.clone();
+            record.uptime_secs = first.uptime_secs;
+        }
+        // RUNNING when every program asked about that should run does; else the first state
+        // that is not (a program stopped by name, or not started, does not count unless named).
+        let should_run = |r: &StatusRecord| by_name || r.state != "STOPPED";
+        record.state = programs
+            .iter()
+            .filter(|r| should_run(r))
+            .map(|r| r.state.clone())
+            .find(|s| s != "RUNNING")
+            .unwrap_or_else(|| "RUNNING".into());
+        record.state_reason = self.summary();
+        record.config_error = self.config_error.clone();
+        record.programs = programs;
+        record
+    }
+
+    /// With a configuration file: reads it again (SIGHUP, `reload` without names). Returns
+    /// whether the programs are to be reloaded: not when the file is invalid, which changes
+    /// nothing (the error is logged and `status` shows it as `config_error` until a valid file
+    /// is read). Applying an edited file's differences (programs added, removed or changed)
+    /// is not done yet: a valid file is checked, and every program is reloaded as it is.
+    pub(super) fn reread_config(&mut self) -> bool {
+        let Some(path) = &self.source else {
+            return true;
+        };
+        match (self.read)(path) {
+            Ok(config) => {
+                self.config_error = None;
+                let names: Vec<&str> = config.programs.iter().map(|p| p.name.as_str()).collect();
+                let same = names.len() == self.programs.len()
+                    && self.programs.iter().all(|p| names.contains(&p.name()));
+                if !same {
+                    warn!(file = %path.display(), "the file's programs changed; adding or removing programs takes a restart of relaunch (not applied)");
+                }
+                info!(file = %path.display(), "configuration file read again; reloading every program");
+                true
+            }
+            Err(error) => {
+                error!(error = %error, "the configuration file is invalid; nothing changes, every program keeps serving");
+                self.config_error = Some(error);
+                false
+            }
+        }
+    }
+
+    /// Starts the next group of programs once each of the last group is up or has failed.
+    pub(super) fn advance_start(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let settled = |p: &crate::program::Program| {
+            p.run_state() != Run::Started
+                || p.supervisor().is_done()
+                || p.supervisor().state() != ProgramState::Starting
+        };
+        if !self.starting.iter().all(|&i| settled(&self.programs[i])) {
+            return;
+        }
+        let Some(group) = self.to_start.pop_front() else {
+            self.starting.clear();
+            return;
+        };
+        for &i in &group {
+            // A program started by name before its turn is left alone.
+            if self.programs[i].run_state() == Run::NotStarted {
+                self.start_program(i, now, queue);
+            }
+        }
+        self.starting = group;
+    }
+
+    /// The master stops (SIGTERM, SIGINT, SIGQUIT, or `relaunch stop`): every program, in
+    /// reverse priority order. Asked again while stopping, the signal goes to every program
+    /// that is stopping (SIGQUIT kills what is left of it), or with SIGQUIT to every program.
+    pub(super) fn stop_master(
+        &mut self,
+        signal: Signal,
+        now: Instant,
+        queue: &mut VecDeque<Queued>,
+    ) {
+        if self.stopping.is_some() {
+            for i in 0..self.programs.len() {
+                let p = &self.programs[i];
+                let running = p.run_state() == Run::Started && !p.supervisor().is_done();
+                if running && (p.supervisor().is_stopping() || signal == Signal::SIGQUIT) {
+                    self.feed(i, Event::Stop(signal), now, queue);
+                }
+            }
+            return;
+        }
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
+        self.stopping = Some(Stopping {
+            signal,
+            groups: order::stop_groups(&priorities),
+            current: Vec::new(),
+        });
+        self.to_start.clear();
+        self.starting.clear();
+        if self.named {
+            self.tell_manager(&ManagerMessage::Stopping);
+        }
+        self.advance_stop(now, queue);
+    }
+
+    /// Tells the next group to stop once each program of the group before is done.
+    pub(super) fn advance_stop(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
+        loop {
+            let Some(stopping) = &self.stopping else {
+                return;
+            };
+            if !stopping.current.iter().all(|&i| self.programs[i].is_idle()) {
+                return;
+            }
+            let signal = stopping.signal;
+            let Some(group) = self.stopping.as_mut().and_then(|s| s.groups.pop_front()) else {
+                return;
+            };
+            for &i in &group {
+                let p = &self.programs[i];
+                if p.run_state() == Run::Started && !p.supervisor().is_done() {
+                    self.feed(i, Event::Stop(signal), now, queue);
+                }
+            }
+            if let Some(s) = &mut self.stopping {
+                s.current = group;
+            }
+        }
+    }
+
+    /// The master's exit code, once it is done: when it was asked to stop and every program
+    /// has stopped, or when every program was started and has ended on its own (gave up:
+    /// FATAL with `--on-fatal exit`). A program stopped by name or never started keeps the
+    /// master running. The code is the first non-zero exit code of the programs in start
+    /// order (for one program: its own, as always), else 0.
+    pub(super) fn finished(&self) -> Option<i32> {
+        if !self.programs.iter().all(|p| p.is_idle()) {
+            return None;
+        }
+        let ended_on_their_own =
+            self.to_start.is_empty() && self.programs.iter().all(|p| p.run_state() == Run::Started);
+        if self.stopping.is_none() && !ended_on_their_own {
+            return None;
+        }
+        let priorities: Vec<u32> = self.programs.iter().map(|p| p.config().priority).collect();
+        let all = vec![true; priorities.len()];
+        let code = order::start_groups(&priorities, &all)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.exits[i])
+            .find(|&c| c != 0)
+            .unwrap_or(0);
+        Some(code)
+    }
+
+    /// One line about every program, for `STATUS=` upward and the status record:
+    /// `web RUNNING, jobs BACKOFF`.
+    pub(super) fn summary(&self) -> String {
+        self.programs
+            .iter()
+            .map(|p| {
+                let state = match p.run_state() {
+                    Run::Started => p.supervisor().state().as_str(),
+                    _ => "STOPPED",
+                };
+                format!("{} {state}", p.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// With several programs: what program `i` would tell a service manager becomes the
+    /// master's summary. `READY=1` goes once every autostart program has been up; after
+    /// that, and before, each change is a `STATUS=` line.
+    pub(super) fn tell_manager_summary(&mut self, i: usize, message: &ManagerMessage) {
+        if matches!(message, ManagerMessage::Stopping) {
+            return; // the master says STOPPING=1 when it stops itself
+        }
+        let was_ready = self.all_up();
+        if matches!(message, ManagerMessage::Ready { .. }) {
+            self.ready_each[i] = true;
+        }
+        let status = self.summary();
+        if !was_ready && self.all_up() {
+            self.tell_manager(&ManagerMessage::Ready { status });
+        } else {
+            self.tell_manager(&ManagerMessage::Status { status });
+        }
+    }
+
+    /// Whether every autostart program has been up.
+    fn all_up(&self) -> bool {
+        self.programs
+            .iter()
+            .zip(&self.ready_each)
+            .all(|(p, ready)| *ready || !p.config().autostart)
+    }
+}

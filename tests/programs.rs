@@ -1,0 +1,339 @@
+//! Several programs in one master (`--config FILE`), end to end with real processes: start
+//! order, control by name, isolation of a failing program, reloads by name under load, and a
+//! broken file on SIGHUP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// A site of three programs in `dir`: two `hello` servers (web, api; TCP port 0) and a
+/// Python child without sockets (jobs), plus `extra` appended to the file.
+fn write_site(dir: &TempDir, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("site.toml");
+    let hello = hello_bin();
+    let text = format!(
+        r#"[relaunch]
+name = "site"
+control = "{ctl}"
+
+[program.web]
+command = ["{hello}"]
+listen = ["http=127.0.0.1:0"]
+priority = 10
+
+[program.api]
+command = ["{hello}"]
+listen = ["http=127.0.0.1:0"]
+priority = 20
+
+[program.jobs]
+command = ["python3", "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True: time.sleep(1)"]
+priority = 30
+{extra}"#,
+        ctl = dir.join("ctl.sock").display(),
+        hello = hello.display(),
+    );
+    std::fs::write(&path, text).expect("cannot write the config file");
+    path
+}
+
+/// Runs a client subcommand against the site's control socket: (exit code, stdout, stderr).
+fn client(dir: &TempDir, args: &[&str]) -> (i32, String, String) {
+    let ctl = dir.join("ctl.sock");
+    let (sub, rest) = args.split_first().expect("a subcommand");
+    let mut cmd = Command::new(relaunch_bin());
+    cmd.arg(sub)
+        .arg("--control")
+        .arg(&ctl)
+        .args(rest)
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("cannot run the client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status_json(dir: &TempDir) -> Value {
+    let (_, out, err) = client(dir, &["status", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out} {err}"))
+}
+
+/// The program `name` in a status record.
+fn program<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["programs"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no program {name} in {status}"))
+}
+
+/// The current generation's pid of `name`, if it is RUNNING.
+fn running_pid(status: &Value, name: &str) -> Option<i64> {
+    let p = program(status, name);
+    if p["state"] != "RUNNING" {
+        return None;
+    }
+    p["generations"]
+        .as_array()?
+        .iter()
+        .find(|g| g["role"] == "current")
+        .and_then(|g| g["pid"].as_i64())
+}
+
+fn address(status: &Value, name: &str) -> SocketAddr {
+    program(status, name)["sockets"][0]["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address for {name} in {status}"))
+}
+
+/// Starts the site and waits until every program runs.
+fn start_site(dir: &TempDir, extra: &str) -> Relaunch {
+    let file = write_site(dir, extra);
+    let relaunch = Relaunch::start(&["--config", s(&file)]);
+    relaunch.wait_until(TIMEOUT, "every program RUNNING", || {
+        client(dir, &["status"]).0 == 0
+    });
+    relaunch
+}
+
+#[test]
+fn programs_start_in_priority_order_each_with_its_own_sockets_and_named_log_lines() {
+    let dir = TempDir::new("programs-order");
+    let relaunch = start_site(&dir, "");
+    let status = status_json(&dir);
+    // web (10) was up before api (20) was spawned, and api before jobs (30).
+    let lines = relaunch.lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| relaunch.fail(&format!("no line with {needle:?}")))
+    };
+    assert!(at("program{program=web}: running") < at("program{program=api}: spawned"));
+    assert!(at("program{program=api}: running") < at("program{program=jobs}: spawned"));
+    // Each server has its own socket at fd 3, and answers on it.
+    let (web, api) = (address(&status, "web"), address(&status, "api"));
+    assert_ne!(web, api);
+    for (name, addr) in [("web", web), ("api", api)] {
+        let pid = running_pid(&status, name).expect("running");
+        let (code, body) = http_get(addr, TIMEOUT).expect("GET");
+        assert_eq!((code, body_pid(&body)), (200, Some(pid as i32)), "{name}");
+    }
+    assert!(program(&status, "jobs")["sockets"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The table, in the manner of supervisorctl.
+    let (code, table, _) = client(&dir, &["status"]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(table.contains("LAST-RELOAD"), "{table}");
+    for name in ["web", "api", "jobs"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("RUNNING")),
+            "{table}"
+        );
+    }
+}
+
+#[test]
+fn unknown_program_names_exit_2_with_the_valid_names() {
+    let dir = TempDir::new("programs-unknown");
+    let _relaunch = start_site(&dir, "");
+    for args in [
+        &["status", "nope"][..],
+        &["reload", "nope"],
+        &["stop", "nope"],
+        &["start", "nope"],
+        &["signal", "USR1", "nope"],
+    ] {
+        let (code, _, err) = client(&dir, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(r#"no program named "nope" (the programs are: web, api, jobs)"#),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
+    let dir = TempDir::new("programs-reload");
+    let _relaunch = start_site(&dir, "");
+    let before = status_json(&dir);
+    let (web, api) = (address(&before, "web"), address(&before, "api"));
+    let (web_pid, api_pid, jobs_pid) = (
+        running_pid(&before, "web").unwrap(),
+        running_pid(&before, "api").unwrap(),
+        running_pid(&before, "jobs").unwrap(),
+    );
+    let web_load = Load::start(web, 4);
+    let api_load = Load::start(api, 4);
+    for _ in 0..3 {
+        let (code, out, err) = client(&dir, &["reload", "--wait", "web"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.starts_with("web: reload complete"), "{out}");
+    }
+    let web_stats = web_load.finish();
+    let api_stats = api_load.finish();
+    assert!(
+        web_stats.failures.is_empty() && api_stats.failures.is_empty(),
+        "failed requests: web {:?} {:?}, api {:?} {:?}",
+        web_stats.failures,
+        web_stats.samples,
+        api_stats.failures,
+        api_stats.samples
+    );
+    assert!(web_stats.ok > 0 && api_stats.ok > 0);
+    let after = status_json(&dir);
+    assert_ne!(running_pid(&after, "web"), Some(web_pid));
+    assert_eq!(program(&after, "web")["last_reload"]["generation"], 4);
+    assert_eq!(running_pid(&after, "api"), Some(api_pid));
+    assert_eq!(running_pid(&after, "jobs"), Some(jobs_pid));
+    assert!(api_stats.pids.len() == 1 && api_stats.pids.contains(&(api_pid as i32)));
+}
+
+#[test]
+fn a_fatal_program_leaves_the_others_serving_and_the_master_running() {
+    let dir = TempDir::new("programs-fatal");
+    // A fourth program that never stays up: FATAL after its start retries.
+    let extra = r#"
+[program.broken]
+command = ["python3", "-c", "import sys; sys.exit(3)"]
+priority = 5
+start-retries = 1
+backoff-min = "10ms"
+backoff-max = "10ms"
+"#;
+    let file = write_site(&dir, extra);
+    let relaunch = Relaunch::start(&["--config", s(&file)]);
+    relaunch.wait_until(TIMEOUT, "broken FATAL and the others RUNNING", || {
+        let (code, out, _) = client(&dir, &["status", "--json"]);
+        let Ok(status) = serde_json::from_str::<Value>(&out) else {
+            return false;
+        };
+        code == 1
+            && program(&status, "broken")["state"] == "FATAL"
+            && ["web", "api", "jobs"]
+                .iter()
+                .all(|n| running_pid(&status, n).is_some())
+    });
+    let status = status_json(&dir);
+    let web = address(&status, "web");
+    let (code, body) = http_get(web, TIMEOUT).expect("GET web");
+    assert_eq!(
+        (code, body_pid(&body)),
+        (200, running_pid(&status, "web").map(|p| p as i32))
+    );
+    // Asked by name, the healthy ones are fine (exit 0) and the FATAL one is not (exit 1).
+    assert_eq!(client(&dir, &["status", "web", "api"]).0, 0);
+    assert_eq!(client(&dir, &["status", "broken"]).0, 1);
+    assert!(proc_alive(relaunch.pid()));
+}
+
+#[test]
+fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
+    let dir = TempDir::new("programs-stop");
+    let relaunch = start_site(&dir, "");
+    let before = status_json(&dir);
+    let api = address(&before, "api");
+    let api_pid = running_pid(&before, "api").unwrap() as i32;
+    let (code, _, err) = client(&dir, &["stop", "api"]);
+    assert_eq!(code, 0, "{err}");
+    relaunch.wait_until(TIMEOUT, "api STOPPED and its child gone", || {
+        program(&status_json(&dir), "api")["state"] == "STOPPED" && !proc_alive(api_pid)
+    });
+    // The master keeps the socket: a connection is accepted by the kernel (queued), not refused.
+    let queued = std::net::TcpStream::connect_timeout(&api, TIMEOUT);
+    assert!(
+        queued.is_ok(),
+        "api's port refused a connection: {queued:?}"
+    );
+    assert_eq!(client(&dir, &["status", "api"]).0, 1);
+    assert_eq!(client(&dir, &["status", "web", "jobs"]).0, 0);
+    let (code, _, err) = client(&dir, &["start", "api"]);
+    assert_eq!(code, 0, "{err}");
+    relaunch.wait_until(TIMEOUT, "api RUNNING again", || {
+        running_pid(&status_json(&dir), "api").is_some()
+    });
+    let after = status_json(&dir);
+    // Its generations go on, and the connection queued while it was stopped is served.
+    assert_eq!(program(&after, "api")["generations"][0]["generation"], 2);
+    let mut queued = queued.unwrap();
+    let (code, body) = http_get_on(&mut queued, TIMEOUT).expect("the queued connection");
+    assert_eq!(code, 200);
+    assert_eq!(
+        body_pid(&body),
+        running_pid(&after, "api").map(|p| p as i32)
+    );
+    assert_eq!(address(&after, "api"), api);
+}
+
+#[test]
+fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
+    let dir = TempDir::new("programs-broken-file");
+    let relaunch = start_site(&dir, "");
+    let before = status_json(&dir);
+    let pids: Vec<_> = ["web", "api", "jobs"]
+        .iter()
+        .map(|n| running_pid(&before, n))
+        .collect();
+    let file = dir.join("site.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}\n[program.web2]\ncomand = [\"x\"]\n")).unwrap();
+    kill(relaunch.pid(), nix::sys::signal::Signal::SIGHUP as i32);
+    relaunch.wait_until(TIMEOUT, "config_error in status", || {
+        status_json(&dir)["config_error"].is_string()
+    });
+    let status = status_json(&dir);
+    let error = status["config_error"].as_str().unwrap();
+    assert!(
+        error.contains("site.toml:") && error.contains("comand"),
+        "{error}"
+    );
+    let (_, table, _) = client(&dir, &["status"]);
+    assert!(table.contains("config_error: "), "{table}");
+    let after: Vec<_> = ["web", "api", "jobs"]
+        .iter()
+        .map(|n| running_pid(&status, n))
+        .collect();
+    assert_eq!(pids, after, "a broken file must change nothing");
+    assert!(relaunch.events("reload requested").is_empty());
+    // A valid file again: the error is gone, and HUP reloads every program.
+    std::fs::write(&file, good).unwrap();
+    kill(relaunch.pid(), nix::sys::signal::Signal::SIGHUP as i32);
+    relaunch.wait_until(TIMEOUT, "every program reloaded, no config_error", || {
+        let status = status_json(&dir);
+        status["config_error"].is_null()
+            && ["web", "api", "jobs"]
+                .iter()
+                .all(|n| program(&status, n)["last_reload"]["result"] == "ok")
+    });
+}
+
+#[test]
+fn the_master_stops_programs_in_reverse_order_and_exits_0() {
+    let dir = TempDir::new("programs-stop-all");
+    let mut relaunch = start_site(&dir, "");
+    let (code, out, err) = client(&dir, &["stop", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status = relaunch.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", relaunch.stderr());
+    let lines = relaunch.lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}"))
+    };
+    assert!(at("program{program=jobs}: exiting") < at("program{program=api}: shutting down"));
+    assert!(at("program{program=api}: exiting") < at("program{program=web}: shutting down"));
+}
