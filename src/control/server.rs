@@ -675,55 +675,6 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_mode_is_set_without_a_lookup_by_name() {
-        // A racer swaps the fresh socket for a symlink to a victim file, again and again: a
-        // chmod by name after the bind would follow the link and change the victim's mode.
-        let path = temp_socket("race");
-        let dir = path.parent().unwrap().to_owned();
-        fs::create_dir_all(&dir).unwrap();
-        let victim = dir.join("victim");
-        fs::write(&victim, "x").unwrap();
-        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let swaps = std::sync::Arc::new(AtomicU64::new(0));
-        let racer = {
-            let (path, victim) = (path.clone(), victim.clone());
-            let (stop, swaps) = (stop.clone(), swaps.clone());
-            std::thread::spawn(move || {
-                let tmp = path.with_extension("tmp");
-                while !stop.load(Ordering::Relaxed) {
-                    if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
-                        let _ = fs::remove_file(&tmp);
-                        if std::os::unix::fs::symlink(&victim, &tmp).is_ok()
-                            && fs::rename(&tmp, &path).is_ok()
-                        {
-                            swaps.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-        };
-        // At least 300 binds, and on until the racer has won 20 times (within a deadline).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut binds = 0;
-        while binds < 300 || (swaps.load(Ordering::Relaxed) < 20 && Instant::now() < deadline) {
-            let _ = fs::remove_file(&path);
-            if let Ok(server) = ControlServer::bind(&path, false) {
-                drop(server);
-            }
-            binds += 1;
-        }
-        stop.store(true, Ordering::Relaxed);
-        racer.join().unwrap();
-        let swaps = swaps.load(Ordering::Relaxed);
-        let mode = fs::metadata(&victim).unwrap().mode() & 0o777;
-        let _ = fs::remove_dir_all(dir.parent().unwrap());
-        assert!(swaps > 0, "the racer never swapped ({binds} binds)");
-        assert_eq!(mode, 0o644, "the victim's mode changed ({swaps} swaps)");
-    }
-
-    #[test]
     fn a_full_server_evicts_an_answered_idle_client_never_a_waiting_one() {
         let path = temp_socket("evict");
         let mut server = ControlServer::bind(&path, false).unwrap();
