@@ -21,7 +21,7 @@ use crate::output::{OutputConfig, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spec::ListenSpec;
-use crate::supervisor::{ExitCodes, OnFatal, RestartPolicy, Settings};
+use crate::supervisor::{ExitCodes, OnFatal, ReloadStrategy, RestartPolicy, Settings};
 use crate::sys::spawn::ResourceLimit;
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
@@ -234,6 +234,24 @@ with neither it refuses to start."
     /// (supervisord's killasgroup) [default: off: the child alone].
     #[arg(long, env = "RELAUNCH_KILL_AS_GROUP", value_parser = BoolishValueParser::new(), help_heading = "Process")]
     pub kill_as_group: bool,
+
+    /// Worker processes per generation (1 to 1024). Each gets the same sockets at fds 3..,
+    /// its own LISTEN_PID, RELAUNCH_WORKER=i (0..N-1) and RELAUNCH_GENERATION=g; a generation
+    /// is up when all N are up, and a crashed worker is restarted alone, with its own backoff
+    /// [default: 1].
+    #[arg(long, value_name = "N", env = "RELAUNCH_WORKERS", default_value = "1", hide_default_value = true, value_parser = parse_workers, help_heading = "Workers")]
+    pub workers: usize,
+
+    /// How a reload replaces the workers: `all` (start N new ones, switch once all are up; if
+    /// one fails, stop the new ones and keep the old) or `rolling` (a few at a time, at most
+    /// N + --max-surge alive; a failure pauses the roll) [default: all].
+    #[arg(long, value_name = "STRATEGY", env = "RELAUNCH_RELOAD_STRATEGY", default_value = "all", hide_default_value = true, help_heading = "Workers")]
+    pub reload_strategy: ReloadStrategy,
+
+    /// With --reload-strategy rolling: how many workers beyond --workers may be alive during
+    /// a reload (1 to 1024) [default: 1].
+    #[arg(long, value_name = "K", env = "RELAUNCH_MAX_SURGE", default_value = "1", hide_default_value = true, value_parser = parse_workers, help_heading = "Workers")]
+    pub max_surge: usize,
 
     /// The child's working directory, entered as --user [default: relaunch's own].
     #[arg(
@@ -564,6 +582,9 @@ impl Args {
                 restart_window: self.restart_window,
                 stop_as_group: self.stop_as_group,
                 kill_as_group: self.kill_as_group || self.stop_as_group,
+                workers: self.workers,
+                reload_strategy: self.reload_strategy,
+                max_surge: self.max_surge,
             },
             process: ProcessOptions {
                 chdir: self.chdir,
@@ -638,6 +659,16 @@ pub struct DeathSignal(pub Option<Signal>);
 
 fn parse_pdeathsig_arg(s: &str) -> Result<DeathSignal, String> {
     parse_pdeathsig(s).map(DeathSignal)
+}
+
+/// Parses a worker count (`--workers`, `--max-surge`): a whole number from 1 to 1024.
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a worker count (expected a whole number from 1 to 1024)"
+        )),
+    }
 }
 
 /// Parses a backoff factor: a number from 1 to 1000.

@@ -35,7 +35,7 @@ use crate::poll::{PollSet, Token};
 use crate::sockets;
 use crate::spec::ListenSpec;
 use crate::status::{Clock, Tracker, DURATION_BUCKETS};
-use crate::supervisor::{Phase, ProgramState, Supervisor};
+use crate::supervisor::{Fleet, Phase, ProgramState};
 
 /// The longest request head read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -267,7 +267,7 @@ fn http(status: &str, content_type: &str, body: &str, head_only: bool) -> String
 }
 
 /// The exposition text (Prometheus text format 0.0.4).
-pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
+pub(crate) fn render(tracker: &Tracker, sup: &Fleet) -> String {
     let counters = tracker.counters();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
@@ -306,6 +306,23 @@ pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
         "gauge",
         "Whether a generation of the server is running (up and serving).",
         &[("", u8::from(up).to_string())],
+    );
+    metric(
+        "relaunch_workers",
+        "gauge",
+        "Worker processes per generation (--workers).",
+        &[("", sup.count().to_string())],
+    );
+    let workers_up = if sup.is_stopping() {
+        0
+    } else {
+        sup.workers_up()
+    };
+    metric(
+        "relaunch_workers_up",
+        "gauge",
+        "How many workers are up (their serving child is running).",
+        &[("", workers_up.to_string())],
     );
     metric(
         "relaunch_generation",
@@ -409,7 +426,7 @@ mod tests {
     fn exposition_format() {
         let t0 = Instant::now();
         let tracker = Tracker::new(t0);
-        let sup = Supervisor::new(Settings::default());
+        let sup = Fleet::new(Settings::default());
         let text = render(&tracker, &sup);
         for line in [
             "# TYPE relaunch_reloads_total counter",

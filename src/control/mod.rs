@@ -112,8 +112,14 @@ pub(crate) enum Ask {
         /// Answer when relaunch exits.
         wait: bool,
     },
-    /// `signal`: forward it to the current generation, then [`Control::signal_asked`].
-    Signal(Signal),
+    /// `signal`: forward it to the current generation (or one worker of it), then
+    /// [`Control::signal_asked`].
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// Only this worker.
+        worker: Option<usize>,
+    },
 }
 
 /// The tokens of one poll round.
@@ -229,7 +235,10 @@ impl Control {
                 "reload" => Ok(Ask::Reload { wait: request.wait }),
                 "stop" => Ok(Ask::Stop { wait: request.wait }),
                 "signal" => match request.signal.as_deref().map(parse_signal) {
-                    Some(Ok(signal)) => Ok(Ask::Signal(signal)),
+                    Some(Ok(signal)) => Ok(Ask::Signal {
+                        signal,
+                        worker: request.worker,
+                    }),
                     Some(Err(e)) => Err(e),
                     None => Err("no signal given".to_owned()),
                 },
@@ -314,22 +323,23 @@ impl Control {
         &mut self,
         id: u64,
         signal: Signal,
-        target: Option<(u64, Pid)>,
+        target: Result<(u64, Pid, usize), String>,
+        worker: Option<usize>,
         now: Instant,
     ) {
         let response = match target {
-            Some((generation, pid)) => {
+            Ok((generation, pid, sent_to)) => {
                 let mut r = Response::ok();
                 r.signal = Some(SignalReply {
                     signal: signal.as_str().to_owned(),
                     generation,
                     pid: pid.as_raw(),
+                    worker,
+                    sent_to,
                 });
                 r
             }
-            None => Response::error(
-                "no current generation to signal (starting, restarting or stopping)",
-            ),
+            Err(e) => Response::error(e),
         };
         self.reply(id, &response, now);
     }

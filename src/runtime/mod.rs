@@ -341,16 +341,42 @@ impl Master {
                 self.feed(0, Event::Stop(Signal::SIGTERM), now, queue);
                 self.control.stop_asked(id, wait, now);
             }
-            Ask::Signal(signal) => {
+            Ask::Signal { signal, worker } => {
                 let sup = self.programs[0].supervisor();
-                let target = sup
-                    .current()
-                    .filter(|_| !sup.is_stopping())
-                    .map(|c| (c.generation, c.pid));
-                if target.is_some() {
-                    self.feed(0, Event::Forward(signal), now, queue);
+                let none = "no current generation to signal (starting, restarting or stopping)";
+                let target = match worker {
+                    _ if sup.is_stopping() => Err(none.to_owned()),
+                    Some(w) if w >= sup.count() => Err(format!(
+                        "there is no worker {w}: --workers is {}, so workers are 0 to {}",
+                        sup.count(),
+                        sup.count() - 1
+                    )),
+                    Some(w) => sup
+                        .worker(w)
+                        .and_then(|s| s.current())
+                        .map(|c| (c.generation, c.pid, 1))
+                        .ok_or_else(|| format!("worker {w} has no current child to signal (starting, restarting or stopping)")),
+                    None => {
+                        let sent_to = (0..sup.count())
+                            .filter(|w| sup.worker(*w).is_some_and(|s| s.current().is_some()))
+                            .count();
+                        (0..sup.count())
+                            .find_map(|w| sup.worker(w).and_then(|s| s.current()))
+                            .map(|c| (c.generation, c.pid, sent_to))
+                            .ok_or_else(|| none.to_owned())
+                    }
+                };
+                if target.is_ok() {
+                    match worker {
+                        Some(w) => {
+                            let handled = self.programs[0].signal_worker(w, signal, now);
+                            let actions = self.route(handled, now);
+                            queue.extend(actions.into_iter().map(|a| (0, a)));
+                        }
+                        None => self.feed(0, Event::Forward(signal), now, queue),
+                    }
                 }
-                self.control.signal_asked(id, signal, target, now);
+                self.control.signal_asked(id, signal, target, worker, now);
             }
         }
     }
@@ -360,8 +386,8 @@ impl Master {
     fn execute(&mut self, queue: &mut VecDeque<Queued>) -> Option<i32> {
         while let Some((i, action)) = queue.pop_front() {
             match action {
-                Action::Spawn { generation } => {
-                    let result = self.programs[i].spawn(generation).map_err(|failed| {
+                Action::Spawn { generation, worker } => {
+                    let result = self.programs[i].spawn(generation, worker).map_err(|failed| {
                         if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup) {
                             startup.reason = Some(why);
                         }
@@ -369,7 +395,13 @@ impl Master {
                     });
                     let now = Instant::now();
                     let handled =
-                        self.programs[i].handle(Event::Spawned { generation, result }, now);
+                        self.programs[i].handle(Event::Spawned {
+                            generation,
+                            worker,
+                            result,
+                        },
+                        now,
+                    );
                     let more = self.route(handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {

@@ -13,6 +13,8 @@
 //! - `policy.rs`: the restart policy (backoff, retries, crash loop, FATAL);
 //! - `backoff.rs`: the delay bound ([`backoff_delay`]);
 //! - `events.rs`: `Event`, `Action`, [`Report`], `Step` and the values they carry;
+//! - `fleet.rs`: [`Fleet`], the workers (`--workers N`): one supervisor per worker index, and
+//!   the all-at-once and rolling reloads across them;
 //! - `settings.rs`: [`Settings`] and the policy values (`--restart`, `--exit-codes`, ...);
 //! - `manager.rs`: `ServiceManager`, the sd_notify messages upward, from the reports.
 //!
@@ -74,6 +76,7 @@
 
 mod backoff;
 mod events;
+mod fleet;
 mod machine;
 mod manager;
 mod policy;
@@ -86,6 +89,8 @@ pub(crate) use events::{Action, Event, SpawnFailure, Step};
 pub use events::{
     Child, ExitStatus, Phase, ProgramState, ReloadFailure, Report, SpawnCause, Trigger,
 };
+pub use fleet::Fleet;
+#[cfg(test)]
 pub(crate) use machine::Supervisor;
 pub(crate) use manager::{ManagerMessage, ServiceManager};
-pub use settings::{ExitCodes, OnFatal, RestartPolicy, Settings};
+pub use settings::{ExitCodes, OnFatal, ReloadStrategy, RestartPolicy, Settings};
