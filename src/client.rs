@@ -993,6 +993,7 @@ mod tests {
             generations: vec![GenerationRecord {
                 generation: 2,
                 pid: 12,
+                worker: 0,
                 role: "current".into(),
                 state: "RUNNING".into(),
                 started_at: Some("2026-01-01T00:00:00.000Z".into()),

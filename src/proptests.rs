@@ -1197,6 +1197,7 @@ fn request_line() -> impl Strategy<Value = (String, Result<Request, String>)> {
                 cmd: cmd.clone(),
                 wait,
                 signal: signal.clone(),
+                worker: None,
             };
             let expected = match (v, cmd.as_str(), &signal) {
                 (None, _, _) => Err("\"v\"".to_owned()),

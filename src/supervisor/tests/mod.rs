@@ -5,6 +5,7 @@ mod invariants;
 mod notify;
 mod policy;
 mod reload;
+mod workers;
 
 use std::time::{Duration, Instant};
 
