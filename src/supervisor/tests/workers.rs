@@ -152,20 +152,40 @@ fn a_generation_is_up_when_all_its_workers_are() {
 
 #[test]
 fn all_switches_once_every_new_worker_is_up() {
-    let mut s = FSim::new(settings(3, ReloadStrategy::All));
+    let mut s = FSim::new(Settings {
+        ready_signal: true,
+        ..settings(3, ReloadStrategy::All)
+    });
+    let first: Vec<Pid> = s.f.children().map(|c| c.pid).collect();
+    for p in first {
+        s.ev(ready(p));
+    }
     s.at(1000);
+    assert_eq!(s.f.state(), ProgramState::Running);
     let old = s.current();
     s.ev(Event::Reload(HUP));
     assert_eq!(s.f.children().count(), 6, "three new beside three old");
-    // A new worker up early is held: nothing old is stopped yet.
-    let first_new = s.members().into_iter().find(|m| m.1 == "pending").unwrap().3;
-    s.at(1500);
+    let new: Vec<Pid> = s.members().iter().filter(|m| m.1 == "pending").map(|m| m.3).collect();
+    // Worker 0's new child is up at 2100; it is held, and nothing old is stopped.
+    s.ms = 1100;
+    s.ev(ready(new[0]));
+    s.ms = 1800;
+    s.ev(ready(new[1]));
+    s.ev(ready(new[2]));
+    s.at(2500);
+    assert_eq!(s.members().iter().filter(|m| m.1 == "pending").count(), 3);
     assert!(s.members().iter().all(|m| m.1 != "retiring"));
-    s.at(2000);
+    assert_eq!(s.current(), old);
+    assert!(
+        s.f.next_deadline().is_some_and(|d| d > s.now()),
+        "a held child arms no deadline in the past; the others' is ahead"
+    );
+    s.at(2700);
+    assert_eq!(s.current(), old, "worker 1 and 2 are not up before 2800");
+    s.at(2800);
     assert!(s.members().iter().all(|m| m.1 != "pending"));
     let now = s.current();
     assert!(now.values().all(|(g, _)| *g == 2));
-    assert!(now.values().any(|(_, p)| *p == first_new));
     assert_eq!(s.members().iter().filter(|m| m.1 == "retiring").count(), 3);
     assert!(old.values().all(|(_, p)| s.members().iter().any(|m| m.3 == *p && m.1 == "retiring")));
     assert_eq!(s.ended, vec![(2, None, String::new())]);
