@@ -245,7 +245,14 @@ with neither it refuses to start."
     /// How a reload replaces the workers: `all` (start N new ones, switch once all are up; if
     /// one fails, stop the new ones and keep the old) or `rolling` (a few at a time, at most
     /// N + --max-surge alive; a failure pauses the roll) [default: all].
-    #[arg(long, value_name = "STRATEGY", env = "RELAUNCH_RELOAD_STRATEGY", default_value = "all", hide_default_value = true, help_heading = "Workers")]
+    #[arg(
+        long,
+        value_name = "STRATEGY",
+        env = "RELAUNCH_RELOAD_STRATEGY",
+        default_value = "all",
+        hide_default_value = true,
+        help_heading = "Workers"
+    )]
     pub reload_strategy: ReloadStrategy,
 
     /// With --reload-strategy rolling: how many workers beyond --workers may be alive during

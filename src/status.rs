@@ -689,7 +689,14 @@ mod tests {
                     } else {
                         Ok(Pid::from_raw(self.next_pid))
                     };
-                    let more = self.ev(Event::Spawned { generation, worker: 0, result }, ms);
+                    let more = self.ev(
+                        Event::Spawned {
+                            generation,
+                            worker: 0,
+                            result,
+                        },
+                        ms,
+                    );
                     self.run(more, ms, fail_spawns);
                 }
             }
@@ -728,7 +735,7 @@ mod tests {
     #[test]
     fn records_start_reloads_exits_restarts_and_failures() {
         let mut r = Rig::new();
-        let step = r.sup.start();
+        let step = r.sup.start(r.at(0));
         let a = r.absorb(step, 0);
         r.run(a, 0, false);
         let s = r.record(500);
@@ -862,7 +869,7 @@ mod tests {
     #[test]
     fn history_keeps_the_last_twenty() {
         let mut r = Rig::new();
-        let step = r.sup.start();
+        let step = r.sup.start(r.at(0));
         let a = r.absorb(step, 0);
         r.run(a, 0, false);
         r.step(Event::Tick, 1000);

@@ -162,7 +162,10 @@ impl Drop for Sampler {
 
 fn assert_no_failures(r: &Relaunch, stats: &LoadStats, what: &str) {
     let failed: u64 = stats.failures.values().sum();
-    eprintln!("{what}: {} ok, {failed} failed {:?}", stats.ok, stats.failures);
+    eprintln!(
+        "{what}: {} ok, {failed} failed {:?}",
+        stats.ok, stats.failures
+    );
     if failed != 0 {
         r.fail(&format!(
             "{what}: {failed} requests failed: {:?}; samples {:#?}",
@@ -189,7 +192,10 @@ fn four_workers_reload_under_load_with_each_strategy_and_fail_no_request() {
         let sampler = Sampler::start(r.pid());
         for generation in 2..=4u64 {
             let (code, out, err) = client(&["reload", "--wait", "--control", &ctl]);
-            assert_eq!(code, 0, "{strategy}: reload {generation} failed: {out} {err}");
+            assert_eq!(
+                code, 0,
+                "{strategy}: reload {generation} failed: {out} {err}"
+            );
             let now = current(&ctl);
             assert_eq!(now.len(), N, "{strategy}: {now:?}");
             assert!(now.iter().all(|w| w.1 == generation), "{strategy}: {now:?}");
@@ -202,10 +208,17 @@ fn four_workers_reload_under_load_with_each_strategy_and_fail_no_request() {
         let stats = load.finish();
         assert_no_failures(&r, &stats, strategy);
         if strategy == "rolling" {
-            assert!(peak <= N + 1, "rolling: {peak} workers alive at once, more than N+K = {}", N + 1);
+            assert!(
+                peak <= N + 1,
+                "rolling: {peak} workers alive at once, more than N+K = {}",
+                N + 1
+            );
             assert!(peak >= N, "rolling: the sampler saw only {peak} workers");
         } else {
-            assert!(peak > N, "all: the new workers start beside the old ones (peak {peak})");
+            assert!(
+                peak > N,
+                "all: the new workers start beside the old ones (peak {peak})"
+            );
             assert!(peak <= 2 * N, "all: at most 2N alive (peak {peak})");
         }
     }
@@ -222,7 +235,9 @@ fn a_failing_new_version_keeps_the_old_workers_serving_with_each_strategy() {
         wait_all_up(&r, &ctl);
         let before = current(&ctl);
         let load = Load::start(addr, 8);
-        r.wait_until(T, "clients served", || load.seen(before[0].2 as i32) || load.failed());
+        r.wait_until(T, "clients served", || {
+            load.seen(before[0].2 as i32) || load.failed()
+        });
         fs::write(&flag, "").unwrap();
         let (code, out, err) = client(&["reload", "--wait", "--control", &ctl]);
         assert_eq!(code, 1, "{strategy}: a failed reload exits 1: {out} {err}");
@@ -233,15 +248,25 @@ fn a_failing_new_version_keeps_the_old_workers_serving_with_each_strategy() {
         let after = current(&ctl);
         assert_eq!(after, before, "{strategy}: the old workers are untouched");
         for w in &before {
-            assert!(proc_alive(w.2 as i32), "{strategy}: old worker {w:?} is alive");
+            assert!(
+                proc_alive(w.2 as i32),
+                "{strategy}: old worker {w:?} is alive"
+            );
         }
         let s = status(&ctl);
         assert_eq!(s["state"], "RUNNING", "{strategy}: {s}");
         assert_eq!(s["last_reload"]["result"], "failed");
         fs::remove_file(&flag).unwrap();
         let (code, out, err) = client(&["reload", "--wait", "--control", &ctl]);
-        assert_eq!(code, 0, "{strategy}: the next reload starts over: {out} {err}");
-        assert!(current(&ctl).iter().all(|w| w.1 == 3), "{:?}", current(&ctl));
+        assert_eq!(
+            code, 0,
+            "{strategy}: the next reload starts over: {out} {err}"
+        );
+        assert!(
+            current(&ctl).iter().all(|w| w.1 == 3),
+            "{:?}",
+            current(&ctl)
+        );
         let stats = load.finish();
         assert_no_failures(&r, &stats, strategy);
     }
@@ -272,10 +297,18 @@ fn a_killed_worker_is_replaced_alone_and_indices_are_unique() {
     let reports = read_reports(&report);
     assert_eq!(reports.len(), N, "{reports:?}");
     let indices: BTreeSet<String> = reports.iter().filter_map(|p| p.worker.clone()).collect();
-    assert_eq!(indices, (0..N).map(|i| i.to_string()).collect(), "{reports:?}");
+    assert_eq!(
+        indices,
+        (0..N).map(|i| i.to_string()).collect(),
+        "{reports:?}"
+    );
     for p in &reports {
         assert_eq!(p.generation.as_deref(), Some("1"));
-        assert_eq!(p.listen_pid.as_deref(), Some(p.pid.to_string().as_str()), "own LISTEN_PID");
+        assert_eq!(
+            p.listen_pid.as_deref(),
+            Some(p.pid.to_string().as_str()),
+            "own LISTEN_PID"
+        );
     }
     let before = current(&ctl);
     let victim = before[2];
@@ -316,7 +349,8 @@ fn a_killed_worker_is_replaced_alone_and_indices_are_unique() {
     assert_eq!(code, 0, "{out} {err}");
     r.wait_until(T, "every worker to get USR2", || {
         let got = read_signal_reports(&report);
-        now.iter().all(|w| got.contains(&("USR2".to_owned(), w.2 as i32)))
+        now.iter()
+            .all(|w| got.contains(&("USR2".to_owned(), w.2 as i32)))
     });
     let usr1: Vec<i32> = read_signal_reports(&report)
         .into_iter()

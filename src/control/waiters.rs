@@ -172,7 +172,11 @@ mod tests {
                     } else {
                         Ok(Pid::from_raw(self.next_pid))
                     };
-                    let more = self.handle(Event::Spawned { generation, worker: 0, result });
+                    let more = self.handle(Event::Spawned {
+                        generation,
+                        worker: 0,
+                        result,
+                    });
                     self.run(more, fail);
                 }
             }

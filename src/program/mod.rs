@@ -212,7 +212,7 @@ impl Program {
 
     /// The first step: spawn generation 1.
     pub(crate) fn start(&mut self, now: Instant) -> Handled {
-        let step = self.supervisor.start();
+        let step = self.supervisor.start(now);
         self.absorb(step, now)
     }
 
@@ -224,7 +224,12 @@ impl Program {
     }
 
     /// Sends `signal` to worker `worker` of the current generation alone (`signal --worker`).
-    pub(crate) fn signal_worker(&mut self, worker: usize, signal: nix::sys::signal::Signal, now: Instant) -> Handled {
+    pub(crate) fn signal_worker(
+        &mut self,
+        worker: usize,
+        signal: nix::sys::signal::Signal,
+        now: Instant,
+    ) -> Handled {
         let step = self.supervisor.signal_worker(worker, signal, now);
         self.absorb(step, now)
     }

@@ -387,15 +387,18 @@ impl Master {
         while let Some((i, action)) = queue.pop_front() {
             match action {
                 Action::Spawn { generation, worker } => {
-                    let result = self.programs[i].spawn(generation, worker).map_err(|failed| {
-                        if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup) {
-                            startup.reason = Some(why);
-                        }
-                        failed.failure
-                    });
+                    let result = self.programs[i]
+                        .spawn(generation, worker)
+                        .map_err(|failed| {
+                            if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup)
+                            {
+                                startup.reason = Some(why);
+                            }
+                            failed.failure
+                        });
                     let now = Instant::now();
-                    let handled =
-                        self.programs[i].handle(Event::Spawned {
+                    let handled = self.programs[i].handle(
+                        Event::Spawned {
                             generation,
                             worker,
                             result,

@@ -133,8 +133,8 @@ impl Fleet {
         self.workers.get(i)
     }
 
-    /// The first step: spawn generation 1 (every worker of it).
-    pub fn start(&mut self) -> Step {
+    /// The first step, at `now`: spawn generation 1 (every worker of it).
+    pub fn start(&mut self, now: Instant) -> Step {
         if self.single() {
             return self.workers[0].start();
         }
@@ -148,7 +148,7 @@ impl Fleet {
             };
             self.absorb(i, step, &mut actions);
         }
-        self.settle(Instant::now(), &mut actions);
+        self.settle(now, &mut actions);
         Step {
             actions,
             reports: std::mem::take(&mut self.reports),
@@ -471,9 +471,11 @@ impl Fleet {
         let up = |w: &Supervisor| w.held_up && w.pending.is_some();
         match self.settings.reload_strategy {
             ReloadStrategy::All => {
-                let all_up = roll.slots.iter().zip(&self.workers).all(|(s, w)| {
-                    *s == Slot::Done || (*s == Slot::Active && w.hold && up(w))
-                });
+                let all_up = roll
+                    .slots
+                    .iter()
+                    .zip(&self.workers)
+                    .all(|(s, w)| *s == Slot::Done || (*s == Slot::Active && w.hold && up(w)));
                 if all_up && roll.slots.contains(&Slot::Active) {
                     for i in 0..self.count() {
                         self.workers[i].hold = false;
@@ -556,10 +558,7 @@ impl Fleet {
                     .map(|i| (*s, i))
             });
             match worst {
-                Some((s, i)) => (
-                    s,
-                    format!("worker {i}: {}", self.workers[i].state_reason()),
-                ),
+                Some((s, i)) => (s, format!("worker {i}: {}", self.workers[i].state_reason())),
                 None => {
                     let mut gens: Vec<u64> = self
                         .workers

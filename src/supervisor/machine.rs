@@ -347,9 +347,7 @@ impl Supervisor {
             Event::Exited { pid, status } => self.exited(pid, status, now, &mut out),
             Event::Spawned {
                 generation, result, ..
-            } => {
-                self.spawned(generation, result, now, &mut out)
-            }
+            } => self.spawned(generation, result, now, &mut out),
             Event::Notify { pid, note } => self.notified(pid, note, now),
             Event::Tick => {}
         }

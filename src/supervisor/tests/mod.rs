@@ -157,7 +157,13 @@ impl Sim {
     fn start(&mut self) -> Pid {
         let step = self.sup.start();
         let a = self.absorb(step);
-        assert_eq!(a, vec![Action::Spawn { generation: 1, worker: 0 }]);
+        assert_eq!(
+            a,
+            vec![Action::Spawn {
+                generation: 1,
+                worker: 0
+            }]
+        );
         assert!(self.run(a).is_empty());
         self.sup.current().unwrap().pid
     }

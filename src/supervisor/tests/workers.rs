@@ -43,7 +43,7 @@ impl FSim {
             started: Vec::new(),
             peak: 0,
         };
-        let step = sim.f.start();
+        let step = sim.f.start(sim.t0);
         sim.absorb(step);
         sim
     }
@@ -165,7 +165,12 @@ fn all_switches_once_every_new_worker_is_up() {
     let old = s.current();
     s.ev(Event::Reload(HUP));
     assert_eq!(s.f.children().count(), 6, "three new beside three old");
-    let new: Vec<Pid> = s.members().iter().filter(|m| m.1 == "pending").map(|m| m.3).collect();
+    let new: Vec<Pid> = s
+        .members()
+        .iter()
+        .filter(|m| m.1 == "pending")
+        .map(|m| m.3)
+        .collect();
     // Worker 0's new child is up at 2100; it is held, and nothing old is stopped.
     s.ms = 1100;
     s.ev(ready(new[0]));
@@ -187,7 +192,9 @@ fn all_switches_once_every_new_worker_is_up() {
     let now = s.current();
     assert!(now.values().all(|(g, _)| *g == 2));
     assert_eq!(s.members().iter().filter(|m| m.1 == "retiring").count(), 3);
-    assert!(old.values().all(|(_, p)| s.members().iter().any(|m| m.3 == *p && m.1 == "retiring")));
+    assert!(old
+        .values()
+        .all(|(_, p)| s.members().iter().any(|m| m.3 == *p && m.1 == "retiring")));
     assert_eq!(s.ended, vec![(2, None, String::new())]);
     assert_eq!(s.started, vec![2]);
 }
@@ -209,12 +216,24 @@ fn all_keeps_every_old_worker_when_one_new_one_fails() {
     s.exit(pending[1].1, ExitStatus::Code(3));
     assert_eq!(s.current(), old, "the old workers are untouched");
     assert!(s.members().iter().all(|m| m.1 != "pending"));
-    let retiring: Vec<Pid> = s.members().iter().filter(|m| m.1 == "retiring").map(|m| m.3).collect();
-    assert_eq!(retiring, vec![pending[0].1, pending[2].1], "the other new ones are stopped");
+    let retiring: Vec<Pid> = s
+        .members()
+        .iter()
+        .filter(|m| m.1 == "retiring")
+        .map(|m| m.3)
+        .collect();
+    assert_eq!(
+        retiring,
+        vec![pending[0].1, pending[2].1],
+        "the other new ones are stopped"
+    );
     assert_eq!(s.ended.len(), 1);
     let (g, failure, reason) = &s.ended[0];
     assert_eq!((*g, *failure), (2, Some(ReloadFailure::Exited)));
-    assert!(reason.starts_with("worker 1: exited with exit code 3"), "{reason}");
+    assert!(
+        reason.starts_with("worker 1: exited with exit code 3"),
+        "{reason}"
+    );
     s.reap_retiring();
     s.at(3000);
     assert_eq!(s.f.state(), ProgramState::Running);
@@ -236,7 +255,11 @@ fn rolling_never_has_more_than_n_plus_k_alive() {
         assert!(s.f.children().count() <= 5, "{:?}", s.members());
     }
     assert_eq!(s.peak, 5);
-    assert!(s.current().values().all(|(g, _)| *g == 2), "{:?}", s.members());
+    assert!(
+        s.current().values().all(|(g, _)| *g == 2),
+        "{:?}",
+        s.members()
+    );
     assert_eq!(s.ended, vec![(2, None, String::new())]);
 }
 
@@ -247,7 +270,11 @@ fn a_failed_rolling_reload_pauses_with_old_and_new_serving() {
     s.ev(Event::Reload(HUP));
     s.at(2000); // worker 0 replaced
     s.reap_retiring();
-    let new1 = s.members().into_iter().find(|m| m.1 == "pending").expect("worker 1 next");
+    let new1 = s
+        .members()
+        .into_iter()
+        .find(|m| m.1 == "pending")
+        .expect("worker 1 next");
     assert_eq!(new1.0, 1);
     s.exit(new1.3, ExitStatus::Code(1));
     let (g, failure, reason) = s.ended.last().unwrap().clone();
@@ -255,7 +282,11 @@ fn a_failed_rolling_reload_pauses_with_old_and_new_serving() {
     assert!(reason.starts_with("worker 1:"), "{reason}");
     s.at(5000);
     let gens: Vec<u64> = (0..3).map(|w| s.current()[&w].0).collect();
-    assert_eq!(gens, vec![2, 1, 1], "the roll paused: worker 0 new, 1 and 2 old");
+    assert_eq!(
+        gens,
+        vec![2, 1, 1],
+        "the roll paused: worker 0 new, 1 and 2 old"
+    );
     assert_eq!(s.f.state(), ProgramState::Running);
     s.ev(Event::Reload(HUP));
     for step in 1..=20 {
@@ -324,13 +355,25 @@ fn invariants_hold_under_random_events() {
             stop_wait: Duration::from_millis(300),
             ready_signal: seed % 3 == 0,
             ready_timeout: Duration::from_millis(2000),
-            on_fatal: OnFatal::Wait,
+            on_fatal: if seed % 5 == 0 {
+                OnFatal::Exit
+            } else {
+                OnFatal::Wait
+            },
             start_retries: 2,
             jitter: true,
             ..Settings::default()
         };
         let mut s = FSim::new(st);
         for _ in 0..300 {
+            if s.exit.is_some() {
+                assert_eq!(
+                    s.f.children().count(),
+                    0,
+                    "seed {seed}: exited with children left"
+                );
+                break;
+            }
             let live: Vec<Pid> = s.f.children().map(|c| c.pid).collect();
             match next() % 8 {
                 0 => s.ev(Event::Reload(HUP)),
@@ -355,7 +398,11 @@ fn invariants_hold_under_random_events() {
             }
             // At most two generations' worth of workers; each worker at most two live
             // children, at most one of them not yet started.
-            assert!(s.f.children().count() <= 2 * n, "seed {seed}: {:?}", s.members());
+            assert!(
+                s.f.children().count() <= 2 * n,
+                "seed {seed}: {:?}",
+                s.members()
+            );
             for w in 0..n {
                 let sup = s.f.worker(w).unwrap();
                 assert!(sup.children().count() <= 2, "seed {seed} worker {w}");
@@ -369,12 +416,19 @@ fn invariants_hold_under_random_events() {
             }
             // Every pending child belongs to the reload in progress.
             if let Some((g, _)) = s.f.reloading() {
-                assert!(members.iter().filter(|m| m.1 == "pending").all(|m| m.2 == g), "seed {seed}: {members:?}");
+                assert!(
+                    members
+                        .iter()
+                        .filter(|m| m.1 == "pending")
+                        .all(|m| m.2 == g),
+                    "seed {seed}: {members:?}"
+                );
             }
             // The fleet's state is RUNNING exactly when every worker is up.
             assert_eq!(
                 s.f.state() == ProgramState::Running,
-                !s.f.is_stopping() && s.f.workers_up() == n
+                !s.f.is_stopping()
+                    && s.f.workers_up() == n
                     && (0..n).all(|w| s.f.worker(w).unwrap().state() == ProgramState::Running),
                 "seed {seed}"
             );
