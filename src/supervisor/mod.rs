@@ -19,7 +19,8 @@
 //! - `manager.rs`: `ServiceManager`, the sd_notify messages upward, from the reports.
 //!
 //! # Generations and their states
-//! Each child is one *generation* (numbered from 1). A child is `Starting` until it has stayed
+//! Each child is one *generation* (numbered from 1). With `--workers N`, a [`Fleet`] runs one
+//! such machine per worker index, and a generation is N children (see `fleet.rs`). A child is `Starting` until it has stayed
 //! alive `start_secs` (after saying it is ready, with `--ready notify`/`fd:N`), then `Running`;
 //! a child asked to stop is `Stopping` until it exits, and gets SIGKILL once `stop_wait` has
 //! passed.
