@@ -749,6 +749,43 @@ mod tests {
     }
 
     #[test]
+    fn workers_options_and_their_errors() {
+        let args = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap();
+        let st = args.into_config().program().settings;
+        assert_eq!((st.workers, st.max_surge), (1, 1));
+        assert_eq!(st.reload_strategy, ReloadStrategy::All);
+        let args = Args::try_parse_from([
+            "relaunch",
+            "--workers",
+            "8",
+            "--reload-strategy",
+            "rolling",
+            "--max-surge",
+            "2",
+            "--",
+            "srv",
+        ])
+        .unwrap();
+        let st = args.into_config().program().settings;
+        assert_eq!((st.workers, st.max_surge), (8, 2));
+        assert_eq!(st.reload_strategy, ReloadStrategy::Rolling);
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let e = parse_workers(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("1 to 1024"),
+                "{e}"
+            );
+        }
+        let e = Args::try_parse_from(["relaunch", "--reload-strategy", "fast", "--", "srv"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"fast\"") && e.contains("all or rolling"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn core_options_read_relaunch_variables_and_flags_win() {
         use clap::CommandFactory;
         let cmd = Args::command();
@@ -758,6 +795,9 @@ mod tests {
             ("ready_timeout", "RELAUNCH_READY_TIMEOUT"),
             ("stop_signal", "RELAUNCH_STOP_SIGNAL"),
             ("stop_wait_secs", "RELAUNCH_STOP_WAIT_SECS"),
+            ("workers", "RELAUNCH_WORKERS"),
+            ("reload_strategy", "RELAUNCH_RELOAD_STRATEGY"),
+            ("max_surge", "RELAUNCH_MAX_SURGE"),
             ("backlog", "RELAUNCH_BACKLOG"),
             ("name", "RELAUNCH_NAME"),
             ("control", "RELAUNCH_CONTROL"),

@@ -433,7 +433,12 @@ impl Master {
         let program = &self.programs[0];
         let supervisor = program.supervisor();
         match supervisor.current() {
-            Some(c) if c.pid == first && c.phase == Phase::Running => {
+            // With several workers, every one of them must be up.
+            Some(c)
+                if c.pid == first
+                    && c.phase == Phase::Running
+                    && supervisor.workers_up() == supervisor.count() =>
+            {
                 info!(generation = c.generation, pid = %c.pid, "the server is up; detached");
                 if let Some(startup) = self.startup.take() {
                     startup.succeeded();
