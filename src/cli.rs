@@ -288,8 +288,8 @@ with neither it refuses to start."
     )]
     pub env_file: Option<PathBuf>,
 
-    /// Pass only PATH of relaunch's environment, plus LISTEN_*, NOTIFY_SOCKET, --env and
-    /// --env-file [default: off: relaunch's whole environment, less LISTEN_*, NOTIFY_SOCKET
+    /// Pass only PATH of relaunch's environment, plus LISTEN_*, NOTIFY_SOCKET,
+    /// RELAUNCH_WORKER, RELAUNCH_GENERATION, --env and --env-file [default: off: relaunch's whole environment, less LISTEN_*, NOTIFY_SOCKET
     /// and RELAUNCH_*].
     #[arg(long, env = "RELAUNCH_CLEAR_ENV", value_parser = BoolishValueParser::new(), help_heading = "Process")]
     pub clear_env: bool,
