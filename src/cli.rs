@@ -34,6 +34,14 @@ pub enum Subcommand {
     /// `man`, `completions`: run by [`crate::cli_docs::run`].
     #[command(flatten)]
     Docs(DocsCommand),
+    /// Check a configuration file without starting anything, and print the programs it
+    /// describes (exit 0), or the first error with its file, line and key (exit 2).
+    #[command(name = "check-config")]
+    CheckConfig {
+        /// The TOML file, as for --config.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Restart a network server with zero downtime.
@@ -48,6 +56,8 @@ pub enum Subcommand {
     version = env!("RELAUNCH_VERSION"),
     override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
 relaunch <status|reload|restart|stop|signal> [OPTIONS]   (talk to a running relaunch)\n       \
+relaunch [OPTIONS] --config <FILE>   (several programs, from a TOML file)\n       \
+relaunch check-config <FILE>   (check a configuration file and print its programs)\n       \
 relaunch man | relaunch completions <SHELL>   (print the man page or shell completions)",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
@@ -515,8 +525,19 @@ own log goes to the stderr log [default: off]"
     #[arg(long, value_name = "ADDR", env = "RELAUNCH_METRICS")]
     pub metrics: Option<MetricsAddr>,
 
+    /// Run the programs of this TOML file instead of one COMMAND: the master's settings under
+    /// `[relaunch]`, one `[program.NAME]` table per program whose keys are the long flags above
+    /// (see `relaunch check-config`). Only -v and -q may be given with it; the other RELAUNCH_*
+    /// variables are ignored. Cannot be combined with -- COMMAND.
+    #[arg(short = 'c', long, value_name = "FILE", env = "RELAUNCH_CONFIG", conflicts_with = "command", value_parser = parse_path)]
+    pub config: Option<PathBuf>,
+
     /// The server to run, with its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "config",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -622,6 +643,8 @@ impl Args {
                     timeout: self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
                 }),
             },
+            priority: crate::config::DEFAULT_PRIORITY,
+            autostart: true,
         };
         Config {
             pid_file: pid_file.clone(),
@@ -657,6 +680,35 @@ impl Args {
             (_, 1) => Some(Level::WARN),
             _ => Some(Level::ERROR),
         }
+    }
+}
+
+/// With `--config` (or `RELAUNCH_CONFIG`), the file says everything: a flag given on the
+/// command line besides -v and -q is a usage error naming it. `RELAUNCH_*` variables other
+/// than `RELAUNCH_CONFIG` and `RELAUNCH_LOG` are ignored then.
+pub fn alone_with_config(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    if matches.subcommand().is_some() || !matches.contains_id("config") {
+        return Ok(());
+    }
+    if matches.value_source("config").is_none() {
+        return Ok(());
+    }
+    let cmd = <Args as clap::CommandFactory>::command();
+    let beside = cmd.get_arguments().find(|a| {
+        let id = a.get_id().as_str();
+        !["config", "verbose", "quiet", "command"].contains(&id)
+            && matches.value_source(id) == Some(ValueSource::CommandLine)
+    });
+    match beside {
+        Some(arg) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--{} cannot be used with --config: set it in the configuration file\n",
+                arg.get_long().unwrap_or(arg.get_id().as_str())
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -15,6 +15,9 @@ use crate::spec::ListenSpec;
 use crate::supervisor::Settings;
 use crate::watch::WatchConfig;
 
+/// The start priority of a program that sets none (supervisord's default).
+pub const DEFAULT_PRIORITY: u32 = 999;
+
 /// Everything the master needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,6 +72,12 @@ pub struct ProgramConfig {
     pub output: OutputConfig,
     /// Files whose change triggers a reload (`--watch`, `--watch-path`); off by default.
     pub watch: WatchConfig,
+    /// Start order among several programs (`priority` in the configuration file): ascending
+    /// to start, descending to stop. The command line's program has the default, 999.
+    pub priority: u32,
+    /// Whether the program starts with the master (`autostart` in the configuration file);
+    /// `false` configures it without starting it until asked. Always true on the command line.
+    pub autostart: bool,
 }
 
 /// How a new child says it is up (`--ready`).

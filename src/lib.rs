@@ -24,9 +24,21 @@
 //!         let cmd = relaunch::cli::Args::command();
 //!         std::process::exit(relaunch::cli_docs::run(&command, cmd));
 //!     }
+//!     // `relaunch check-config FILE`: validate a configuration file.
+//!     Some(Subcommand::CheckConfig { file }) => {
+//!         std::process::exit(relaunch::config_file::check(&file))
+//!     }
 //!     None => {}
 //! }
-//! let code = match relaunch::run(args.into_config()) {
+//! // `--config FILE`: the programs come from the file.
+//! let config = match &args.config {
+//!     Some(file) => relaunch::config_file::load(file).unwrap_or_else(|e| {
+//!         eprintln!("relaunch: error: {e}");
+//!         std::process::exit(2)
+//!     }),
+//!     None => args.into_config(),
+//! };
+//! let code = match relaunch::run(config) {
 //!     Ok(code) => code,
 //!     Err(failure) => {
 //!         eprintln!("relaunch: error: {:#}", failure.error);
@@ -41,7 +53,8 @@
 //! [`cli`] (arguments) → [`config`] (with [`command`], [`spec`], [`process`], [`output`],
 //! [`watch`], [`control`] and [`metrics`] settings, parsed with [`parse`]) → [`run`]; the
 //! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
-//! `status`, `reload`, `stop` and `signal` subcommands); [`cli_docs`] (the man page and shell
+//! `status`, `reload`, `stop` and `signal` subcommands); [`config_file`] (`--config`,
+//! `check-config`); [`cli_docs`] (the man page and shell
 //! completions); [`daemon`] (background mode).
 //! Everything else (the event loop, the program value, sockets, spawning, the poll registry)
 //! is internal.
@@ -55,6 +68,7 @@ pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::exit;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use relaunch::cli::{Args, Subcommand};
 use relaunch::daemon::{self, Detached};
 use tracing::Level;
@@ -16,7 +16,11 @@ const USAGE: i32 = 2;
 fn main() {
     // Before any fd of relaunch's own exists: which fds came from the parent (`--listen fd:N`).
     relaunch::record_inherited_fds();
-    let args = match Args::try_parse().and_then(Args::validate) {
+    let parsed = Args::command().try_get_matches().and_then(|matches| {
+        relaunch::cli::alone_with_config(&matches)?;
+        Args::from_arg_matches(&matches)
+    });
+    let args = match parsed.and_then(Args::validate) {
         Ok(args) => args,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -30,10 +34,33 @@ fn main() {
     match args.client {
         Some(Subcommand::Client(command)) => exit(relaunch::client::run(command)),
         Some(Subcommand::Docs(command)) => exit(relaunch::cli_docs::run(&command, Args::command())),
+        Some(Subcommand::CheckConfig { file }) => exit(relaunch::config_file::check(&file)),
         None => {}
     }
     let level = args.log_level();
-    let mut config = args.into_config();
+    let file = args.config.clone();
+    let (mut config, file_level) = match &args.config {
+        Some(path) => match relaunch::config_file::load_file(path) {
+            Ok(loaded) => (loaded.config, loaded.log_level),
+            Err(e) => {
+                eprintln!("relaunch: error: {e}");
+                exit(USAGE);
+            }
+        },
+        None => (args.into_config(), None),
+    };
+    if config.programs.len() > 1 {
+        // Hosting several programs in one master is the runtime's next step.
+        eprintln!(
+            "relaunch: error: {}: {} programs: this relaunch runs one program per master so far \
+(check the file with relaunch check-config)",
+            file.as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display(),
+            config.programs.len()
+        );
+        exit(USAGE);
+    }
     // Detach first: before any thread, socket or signal handler exists, and before logging
     // decides about colours for a terminal the daemon will not have.
     let startup = if config.daemon {
@@ -69,7 +96,7 @@ fn main() {
     } else {
         None
     };
-    init_logging(level);
+    init_logging(level, file_level);
     let result = match startup {
         Some(startup) => relaunch::run_detached(config, startup),
         None => relaunch::run(config),
@@ -102,14 +129,16 @@ fn one_line(rendered: &str) -> String {
     line
 }
 
-fn init_logging(flag: Option<Level>) {
+/// The level: -v/-q, else RELAUNCH_LOG, else the configuration file's `log-level`, else info.
+fn init_logging(flag: Option<Level>, file: Option<Level>) {
     let mut bad_env = None;
+    let fallback = file.unwrap_or(Level::INFO);
     let level = flag.unwrap_or_else(|| match std::env::var("RELAUNCH_LOG") {
         Ok(v) if !v.trim().is_empty() => v.trim().parse::<Level>().unwrap_or_else(|_| {
             bad_env = Some(v);
-            Level::INFO
+            fallback
         }),
-        _ => Level::INFO,
+        _ => fallback,
     });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
