@@ -17,11 +17,11 @@ use crate::command::Command;
 use crate::config::{Config, ProgramConfig, ReadyMode};
 use crate::control::{default_path, parse_name, program_name, ControlConfig, PathEnv};
 use crate::metrics::MetricsAddr;
-use crate::output::{OutputConfig, DEFAULT_BACKUPS};
+use crate::output::{OutputConfig, OutputMode, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spec::ListenSpec;
-use crate::supervisor::{ExitCodes, OnFatal, ReloadStrategy, RestartPolicy, Settings};
+use crate::supervisor::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};
 use crate::sys::spawn::ResourceLimit;
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
@@ -66,14 +66,15 @@ relaunch man | relaunch completions <SHELL>   (print the man page or shell compl
     after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
-Exit codes: the child's status (128+N if killed by signal N); 1 runtime failure (also: another \
+Exit codes: the child's status (128+N if killed by signal N; also when it exits and is not \
+restarted, with --on-exit exit); 1 runtime failure (also: another \
 relaunch with this --name runs); 2 usage error; \
 126 program not executable; 127 program not found. When the program is FATAL (with --on-fatal \
 exit): the last failed attempt's status, or 1 if that was 0. Subcommands: 0 ok/running, 1 failed \
 (or not serving), 3 no relaunch running, 4 permission denied, 124 --timeout.\n\
 States (logged as 'state changed from=.. to=..'): STARTING, RUNNING, BACKOFF (a restart is \
-scheduled), STOPPING, EXITED (not restarted, by --restart; relaunch keeps the sockets and waits \
-for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
+scheduled), STOPPING, EXITED (not restarted, by --restart; with --on-exit wait relaunch keeps the \
+sockets and waits for SIGHUP), FATAL (restarting gave up; see --on-fatal).\n\
 Environment: the restart-policy, process, output, pid file and --daemon options also read the \
 RELAUNCH_* variable shown with each; the command line wins. RELAUNCH_* variables are not passed \
 to the child. Relative paths are made absolute at startup.\n\
@@ -199,6 +200,20 @@ with neither it refuses to start."
         help_heading = "Restart policy"
     )]
     pub on_fatal: OnFatal,
+
+    /// What relaunch does when the program exits and --restart does not restart it.
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "RELAUNCH_ON_EXIT",
+        help_heading = "Restart policy",
+        help = "What relaunch does when the program exits and --restart does not restart it \
+(--restart never, or an expected exit under on-failure): exit (stop and exit with the \
+program's status as a shell gives it, 128+N if killed by signal N, as tini does; for \
+containers under a restart policy of their own) or wait (state EXITED: keep the sockets and \
+wait for SIGHUP or a reload) [default: exit when relaunch is PID 1, wait otherwise]"
+    )]
+    pub on_exit: Option<OnExit>,
 
     /// The first restart delay [default: 100ms].
     #[arg(long, value_name = "DURATION", env = "RELAUNCH_BACKOFF_MIN", default_value = "100ms", hide_default_value = true, value_parser = parse_duration, help_heading = "Restart policy")]
@@ -418,6 +433,22 @@ relaunch's own log goes there too [default: none, children inherit relaunch's st
     )]
     pub stderr_log: Option<PathBuf>,
 
+    /// Whether the children's output passes through relaunch.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "RELAUNCH_OUTPUT",
+        default_value = "capture",
+        hide_default_value = true,
+        help_heading = "Output",
+        help = "capture: the children write into pipes that relaunch reads; it forwards whole \
+lines to its own stdout and stderr (or the log files) and keeps each generation's last 20 \
+lines (4 KiB) for failure reports (reload --wait, status, the log). inherit: streams without \
+a log file are the children's own, inherited from relaunch (cheapest for very chatty \
+programs; failure reports then show no output) [default: capture]"
+    )]
+    pub output: OutputMode,
+
     /// Send the children's stderr where their stdout goes.
     #[arg(
         long,
@@ -606,6 +637,13 @@ impl Args {
                 exit_codes: self.exit_codes,
                 start_retries: self.start_retries,
                 on_fatal: self.on_fatal,
+                // PID 1 is a container's entrypoint: exit as tini does, and let the runtime's
+                // restart policy decide.
+                on_exit: self.on_exit.unwrap_or(if std::process::id() == 1 {
+                    OnExit::Exit
+                } else {
+                    OnExit::Wait
+                }),
                 max_restarts: self.max_restarts,
                 restart_window: self.restart_window,
                 stop_as_group: self.stop_as_group,
@@ -627,6 +665,7 @@ impl Args {
                 pdeathsig: self.pdeathsig.0,
             },
             output: OutputConfig {
+                mode: self.output,
                 stdout_log: self.stdout_log,
                 stderr_log: self.stderr_log,
                 redirect_stderr: self.redirect_stderr,
@@ -920,7 +959,7 @@ mod tests {
         assert_eq!(c.program().output, OutputConfig::default());
         assert_eq!(c.program().output.max_bytes, 50 * 1024 * 1024);
         assert_eq!(c.program().output.backups, 10);
-        assert!(!c.program().output.captures() && c.pid_file.is_none() && !c.daemon);
+        assert!(!c.program().output.has_log_files() && c.pid_file.is_none() && !c.daemon);
 
         let c = parse(&[
             "--stdout-log",
@@ -945,12 +984,12 @@ mod tests {
         );
         assert_eq!(c.program().output.max_bytes, 10 * 1024);
         assert_eq!(c.program().output.backups, 0);
-        assert!(c.program().output.prefix && c.program().output.captures());
+        assert!(c.program().output.prefix && c.program().output.has_log_files());
         assert_eq!(c.pid_file, Some(cwd.join("run/r.pid")));
         assert!(c.daemon);
 
         let c = parse(&["--redirect-stderr"]).unwrap();
-        assert!(c.program().output.redirect_stderr && !c.program().output.captures());
+        assert!(c.program().output.redirect_stderr && !c.program().output.has_log_files());
 
         let kind = |extra: &[&str]| parse(extra).unwrap_err().kind();
         use clap::error::ErrorKind;
@@ -964,6 +1003,34 @@ mod tests {
         assert!(e.contains("\"lots\" is not a size"), "{e}");
         let e = parse(&["--pid-file", ""]).unwrap_err().to_string();
         assert!(e.contains("\"\" is not a path (empty)"), "{e}");
+    }
+
+    #[test]
+    fn on_exit_and_output_modes() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["relaunch", "-l", ":1"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "srv"]);
+            Args::try_parse_from(argv).map(Args::into_config)
+        };
+        let c = parse(&[]).unwrap();
+        // The test runner is not PID 1: the default is wait.
+        assert_eq!(c.program().settings.on_exit, OnExit::Wait);
+        assert_eq!(c.program().output.mode, OutputMode::Capture);
+        assert!(c.program().output.captures());
+        let c = parse(&["--on-exit", "exit", "--output", "inherit"]).unwrap();
+        assert_eq!(c.program().settings.on_exit, OnExit::Exit);
+        assert_eq!(c.program().output.mode, OutputMode::Inherit);
+        assert!(!c.program().output.captures());
+        let c = parse(&["--on-exit", "wait"]).unwrap();
+        assert_eq!(c.program().settings.on_exit, OnExit::Wait);
+        let e = parse(&["--on-exit", "restart"]).unwrap_err().to_string();
+        assert!(
+            e.contains("\"restart\" is not an --on-exit action (expected exit or wait)"),
+            "{e}"
+        );
+        let e = parse(&["--output", "file"]).unwrap_err().to_string();
+        assert!(e.contains("expected capture or inherit"), "{e}");
     }
 
     #[test]

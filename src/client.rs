@@ -30,7 +30,7 @@ use crate::control::{
     parse_name, probe, socket_next_to, write_request, PathEnv, Probe, Request, Response, PROTOCOL,
 };
 use crate::parse::{parse_duration, parse_signal};
-use crate::status::{ReloadRecord, StatusRecord};
+use crate::status::{OutputLine, ReloadRecord, StatusRecord};
 
 /// Success; for `status`: relaunch and its server are running.
 pub const OK: i32 = 0;
@@ -663,7 +663,22 @@ fn report_reload(record: &ReloadRecord) {
             record.generation,
             record.reason.as_deref().unwrap_or("unknown reason")
         );
+        if !record.output_tail.is_empty() {
+            eprint!(
+                "relaunch: the last output of generation {}:\n{}",
+                record.generation,
+                output_tail(&record.output_tail, "  ")
+            );
+        }
     }
+}
+
+/// The lines a failed generation wrote, one per line, each as `INDENTstream| line`.
+fn output_tail(lines: &[OutputLine], indent: &str) -> String {
+    lines
+        .iter()
+        .map(|l| format!("{indent}{}| {}\n", l.stream, l.line))
+        .collect()
 }
 
 fn stop(args: &StopArgs) -> Result<i32> {
@@ -892,6 +907,10 @@ pub fn table(r: &StatusRecord) -> String {
             "  last reload  generation {} ({}) after {:.2}s: {outcome}\n",
             l.generation, l.trigger, l.duration_secs
         ));
+        if !l.output_tail.is_empty() {
+            out.push_str("  its last output:\n");
+            out.push_str(&output_tail(&l.output_tail, "    "));
+        }
     }
     if !r.generations.is_empty() {
         let rows: Vec<[String; 7]> = r

@@ -2,10 +2,16 @@
 //! (`--stdout-log`, `--stderr-log`, `--redirect-stderr`, `--log-max-bytes`, `--log-backups`,
 //! `--log-prefix`).
 //!
-//! Without a log file, children inherit relaunch's stdout and stderr (a service manager or
-//! container runtime captures them); nothing here is involved.
+//! With `--output capture` (the default) or a log file, each child gets its own pipe per
+//! captured stream (`Output::pipes_for_child`); lines of a stream without a log file are
+//! forwarded to relaunch's own stdout or stderr. With `--output inherit` and no log file,
+//! children inherit relaunch's stdout and stderr directly and nothing here is involved (the
+//! cheapest path, see BENCHMARKS.md; failure reports then carry no output).
 //!
-//! With one, each child gets its own pipe per captured stream (`Output::pipes_for_child`).
+//! Whatever a pipe carries, the last lines of each generation are also kept in memory (at
+//! most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes per generation, stdout and stderr
+//! together, for the last [`TAIL_GENERATIONS`] generations), so that a failed reload or start
+//! can say what the child said before it died (`Output::tail`).
 //! The write end is the child's fd 1 or 2 and is closed in the master right after the spawn, so
 //! end-of-file on the read end means the child *and all its descendants* closed it. The read
 //! ends are close-on-exec and non-blocking, and are polled by the master's one event loop like
@@ -34,6 +40,11 @@
 //! - **Reopen on SIGUSR1** (only when capturing; otherwise USR1 is forwarded to the child): the
 //!   files are closed and opened again at their paths, so after an external `mv` a new file is
 //!   created (logrotate's `create` mode with a `postrotate` of `kill -USR1`).
+//! - **Forwarding** to relaunch's own stdout or stderr writes whole lines with `write(2)`,
+//!   like relaunch's own log lines on the same fd: a reader that stops reading stalls it as it
+//!   stalls relaunch's logging. Lines of one stream keep their order; lines that a child writes
+//!   to stdout and stderr within one wake-up of the loop may come out stream by stream (as
+//!   with every pipe-based capture), never mixed within a line.
 //! - **`--log-prefix`** starts every line with `[GENERATION PID] ` of the child whose pipe it
 //!   came from (a descendant's lines carry the pid of the generation's child), so the two
 //!   generations of a reload can be told apart.
@@ -63,10 +74,52 @@ const FINAL_DRAIN: usize = 16 * READ_CHUNK;
 /// How often writing to a failing file (or reopening it) is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Where the children's output goes. The default (no files) leaves it to relaunch's own
-/// stdout and stderr.
+/// The most lines kept per generation for failure reports.
+pub const TAIL_LINES: usize = 20;
+/// The most bytes kept per generation for failure reports (lines longer are cut).
+pub const TAIL_BYTES: usize = 4096;
+/// How many generations' tails are kept.
+pub const TAIL_GENERATIONS: usize = 8;
+
+/// Whether the children's stdout and stderr pass through relaunch (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Pipes read by relaunch: lines are forwarded to relaunch's stdout and stderr (or the log
+    /// files), and the last ones of each generation are kept for failure reports.
+    Capture,
+    /// The children inherit relaunch's stdout and stderr (streams without a log file).
+    Inherit,
+}
+
+impl std::str::FromStr for OutputMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "capture" => Ok(OutputMode::Capture),
+            "inherit" => Ok(OutputMode::Inherit),
+            _ => Err(format!(
+                "{s:?} is not an output mode (expected capture or inherit)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Capture => "capture",
+            OutputMode::Inherit => "inherit",
+        })
+    }
+}
+
+/// Where the children's output goes. The default captures it and forwards it to relaunch's
+/// own stdout and stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputConfig {
+    /// Whether streams without a log file pass through relaunch (`--output`).
+    pub mode: OutputMode,
     /// Capture the children's stdout into this file (absolute path).
     pub stdout_log: Option<PathBuf>,
     /// Capture the children's stderr into this file (absolute path).
@@ -84,6 +137,7 @@ pub struct OutputConfig {
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
+            mode: OutputMode::Capture,
             stdout_log: None,
             stderr_log: None,
             redirect_stderr: false,
@@ -95,9 +149,15 @@ impl Default for OutputConfig {
 }
 
 impl OutputConfig {
-    /// Whether relaunch reads the children's output itself (some log file is configured).
-    pub fn captures(&self) -> bool {
+    /// Whether some log file is configured (then SIGUSR1 reopens the files).
+    pub fn has_log_files(&self) -> bool {
         self.stdout_log.is_some() || self.stderr_log.is_some()
+    }
+
+    /// Whether relaunch reads the children's output itself (`--output capture`, or a log
+    /// file).
+    pub fn captures(&self) -> bool {
+        self.mode == OutputMode::Capture || self.has_log_files()
     }
 }
 
@@ -154,6 +214,65 @@ impl LineBuffer {
     #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.partial.len()
+    }
+
+    /// The partial line waiting for its newline.
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+}
+
+/// One line of a child's output, as failure reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailLine {
+    /// `stdout` or `stderr` (the child's stream; with `--redirect-stderr`, `stdout`).
+    pub stream: &'static str,
+    /// The line, without its newline (invalid UTF-8 replaced), cut at [`TAIL_BYTES`].
+    pub line: String,
+}
+
+/// The last lines of one generation: at most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: std::collections::VecDeque<(Sink, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Keeps the last lines of `batch` (whole lines, each starting with `prefix_len` bytes of
+    /// prefix). Only the last [`TAIL_LINES`] of the batch are looked at, so a fast writer
+    /// costs a scan for newlines from the end, not a copy per line.
+    fn push_batch(&mut self, sink: Sink, batch: &[u8], prefix_len: usize) {
+        let body = batch.strip_suffix(b"\n").unwrap_or(batch);
+        if batch.is_empty() {
+            return;
+        }
+        let mut lines: Vec<&[u8]> = body.rsplit(|&b| b == b'\n').take(TAIL_LINES).collect();
+        lines.reverse();
+        for line in lines {
+            self.push(sink, line.get(prefix_len..).unwrap_or_default());
+        }
+    }
+
+    fn push(&mut self, sink: Sink, line: &[u8]) {
+        let line = &line[..line.len().min(TAIL_BYTES)];
+        self.bytes += line.len();
+        self.lines.push_back((sink, line.to_vec()));
+        while self.lines.len() > TAIL_LINES || (self.bytes > TAIL_BYTES && self.lines.len() > 1) {
+            if let Some((_, old)) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+}
+
+fn tail_line(sink: Sink, line: &[u8]) -> TailLine {
+    TailLine {
+        stream: match sink {
+            Sink::Stdout => "stdout",
+            Sink::Stderr => "stderr",
+        },
+        line: String::from_utf8_lossy(line).into_owned(),
     }
 }
 
@@ -413,6 +532,8 @@ pub(crate) struct Output {
     pipes: Vec<Pipe>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// The last lines of the last generations, oldest generation first.
+    tails: std::collections::BTreeMap<u64, Tail>,
 }
 
 impl Output {
@@ -436,6 +557,7 @@ impl Output {
             pipes: Vec::new(),
             buf: Vec::new(),
             out: Vec::new(),
+            tails: std::collections::BTreeMap::new(),
         };
         if mirror_stdio {
             if let Some(f) = &mut output.stdout {
@@ -453,9 +575,13 @@ impl Output {
         Ok(output)
     }
 
-    /// Whether relaunch reads the children's output (then SIGUSR1 reopens the files).
+    /// Whether log files are open (then SIGUSR1 reopens them).
     pub fn is_capturing(&self) -> bool {
         self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    fn forwards(&self) -> bool {
+        self.config.mode == OutputMode::Capture
     }
 
     /// Makes the pipes for a new child. Pass [`ChildPipes::stdout`] and
@@ -463,7 +589,7 @@ impl Output {
     /// drop it if the spawn failed).
     pub fn pipes_for_child(&self) -> io::Result<ChildPipes> {
         let mut pipes = ChildPipes::default();
-        if self.stdout.is_some() {
+        if self.stdout.is_some() || self.forwards() {
             let wr = pipes.add(Sink::Stdout)?;
             pipes.stdout = Some(wr);
             if self.config.redirect_stderr {
@@ -473,7 +599,8 @@ impl Output {
             // Not captured: the child's stderr joins relaunch's stdout, which it inherits.
             pipes.stderr = Some(1);
         }
-        if self.stderr.is_some() {
+        // (--stderr-log and --redirect-stderr exclude each other.)
+        if self.stderr.is_some() || (self.forwards() && !self.config.redirect_stderr) {
             pipes.stderr = Some(pipes.add(Sink::Stderr)?);
         }
         Ok(pipes)
@@ -488,6 +615,12 @@ impl Output {
         } else {
             Vec::new()
         };
+        if !pipes.read_ends.is_empty() {
+            self.tails.insert(generation, Tail::default());
+            while self.tails.len() > TAIL_GENERATIONS {
+                self.tails.pop_first();
+            }
+        }
         for (sink, fd) in pipes.read_ends {
             self.pipes.push(Pipe {
                 generation,
@@ -508,7 +641,36 @@ impl Output {
     /// Reads at most [`READ_CHUNK`] bytes from every pipe and writes the whole lines; closes
     /// pipes at end-of-file.
     pub fn drain(&mut self) {
-        self.read_all(READ_CHUNK);
+        self.read_some(READ_CHUNK, None);
+    }
+
+    /// Reads what is waiting in the pipes of the child `pid` (at most [`READ_CHUNK`] bytes
+    /// each), so that a report about its exit sees what it wrote before it died.
+    pub fn drain_child(&mut self, pid: Pid) {
+        if self.pipes.iter().any(|p| p.pid == pid) {
+            self.read_some(READ_CHUNK, Some(pid));
+        }
+    }
+
+    /// The last lines generation `generation` wrote (oldest first), including a line it has
+    /// not ended yet; empty when its output is not captured or it wrote nothing.
+    pub fn tail(&self, generation: u64) -> Vec<TailLine> {
+        let Some(tail) = self.tails.get(&generation) else {
+            return Vec::new();
+        };
+        let mut lines: Vec<TailLine> = tail.lines.iter().map(|(k, l)| tail_line(*k, l)).collect();
+        for pipe in self.pipes.iter().filter(|p| p.generation == generation) {
+            let partial = pipe.lines.partial();
+            if !partial.is_empty() {
+                lines.push(tail_line(
+                    pipe.sink,
+                    &partial[..partial.len().min(TAIL_BYTES)],
+                ));
+            }
+        }
+        let excess = lines.len().saturating_sub(TAIL_LINES);
+        lines.drain(..excess);
+        lines
     }
 
     /// Closes and opens every log file again (SIGUSR1).
@@ -526,7 +688,7 @@ impl Output {
     /// At exit: reads what is left in the pipes (bounded, in case a descendant still writes),
     /// writes every partial line, and reports dropped output.
     pub fn finish(&mut self) {
-        self.read_all(FINAL_DRAIN);
+        self.read_some(FINAL_DRAIN, None);
         for mut pipe in std::mem::take(&mut self.pipes) {
             self.out.clear();
             pipe.lines.finish(&pipe.prefix, &mut self.out);
@@ -537,12 +699,17 @@ impl Output {
         }
     }
 
-    fn read_all(&mut self, budget: usize) {
+    /// Reads at most `budget` bytes from each pipe (of the child `only`, if given).
+    fn read_some(&mut self, budget: usize, only: Option<Pid>) {
         if self.buf.len() < READ_CHUNK {
             self.buf.resize(READ_CHUNK, 0);
         }
         let mut i = 0;
         while i < self.pipes.len() {
+            if only.is_some_and(|pid| self.pipes[i].pid != pid) {
+                i += 1;
+                continue;
+            }
             let mut left = budget;
             let mut closed = false;
             while left > 0 {
@@ -557,7 +724,11 @@ impl Output {
                         let pipe = &mut self.pipes[i];
                         self.out.clear();
                         pipe.lines.push(&self.buf[..n], &pipe.prefix, &mut self.out);
-                        let sink = pipe.sink;
+                        let (sink, generation) = (pipe.sink, pipe.generation);
+                        let prefix_len = pipe.prefix.len();
+                        if let Some(tail) = self.tails.get_mut(&generation) {
+                            tail.push_batch(sink, &self.out, prefix_len);
+                        }
                         self.write(sink);
                     }
                     Err(Errno::EINTR) => continue,
@@ -575,6 +746,9 @@ impl Output {
                 debug!(generation = pipe.generation, pid = %pipe.pid, stream = ?pipe.sink, "output pipe closed");
                 self.out.clear();
                 pipe.lines.finish(&pipe.prefix, &mut self.out);
+                if let Some(tail) = self.tails.get_mut(&pipe.generation) {
+                    tail.push_batch(pipe.sink, &self.out, pipe.prefix.len());
+                }
                 self.write(pipe.sink);
             } else {
                 i += 1;
@@ -582,7 +756,8 @@ impl Output {
         }
     }
 
-    /// Writes `self.out` to the sink's file.
+    /// Writes `self.out` to the sink's file, or forwards it to relaunch's own stdout or
+    /// stderr.
     fn write(&mut self, sink: Sink) {
         let file = match sink {
             Sink::Stdout => self.stdout.as_mut(),
@@ -590,6 +765,28 @@ impl Output {
         };
         if let Some(file) = file {
             file.write_lines(&self.out);
+        } else if self.config.mode == OutputMode::Capture {
+            match sink {
+                Sink::Stdout => forward(io::stdout().as_fd(), &self.out),
+                Sink::Stderr => forward(io::stderr().as_fd(), &self.out),
+            }
+        }
+    }
+}
+
+/// Writes `data` (whole lines) to relaunch's own `fd`, as relaunch's log lines are written.
+/// What cannot be written (the reader is gone, or someone made the fd non-blocking and it is
+/// full) is dropped: the master never waits in a loop for it.
+fn forward(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(0) => return,
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                debug!(fd = fd.as_raw_fd(), error = %e, bytes = data.len(), "cannot forward the children's output; dropped");
+                return;
+            }
         }
     }
 }
@@ -652,6 +849,77 @@ mod tests {
             "{} bytes instead of {}",
             out.len(),
             exact.len()
+        );
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_within_its_bounds() {
+        let mut tail = Tail::default();
+        let batch: String = (0..50).map(|i| format!("[1 2] line {i}\n")).collect();
+        tail.push_batch(Sink::Stderr, batch.as_bytes(), 6);
+        assert_eq!(tail.lines.len(), TAIL_LINES);
+        assert_eq!(tail.lines.front().unwrap().1, b"line 30");
+        assert_eq!(tail.lines.back().unwrap().1, b"line 49");
+        // A long line pushes older ones out to stay under TAIL_BYTES, and is cut itself.
+        let long = format!("{}\n", "x".repeat(3 * TAIL_BYTES));
+        tail.push_batch(Sink::Stdout, long.as_bytes(), 0);
+        assert_eq!(tail.lines.len(), 1);
+        assert_eq!(tail.bytes, TAIL_BYTES);
+        tail.push_batch(Sink::Stderr, b"short\n", 0);
+        assert!(tail.bytes <= TAIL_BYTES, "{}", tail.bytes);
+        assert_eq!(tail.lines.back().unwrap().1, b"short");
+        let total: usize = tail.lines.iter().map(|(_, l)| l.len()).sum();
+        assert_eq!(total, tail.bytes);
+    }
+
+    #[test]
+    fn the_tail_of_a_generation_includes_its_unfinished_line() {
+        let mut output = Output::open(&OutputConfig::default(), false).unwrap();
+        let pipes = output.pipes_for_child().unwrap();
+        assert_ne!(pipes.stdout, pipes.stderr, "capture: a pipe per stream");
+        let out_w = pipes.write_ends[0].try_clone().unwrap();
+        let err_w = pipes.write_ends[1].try_clone().unwrap();
+        let pid = Pid::from_raw(4242);
+        output.attach(7, pid, pipes);
+        nix::unistd::write(&err_w, b"tail test: first\ntail test: unfinished").unwrap();
+        output.drain_child(pid);
+        let line = |stream, line: &str| TailLine {
+            stream,
+            line: line.to_owned(),
+        };
+        assert_eq!(
+            output.tail(7),
+            [
+                line("stderr", "tail test: first"),
+                line("stderr", "tail test: unfinished")
+            ]
+        );
+        nix::unistd::write(&out_w, b"tail test: out\n").unwrap();
+        drop((out_w, err_w));
+        output.drain();
+        assert_eq!(output.poll_fds().count(), 0, "both pipes closed");
+        let tail = output.tail(7);
+        assert_eq!(tail.len(), 3, "{tail:?}");
+        assert!(tail.contains(&line("stdout", "tail test: out")), "{tail:?}");
+        assert_eq!(tail.last(), Some(&line("stderr", "tail test: unfinished")));
+        assert!(output.tail(6).is_empty(), "no such generation");
+    }
+
+    #[test]
+    fn inherit_without_log_files_makes_no_pipes() {
+        let config = OutputConfig {
+            mode: OutputMode::Inherit,
+            ..OutputConfig::default()
+        };
+        assert!(!config.captures());
+        let output = Output::open(&config, false).unwrap();
+        let pipes = output.pipes_for_child().unwrap();
+        assert_eq!((pipes.stdout, pipes.stderr), (None, None));
+        assert!("Capture".parse::<OutputMode>() == Ok(OutputMode::Capture));
+        let err = "tee".parse::<OutputMode>().unwrap_err();
+        assert!(
+            err.contains("\"tee\"") && err.contains("capture or inherit"),
+            "{err}"
         );
     }
 

@@ -155,6 +155,21 @@ pub struct ReloadRecord {
     pub started_at: Option<String>,
     /// How long it took, start to end, in seconds.
     pub duration_secs: f64,
+    /// When it failed: the last lines the new generation wrote (at most 20 lines, 4 KiB),
+    /// oldest first; empty when it wrote nothing or its output is not captured
+    /// (`--output inherit` without log files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_tail: Vec<OutputLine>,
+}
+
+/// One line a child wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputLine {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, without its newline.
+    pub line: String,
 }
 
 impl ReloadRecord {
@@ -520,6 +535,7 @@ impl Tracker {
             pid: info.pid.map(Pid::as_raw),
             started_at: Some(clock.rfc3339(started)),
             duration_secs: secs(duration),
+            output_tail: Vec::new(),
         };
         self.push(
             now,
@@ -536,6 +552,15 @@ impl Tracker {
         );
         self.last_reload = Some((now, record.clone()));
         record
+    }
+
+    /// Adds the failed generation's last output to the record of its reload attempt.
+    pub fn set_output_tail(&mut self, generation: u64, tail: &[OutputLine]) {
+        if let Some((_, record)) = &mut self.last_reload {
+            if record.generation == generation {
+                record.output_tail = tail.to_vec();
+            }
+        }
     }
 
     /// The program's state as one word.

@@ -304,3 +304,35 @@ fn a_socket_bound_but_not_yet_listening_under_the_directory_lock_is_not_taken_fo
     );
     assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
 }
+
+#[test]
+fn a_huge_listen_fds_is_refused_before_anything_is_allocated_for_it() {
+    // Socket activation aimed at relaunch itself (LISTEN_PID = its own pid, which `exec` keeps)
+    // with a count no process can hold. Before the fix relaunch built one name per announced
+    // socket (about 32 GB here) and aborted; now the count is checked against the open-file
+    // limit first and named in the error.
+    let mut cmd = Relaunch::command(&[]);
+    let bin = relaunch_bin();
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=2000000000 exec \"$0\" -- true")
+        .arg(&bin);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd = sh;
+    let mut r = Relaunch::spawn(cmd);
+    let status = r.wait_exit(T);
+    let stderr = r.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("LISTEN_FDS=2000000000 is more sockets than this process can hold"),
+        "{stderr}"
+    );
+}

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use nix::unistd::Pid;
+use tracing::warn;
 
 use crate::config::{ProgramConfig, ReadyMode};
 use crate::notify::NotifySocket;
@@ -27,7 +28,7 @@ use crate::output::Output;
 use crate::poll::{PollSet, Ready, Token};
 use crate::sockets::activation::Inherited;
 use crate::sockets::{self, Listener};
-use crate::status::{Clock, ReloadRecord, SocketRecord, StatusRecord, Tracker};
+use crate::status::{Clock, OutputLine, ReloadRecord, SocketRecord, StatusRecord, Tracker};
 use crate::supervisor::{Action, Event, ExitStatus, Fleet, Report, Step, Trigger};
 use crate::sys::spawn::{self, SpawnOptions};
 use crate::watch::Watcher;
@@ -250,12 +251,58 @@ impl Program {
             {
                 watch.reload_done(*generation, failure.is_none());
             }
+            let record = match (&report, record) {
+                (
+                    Report::ReloadEnded {
+                        generation,
+                        failure: Some(_),
+                        reason,
+                        ..
+                    },
+                    Some(record),
+                ) => Some(self.with_output_tail(*generation, reason, record)),
+                (_, record) => record,
+            };
             reports.push((report, record));
         }
         Handled {
             actions: step.actions,
             reports,
         }
+    }
+
+    /// A failed reload's record, with the last lines the failed generation wrote (kept in
+    /// status and logged with the reason).
+    fn with_output_tail(
+        &mut self,
+        generation: u64,
+        reason: &str,
+        mut record: ReloadRecord,
+    ) -> ReloadRecord {
+        let tail: Vec<OutputLine> = self
+            .output
+            .tail(generation)
+            .into_iter()
+            .map(|l| OutputLine {
+                stream: l.stream.to_owned(),
+                line: l.line,
+            })
+            .collect();
+        if !tail.is_empty() {
+            let shown: Vec<String> = tail
+                .iter()
+                .map(|l| format!("{}: {}", l.stream, l.line))
+                .collect();
+            warn!(
+                generation,
+                reason = %reason,
+                output_tail = ?shown,
+                "last output of the failed generation"
+            );
+            self.status.set_output_tail(generation, &tail);
+        }
+        record.output_tail = tail;
+        record
     }
 
     /// Whether `pid` is one of this program's processes (a generation, or a check command of
@@ -272,6 +319,8 @@ impl Program {
                 return true;
             }
         }
+        // What it wrote before it died is read now, for the report of its exit.
+        self.output.drain_child(pid);
         self.ready_pipes.retain(|(p, _)| *p != pid);
         self.pidfds.remove(&pid);
         false

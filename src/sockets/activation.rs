@@ -63,6 +63,7 @@ pub fn parse_env(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
     listen_fdnames: Option<&str>,
+    fd_limit: u64,
 ) -> Result<Vec<String>, String> {
     let Some(pid) = listen_pid else {
         return Ok(Vec::new());
@@ -84,6 +85,13 @@ pub fn parse_env(
             ))
         }
     };
+    // Sockets sit at fds 3..3+N-1, so a count the open-file limit cannot hold is a lie; reject
+    // it before building one name per socket (LISTEN_FDS=2000000000 would allocate gigabytes).
+    if n as u64 > fd_limit.saturating_sub(LISTEN_FDS_START as u64) {
+        return Err(format!(
+            "LISTEN_FDS={n} is more sockets than this process can hold (its hard open-file limit RLIMIT_NOFILE is {fd_limit}, and the sockets start at fd {LISTEN_FDS_START})"
+        ));
+    }
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -114,6 +122,8 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         pid.as_deref(),
         fds.as_deref(),
         names.as_deref(),
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(u64::MAX, |(_, hard)| hard),
     )
     .map_err(|msg| anyhow!(msg))?;
     if names.is_empty() {
@@ -173,37 +183,58 @@ mod tests {
     #[test]
     fn variables_for_this_process() {
         assert_eq!(
-            parse_env(42, Some("42"), Some("2"), Some("web:admin")),
+            parse_env(42, Some("42"), Some("2"), Some("web:admin"), 1024),
             Ok(names(&["web", "admin"]))
         );
         // Without LISTEN_FDNAMES, libsystemd calls every socket "unknown".
         assert_eq!(
-            parse_env(42, Some("42"), Some("2"), None),
+            parse_env(42, Some("42"), Some("2"), None, 1024),
             Ok(names(&["unknown", "unknown"]))
         );
-        assert_eq!(parse_env(42, Some("42"), Some("0"), None), Ok(vec![]));
-        assert_eq!(parse_env(42, Some("42"), None, Some("x")), Ok(vec![]));
+        assert_eq!(parse_env(42, Some("42"), Some("0"), None, 1024), Ok(vec![]));
+        assert_eq!(parse_env(42, Some("42"), None, Some("x"), 1024), Ok(vec![]));
     }
 
     #[test]
     fn variables_for_another_process_are_ignored() {
-        assert_eq!(parse_env(42, None, Some("2"), Some("a:b")), Ok(vec![]));
-        assert_eq!(parse_env(42, Some("1"), Some("2"), Some("a:b")), Ok(vec![]));
-        assert_eq!(parse_env(42, Some("x"), Some("oops"), None), Ok(vec![]));
+        assert_eq!(
+            parse_env(42, None, Some("2"), Some("a:b"), 1024),
+            Ok(vec![])
+        );
+        assert_eq!(
+            parse_env(42, Some("1"), Some("2"), Some("a:b"), 1024),
+            Ok(vec![])
+        );
+        assert_eq!(
+            parse_env(42, Some("x"), Some("oops"), None, 1024),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn error_bad_listen_fds() {
         assert_eq!(
-            parse_env(42, Some("42"), Some("two"), None),
+            parse_env(42, Some("42"), Some("two"), None, 1024),
             Err("LISTEN_FDS=\"two\" is not a number of sockets (LISTEN_PID=42 is relaunch's pid, so the socket-activation variables are meant for it)".into())
+        );
+    }
+
+    #[test]
+    fn error_listen_fds_beyond_the_open_file_limit() {
+        assert_eq!(
+            parse_env(42, Some("42"), Some("2000000000"), None, 1024),
+            Err("LISTEN_FDS=2000000000 is more sockets than this process can hold (its hard open-file limit RLIMIT_NOFILE is 1024, and the sockets start at fd 3)".into())
+        );
+        assert_eq!(
+            parse_env(42, Some("42"), Some("1021"), None, 1024).map(|v| v.len()),
+            Ok(1021)
         );
     }
 
     #[test]
     fn error_names_do_not_match_count() {
         assert_eq!(
-            parse_env(42, Some("42"), Some("3"), Some("a:b")),
+            parse_env(42, Some("42"), Some("3"), Some("a:b"), 1024),
             Err("LISTEN_FDNAMES=\"a:b\" has 2 names but LISTEN_FDS=3; they must match".into())
         );
     }

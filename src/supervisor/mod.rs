@@ -48,7 +48,8 @@
 //! |---|---|
 //! | a started child exits; `--restart always` | restart after the backoff delay |
 //! | … `on-failure`, killed by a signal or a code not in `--exit-codes` | restart after the delay |
-//! | … `on-failure` with an expected code, or `--restart never` | EXITED: keep the sockets, wait for a reload |
+//! | … `on-failure` with an expected code, or `--restart never`; `--on-exit wait` | EXITED: keep the sockets, wait for a reload |
+//! | … the same with `--on-exit exit` | stop what is left, exit with the child's status as a shell gives it (code, or 128 + signal) |
 //! | a child fails to start (exits before it counts as started, cannot be executed, is not ready in time), whatever `--restart` says, and no generation ever served | retry after the delay; the `start_retries + 1`-th failure in a row is FATAL (a deploy that never came up fails fast) |
 //! | … once a generation has served (was RUNNING at least once) | BACKOFF: retry after the delay, capped at `backoff_max`, for as long as it takes, with the sockets open; `start_retries` does not apply |
 //! | more than `max_restarts` restarts within `restart_window` | FATAL (crash loop); the only way a program that has served becomes FATAL |
@@ -94,4 +95,4 @@ pub use fleet::Fleet;
 #[cfg(test)]
 pub(crate) use machine::Supervisor;
 pub(crate) use manager::{ManagerMessage, ServiceManager};
-pub use settings::{ExitCodes, OnFatal, ReloadStrategy, RestartPolicy, Settings};
+pub use settings::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};

@@ -1,7 +1,8 @@
 //! The restart policy: what follows when a generation exits or fails to start, with nothing
 //! else serving. `--restart` and `--exit-codes` for a generation that ran; `--start-retries`
 //! for one that never started; the backoff delay with its jitter; crash-loop detection
-//! (`--max-restarts` within `--restart-window`); and FATAL with `--on-fatal`. The other half of
+//! (`--max-restarts` within `--restart-window`); FATAL with `--on-fatal`; and what follows an
+//! exit that is not restarted (`--on-exit`). The other half of
 //! [`Supervisor`]'s methods; see the module docs of [`super`] for the table.
 
 use std::collections::VecDeque;
@@ -12,7 +13,7 @@ use tracing::{error, info, warn};
 use super::backoff::{backoff_delay, failure_code};
 use super::events::{Action, ExitStatus, ProgramState, Report};
 use super::machine::Supervisor;
-use super::settings::{OnFatal, RestartPolicy};
+use super::settings::{OnExit, OnFatal, RestartPolicy};
 
 /// The restart policy's bookkeeping.
 #[derive(Debug)]
@@ -99,11 +100,23 @@ impl Supervisor {
             ProgramState::Exited,
             format!("{why}: {rule}, not restarted"),
         );
-        warn!(
-            generation,
-            status = %status,
-            "no restart ({rule}); relaunch keeps the sockets open and waits: send SIGHUP to start a new generation, or SIGTERM to exit"
-        );
+        match self.settings.on_exit {
+            OnExit::Wait => warn!(
+                generation,
+                status = %status,
+                "no restart ({rule}); relaunch keeps the sockets open and waits (--on-exit wait): send SIGHUP to start a new generation, or SIGTERM to exit"
+            ),
+            OnExit::Exit => {
+                warn!(
+                    generation,
+                    status = %status,
+                    code = status.shell_code(),
+                    "no restart ({rule}); relaunch exits with the program's status (--on-exit exit)"
+                );
+                // The exit code is the last status, as a shell would give it (`check_done`).
+                self.shutdown(now, out);
+            }
+        }
     }
 
     /// A generation failed to start (it exited, could not be executed, or was not ready in

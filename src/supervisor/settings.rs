@@ -1,5 +1,5 @@
 //! The supervisor's settings: timing, signals and the restart policy (`--restart`,
-//! `--exit-codes`, `--on-fatal`, backoff and crash-loop limits).
+//! `--exit-codes`, `--on-fatal`, `--on-exit`, backoff and crash-loop limits).
 
 use std::fmt;
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub struct Settings {
     pub start_retries: u32,
     /// What relaunch does in FATAL.
     pub on_fatal: OnFatal,
+    /// What relaunch does when a generation that ran exits and the restart policy does not
+    /// restart it (`--restart never`, or an expected exit under `on-failure`).
+    pub on_exit: OnExit,
     /// Crash-loop detection: more than this many automatic restarts within
     /// `restart_window` make the program FATAL. `None`: off. The only limit on the restarts
     /// of a program that has served.
@@ -112,6 +115,7 @@ impl Default for Settings {
             exit_codes: ExitCodes::default(),
             start_retries: 3,
             on_fatal: OnFatal::Exit,
+            on_exit: OnExit::Wait,
             max_restarts: None,
             restart_window: Duration::from_secs(60),
             stop_as_group: false,
@@ -188,6 +192,39 @@ impl fmt::Display for OnFatal {
         f.write_str(match self {
             OnFatal::Exit => "exit",
             OnFatal::Wait => "wait",
+        })
+    }
+}
+
+/// What relaunch does when the program exits and `--restart` does not restart it
+/// (`--on-exit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    /// Exit with the program's status, as a shell would report it (as tini does).
+    Exit,
+    /// Keep the sockets and wait for a reload (SIGHUP) to start a new generation (EXITED).
+    Wait,
+}
+
+impl std::str::FromStr for OnExit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exit" => Ok(OnExit::Exit),
+            "wait" => Ok(OnExit::Wait),
+            _ => Err(format!(
+                "{s:?} is not an --on-exit action (expected exit or wait)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OnExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnExit::Exit => "exit",
+            OnExit::Wait => "wait",
         })
     }
 }

@@ -96,6 +96,79 @@ fn never_restarts_not_even_a_crash_and_stop_then_exits_with_its_status() {
 }
 
 #[test]
+fn on_exit_exit_ends_relaunch_with_the_status_a_shell_gives() {
+    for (restart, status, code) in [
+        (RestartPolicy::Never, ExitStatus::Code(3), 3),
+        (RestartPolicy::Never, ExitStatus::Signal(15), 143),
+        (RestartPolicy::Never, ExitStatus::Code(0), 0),
+        // An expected exit under on-failure ends relaunch too.
+        (RestartPolicy::OnFailure, ExitStatus::Code(0), 0),
+    ] {
+        let mut s = Sim::with(Settings {
+            on_exit: OnExit::Exit,
+            ..policy(restart, &[0])
+        });
+        let p = running(&mut s);
+        assert_eq!(
+            s.exit(p, status),
+            vec![Action::Exit { code }],
+            "{restart} {status:?}"
+        );
+        assert_eq!(s.alive(), 0);
+        assert!(
+            s.sup.state_reason().contains("not restarted"),
+            "{}",
+            s.sup.state_reason()
+        );
+    }
+}
+
+#[test]
+fn on_exit_exit_leaves_restarts_and_failed_starts_to_their_own_rules() {
+    // A failure under on-failure is still restarted.
+    let mut s = Sim::with(Settings {
+        on_exit: OnExit::Exit,
+        ..policy(RestartPolicy::OnFailure, &[0])
+    });
+    let p = running(&mut s);
+    assert!(s.exit(p, ExitStatus::Code(3)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    // A generation that never counted as started is a failed start (retried), not an exit.
+    let mut s = Sim::with(Settings {
+        on_exit: OnExit::Exit,
+        ..policy(RestartPolicy::Never, &[0])
+    });
+    let p = s.start();
+    assert!(s.exit(p, ExitStatus::Code(3)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Backoff);
+    // The old generation of a reload exiting as asked is no exit of the program either.
+    let mut s = Sim::with(Settings {
+        on_exit: OnExit::Exit,
+        ..policy(RestartPolicy::Never, &[0])
+    });
+    let old = running(&mut s);
+    s.hup();
+    s.at(2000);
+    assert_eq!(s.sup.current().unwrap().generation, 2);
+    assert!(s.exit(old, ExitStatus::Signal(15)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Running);
+}
+
+#[test]
+fn on_exit_wait_keeps_the_sockets_and_a_reload_starts_a_new_generation() {
+    let mut s = Sim::with(Settings {
+        on_exit: OnExit::Wait,
+        ..policy(RestartPolicy::Never, &[0])
+    });
+    let p = running(&mut s);
+    assert!(s.exit(p, ExitStatus::Code(3)).is_empty());
+    assert_eq!(s.sup.state(), ProgramState::Exited);
+    assert!(s.at(100_000).is_empty(), "nothing happens until asked");
+    let a = s.ev(Event::Reload(HUP));
+    assert_eq!(a, vec![Action::Spawn { generation: 2, worker: 0 }]);
+}
+
+#[test]
 fn accessors_show_the_attempt_in_progress_and_the_coalesced_follow_up() {
     let mut s = Sim::new();
     let g1 = s.start();
