@@ -165,7 +165,13 @@ fn on_exit_wait_keeps_the_sockets_and_a_reload_starts_a_new_generation() {
     assert_eq!(s.sup.state(), ProgramState::Exited);
     assert!(s.at(100_000).is_empty(), "nothing happens until asked");
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 2, worker: 0 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
 }
 
 #[test]
