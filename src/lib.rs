@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod accept;
+pub mod background;
 pub mod child;
 pub mod cli;
 pub mod cli_docs;
@@ -73,6 +74,8 @@ pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
+pub mod host;
+pub mod logging;
 pub mod metrics;
 pub(crate) mod notify;
 pub mod output;
@@ -94,6 +97,7 @@ pub(crate) mod sys;
 pub mod watch;
 
 pub use command::Command;
+pub use host::{entry, self_host};
 pub use config::{Config, ProgramConfig};
 
 /// Records which file descriptors this process inherited from its parent (sockets passed by
