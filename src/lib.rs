@@ -97,8 +97,8 @@ pub(crate) mod sys;
 pub mod watch;
 
 pub use command::Command;
-pub use host::{entry, self_host};
 pub use config::{Config, ProgramConfig};
+pub use host::{entry, self_host};
 
 /// Records which file descriptors this process inherited from its parent (sockets passed by
 /// socket activation or named with `--listen fd:N`): the only ones relaunch will adopt. Call

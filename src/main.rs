@@ -5,8 +5,8 @@ use std::process::exit;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches};
-use relaunch::cli::{Args, Subcommand};
 use relaunch::background::Side;
+use relaunch::cli::{Args, Subcommand};
 
 /// Exit code for usage errors.
 const USAGE: i32 = 2;
