@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod accept;
+pub mod api;
 pub mod background;
 pub mod child;
 pub mod cli;

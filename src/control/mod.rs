@@ -49,6 +49,8 @@
 //! supervisor: it turns requests into `Ask`s, the runtime feeds the matching events through
 //! its one path into the state machine, and hands back what they reported.
 
+mod events;
+pub(crate) mod local;
 mod locate;
 mod protocol;
 mod server;
@@ -66,6 +68,7 @@ pub use protocol::{
 pub use server::{BindError, ControlServer};
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
+pub use events::Event;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -146,6 +149,7 @@ pub(crate) struct Asked {
 pub(crate) struct ControlTokens {
     server: Vec<Token>,
     metrics: Vec<Token>,
+    local: Option<Token>,
 }
 
 /// The control socket, the metrics endpoint, and the clients waiting on reloads and stops.
@@ -157,6 +161,8 @@ pub(crate) struct Control {
     waiters: Vec<ReloadWaiters<u64>>,
     /// The status fields that never change.
     base: StatusRecord,
+    /// In-process callers (the library's handles), if any.
+    local: Option<local::Inbox>,
 }
 
 impl Control {
@@ -198,7 +204,47 @@ impl Control {
             metrics,
             waiters: vec![ReloadWaiters::default(); programs],
             base,
+            local: None,
         })
+    }
+
+    /// Takes requests from in-process callers too (the library's handles).
+    pub(crate) fn attach(&mut self, inbox: local::Inbox) {
+        self.local = Some(inbox);
+    }
+
+    /// Room for one more program's `reload --wait` callers (a program added at runtime).
+    pub(crate) fn add_program(&mut self) {
+        self.waiters.push(ReloadWaiters::default());
+    }
+
+    /// Forgets program `i`'s callers (the program was removed; those after it move down).
+    pub(crate) fn remove_program(&mut self, i: usize) {
+        if i < self.waiters.len() {
+            for id in self.waiters.remove(i).drain() {
+                self.reply(id, &Response::error("the program was removed"), Instant::now());
+            }
+        }
+    }
+
+    /// The programs added or removed by in-process callers since the last call.
+    pub(crate) fn take_edits(&mut self) -> Vec<local::Edit> {
+        self.local
+            .as_mut()
+            .map_or_else(Vec::new, local::Inbox::take_edits)
+    }
+
+    /// Hands a report of `program` to in-process subscribers; `worker` finds the worker of a
+    /// child just spawned.
+    pub(crate) fn publish(
+        &mut self,
+        program: &str,
+        report: &Report,
+        worker: impl Fn(i32) -> Option<usize>,
+    ) {
+        if let Some(local) = &mut self.local {
+            local.publish(program, report, worker);
+        }
     }
 
     /// The status fields the master knows (name, pid, version, control path, sockets).
@@ -217,6 +263,7 @@ impl Control {
                 .metrics
                 .as_ref()
                 .map_or_else(Vec::new, |m| m.register(set)),
+            local: self.local.as_ref().map(|l| l.register(set)),
         }
     }
 
@@ -241,15 +288,20 @@ impl Control {
             let revents: Vec<_> = tokens.metrics.iter().map(|t| ready.revents(*t)).collect();
             m.io(&revents, now, metrics);
         }
-        let Some(server) = &mut self.server else {
-            return Vec::new();
-        };
-        let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
-        let (gone, requests) = server.io(&revents, now);
-        for id in gone {
-            for waiters in &mut self.waiters {
-                waiters.forget(&id);
+        let mut requests = Vec::new();
+        if let Some(server) = &mut self.server {
+            let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
+            let (gone, from_sockets) = server.io(&revents, now);
+            for id in gone {
+                for waiters in &mut self.waiters {
+                    waiters.forget(&id);
+                }
             }
+            requests = from_sockets;
+        }
+        // In-process callers' requests go the same way as the socket's.
+        if let Some(local) = &mut self.local {
+            requests.extend(local.take(ready, tokens.local));
         }
         let mut asks = Vec::new();
         for (id, request) in requests {
@@ -282,7 +334,11 @@ impl Control {
     }
 
     fn reply(&mut self, id: u64, response: &Response, now: Instant) {
-        if let Some(server) = &mut self.server {
+        if id & local::LOCAL != 0 {
+            if let Some(local) = &mut self.local {
+                local.reply(id, response);
+            }
+        } else if let Some(server) = &mut self.server {
             server.reply(id, response, now);
         }
     }
@@ -434,16 +490,26 @@ impl Control {
     pub(crate) fn exit(&mut self, code: i32) {
         let now = Instant::now();
         let reloads: Vec<u64> = self.waiters.iter_mut().flat_map(|w| w.drain()).collect();
+        let mut stopped = Response::ok();
+        stopped.stop = Some(StopReply {
+            exit_code: Some(code),
+        });
+        if let Some(local) = &mut self.local {
+            // Every local request still open is a reload or a stop with `wait`.
+            let open: Vec<u64> = local.waiting().collect();
+            for id in open {
+                match reloads.contains(&id) {
+                    true => local.reply(id, &Response::error("relaunch exited")),
+                    false => local.reply(id, &stopped),
+                }
+            }
+        }
         let Some(server) = &mut self.server else {
             return;
         };
         for id in reloads {
             server.reply(id, &Response::error("relaunch exited"), now);
         }
-        let mut stopped = Response::ok();
-        stopped.stop = Some(StopReply {
-            exit_code: Some(code),
-        });
         for id in server.waiting_for(Waiting::Stop) {
             server.reply(id, &stopped, now);
         }

@@ -26,8 +26,11 @@
 //! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
 //! generation is spawned from and how each reload ended ([`Report::ReloadEnded`]).
 
+mod embed;
 mod order;
 mod serve;
+
+pub(crate) use embed::{run_embedded, Claim};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,7 +68,10 @@ pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result
         .stderr_log
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
-    let result = run_master(config, &mut startup, read);
+    let result = match Claim::take() {
+        Ok(claim) => run_master(config, &mut startup, read, None, claim),
+        Err(e) => Err(Failure::from(anyhow!(e))),
+    };
     if let Some(startup) = startup {
         let (code, mut message) = match &result {
             Err(failure) => (failure.code, format!("{:#}", failure.error)),
@@ -96,9 +102,12 @@ fn run_master(
     config: Config,
     startup: &mut Option<Startup>,
     read: ReadConfig,
+    local: Option<crate::control::local::Inbox>,
+    _claim: Claim,
 ) -> Result<i32, Failure> {
     let started = Instant::now();
-    let named = config.named();
+    // Programs managed from code are always named (status lists them, requests name them).
+    let named = config.named() || local.is_some();
     let Config {
         pid_file,
         daemon,
@@ -133,7 +142,10 @@ fn run_master(
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
     let sockets = programs.iter().flat_map(Program::socket_records).collect();
-    let control = Control::new(&name, &control, sockets, programs.len())?;
+    let mut control = Control::new(&name, &control, sockets, programs.len())?;
+    if let Some(inbox) = local {
+        control.attach(inbox);
+    }
     let count = programs.len();
     let mut master = Master {
         control,
@@ -157,6 +169,8 @@ fn run_master(
         source,
         read,
         config_error: None,
+        started,
+        removing: Vec::new(),
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -188,6 +202,10 @@ struct Master {
     read: ReadConfig,
     /// Why the file last read could not be applied; `None` once a valid file is loaded.
     config_error: Option<String>,
+    /// When the master started (programs added later count their uptime from it).
+    started: Instant,
+    /// Programs being removed by a library caller: removed once idle, then the caller hears.
+    removing: Vec<embed::Removing>,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -233,6 +251,7 @@ impl Master {
             if !queue.is_empty() {
                 continue;
             }
+            self.finish_removals();
             if let Some(code) = self.finished() {
                 self.control.exit(code);
                 for program in &mut self.programs {
@@ -340,6 +359,7 @@ impl Master {
             for asked in asks {
                 self.serve(asked, now, &mut queue);
             }
+            self.apply_edits(now, &mut queue);
             for i in 0..self.programs.len() {
                 // A program not started yet has no clock running.
                 if self.programs[i].run_state() != Run::NotStarted {
@@ -390,6 +410,7 @@ impl Master {
     /// startup) and returns its actions.
     fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
         for (report, record) in &handled.reports {
+            self.publish(i, report);
             self.control.on(i, report, record.as_ref(), now);
             if self.named {
                 if let Some(message) = self.upward_each[i].on(report) {

@@ -1,0 +1,204 @@
+//! The master run from code ([`crate::api`]): one master per process, the in-process
+//! callers' inbox, events for subscribers, and programs added and removed at runtime.
+//!
+//! Requests of a library handle reach the runtime as the same `Ask`s the control socket
+//! produces (see [`crate::control::local`]); only adding and removing programs are handled
+//! here. Adding binds the new program's sockets and starts it; removing stops it by name and,
+//! once its last child is gone, drops it, which closes its sockets.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tracing::info;
+
+use super::{Master, Queued};
+use crate::config::Config;
+use crate::control::local::{EditKind, Inbox};
+use crate::program::{Prepared, Run};
+use crate::sockets::activation::Inherited;
+use crate::supervisor::{Event, Report, ServiceManager};
+use crate::Failure;
+
+/// Whether a master runs in this process.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The right to run the one master of this process: it reaps every child of the process and
+/// owns its signal handlers, so two would steal each other's children. Released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim(());
+
+impl Claim {
+    /// Takes the claim, or says why not.
+    pub(crate) fn take() -> Result<Claim, String> {
+        match RUNNING.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => Ok(Claim(())),
+            Err(_) => Err("a relaunch master already runs in this process (one per process: \
+                 it reaps every child of the process and owns its signal handlers)"
+                .to_owned()),
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        RUNNING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Runs the master for a library caller until it stops, taking requests from `inbox`.
+pub(crate) fn run_embedded(config: Config, inbox: Inbox, claim: Claim) -> Result<i32, Failure> {
+    super::run_master(config, &mut None, no_file, Some(inbox), claim)
+}
+
+/// A master run from code has no configuration file to read again.
+fn no_file(_: &std::path::Path) -> Result<Config, String> {
+    Err("no configuration file".to_owned())
+}
+
+/// A program being removed, and who to tell once it is gone.
+#[derive(Debug)]
+pub(super) struct Removing {
+    name: String,
+    reply: Sender<Result<(), String>>,
+}
+
+impl Master {
+    /// Hands a report of program `i` to the library's subscribers.
+    pub(super) fn publish(&mut self, i: usize, report: &Report) {
+        let program = &self.programs[i];
+        let supervisor = program.supervisor();
+        let worker = |pid: i32| {
+            supervisor
+                .members()
+                .find(|(_, _, c)| c.pid.as_raw() == pid)
+                .map(|(w, _, _)| w)
+        };
+        self.control.publish(program.name(), report, worker);
+    }
+
+    /// Adds and removes the programs library callers asked for.
+    pub(super) fn apply_edits(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
+        for edit in self.control.take_edits() {
+            let result = match edit.kind {
+                EditKind::Add(config) => self.add_program(*config, now, queue),
+                EditKind::Remove(name) => match self.remove_program(&name, now, queue) {
+                    // Answered once the program is gone.
+                    Ok(()) => {
+                        self.removing.push(Removing {
+                            name,
+                            reply: edit.reply,
+                        });
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            let _ = edit.reply.send(result);
+        }
+    }
+
+    fn add_program(
+        &mut self,
+        config: crate::config::ProgramConfig,
+        now: Instant,
+        queue: &mut VecDeque<Queued>,
+    ) -> Result<(), String> {
+        if self.stopping.is_some() {
+            return Err("relaunch is stopping; not adding".to_owned());
+        }
+        if self.programs.iter().any(|p| p.name() == config.name) {
+            return Err(format!("a program named {:?} runs already", config.name));
+        }
+        let autostart = config.autostart;
+        let program = Prepared::new(config, false)
+            .and_then(|p| p.open(Inherited::default(), self.started, true))
+            .map_err(|f: Failure| format!("{:#}", f.error))?;
+        info!(program = %program.name(), "program added");
+        self.programs.push(program);
+        self.exits.push(None);
+        self.upward_each.push(ServiceManager::default());
+        self.ready_each.push(false);
+        self.control.add_program();
+        if autostart {
+            self.start_program(self.programs.len() - 1, now, queue);
+        }
+        Ok(())
+    }
+
+    fn remove_program(
+        &mut self,
+        name: &str,
+        now: Instant,
+        queue: &mut VecDeque<Queued>,
+    ) -> Result<(), String> {
+        let Some(i) = self.programs.iter().position(|p| p.name() == name) else {
+            let valid: Vec<&str> = self.programs.iter().map(|p| p.name()).collect();
+            return Err(format!(
+                "no program named {name:?} (the programs are: {})",
+                valid.join(", ")
+            ));
+        };
+        if self.programs.len() == 1 {
+            return Err(format!(
+                "{name} is the last program; stop the master instead of removing it"
+            ));
+        }
+        if self.removing.iter().any(|r| r.name == name) {
+            return Ok(());
+        }
+        if self.programs[i].run_state() == Run::Started {
+            self.programs[i].stopped_by_name();
+            self.feed(i, Event::Stop(Signal::SIGTERM), now, queue);
+        }
+        self.programs[i].stopped_by_name();
+        Ok(())
+    }
+
+    /// Drops each program being removed whose last child is gone (closing its sockets), and
+    /// tells whoever asked.
+    pub(super) fn finish_removals(&mut self) {
+        let mut k = 0;
+        while k < self.removing.len() {
+            let name = &self.removing[k].name;
+            let Some(i) = self.programs.iter().position(|p| p.name() == name) else {
+                let r = self.removing.remove(k);
+                let _ = r.reply.send(Ok(()));
+                continue;
+            };
+            if !self.programs[i].is_idle() {
+                k += 1;
+                continue;
+            }
+            let mut program = self.programs.remove(i);
+            program.finish_output();
+            drop(program);
+            self.exits.remove(i);
+            self.upward_each.remove(i);
+            self.ready_each.remove(i);
+            self.control.remove_program(i);
+            let shift = |group: &mut Vec<usize>| {
+                group.retain(|&j| j != i);
+                for j in group.iter_mut() {
+                    if *j > i {
+                        *j -= 1;
+                    }
+                }
+            };
+            self.to_start.iter_mut().for_each(shift);
+            shift(&mut self.starting);
+            if let Some(stopping) = &mut self.stopping {
+                stopping.groups.iter_mut().for_each(shift);
+                shift(&mut stopping.current);
+            }
+            if self.first_program > i {
+                self.first_program -= 1;
+            }
+            let r = self.removing.remove(k);
+            info!(program = %r.name, "program removed");
+            let _ = r.reply.send(Ok(()));
+        }
+    }
+}
