@@ -66,11 +66,15 @@ pub(crate) mod accept;
 pub mod api;
 pub mod background;
 pub mod child;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod cli_docs;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod command;
 pub mod config;
+#[cfg(feature = "cli")]
 pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
@@ -145,6 +149,17 @@ pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Fai
 
 /// How the master reads its configuration file again (SIGHUP, `relaunch reload`): the
 /// runtime is handed this function rather than depending on the front end's parser.
+#[cfg(feature = "cli")]
 fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
     config_file::load(path).map_err(|e| e.to_string())
+}
+
+/// Without the `cli` feature there is no configuration file parser; a [`Config`] built in code
+/// has no `source`, so this is never called.
+#[cfg(not(feature = "cli"))]
+fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
+    Err(format!(
+        "cannot read {}: relaunch was built without the cli feature, which reads configuration files",
+        path.display()
+    ))
 }
