@@ -68,7 +68,9 @@ fn main() {
     });
     // In a child started for an entry point, these run it and exit; otherwise they return.
     relaunch::entry("web", web);
-    relaunch::entry("jobs", |sockets| jobs(sockets, options.jobs_file.as_deref()));
+    relaunch::entry("jobs", |sockets| {
+        jobs(sockets, options.jobs_file.as_deref())
+    });
     let host = SelfHost::new("entries")
         .entry(
             HostedProgram::entry("web")

@@ -94,10 +94,16 @@ fn two_entry_points_run_as_two_programs_of_one_master_each_restarted_alone() {
     // The web server crashes: only it is restarted, on the same socket.
     assert!(kill(web, SIGKILL));
     let web2 = spawned(&master, "web", 2);
-    master.wait_until(TIMEOUT, "the new web server answers", || {
-        matches!(http_get(addr, TIMEOUT), Ok((200, b)) if b == format!("pid={web2} entry=web"))
-    });
-    assert_eq!(spawn_count(&master, "jobs"), 2, "jobs was not restarted again");
+    master.wait_until(
+        TIMEOUT,
+        "the new web server answers",
+        || matches!(http_get(addr, TIMEOUT), Ok((200, b)) if b == format!("pid={web2} entry=web")),
+    );
+    assert_eq!(
+        spawn_count(&master, "jobs"),
+        2,
+        "jobs was not restarted again"
+    );
     assert!(proc_alive(jobs2));
 
     // SIGTERM stops both; the master exits 0.

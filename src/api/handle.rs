@@ -246,10 +246,7 @@ impl Handle {
             Some(record) => Ok(ReloadOutcome::Failed {
                 generation: record.generation,
                 failure: record.failure.unwrap_or_default(),
-                reason: record
-                    .reason
-                    .or(reply.response.error)
-                    .unwrap_or_default(),
+                reason: record.reason.or(reply.response.error).unwrap_or_default(),
                 pid: record.pid,
                 exit,
                 output_tail: record.output_tail,
@@ -305,16 +302,15 @@ impl Handle {
             .map_err(|_| RuntimeError::MasterGone)?;
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) if message.starts_with("no program named ") => {
-                self.checked(Reply {
+            Ok(Err(message)) if message.starts_with("no program named ") => self
+                .checked(Reply {
                     response: Response {
                         usage: true,
                         ..Response::error(message)
                     },
                     exit: None,
                 })
-                .map(drop)
-            }
+                .map(drop),
             Ok(Err(message)) => Err(Error::failed(message)),
             Err(_) => Err(RuntimeError::MasterGone.into()),
         }

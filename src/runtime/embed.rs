@@ -35,9 +35,11 @@ impl Claim {
     pub(crate) fn take() -> Result<Claim, String> {
         match RUNNING.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => Ok(Claim(())),
-            Err(_) => Err("a relaunch master already runs in this process (one per process: \
+            Err(_) => Err(
+                "a relaunch master already runs in this process (one per process: \
                  it reaps every child of the process and owns its signal handlers)"
-                .to_owned()),
+                    .to_owned(),
+            ),
         }
     }
 }
