@@ -246,10 +246,7 @@ impl Handle {
             Some(record) => Ok(ReloadOutcome::Failed {
                 generation: record.generation,
                 failure: record.failure.unwrap_or_default(),
-                reason: record
-                    .reason
-                    .or(reply.response.error)
-                    .unwrap_or_default(),
+                reason: record.reason.or(reply.response.error).unwrap_or_default(),
                 pid: record.pid,
                 exit,
                 output_tail: record.output_tail,
@@ -305,29 +302,29 @@ impl Handle {
             .map_err(|_| RuntimeError::MasterGone)?;
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) if message.starts_with("no program named ") => {
-                self.checked(Reply {
+            Ok(Err(message)) if message.starts_with("no program named ") => self
+                .checked(Reply {
                     response: Response {
                         usage: true,
                         ..Response::error(message)
                     },
                     exit: None,
                 })
-                .map(drop)
-            }
+                .map(drop),
             Ok(Err(message)) => Err(Error::failed(message)),
             Err(_) => Err(RuntimeError::MasterGone.into()),
         }
     }
 
-    /// Every event from now on, in order, until the master stops.
+    /// Every event from the moment the master takes the subscription, in order, until the
+    /// master stops. The master takes it before anything this handle asks for afterwards;
+    /// subscribed before the master runs (through [`super::Master::handle`]), it sees every
+    /// event from the first spawn.
     pub fn subscribe(&self) -> Result<Events, Error> {
         let (tx, rx) = mpsc::channel();
         self.caller
             .send(Call::Subscribe(tx))
             .map_err(|_| RuntimeError::MasterGone)?;
-        // A status round trip: once it is answered, the subscription is in place.
-        self.status()?;
         Ok(Events { rx })
     }
 

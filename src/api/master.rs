@@ -63,8 +63,8 @@ impl Master {
     /// yet and no control socket.
     pub fn new(name: &str) -> Result<Master, Error> {
         let name = crate::control::parse_name(name).map_err(|m| Error::usage("--name", m))?;
-        let (caller, inbox) =
-            local::channel().map_err(|e| Error::failed(format!("creating the wake socket: {e}")))?;
+        let (caller, inbox) = local::channel()
+            .map_err(|e| Error::failed(format!("creating the wake socket: {e}")))?;
         Ok(Master {
             name,
             programs: Vec::new(),

@@ -158,9 +158,9 @@ impl Program {
     /// 4, ...): `[NAME=]ADDR` in the command line's grammar, e.g. `http=127.0.0.1:8080`,
     /// `:0`, `unix:/run/app.sock?mode=660`.
     pub fn listen(mut self, spec: &str) -> Result<Program, Error> {
-        let spec: ListenSpec = spec.parse().map_err(|e: crate::spec::SpecError| {
-            Error::usage("--listen", e.to_string())
-        })?;
+        let spec: ListenSpec = spec
+            .parse()
+            .map_err(|e: crate::spec::SpecError| Error::usage("--listen", e.to_string()))?;
         self.config.listen.push(spec);
         Ok(self)
     }
@@ -551,10 +551,14 @@ mod tests {
     fn bad_values_name_the_flag_and_say_what_is_valid() {
         let p = || Program::new("web", "srv");
         let e = p().listen("127.0.0.1:99999").unwrap_err();
-        assert!(matches!(&e, Error::Usage { setting, .. } if setting == "--listen"), "{e:?}");
-        let cli = crate::cli::Args::try_parse_from(["relaunch", "-l", "127.0.0.1:99999", "--", "x"])
-            .unwrap_err()
-            .to_string();
+        assert!(
+            matches!(&e, Error::Usage { setting, .. } if setting == "--listen"),
+            "{e:?}"
+        );
+        let cli =
+            crate::cli::Args::try_parse_from(["relaunch", "-l", "127.0.0.1:99999", "--", "x"])
+                .unwrap_err()
+                .to_string();
         let Error::Usage { message, .. } = &e else {
             unreachable!()
         };
@@ -569,7 +573,9 @@ mod tests {
         assert!(e.to_string().contains("LISTEN_FDS"), "{e}");
         let e = p().ready(ReadyMode::Fd(2)).unwrap_err();
         assert!(e.to_string().contains("fd:N with N >= 3"), "{e}");
-        let e = p().backoff(Duration::ZERO, Duration::ZERO, 0.5).unwrap_err();
+        let e = p()
+            .backoff(Duration::ZERO, Duration::ZERO, 0.5)
+            .unwrap_err();
         assert!(e.to_string().contains("backoff factor"), "{e}");
         let e = Program::new("no spaces", "srv").into_config().unwrap_err();
         assert!(e.to_string().starts_with("name: "), "{e}");

@@ -103,6 +103,8 @@ pub(crate) struct Inbox {
     /// Each program's last unexpected exit: its generation and status.
     exits: HashMap<String, (u64, ExitStatus)>,
     edits: Vec<Edit>,
+    /// Requests taken before the master's first round (see [`Inbox::early`]).
+    stash: Vec<(u64, Request)>,
 }
 
 /// A connected caller and master pair.
@@ -126,6 +128,7 @@ pub(crate) fn channel() -> io::Result<(Caller, Inbox)> {
             workers: HashMap::new(),
             exits: HashMap::new(),
             edits: Vec::new(),
+            stash: Vec::new(),
         },
     ))
 }
@@ -139,6 +142,20 @@ impl Inbox {
     /// Whether anything is waiting: the wake socket was readable, or a call arrived before
     /// its wake-up was seen.
     pub(crate) fn take(&mut self, ready: &Ready, token: Option<Token>) -> Vec<(u64, Request)> {
+        let mut requests = std::mem::take(&mut self.stash);
+        requests.extend(self.take_calls(ready, token));
+        requests
+    }
+
+    /// Takes what callers sent before the master runs (before its programs start): their
+    /// subscriptions then see every event from the first spawn; their requests are served in
+    /// the first round.
+    pub(crate) fn early(&mut self) {
+        let taken = self.take_calls(&Ready::default(), None);
+        self.stash.extend(taken);
+    }
+
+    fn take_calls(&mut self, ready: &Ready, token: Option<Token>) -> Vec<(u64, Request)> {
         if token.is_some_and(|t| ready.any(t)) {
             let mut buf = [0u8; 64];
             while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}

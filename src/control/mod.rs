@@ -65,10 +65,10 @@ pub use protocol::{
     PROTOCOL,
 };
 // Public for the socket-mode race test, which runs in a binary of its own.
+pub use events::Event;
 pub use server::{BindError, ControlServer};
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
-pub use events::Event;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -209,7 +209,8 @@ impl Control {
     }
 
     /// Takes requests from in-process callers too (the library's handles).
-    pub(crate) fn attach(&mut self, inbox: local::Inbox) {
+    pub(crate) fn attach(&mut self, mut inbox: local::Inbox) {
+        inbox.early();
         self.local = Some(inbox);
     }
 
@@ -222,7 +223,11 @@ impl Control {
     pub(crate) fn remove_program(&mut self, i: usize) {
         if i < self.waiters.len() {
             for id in self.waiters.remove(i).drain() {
-                self.reply(id, &Response::error("the program was removed"), Instant::now());
+                self.reply(
+                    id,
+                    &Response::error("the program was removed"),
+                    Instant::now(),
+                );
             }
         }
     }

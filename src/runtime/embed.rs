@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::control::local::{EditKind, Inbox};
 use crate::program::{Prepared, Run};
 use crate::sockets::activation::Inherited;
+use crate::status::ReloadRecord;
 use crate::supervisor::{Event, Report, ServiceManager};
 use crate::Failure;
 
@@ -35,9 +36,11 @@ impl Claim {
     pub(crate) fn take() -> Result<Claim, String> {
         match RUNNING.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => Ok(Claim(())),
-            Err(_) => Err("a relaunch master already runs in this process (one per process: \
+            Err(_) => Err(
+                "a relaunch master already runs in this process (one per process: \
                  it reaps every child of the process and owns its signal handlers)"
-                .to_owned()),
+                    .to_owned(),
+            ),
         }
     }
 }
@@ -66,8 +69,23 @@ pub(super) struct Removing {
 }
 
 impl Master {
-    /// Hands a report of program `i` to the library's subscribers.
-    pub(super) fn publish(&mut self, i: usize, report: &Report) {
+    /// Hands the reports of one step of program `i` to the library's subscribers, in the
+    /// order they happened, except that a generation's `Ready` comes before the `ReloadEnded`
+    /// of the reload it completed (the supervisor reports the reload's end first).
+    pub(super) fn publish(&mut self, i: usize, reports: &[(Report, Option<ReloadRecord>)]) {
+        let mut order: Vec<&Report> = Vec::with_capacity(reports.len());
+        for (report, _) in reports {
+            let ended = |r: &&Report, g: u64| matches!(r, Report::ReloadEnded { generation, failure: None, .. } if *generation == g);
+            match report {
+                Report::Ready { generation, .. } => {
+                    match order.iter().position(|r| ended(r, *generation)) {
+                        Some(at) => order.insert(at, report),
+                        None => order.push(report),
+                    }
+                }
+                _ => order.push(report),
+            }
+        }
         let program = &self.programs[i];
         let supervisor = program.supervisor();
         let worker = |pid: i32| {
@@ -76,7 +94,9 @@ impl Master {
                 .find(|(_, _, c)| c.pid.as_raw() == pid)
                 .map(|(w, _, _)| w)
         };
-        self.control.publish(program.name(), report, worker);
+        for report in order {
+            self.control.publish(program.name(), report, &worker);
+        }
     }
 
     /// Adds and removes the programs library callers asked for.

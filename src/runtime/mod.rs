@@ -409,8 +409,8 @@ impl Master {
     /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
     /// startup) and returns its actions.
     fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
+        self.publish(i, &handled.reports);
         for (report, record) in &handled.reports {
-            self.publish(i, report);
             self.control.on(i, report, record.as_ref(), now);
             if self.named {
                 if let Some(message) = self.upward_each[i].on(report) {
