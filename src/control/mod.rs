@@ -232,13 +232,6 @@ impl Control {
         }
     }
 
-    /// The programs added or removed by in-process callers since the last call.
-    pub(crate) fn take_edits(&mut self) -> Vec<local::Edit> {
-        self.local
-            .as_mut()
-            .map_or_else(Vec::new, local::Inbox::take_edits)
-    }
-
     /// Hands a report of `program` to in-process subscribers; `worker` finds the worker of a
     /// child just spawned.
     pub(crate) fn publish(
