@@ -64,9 +64,8 @@ pub use protocol::{
     parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
     PROTOCOL,
 };
-// Public for the socket-mode race test, which runs in a binary of its own.
 pub use events::Event;
-pub use server::{BindError, ControlServer};
+pub(crate) use server::ControlServer;
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
 
