@@ -10,8 +10,9 @@ use nix::sys::signal::Signal;
 
 use super::error::{Error, RuntimeError};
 use super::program::Program;
-use crate::control::local::{Call, Caller, EditKind, Reply};
+use crate::control::local::{Call, Caller, Reply};
 use crate::control::{Event, Request, Response};
+use crate::runtime::{Edit, EditKind};
 use crate::status::{OutputLine, StatusRecord};
 use crate::supervisor::ExitStatus;
 
@@ -157,12 +158,17 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Handle {
     caller: Caller,
+    edits: mpsc::Sender<Edit>,
     shared: Arc<Shared>,
 }
 
 impl Handle {
-    pub(crate) fn new(caller: Caller, shared: Arc<Shared>) -> Handle {
-        Handle { caller, shared }
+    pub(crate) fn new(caller: Caller, edits: mpsc::Sender<Edit>, shared: Arc<Shared>) -> Handle {
+        Handle {
+            caller,
+            edits,
+            shared,
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -297,9 +303,10 @@ impl Handle {
 
     fn edit(&self, kind: EditKind) -> Result<(), Error> {
         let (tx, rx) = mpsc::channel();
-        self.caller
-            .send(Call::Edit(kind, tx))
+        self.edits
+            .send(Edit { kind, reply: tx })
             .map_err(|_| RuntimeError::MasterGone)?;
+        self.caller.wake();
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) if message.starts_with("no program named ") => self
@@ -316,14 +323,15 @@ impl Handle {
         }
     }
 
-    /// Every event from now on, in order, until the master stops.
+    /// Every event from the moment the master takes the subscription, in order, until the
+    /// master stops. The master takes it before anything this handle asks for afterwards;
+    /// subscribed before the master runs (through [`super::Master::handle`]), it sees every
+    /// event from the first spawn.
     pub fn subscribe(&self) -> Result<Events, Error> {
         let (tx, rx) = mpsc::channel();
         self.caller
             .send(Call::Subscribe(tx))
             .map_err(|_| RuntimeError::MasterGone)?;
-        // A status round trip: once it is answered, the subscription is in place.
-        self.status()?;
         Ok(Events { rx })
     }
 

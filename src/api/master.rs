@@ -10,7 +10,8 @@ use super::program::Program;
 use crate::config::{Config, ProgramConfig};
 use crate::control::local::{self, Inbox};
 use crate::control::{default_path, ControlConfig, PathEnv};
-use crate::runtime::Claim;
+use crate::runtime::{Claim, Edit};
+use std::sync::mpsc::{self, Receiver};
 
 /// A master holding one or several programs. Build it, then [`Master::run`] it on this
 /// thread or [`Master::start`] it on its own; [`Master::handle`] gives a [`Handle`] before
@@ -43,7 +44,7 @@ pub struct Master {
     pid_file: Option<PathBuf>,
     handle: Handle,
     /// Taken when the master runs; still here when it is dropped unrun.
-    inbox: Option<Inbox>,
+    inbox: Option<(Inbox, Receiver<Edit>)>,
 }
 
 impl Drop for Master {
@@ -65,6 +66,7 @@ impl Master {
         let name = crate::control::parse_name(name).map_err(|m| Error::usage("--name", m))?;
         let (caller, inbox) = local::channel()
             .map_err(|e| Error::failed(format!("creating the wake socket: {e}")))?;
+        let (edits, edits_rx) = mpsc::channel();
         Ok(Master {
             name,
             programs: Vec::new(),
@@ -75,8 +77,8 @@ impl Master {
                 metrics: None,
             },
             pid_file: None,
-            handle: Handle::new(caller, Arc::new(Shared::default())),
-            inbox: Some(inbox),
+            handle: Handle::new(caller, edits, Arc::new(Shared::default())),
+            inbox: Some((inbox, edits_rx)),
         })
     }
 
@@ -130,7 +132,8 @@ impl Master {
         self.handle.clone()
     }
 
-    fn into_parts(mut self) -> Result<(Config, Inbox, Handle), Error> {
+    #[allow(clippy::type_complexity)]
+    fn into_parts(mut self) -> Result<(Config, (Inbox, Receiver<Edit>), Handle), Error> {
         if self.programs.is_empty() {
             return Err(Error::usage(
                 "program",
@@ -155,8 +158,8 @@ impl Master {
     /// programs, else 0.
     pub fn run(self) -> Result<i32, Error> {
         let claim = Claim::take().map_err(|_| RuntimeError::AlreadyRunning)?;
-        let (config, inbox, handle) = self.into_parts()?;
-        let result = crate::runtime::run_embedded(config, inbox, claim);
+        let (config, (inbox, edits), handle) = self.into_parts()?;
+        let result = crate::runtime::run_embedded(config, inbox, edits, claim);
         let result = result.map_err(|f| Error::from_failure(&f));
         handle.shared().finished(result.clone());
         result
@@ -166,12 +169,12 @@ impl Master {
     /// its programs are starting (or with why it could not start).
     pub fn start(self) -> Result<Handle, Error> {
         let claim = Claim::take().map_err(|_| RuntimeError::AlreadyRunning)?;
-        let (config, inbox, handle) = self.into_parts()?;
+        let (config, (inbox, edits), handle) = self.into_parts()?;
         let shared = handle.shared().clone();
         let thread = std::thread::Builder::new()
             .name("relaunch-master".into())
             .spawn(move || {
-                let result = crate::runtime::run_embedded(config, inbox, claim)
+                let result = crate::runtime::run_embedded(config, inbox, edits, claim)
                     .map_err(|f| Error::from_failure(&f));
                 shared.finished(result);
             })

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use crate::supervisor::{ExitStatus, ProgramState, ReloadFailure, Report};
 
 /// Something that happened to a program, named by its program. Events of one program come in
-/// the order they happened: a generation is `Spawned`, then `Ready` (once every worker is up),
-/// and ends `Exited`; a reload attempt ends with exactly one `ReloadEnded`.
+/// the order they happened: a generation is `Spawned` (once per worker), then `Ready` (once
+/// every worker is up), and each child ends `Exited`; a reload attempt ends with exactly one
+/// `ReloadEnded`, after its new generation's `Ready` when it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

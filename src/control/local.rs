@@ -7,8 +7,9 @@
 //! control-socket client's line becomes, numbered with an id that has [`LOCAL`] set, so the
 //! runtime serves both through one path and answers through [`super::Control`]'s replies,
 //! which hand a local id's answer to its reply channel instead of a socket. Adding and
-//! removing programs ([`Edit`]) are not protocol requests: the runtime takes them with
-//! [`super::Control::take_edits`]. Subscribers get an [`Event`] per report.
+//! removing programs are not protocol requests: they go to the runtime through a channel of
+//! its own, with the same wake socket ([`Caller::wake`]). Subscribers get an [`Event`] per
+//! report.
 //!
 //! Nothing here blocks the master: the channel is unbounded, the wake socket non-blocking
 //! (a full socket already wakes the master), and a caller that went away only makes a send
@@ -21,7 +22,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use crate::config::ProgramConfig;
 use crate::poll::{PollSet, Ready, Token};
 use crate::supervisor::{ExitStatus, Report};
 
@@ -36,8 +36,6 @@ pub(crate) const LOCAL: u64 = 1 << 63;
 pub(crate) enum Call {
     /// A control-protocol request, answered with its [`Response`].
     Request(Request, Sender<Reply>),
-    /// Add or remove a program, answered with `Ok` or the reason it was refused.
-    Edit(EditKind, Sender<Result<(), String>>),
     /// Send every event from now on to this channel.
     Subscribe(Sender<Event>),
 }
@@ -52,24 +50,6 @@ pub(crate) struct Reply {
     pub(crate) exit: Option<ExitStatus>,
 }
 
-/// A change to the set of programs.
-#[derive(Debug)]
-pub(crate) enum EditKind {
-    /// Add this program (and start it if it autostarts).
-    Add(Box<ProgramConfig>),
-    /// Stop this program and remove it once its last child is gone.
-    Remove(String),
-}
-
-/// An [`EditKind`] for the runtime, with where to answer.
-#[derive(Debug)]
-pub(crate) struct Edit {
-    /// What to change.
-    pub(crate) kind: EditKind,
-    /// Where the answer goes.
-    pub(crate) reply: Sender<Result<(), String>>,
-}
-
 /// The caller's end: cheap to clone, `Send` and `Sync`.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
@@ -81,11 +61,16 @@ impl Caller {
     /// Sends `call` and wakes the master; `Err` when the master is gone.
     pub(crate) fn send(&self, call: Call) -> Result<(), ()> {
         self.calls.send(call).map_err(|_| ())?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the master (after sending on another channel that it polls each round).
+    pub(crate) fn wake(&self) {
         if let Ok(mut wake) = self.wake.lock() {
             // WouldBlock: the socket is full of wake-ups already.
             let _ = wake.write(&[1]);
         }
-        Ok(())
     }
 }
 
@@ -102,7 +87,8 @@ pub(crate) struct Inbox {
     workers: HashMap<i32, usize>,
     /// Each program's last unexpected exit: its generation and status.
     exits: HashMap<String, (u64, ExitStatus)>,
-    edits: Vec<Edit>,
+    /// Requests taken before the master's first round (see [`Inbox::early`]).
+    stash: Vec<(u64, Request)>,
 }
 
 /// A connected caller and master pair.
@@ -125,7 +111,7 @@ pub(crate) fn channel() -> io::Result<(Caller, Inbox)> {
             subscribers: Vec::new(),
             workers: HashMap::new(),
             exits: HashMap::new(),
-            edits: Vec::new(),
+            stash: Vec::new(),
         },
     ))
 }
@@ -139,6 +125,20 @@ impl Inbox {
     /// Whether anything is waiting: the wake socket was readable, or a call arrived before
     /// its wake-up was seen.
     pub(crate) fn take(&mut self, ready: &Ready, token: Option<Token>) -> Vec<(u64, Request)> {
+        let mut requests = std::mem::take(&mut self.stash);
+        requests.extend(self.take_calls(ready, token));
+        requests
+    }
+
+    /// Takes what callers sent before the master runs (before its programs start): their
+    /// subscriptions then see every event from the first spawn; their requests are served in
+    /// the first round.
+    pub(crate) fn early(&mut self) {
+        let taken = self.take_calls(&Ready::default(), None);
+        self.stash.extend(taken);
+    }
+
+    fn take_calls(&mut self, ready: &Ready, token: Option<Token>) -> Vec<(u64, Request)> {
         if token.is_some_and(|t| ready.any(t)) {
             let mut buf = [0u8; 64];
             while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
@@ -152,17 +152,11 @@ impl Inbox {
                     self.pending.insert(id, (reply, request.program.clone()));
                     requests.push((id, request));
                 }
-                Ok(Call::Edit(kind, reply)) => self.edits.push(Edit { kind, reply }),
                 Ok(Call::Subscribe(tx)) => self.subscribers.push(tx),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         requests
-    }
-
-    /// The edits received, in order.
-    pub(crate) fn take_edits(&mut self) -> Vec<Edit> {
-        std::mem::take(&mut self.edits)
     }
 
     /// Answers local request `id` (a caller that went away is forgotten).

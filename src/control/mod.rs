@@ -64,9 +64,8 @@ pub use protocol::{
     parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
     PROTOCOL,
 };
-// Public for the socket-mode race test, which runs in a binary of its own.
 pub use events::Event;
-pub use server::{BindError, ControlServer};
+pub(crate) use server::ControlServer;
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
 
@@ -209,7 +208,8 @@ impl Control {
     }
 
     /// Takes requests from in-process callers too (the library's handles).
-    pub(crate) fn attach(&mut self, inbox: local::Inbox) {
+    pub(crate) fn attach(&mut self, mut inbox: local::Inbox) {
+        inbox.early();
         self.local = Some(inbox);
     }
 
@@ -229,13 +229,6 @@ impl Control {
                 );
             }
         }
-    }
-
-    /// The programs added or removed by in-process callers since the last call.
-    pub(crate) fn take_edits(&mut self) -> Vec<local::Edit> {
-        self.local
-            .as_mut()
-            .map_or_else(Vec::new, local::Inbox::take_edits)
     }
 
     /// Hands a report of `program` to in-process subscribers; `worker` finds the worker of a

@@ -8,17 +8,18 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use tracing::info;
 
 use super::{Master, Queued};
-use crate::config::Config;
-use crate::control::local::{EditKind, Inbox};
+use crate::config::{Config, ProgramConfig};
+use crate::control::local::Inbox;
 use crate::program::{Prepared, Run};
 use crate::sockets::activation::Inherited;
+use crate::status::ReloadRecord;
 use crate::supervisor::{Event, Report, ServiceManager};
 use crate::Failure;
 
@@ -50,9 +51,34 @@ impl Drop for Claim {
     }
 }
 
-/// Runs the master for a library caller until it stops, taking requests from `inbox`.
-pub(crate) fn run_embedded(config: Config, inbox: Inbox, claim: Claim) -> Result<i32, Failure> {
-    super::run_master(config, &mut None, no_file, Some(inbox), claim)
+/// A change to the set of programs, from a library caller.
+#[derive(Debug)]
+pub(crate) enum EditKind {
+    /// Add this program (and start it if it autostarts).
+    Add(Box<ProgramConfig>),
+    /// Stop this program and remove it once its last child is gone.
+    Remove(String),
+}
+
+/// An [`EditKind`], with where to answer: `Ok`, or why it was refused.
+#[derive(Debug)]
+pub(crate) struct Edit {
+    /// What to change.
+    pub(crate) kind: EditKind,
+    /// Where the answer goes.
+    pub(crate) reply: Sender<Result<(), String>>,
+}
+
+/// Runs the master for a library caller until it stops, taking requests from `inbox` and
+/// changes to the set of programs from `edits` (each round; the sender wakes the master
+/// through the inbox's wake socket).
+pub(crate) fn run_embedded(
+    config: Config,
+    inbox: Inbox,
+    edits: Receiver<Edit>,
+    claim: Claim,
+) -> Result<i32, Failure> {
+    super::run_master(config, &mut None, no_file, Some((inbox, edits)), claim)
 }
 
 /// A master run from code has no configuration file to read again.
@@ -68,8 +94,23 @@ pub(super) struct Removing {
 }
 
 impl Master {
-    /// Hands a report of program `i` to the library's subscribers.
-    pub(super) fn publish(&mut self, i: usize, report: &Report) {
+    /// Hands the reports of one step of program `i` to the library's subscribers, in the
+    /// order they happened, except that a generation's `Ready` comes before the `ReloadEnded`
+    /// of the reload it completed (the supervisor reports the reload's end first).
+    pub(super) fn publish(&mut self, i: usize, reports: &[(Report, Option<ReloadRecord>)]) {
+        let mut order: Vec<&Report> = Vec::with_capacity(reports.len());
+        for (report, _) in reports {
+            let ended = |r: &&Report, g: u64| matches!(r, Report::ReloadEnded { generation, failure: None, .. } if *generation == g);
+            match report {
+                Report::Ready { generation, .. } => {
+                    match order.iter().position(|r| ended(r, *generation)) {
+                        Some(at) => order.insert(at, report),
+                        None => order.push(report),
+                    }
+                }
+                _ => order.push(report),
+            }
+        }
         let program = &self.programs[i];
         let supervisor = program.supervisor();
         let worker = |pid: i32| {
@@ -78,12 +119,18 @@ impl Master {
                 .find(|(_, _, c)| c.pid.as_raw() == pid)
                 .map(|(w, _, _)| w)
         };
-        self.control.publish(program.name(), report, worker);
+        for report in order {
+            self.control.publish(program.name(), report, worker);
+        }
     }
 
     /// Adds and removes the programs library callers asked for.
     pub(super) fn apply_edits(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
-        for edit in self.control.take_edits() {
+        let edits: Vec<Edit> = match &self.edits {
+            Some(rx) => rx.try_iter().collect(),
+            None => return,
+        };
+        for edit in edits {
             let result = match edit.kind {
                 EditKind::Add(config) => self.add_program(*config, now, queue),
                 EditKind::Remove(name) => match self.remove_program(&name, now, queue) {
@@ -104,7 +151,7 @@ impl Master {
 
     fn add_program(
         &mut self,
-        config: crate::config::ProgramConfig,
+        config: ProgramConfig,
         now: Instant,
         queue: &mut VecDeque<Queued>,
     ) -> Result<(), String> {

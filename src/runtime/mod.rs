@@ -30,7 +30,7 @@ mod embed;
 mod order;
 mod serve;
 
-pub(crate) use embed::{run_embedded, Claim};
+pub(crate) use embed::{run_embedded, Claim, Edit, EditKind};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -102,7 +102,10 @@ fn run_master(
     config: Config,
     startup: &mut Option<Startup>,
     read: ReadConfig,
-    local: Option<crate::control::local::Inbox>,
+    local: Option<(
+        crate::control::local::Inbox,
+        std::sync::mpsc::Receiver<Edit>,
+    )>,
     _claim: Claim,
 ) -> Result<i32, Failure> {
     let started = Instant::now();
@@ -143,9 +146,10 @@ fn run_master(
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
     let sockets = programs.iter().flat_map(Program::socket_records).collect();
     let mut control = Control::new(&name, &control, sockets, programs.len())?;
-    if let Some(inbox) = local {
+    let edits = local.map(|(inbox, edits)| {
         control.attach(inbox);
-    }
+        edits
+    });
     let count = programs.len();
     let mut master = Master {
         control,
@@ -171,6 +175,7 @@ fn run_master(
         config_error: None,
         started,
         removing: Vec::new(),
+        edits,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -206,6 +211,8 @@ struct Master {
     started: Instant,
     /// Programs being removed by a library caller: removed once idle, then the caller hears.
     removing: Vec<embed::Removing>,
+    /// Programs to add or remove, from library callers.
+    edits: Option<std::sync::mpsc::Receiver<Edit>>,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -409,8 +416,8 @@ impl Master {
     /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
     /// startup) and returns its actions.
     fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
+        self.publish(i, &handled.reports);
         for (report, record) in &handled.reports {
-            self.publish(i, report);
             self.control.on(i, report, record.as_ref(), now);
             if self.named {
                 if let Some(message) = self.upward_each[i].on(report) {
