@@ -55,12 +55,18 @@
 //! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
 //! `status`, `reload`, `stop` and `signal` subcommands); [`config_file`] (`--config`,
 //! `check-config`); [`cli_docs`] (the man page and shell
-//! completions); [`daemon`] (background mode).
+//! completions); [`daemon`] (background mode). [`cli`], [`client`], [`config_file`] and
+//! [`cli_docs`] need the `cli` cargo feature (on by default).
+//!
+//! A server can also be its own master: [`self_host`] at the top of `main` runs the master in
+//! the first run and returns the sockets in each generation, [`entry`] runs named entry points
+//! of one binary as programs of their own, and [`background`] detaches a master as
+//! `--daemon` does (see [`host`]).
 //! Everything else (the event loop, the program value, sockets, spawning, the poll registry)
 //! is internal.
 
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub(crate) mod accept;
 pub mod api;
