@@ -534,3 +534,80 @@ fn run_master(options: SelfHost) -> Result<Hosted, HostError> {
     };
     result.map(Hosted::Exited).map_err(HostError::Master)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(options: SelfHost) -> Result<Config, String> {
+        options.config(
+            std::path::Path::new("/srv/app"),
+            &["--port".into(), "1".into()],
+        )
+    }
+
+    #[test]
+    fn the_programs_run_this_binary_with_its_arguments() {
+        let c = config(
+            SelfHost::new("site")
+                .listen("http=127.0.0.1:0")
+                .ready(ReadyMode::Notify)
+                .entry(HostedProgram::entry("jobs")),
+        )
+        .unwrap();
+        let names: Vec<_> = c.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["site", "jobs"]);
+        for p in &c.programs {
+            assert_eq!(p.command.program, "/srv/app");
+            assert_eq!(p.command.args, ["--port", "1"]);
+        }
+        let main = &c.programs[0];
+        assert!(main.settings.ready_signal);
+        assert_eq!(main.settings.start_secs, Duration::ZERO);
+        assert!(main.process.env.iter().all(|v| v.key != ENTRY_VAR));
+        let jobs = &c.programs[1];
+        assert_eq!(jobs.settings.start_secs, Duration::from_secs(1));
+        assert!(jobs
+            .process
+            .env
+            .iter()
+            .any(|v| v.key == ENTRY_VAR && v.value == "jobs"));
+        assert!(c.named());
+    }
+
+    #[test]
+    fn bad_options_are_usage_errors_naming_the_value() {
+        let err = config(SelfHost::new("site").listen("nowhere:port")).unwrap_err();
+        assert!(err.contains("nowhere:port"), "{err}");
+        let err = config(SelfHost::new("a/b").listen("127.0.0.1:0")).unwrap_err();
+        assert!(err.contains("\"a/b\""), "{err}");
+        let err = config(SelfHost::new("site")).unwrap_err();
+        assert!(err.contains("nothing to run"), "{err}");
+        let err = config(
+            SelfHost::new("site")
+                .entry(HostedProgram::entry("jobs"))
+                .entry(HostedProgram::entry("jobs")),
+        )
+        .unwrap_err();
+        assert!(err.contains("\"jobs\""), "{err}");
+        let err = config(SelfHost::new("site").entry(HostedProgram::entry(""))).unwrap_err();
+        assert!(err.starts_with("entry point: "), "{err}");
+        assert_eq!(HostError::Usage(err).exit_code(), 2);
+    }
+
+    #[test]
+    fn the_control_socket_is_the_named_default_a_path_or_none() {
+        let c = config(SelfHost::new("site").listen(":0")).unwrap();
+        assert!(c.control.default_path);
+        assert!(c.control.socket.unwrap().ends_with("site.sock"));
+        let c = config(
+            SelfHost::new("site")
+                .listen(":0")
+                .control("/run/x.sock".into()),
+        )
+        .unwrap();
+        assert_eq!(c.control.socket, Some(PathBuf::from("/run/x.sock")));
+        let c = config(SelfHost::new("site").listen(":0").no_control()).unwrap();
+        assert_eq!(c.control.socket, None);
+    }
+}
