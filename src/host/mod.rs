@@ -7,7 +7,7 @@
 //!   fds 3, 4, ... (systemd's `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`) and a marker in the
 //!   child's environment ([`HOST_VAR`]). It is relaunch's own master, the one the command line
 //!   runs: readiness (`notify` or `fd:N`), stop escalation, crash restarts with backoff, the
-//!   control socket (`relaunch status|reload|stop --control PATH` or by name), metrics and
+//!   control socket (`relaunch status|reload|stop --control PATH` or by name) and
 //!   `--daemon`-style background mode all apply. `self_host` returns once it stopped.
 //! - **In the child,** the same call returns the sockets ([`Hosted::Serve`]) and the server
 //!   runs. The child is an ordinary [`crate::child`] server: it says `READY=1` with
