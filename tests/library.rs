@@ -454,6 +454,14 @@ fn stop_start_add_remove_signal_and_errors() {
         // add: a third program with a socket of its own.
         let bad = handle.add(hello("web")).unwrap_err();
         assert!(bad.to_string().contains("runs already"), "{bad}");
+        // A program whose socket cannot be bound is refused; nothing else changes.
+        let taken = api_addr.to_string();
+        let clash = Program::new("clash", hello_bin()).listen(&taken).unwrap();
+        let e = handle.add(clash).unwrap_err();
+        assert!(
+            matches!(&e, Error::Runtime(RuntimeError::Failed(m)) if m.contains(&taken)),
+            "{e:?}"
+        );
         handle.add(hello("extra")).unwrap();
         let status = wait_running(&handle, "extra");
         let extra_addr = addr_of(&handle.status().unwrap(), "extra");
@@ -505,6 +513,18 @@ fn a_master_runs_on_the_calling_thread_until_a_handle_shuts_it_down() {
             assert_eq!(e.exit_code(), 2, "{e}");
             let e = Master::new("no spaces").unwrap_err();
             assert!(e.to_string().starts_with("--name: "), "{e}");
+            // A program that cannot be found: a spawn error with the shell's 127, and the
+            // process may run a master again afterwards.
+            let e = Master::new("missing")
+                .unwrap()
+                .program(Program::new("web", "/nonexistent/server"))
+                .unwrap()
+                .start()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Spawn { code: 127, message } if message.contains("/nonexistent/server")),
+                "{e:?}"
+            );
         },
     );
 }

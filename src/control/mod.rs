@@ -56,6 +56,7 @@ mod protocol;
 mod server;
 mod waiters;
 
+pub use events::Event;
 pub use locate::{
     default_path, parse_name, probe, program_name, socket_next_to, suffixed, PathEnv, Probe,
     CONTROL_DIR_VAR, MAX_NAME, MAX_SUFFIX,
@@ -64,7 +65,6 @@ pub use protocol::{
     parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
     PROTOCOL,
 };
-pub use events::Event;
 pub(crate) use server::ControlServer;
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
