@@ -623,3 +623,15 @@ fn the_embed_example_reloads_on_each_line_and_stops_at_the_end_of_stdin() {
         assert!(!proc_exists(child), "server {child} outlived embed");
     }
 }
+
+/// A handle can be cloned and used from any thread; the errors are `std::error::Error`s.
+#[test]
+fn handles_are_clone_send_and_sync_and_errors_are_std_errors() {
+    fn handle<T: Clone + Send + Sync + 'static>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    handle::<Handle>();
+    error::<Error>();
+    error::<RuntimeError>();
+    let e: Box<dyn std::error::Error> = Box::new(Error::from(RuntimeError::MasterGone));
+    assert_eq!(e.to_string(), "the relaunch master is not running");
+}
