@@ -18,7 +18,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use relaunch::api::{Handle, Master, Program, ReloadOutcome};
+use relaunch::api::{Error, Handle, Master, Program, ReloadOutcome, RuntimeError};
 
 const USAGE: &str = "usage: embed [--hello PATH] [--every SECS]";
 
@@ -65,8 +65,8 @@ fn parse_args() -> Result<(PathBuf, Option<Duration>), String> {
     Ok((hello, every))
 }
 
-fn run(hello: PathBuf, every: Option<Duration>) -> Result<(), relaunch::api::Error> {
-    let server = |name: &str| -> Result<Program, relaunch::api::Error> {
+fn run(hello: PathBuf, every: Option<Duration>) -> Result<(), Error> {
+    let server = |name: &str| -> Result<Program, Error> {
         Ok(Program::new(name, &hello)
             .listen("http=127.0.0.1:0")?
             .start_secs(Duration::from_millis(300)))
@@ -108,8 +108,13 @@ fn finish(code: i32) -> ! {
     std::process::exit(code)
 }
 
-fn reload(handle: &Handle) -> Result<(), relaunch::api::Error> {
-    match handle.reload("web")? {
+fn reload(handle: &Handle) -> Result<(), Error> {
+    let outcome = match handle.reload("web") {
+        // Stopped by a signal meanwhile: end as the master did.
+        Err(Error::Runtime(RuntimeError::MasterGone)) => finish(handle.join().unwrap_or(1)),
+        other => other?,
+    };
+    match outcome {
         ReloadOutcome::Reloaded {
             generation,
             pid,

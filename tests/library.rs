@@ -454,6 +454,14 @@ fn stop_start_add_remove_signal_and_errors() {
         // add: a third program with a socket of its own.
         let bad = handle.add(hello("web")).unwrap_err();
         assert!(bad.to_string().contains("runs already"), "{bad}");
+        // A program whose socket cannot be bound is refused; nothing else changes.
+        let taken = api_addr.to_string();
+        let clash = Program::new("clash", hello_bin()).listen(&taken).unwrap();
+        let e = handle.add(clash).unwrap_err();
+        assert!(
+            matches!(&e, Error::Runtime(RuntimeError::Failed(m)) if m.contains(&taken)),
+            "{e:?}"
+        );
         handle.add(hello("extra")).unwrap();
         let status = wait_running(&handle, "extra");
         let extra_addr = addr_of(&handle.status().unwrap(), "extra");
@@ -505,6 +513,125 @@ fn a_master_runs_on_the_calling_thread_until_a_handle_shuts_it_down() {
             assert_eq!(e.exit_code(), 2, "{e}");
             let e = Master::new("no spaces").unwrap_err();
             assert!(e.to_string().starts_with("--name: "), "{e}");
+            // A program that cannot be found: a spawn error with the shell's 127, and the
+            // process may run a master again afterwards.
+            let e = Master::new("missing")
+                .unwrap()
+                .program(Program::new("web", "/nonexistent/server"))
+                .unwrap()
+                .start()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Spawn { code: 127, message } if message.contains("/nonexistent/server")),
+                "{e:?}"
+            );
         },
     );
+}
+
+/// `examples/embed.rs`, as a user runs it: a reload per line of stdin with the typed outcome
+/// printed, and a clean stop at the end of stdin.
+#[test]
+fn the_embed_example_reloads_on_each_line_and_stops_at_the_end_of_stdin() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            kill_tree(self.0.id() as i32);
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        Command::new(example_bin("embed"))
+            .args(["--hello", s(&hello_bin())])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start examples/embed"),
+    );
+    let pid = child.0.id() as i32;
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut next_matching = |what: &str, f: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            match rx.recv_timeout(remaining(deadline)) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if f(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("embed printed no {what} within {T:?}: {seen:#?}"),
+            }
+        }
+    };
+    let web = next_matching("web address", &|l| l.starts_with("web http://"));
+    let web: SocketAddr = web.trim_start_matches("web http://").parse().unwrap();
+    next_matching("api address", &|l| l.starts_with("api http://"));
+    let (code, body) = http_get(web, T).unwrap();
+    assert_eq!(code, 200);
+    let first = body_pid(&body).unwrap();
+
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    stdin.write_all(b"\n").unwrap();
+    let line = next_matching("reload outcome", &|l| l.starts_with("reload web: "));
+    assert!(
+        line.starts_with("reload web: ok generation=2 pid="),
+        "{line}"
+    );
+    let new: i32 = line
+        .trim_start_matches("reload web: ok generation=2 pid=")
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    assert_ne!(new, first);
+    // The old generation may take a last connection while it stops; then the new one serves.
+    wait_until(T, "the new generation answering", || {
+        http_get(web, T).ok().and_then(|(_, b)| body_pid(&b)) == Some(new)
+    });
+    let mut children = Vec::new();
+    wait_until(T, "two servers, the old one gone", || {
+        children = descendants(pid);
+        children.len() == 2
+    });
+
+    drop(stdin); // end of stdin: stop cleanly
+    let line = next_matching("stop", &|l| l.starts_with("stopped"));
+    assert_eq!(line, "stopped (exit code 0)");
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "embed did not exit");
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    assert!(status.success(), "{status}");
+    for child in children {
+        assert!(!proc_exists(child), "server {child} outlived embed");
+    }
+}
+
+/// A handle can be cloned and used from any thread; the errors are `std::error::Error`s.
+#[test]
+fn handles_are_clone_send_and_sync_and_errors_are_std_errors() {
+    fn handle<T: Clone + Send + Sync + 'static>() {}
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    handle::<Handle>();
+    error::<Error>();
+    error::<RuntimeError>();
+    let e: Box<dyn std::error::Error> = Box::new(Error::from(RuntimeError::MasterGone));
+    assert_eq!(e.to_string(), "the relaunch master is not running");
 }

@@ -21,9 +21,7 @@ pub enum Error {
     Runtime(RuntimeError),
     /// A program could not be started: it was not found, or is not executable.
     Spawn {
-        /// The program's command, as given.
-        program: String,
-        /// Why, in words.
+        /// Why, in words, naming the program.
         message: String,
         /// The shell's exit code for it: 127 not found, 126 not executable.
         code: i32,
@@ -82,7 +80,6 @@ impl Error {
         match failure.code {
             2 => Error::usage("", message),
             126 | 127 => Error::Spawn {
-                program: String::new(),
                 message,
                 code: failure.code,
             },

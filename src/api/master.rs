@@ -31,6 +31,7 @@ use std::sync::mpsc::{self, Receiver};
 /// match handle.reload("web")? {
 ///     ReloadOutcome::Reloaded { generation, .. } => println!("generation {generation} serves"),
 ///     ReloadOutcome::Failed { reason, .. } => println!("kept the old one: {reason}"),
+///     _ => {}
 /// }
 /// let code = handle.shutdown()?;
 /// # let _ = code;
