@@ -218,15 +218,12 @@ impl Control {
         self.waiters.push(ReloadWaiters::default());
     }
 
-    /// Forgets program `i`'s callers (the program was removed; those after it move down).
-    pub(crate) fn remove_program(&mut self, i: usize) {
+    /// Program `i` is gone (removed, its last child exited): its `reload --wait` callers are
+    /// failed, and the programs after it move down one index.
+    pub(crate) fn forget_program(&mut self, i: usize, now: Instant) {
         if i < self.waiters.len() {
             for id in self.waiters.remove(i).drain() {
-                self.reply(
-                    id,
-                    &Response::error("the program was removed"),
-                    Instant::now(),
-                );
+                self.reply(id, &Response::error("the program was removed"), now);
             }
         }
     }

@@ -125,8 +125,8 @@ impl Master {
     }
 
     /// Adds and removes the programs library callers asked for.
-    pub(super) fn apply_edits(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
-        let edits: Vec<Edit> = match &self.edits {
+    pub(super) fn apply_api_edits(&mut self, now: Instant, queue: &mut VecDeque<Queued>) {
+        let edits: Vec<Edit> = match &self.api_edits {
             Some(rx) => rx.try_iter().collect(),
             None => return,
         };
@@ -227,7 +227,7 @@ impl Master {
             self.exits.remove(i);
             self.upward_each.remove(i);
             self.ready_each.remove(i);
-            self.control.remove_program(i);
+            self.control.forget_program(i, Instant::now());
             let shift = |group: &mut Vec<usize>| {
                 group.retain(|&j| j != i);
                 for j in group.iter_mut() {

@@ -146,7 +146,7 @@ fn run_master(
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
     let sockets = programs.iter().flat_map(Program::socket_records).collect();
     let mut control = Control::new(&name, &control, sockets, programs.len())?;
-    let edits = local.map(|(inbox, edits)| {
+    let api_edits = local.map(|(inbox, edits)| {
         control.attach(inbox);
         edits
     });
@@ -175,7 +175,7 @@ fn run_master(
         config_error: None,
         started,
         removing: Vec::new(),
-        edits,
+        api_edits,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -212,7 +212,7 @@ struct Master {
     /// Programs being removed by a library caller: removed once idle, then the caller hears.
     removing: Vec<embed::Removing>,
     /// Programs to add or remove, from library callers.
-    edits: Option<std::sync::mpsc::Receiver<Edit>>,
+    api_edits: Option<std::sync::mpsc::Receiver<Edit>>,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -366,7 +366,7 @@ impl Master {
             for asked in asks {
                 self.serve(asked, now, &mut queue);
             }
-            self.apply_edits(now, &mut queue);
+            self.apply_api_edits(now, &mut queue);
             for i in 0..self.programs.len() {
                 // A program not started yet has no clock running.
                 if self.programs[i].run_state() != Run::NotStarted {
