@@ -74,9 +74,14 @@ pub struct Listener {
     /// The effective listen backlog; `None` for datagram sockets and inherited sockets.
     pub backlog: Option<u32>,
     fd: OwnedFd,
-    /// The socket file relaunch created, removed on drop.
+    /// The socket file relaunch created, removed when the last copy of this listener (see
+    /// [`Listener::try_clone`]) is dropped.
     #[cfg_attr(not(test), allow(dead_code))]
-    file: Option<SocketFile>,
+    file: Option<std::sync::Arc<SocketFile>>,
+    /// The `--listen` address it was opened for (`None`: a socket-activation socket passed on
+    /// without a `systemd:NAME` picking it). An edited configuration file keeps the socket of
+    /// an address that did not change.
+    pub origin: Option<ListenAddr>,
 }
 
 impl Listener {
@@ -89,6 +94,20 @@ impl Listener {
     #[cfg(test)]
     pub fn socket_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.path.as_path())
+    }
+
+    /// Another handle on the same open socket (`dup`: the same socket, the same inode), named
+    /// `name`. Its socket file is removed once every copy is dropped.
+    pub fn try_clone(&self, name: String) -> io::Result<Listener> {
+        Ok(Listener {
+            name,
+            kind: self.kind,
+            local_addr: self.local_addr.clone(),
+            backlog: self.backlog,
+            fd: self.fd.try_clone()?,
+            file: self.file.clone(),
+            origin: self.origin.clone(),
+        })
     }
 }
 
@@ -177,6 +196,7 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
     let mut picked = Vec::new();
     for (spec, ids) in specs.iter().zip(ids) {
         let backlog = capped(spec.options.backlog.unwrap_or(backlog));
+        let before = listeners.len();
         match &spec.addr {
             ListenAddr::Systemd(name) => {
                 for a in activation.iter().filter(|a| a.name == *name) {
@@ -207,6 +227,9 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
             ListenAddr::Unix { kind, path } => {
                 listeners.push(bind_unix(spec, *kind, path, backlog, ids)?)
             }
+        }
+        for l in &mut listeners[before..] {
+            l.origin = Some(spec.addr.clone());
         }
     }
     if picking {
@@ -353,6 +376,7 @@ fn bind_inet(
         backlog,
         fd: socket.into(),
         file: None,
+        origin: None,
     })
 }
 
@@ -647,7 +671,8 @@ fn bind_unix(
         local_addr,
         backlog,
         fd: socket.into(),
-        file,
+        file: file.map(std::sync::Arc::new),
+        origin: None,
     })
 }
 
@@ -962,6 +987,7 @@ fn adopt(fd: OwnedFd, origin: &str, name: String, usage: bool) -> Result<Listene
         backlog: None,
         fd: socket.into(),
         file: None,
+        origin: None,
     })
 }
 
