@@ -873,13 +873,15 @@ fn edit(
                 OK
             });
         }
-        Endpoint::Pid(_, file) => return Err(Fail(
-            FAILED,
-            format!(
+        Endpoint::Pid(_, file) => {
+            return Err(Fail(
+                FAILED,
+                format!(
                 "{cmd} needs the control socket (only the pid file {} was found); nothing was sent",
                 file.display()
             ),
-        )),
+            ))
+        }
     };
     let mut session = Session::connect(&path)?;
     let request = Request {

@@ -262,7 +262,7 @@ fn update_applies_the_difference_only_and_leaves_unchanged_pids_alone() {
     let api = hello("api", "\"http=127.0.0.1:0\"", "", 20);
     let jobs = python("jobs", 30);
     let file = write_file(&dir, &format!("{web}{api}{jobs}"));
-    let relaunch = start(&dir, &file, &["web", "api", "jobs"]);
+    let _relaunch = start(&dir, &file, &["web", "api", "jobs"]);
     let before = status_json(&dir);
     let api_addr = address(&before, "api");
     let pids: Vec<_> = ["web", "api", "jobs"]
@@ -454,4 +454,71 @@ fn a_changed_program_whose_new_settings_fail_keeps_serving_with_the_old_ones() {
     let (code, body) = http_get(addr, TIMEOUT).expect("GET web");
     assert_eq!((code, body_pid(&body)), (200, Some(web_pid as i32)));
     assert!(proc_alive(relaunch.pid()));
+}
+
+/// `systemd-socket-activate -l a -l b -l c --fdname=one:two:three relaunch --config FILE`.
+#[test]
+fn each_program_gets_its_share_of_the_activation_sockets_by_name_or_address() {
+    let Some(activate) = which("systemd-socket-activate") else {
+        panic!("systemd-socket-activate is needed (Debian package systemd)");
+    };
+    let dir = TempDir::new("edit-activation");
+    let (a, b, c) = (dir.join("a.sock"), dir.join("b.sock"), dir.join("c.sock"));
+    let sleeper = "command = [\"sleep\", \"1000\"]\n";
+    let programs = format!(
+        "\n[program.first]\n{sleeper}listen = [\"systemd:one\"]\npriority = 1\n\n[program.second]\n{sleeper}listen = [\"unix:{}\"]\npriority = 2\n",
+        b.display()
+    );
+    let file = write_file(&dir, &programs);
+    let bin = relaunch_bin();
+    let args = [
+        "-l",
+        s(&a),
+        "-l",
+        s(&b),
+        "-l",
+        s(&c),
+        "--fdname=one:two:three",
+        s(&bin),
+        "--config",
+        s(&file),
+    ];
+    let relaunch = Relaunch::spawn(Relaunch::command_for(&activate, &args));
+    relaunch.wait_until(TIMEOUT, "systemd-socket-activate listening", || {
+        common::net::unix_path_is_listening(&a)
+    });
+    // The first connection makes systemd-socket-activate exec relaunch.
+    let _first = std::os::unix::net::UnixStream::connect(&a).expect("connect to a.sock");
+    relaunch.wait_until(TIMEOUT, "both programs RUNNING", || {
+        let (_, out, _) = client(&dir, &["status", "--json"]);
+        serde_json::from_str::<Value>(&out).is_ok_and(|status| {
+            running_pid(&status, "first").is_some() && running_pid(&status, "second").is_some()
+        })
+    });
+    let status = status_json(&dir);
+    for (name, path) in [("first", &a), ("second", &b)] {
+        let pid = running_pid(&status, name).unwrap();
+        assert_eq!(
+            common::net::unix_socket_path_of_fd(pid as i32, 3).as_deref(),
+            Some(s(path)),
+            "{name}'s fd 3"
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}/fd/4")).exists(),
+            "{name} got more than its share"
+        );
+    }
+    // "second" took the activated socket on its address rather than binding its own.
+    assert_eq!(program(&status, "second")["sockets"][0]["name"], "two");
+    relaunch.wait_for_line("socket three not passed on", TIMEOUT, |l| {
+        l.contains("not passing this socket-activation socket on") && l.contains("three")
+    });
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
 }

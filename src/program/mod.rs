@@ -43,6 +43,11 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Its settings.
+    pub(crate) fn config(&self) -> &ProgramConfig {
+        &self.config
+    }
+
     /// Checks what can be wrong about the child before a socket is bound (usage errors, exit
     /// code 2), and opens the output log files (`mirror_stdio`: relaunch's own stdout and
     /// stderr go there too, with `--daemon`).

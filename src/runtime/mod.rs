@@ -127,11 +127,17 @@ fn run_master(
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
     crate::sys::spawn::snapshot_signal_dispositions();
-    // The command line's one program takes every inherited socket.
-    let mut inherited = Some(inherited);
+    // Each program gets its share of the inherited sockets (the command line's one program
+    // gets every one).
+    let lists: Vec<&[crate::spec::ListenSpec]> = prepared
+        .iter()
+        .map(|p| p.config().listen.as_slice())
+        .collect();
+    let shares = activation::share(inherited, &lists)?;
     let programs = prepared
         .into_iter()
-        .map(|p| p.open(inherited.take().unwrap_or_default(), started, named))
+        .zip(shares)
+        .map(|(p, share)| p.open(share, started, named))
         .collect::<Result<Vec<_>, _>>()?;
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;

@@ -20,13 +20,14 @@
 //! its startup pipe), each once. Everything taken over is close-on-exec in the master.
 
 use std::collections::BTreeMap;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
-use tracing::debug;
+use socket2::Type;
+use tracing::{debug, info};
 
-use crate::spec::{ListenAddr, ListenSpec, SpecError};
+use crate::spec::{Family, Host, ListenAddr, ListenSpec, Proto, SpecError, UnixKind, UnixPath};
 use crate::sys::fds::adopt_inherited;
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
@@ -170,6 +171,123 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         }
     }
     Ok(inherited)
+}
+
+/// Whether the inherited socket `fd` is bound to the address `addr` asks for: the same
+/// transport, port and host (no host: a wildcard address; a host name never matches), or the
+/// same kind of unix socket at the same path or abstract name. Port 0 never matches.
+pub fn bound_to(fd: BorrowedFd<'_>, addr: &ListenAddr) -> bool {
+    let sock = socket2::SockRef::from(&fd);
+    let (Ok(local), Ok(ty)) = (sock.local_addr(), sock.r#type()) else {
+        return false;
+    };
+    match addr {
+        ListenAddr::Inet {
+            proto,
+            family,
+            host,
+            port,
+        } if *port != 0 => {
+            let Some(sa) = local.as_socket() else {
+                return false;
+            };
+            let want = match proto {
+                Proto::Tcp => Type::STREAM,
+                Proto::Udp => Type::DGRAM,
+            };
+            let family_ok = match family {
+                Family::Any => true,
+                Family::V4 => sa.is_ipv4(),
+                Family::V6 => sa.is_ipv6(),
+            };
+            ty == want
+                && sa.port() == *port
+                && family_ok
+                && match host {
+                    Host::Any => sa.ip().is_unspecified(),
+                    Host::Ip(ip) => sa.ip() == *ip,
+                    Host::Name(_) => false,
+                }
+        }
+        ListenAddr::Unix { kind, path } => {
+            let want = match kind {
+                UnixKind::Stream => Type::STREAM,
+                UnixKind::Datagram => Type::DGRAM,
+                UnixKind::SeqPacket => Type::SEQPACKET,
+            };
+            ty == want
+                && match path {
+                    UnixPath::File(p) => std::path::absolute(p)
+                        .is_ok_and(|p| local.as_pathname() == Some(p.as_path())),
+                    UnixPath::Abstract(name) => {
+                        local.as_abstract_namespace() == Some(name.as_bytes())
+                    }
+                }
+        }
+        _ => false,
+    }
+}
+
+/// Gives each of several programs (their `--listen` lists, in order) its share of what
+/// relaunch inherited:
+///
+/// - an `fd:N` goes to the program that names it;
+/// - a socket of socket activation goes to every program that picks it by name
+///   (`systemd:NAME`) or lists the address it is bound to (`listen = [":8080"]` takes the
+///   activated socket on port 8080 instead of binding its own);
+/// - a socket that no program picks goes to the only program when there is one (it passes
+///   every socket on, as the command line always did), and is closed otherwise.
+pub fn share(inherited: Inherited, programs: &[&[ListenSpec]]) -> Result<Vec<Inherited>> {
+    let mut shares: Vec<Inherited> = programs.iter().map(|_| Inherited::default()).collect();
+    let Inherited {
+        activation,
+        mut fds,
+    } = inherited;
+    for (i, specs) in programs.iter().enumerate() {
+        for spec in specs.iter() {
+            if let ListenAddr::Fd(n) = spec.addr {
+                if let Some(fd) = fds.remove(&n) {
+                    shares[i].fds.insert(n, fd);
+                }
+            }
+        }
+    }
+    for a in activation {
+        let takers: Vec<usize> = programs
+            .iter()
+            .enumerate()
+            .filter(|(_, specs)| {
+                specs.iter().any(|s| match &s.addr {
+                    ListenAddr::Systemd(name) => *name == a.name,
+                    addr => bound_to(a.fd.as_fd(), addr),
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let takers = match (takers.is_empty(), programs.len()) {
+            (false, _) => takers,
+            (true, 1) => vec![0],
+            (true, _) => {
+                info!(
+                    fd = a.number,
+                    name = %a.name,
+                    "not passing this socket-activation socket on: no program picks it by name (systemd:NAME) or lists its address"
+                );
+                continue;
+            }
+        };
+        for &i in &takers {
+            let fd =
+                a.fd.try_clone()
+                    .with_context(|| format!("duplicating socket-activation fd {}", a.number))?;
+            shares[i].activation.push(ActivationSocket {
+                number: a.number,
+                name: a.name.clone(),
+                fd,
+            });
+        }
+    }
+    Ok(shares)
 }
 
 #[cfg(test)]

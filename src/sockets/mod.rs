@@ -183,6 +183,18 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
         count += activation.len();
     }
     ensure_fd_limit(count)?;
+    // A socket of socket activation bound to an address a spec lists takes that spec's place
+    // (instead of a second bind of the same address, which would fail).
+    let mut by_address: Vec<Option<activation::ActivationSocket>> = specs
+        .iter()
+        .map(|spec| match &spec.addr {
+            ListenAddr::Inet { .. } | ListenAddr::Unix { .. } => activation
+                .iter()
+                .position(|a| activation::bound_to(a.fd.as_fd(), &spec.addr))
+                .map(|k| activation.remove(k)),
+            _ => None,
+        })
+        .collect();
 
     let cap = somaxconn();
     let capped = |b: u32| cap.map_or(b, |c| b.min(c.max(1)));
@@ -194,10 +206,17 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
         }
     }
     let mut picked = Vec::new();
-    for (spec, ids) in specs.iter().zip(ids) {
+    for (k, (spec, ids)) in specs.iter().zip(ids).enumerate() {
         let backlog = capped(spec.options.backlog.unwrap_or(backlog));
         let before = listeners.len();
         match &spec.addr {
+            ListenAddr::Inet { .. } | ListenAddr::Unix { .. } if by_address[k].is_some() => {
+                if let Some(a) = by_address[k].take() {
+                    let origin = format!("--listen {spec} (socket activation fd {})", a.number);
+                    let name = spec.name.clone().unwrap_or_else(|| a.name.clone());
+                    listeners.push(adopt(a.fd, &origin, name, false)?);
+                }
+            }
             ListenAddr::Systemd(name) => {
                 for a in activation.iter().filter(|a| a.name == *name) {
                     let fd = a.fd.try_clone().with_context(|| {
