@@ -480,9 +480,7 @@ impl Master {
             stopping.groups.iter_mut().for_each(fix);
             fix(&mut stopping.current);
         }
-        if let Some(first) = f(self.first_program) {
-            self.first_program = first;
-        }
+        self.first_program = f(self.first_program).unwrap_or(0);
     }
 
     /// Called every round: successors that came up take over, failed ones leave; programs
