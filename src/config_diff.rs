@@ -187,7 +187,7 @@ mod tests {
         assert!(!diff.is_empty());
         let same = programs(&old, &[web.clone(), jobs2.clone(), old_api.clone()]);
         assert_eq!(same.changed, vec![(1, 1)], "arguments are a change");
-        let same = programs(&old, &[web, jobs, old_api]);
+        let same = programs(&old, &[web.clone(), jobs.clone(), old_api.clone()]);
         assert!(same.is_empty());
         assert_eq!(same.unchanged.len(), 3);
     }

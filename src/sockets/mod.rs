@@ -58,7 +58,7 @@ use crate::spec::{
     Family, Host, Id, ListenAddr, ListenSpec, Proto, SocketOptions, SpecError, UnixKind, UnixPath,
     FDNAME_MAX,
 };
-use activation::Inherited;
+use activation::{adopt, Inherited};
 
 /// A listening (or, for datagrams, bound) socket owned by the master.
 #[derive(Debug)]
@@ -955,97 +955,6 @@ fn sanitize_name(name: &str) -> String {
         })
         .take(FDNAME_MAX)
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Inherited sockets
-
-/// Checks an inherited fd and wraps it as a [`Listener`]: it must be a socket, and a stream or
-/// seqpacket socket must be listening. `origin` names where it came from in messages; `usage`
-/// says whether a bad fd is the command line's fault (`fd:N`, exit 2) or the environment's.
-fn adopt(fd: OwnedFd, origin: &str, name: String, usage: bool) -> Result<Listener> {
-    let fail = |msg: String| -> anyhow::Error {
-        if usage {
-            SpecError::new(msg).into()
-        } else {
-            anyhow!(msg)
-        }
-    };
-    let number = fd.as_raw_fd();
-    let stat = nix::sys::stat::fstat(number).with_context(|| format!("{origin}: fstat"))?;
-    let mode = stat.st_mode;
-    if mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(fail(format!(
-            "{origin}: fd {number} is not a socket (it is {}); relaunch passes sockets only",
-            describe_file_type(mode)
-        )));
-    }
-    let socket = Socket::from(fd);
-    let ty = socket
-        .r#type()
-        .with_context(|| format!("{origin}: reading SO_TYPE"))?;
-    let domain = socket
-        .domain()
-        .with_context(|| format!("{origin}: reading SO_DOMAIN"))?;
-    let kind = socket_kind(domain, ty);
-    if (ty == Type::STREAM || ty == Type::SEQPACKET) && !socket.is_listener().unwrap_or(false) {
-        return Err(fail(format!(
-            "{origin}: fd {number} is a {kind} socket that is not listening; pass a listening socket (after listen()), not a connection"
-        )));
-    }
-    socket
-        .set_cloexec(true)
-        .with_context(|| format!("{origin}: setting close-on-exec"))?;
-    let local_addr = socket
-        .local_addr()
-        .map_or_else(|_| "-".to_owned(), |a| describe_sockaddr(&a));
-    Ok(Listener {
-        name,
-        kind,
-        local_addr,
-        backlog: None,
-        fd: socket.into(),
-        file: None,
-        origin: None,
-    })
-}
-
-/// The log name of a socket of this domain and type.
-fn socket_kind(domain: Domain, ty: Type) -> &'static str {
-    let types = if domain == Domain::IPV4 || domain == Domain::IPV6 {
-        ["tcp", "udp", "sctp"]
-    } else if domain == Domain::UNIX {
-        ["unix", "unixgram", "unixpacket"]
-    } else if domain == Domain::VSOCK {
-        return "vsock";
-    } else if domain == Domain::from(libc::AF_NETLINK) {
-        return "netlink";
-    } else {
-        return "socket";
-    };
-    if ty == Type::STREAM {
-        types[0]
-    } else if ty == Type::DGRAM {
-        types[1]
-    } else if ty == Type::SEQPACKET {
-        types[2]
-    } else {
-        "socket"
-    }
-}
-
-/// A socket address for logs: `IP:PORT`, a path, `@name` for an abstract socket, `-` if none.
-fn describe_sockaddr(addr: &SockAddr) -> String {
-    if let Some(a) = addr.as_socket() {
-        return a.to_string();
-    }
-    if let Some(p) = addr.as_pathname() {
-        return p.display().to_string();
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        return format!("@{}", String::from_utf8_lossy(name));
-    }
-    "-".to_owned()
 }
 
 #[cfg(test)]
