@@ -398,7 +398,8 @@ impl Master {
                     }
                 }
             }
-            let prepared = Prepared::new(new.clone(), self.edits.master.daemon)
+            // relaunch's own stdout and stderr stay where startup put them.
+            let prepared = Prepared::new(new.clone(), false)
                 .map_err(|f| format!("[program.{}]: {:#}", new.name, f.error))?;
             let program = prepared
                 .with_listeners(listeners, self.edits.started, true)
