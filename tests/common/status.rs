@@ -190,20 +190,16 @@ impl Relaunch {
     }
 
     /// Waits until the reload attempt of generation `generation` succeeded (failing at once
-    /// if it failed); returns the record it was seen in.
+    /// if it failed); returns its record (`pid`, `trigger`, ...).
     #[track_caller]
     pub fn wait_reload_ok(&self, generation: u64) -> Value {
-        let v = self.wait_status(
-            &format!("the reload attempt of generation {generation} to end"),
-            |v| reload_record(v, generation).is_some(),
-        );
-        let record = reload_record(&v, generation).expect("found");
+        let record = self.wait_reload_ended(generation);
         if record["result"] != "ok" {
             self.fail(&format!(
                 "the reload of generation {generation} failed: {record:#}"
             ));
         }
-        v
+        record
     }
 
     /// Waits until the reload attempt of generation `generation` failed (failing at once if
@@ -269,6 +265,14 @@ pub fn reload_record(v: &Value, generation: u64) -> Option<Value> {
     history(v, "reload")
         .find(|e| e["generation"] == generation)
         .cloned()
+}
+
+/// The `pid` of a record (a generation, a reload, a history entry); panics if it has none.
+#[track_caller]
+pub fn record_pid(v: &Value) -> i32 {
+    v["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {v:#}")) as i32
 }
 
 /// The record of program `name` in a master's record with several programs.
