@@ -10,7 +10,8 @@
 //!
 //! * `--report PATH`: at start, append ONE line to PATH (single `write()`, `O_APPEND`, so lines of
 //!   concurrent probes never interleave):
-//!   `pid=P ppid=Q LISTEN_PID=v LISTEN_FDS=v LISTEN_FDNAMES=v NOTIFY_SOCKET=v fds=0,1,2,3 cloexec=-
+//!   `pid=P ppid=Q LISTEN_PID=v LISTEN_FDS=v LISTEN_FDNAMES=v NOTIFY_SOCKET=v RELAUNCH_WORKER=v
+//!   RELAUNCH_GENERATION=v fds=0,1,2,3 cloexec=-
 //!   start_ns=T sock3=inet:stream:listening uid=U gid=G groups=G1,G2 umask=0022 nice=N cwd=DIR
 //!   nofile=SOFT:HARD` (`start_ns`: CLOCK_MONOTONIC when `main` began).
 //!   Each open fd from 3 up gets a `sockN=DOMAIN:TYPE:ACCEPTCONN` field from `SO_DOMAIN`,
@@ -193,11 +194,13 @@ fn main() {
 
     let pid = process::id();
     let line = format!(
-        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} fds={} cloexec={} start_ns={start_ns}{} {}",
+        "pid={pid} ppid={ppid} LISTEN_PID={} LISTEN_FDS={} LISTEN_FDNAMES={} NOTIFY_SOCKET={} RELAUNCH_WORKER={} RELAUNCH_GENERATION={} fds={} cloexec={} start_ns={start_ns}{} {}",
         env_or_dash("LISTEN_PID"),
         env_or_dash("LISTEN_FDS"),
         env_or_dash("LISTEN_FDNAMES"),
         env_or_dash("NOTIFY_SOCKET"),
+        env_or_dash("RELAUNCH_WORKER"),
+        env_or_dash("RELAUNCH_GENERATION"),
         join_or_dash(&fds),
         join_or_dash(&cloexec),
         sockets.concat(),

@@ -21,7 +21,7 @@ use crate::output::{OutputConfig, OutputMode, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spec::ListenSpec;
-use crate::supervisor::{ExitCodes, OnExit, OnFatal, RestartPolicy, Settings};
+use crate::supervisor::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};
 use crate::sys::spawn::ResourceLimit;
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
@@ -260,6 +260,31 @@ wait for SIGHUP or a reload) [default: exit when relaunch is PID 1, wait otherwi
     #[arg(long, env = "RELAUNCH_KILL_AS_GROUP", value_parser = BoolishValueParser::new(), help_heading = "Process")]
     pub kill_as_group: bool,
 
+    /// Worker processes per generation (1 to 1024). Each gets the same sockets at fds 3..,
+    /// its own LISTEN_PID, RELAUNCH_WORKER=i (0..N-1) and RELAUNCH_GENERATION=g; a generation
+    /// is up when all N are up, and a crashed worker is restarted alone, with its own backoff
+    /// [default: 1].
+    #[arg(long, value_name = "N", env = "RELAUNCH_WORKERS", default_value = "1", hide_default_value = true, value_parser = parse_workers, help_heading = "Workers")]
+    pub workers: usize,
+
+    /// How a reload replaces the workers: `all` (start N new ones, switch once all are up; if
+    /// one fails, stop the new ones and keep the old) or `rolling` (a few at a time, at most
+    /// N + --max-surge alive; a failure pauses the roll) [default: all].
+    #[arg(
+        long,
+        value_name = "STRATEGY",
+        env = "RELAUNCH_RELOAD_STRATEGY",
+        default_value = "all",
+        hide_default_value = true,
+        help_heading = "Workers"
+    )]
+    pub reload_strategy: ReloadStrategy,
+
+    /// With --reload-strategy rolling: how many workers beyond --workers may be alive during
+    /// a reload (1 to 1024) [default: 1].
+    #[arg(long, value_name = "K", env = "RELAUNCH_MAX_SURGE", default_value = "1", hide_default_value = true, value_parser = parse_workers, help_heading = "Workers")]
+    pub max_surge: usize,
+
     /// The child's working directory, entered as --user [default: relaunch's own].
     #[arg(
         long,
@@ -288,8 +313,8 @@ wait for SIGHUP or a reload) [default: exit when relaunch is PID 1, wait otherwi
     )]
     pub env_file: Option<PathBuf>,
 
-    /// Pass only PATH of relaunch's environment, plus LISTEN_*, NOTIFY_SOCKET, --env and
-    /// --env-file [default: off: relaunch's whole environment, less LISTEN_*, NOTIFY_SOCKET
+    /// Pass only PATH of relaunch's environment, plus LISTEN_*, NOTIFY_SOCKET,
+    /// RELAUNCH_WORKER, RELAUNCH_GENERATION, --env and --env-file [default: off: relaunch's whole environment, less LISTEN_*, NOTIFY_SOCKET
     /// and RELAUNCH_*].
     #[arg(long, env = "RELAUNCH_CLEAR_ENV", value_parser = BoolishValueParser::new(), help_heading = "Process")]
     pub clear_env: bool,
@@ -623,6 +648,9 @@ impl Args {
                 restart_window: self.restart_window,
                 stop_as_group: self.stop_as_group,
                 kill_as_group: self.kill_as_group || self.stop_as_group,
+                workers: self.workers,
+                reload_strategy: self.reload_strategy,
+                max_surge: self.max_surge,
             },
             process: ProcessOptions {
                 chdir: self.chdir,
@@ -732,6 +760,16 @@ fn parse_pdeathsig_arg(s: &str) -> Result<DeathSignal, String> {
     parse_pdeathsig(s).map(DeathSignal)
 }
 
+/// Parses a worker count (`--workers`, `--max-surge`): a whole number from 1 to 1024.
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a worker count (expected a whole number from 1 to 1024)"
+        )),
+    }
+}
+
 /// Parses a backoff factor: a number from 1 to 1000.
 pub fn parse_factor(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -803,6 +841,43 @@ mod tests {
     }
 
     #[test]
+    fn workers_options_and_their_errors() {
+        let args = Args::try_parse_from(["relaunch", "--", "srv"]).unwrap();
+        let st = args.into_config().program().settings;
+        assert_eq!((st.workers, st.max_surge), (1, 1));
+        assert_eq!(st.reload_strategy, ReloadStrategy::All);
+        let args = Args::try_parse_from([
+            "relaunch",
+            "--workers",
+            "8",
+            "--reload-strategy",
+            "rolling",
+            "--max-surge",
+            "2",
+            "--",
+            "srv",
+        ])
+        .unwrap();
+        let st = args.into_config().program().settings;
+        assert_eq!((st.workers, st.max_surge), (8, 2));
+        assert_eq!(st.reload_strategy, ReloadStrategy::Rolling);
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let e = parse_workers(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("1 to 1024"),
+                "{e}"
+            );
+        }
+        let e = Args::try_parse_from(["relaunch", "--reload-strategy", "fast", "--", "srv"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"fast\"") && e.contains("all or rolling"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn core_options_read_relaunch_variables_and_flags_win() {
         use clap::CommandFactory;
         let cmd = Args::command();
@@ -812,6 +887,9 @@ mod tests {
             ("ready_timeout", "RELAUNCH_READY_TIMEOUT"),
             ("stop_signal", "RELAUNCH_STOP_SIGNAL"),
             ("stop_wait_secs", "RELAUNCH_STOP_WAIT_SECS"),
+            ("workers", "RELAUNCH_WORKERS"),
+            ("reload_strategy", "RELAUNCH_RELOAD_STRATEGY"),
+            ("max_surge", "RELAUNCH_MAX_SURGE"),
             ("backlog", "RELAUNCH_BACKLOG"),
             ("name", "RELAUNCH_NAME"),
             ("control", "RELAUNCH_CONTROL"),

@@ -100,6 +100,10 @@ pub enum ClientCommand {
         /// With several programs: the programs to signal (required then).
         #[arg(value_name = "PROGRAM")]
         programs: Vec<String>,
+        /// Only this worker (its index, 0 to --workers minus 1) [default: every worker of
+        /// the current generation].
+        #[arg(long, value_name = "INDEX")]
+        worker: Option<usize>,
     },
 }
 
@@ -190,10 +194,11 @@ pub fn run(command: ClientCommand) -> i32 {
             target,
             signal,
             programs,
+            worker,
         } => match programs.is_empty() {
-            true => send_signal(&target, signal, None),
+            true => send_signal(&target, signal, None, worker),
             false => by_name(&target, &programs, "signal", |name| {
-                send_signal(&target, signal, name)
+                send_signal(&target, signal, name, worker)
             }),
         },
     };
@@ -914,9 +919,23 @@ fn stop(args: &StopArgs) -> Result<i32> {
     }
 }
 
-fn send_signal(target: &Target, signal: Signal, name: Option<&str>) -> Result<i32> {
+fn send_signal(
+    target: &Target,
+    signal: Signal,
+    name: Option<&str>,
+    worker: Option<usize>,
+) -> Result<i32> {
     let path = match locate(target)? {
         Endpoint::Socket(path) => path,
+        Endpoint::Pid(_, file) if worker.is_some() => {
+            return Err(Fail(
+                FAILED,
+                format!(
+                    "signal --worker needs the control socket (only the pid file {} was found)",
+                    file.display()
+                ),
+            ));
+        }
         Endpoint::Pid(pid, file) => {
             // relaunch forwards these to the current child.
             if matches!(signal, Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGWINCH) {
@@ -941,15 +960,26 @@ fn send_signal(target: &Target, signal: Signal, name: Option<&str>) -> Result<i3
     let request = Request {
         signal: Some(signal.as_str().to_owned()),
         program: name.map(str::to_owned),
+        worker,
         ..Request::new("signal")
     };
     let response = session.ask(&request, Some(ANSWER_TIMEOUT))?;
     match response.signal.as_ref().filter(|_| response.ok) {
         Some(s) => {
-            println!(
-                "sent {} to generation {} (pid {})",
-                s.signal, s.generation, s.pid
-            );
+            match s.worker {
+                Some(w) => println!(
+                    "sent {} to worker {w} of generation {} (pid {})",
+                    s.signal, s.generation, s.pid
+                ),
+                None if s.sent_to > 1 => println!(
+                    "sent {} to the {} workers of generation {}",
+                    s.signal, s.sent_to, s.generation
+                ),
+                None => println!(
+                    "sent {} to generation {} (pid {})",
+                    s.signal, s.generation, s.pid
+                ),
+            }
             Ok(OK)
         }
         None => Err(refused(&response)),
@@ -1091,6 +1121,12 @@ pub fn table(r: &StatusRecord) -> String {
             b.generation, b.restart_in_secs, b.attempt, b.start_failures
         ));
     }
+    if r.workers > 1 {
+        out.push_str(&format!(
+            "  workers   {} of {} up\n",
+            r.workers_up, r.workers
+        ));
+    }
     let c = &r.counters;
     out.push_str(&format!(
         "  counters  reloads {} ok, {} failed; restarts {}; spawn failures {}\n",
@@ -1120,7 +1156,10 @@ pub fn table(r: &StatusRecord) -> String {
             .iter()
             .map(|g| {
                 [
-                    g.generation.to_string(),
+                    match r.workers > 1 {
+                        true => format!("{}/{}", g.generation, g.worker),
+                        false => g.generation.to_string(),
+                    },
                     g.pid.to_string(),
                     g.role.clone(),
                     g.state.clone(),
@@ -1130,8 +1169,9 @@ pub fn table(r: &StatusRecord) -> String {
                 ]
             })
             .collect();
+        let first = if r.workers > 1 { "GEN/WORKER" } else { "GEN" };
         let header =
-            ["GEN", "PID", "ROLE", "STATE", "STARTED", "READY", "STATUS"].map(String::from);
+            [first, "PID", "ROLE", "STATE", "STARTED", "READY", "STATUS"].map(String::from);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -1210,6 +1250,7 @@ mod tests {
             generations: vec![GenerationRecord {
                 generation: 2,
                 pid: 12,
+                worker: 0,
                 role: "current".into(),
                 state: "RUNNING".into(),
                 started_at: Some("2026-01-01T00:00:00.000Z".into()),

@@ -156,6 +156,14 @@ pub fn describe(path: &Path, config: &Config) -> String {
         };
         let _ = writeln!(out, "  ready     = {ready:?}");
         let _ = writeln!(out, "  restart   = {:?}", p.settings.restart.to_string());
+        if p.settings.workers > 1 {
+            let _ = writeln!(out, "  workers   = {}", p.settings.workers);
+            let _ = writeln!(
+                out,
+                "  reload-strategy = {:?}",
+                p.settings.reload_strategy.to_string()
+            );
+        }
     }
     out
 }

@@ -149,3 +149,22 @@ fn every_program_flag_is_a_key() {
     assert_eq!(Keys::shape(&keys.program, "watch"), Some(Shape::Bool));
     assert!(Keys::shape(&keys.program, "verbose").is_none());
 }
+
+#[test]
+fn worker_keys_are_program_keys() {
+    let c = load_text(
+        "[program.web]\ncommand = [\"/srv/web\"]\nworkers = 8\n\
+         reload-strategy = \"rolling\"\nmax-surge = 2\n",
+    )
+    .unwrap()
+    .config;
+    let st = &c.programs[0].settings;
+    assert_eq!((st.workers, st.max_surge), (8, 2));
+    assert_eq!(
+        st.reload_strategy,
+        crate::supervisor::ReloadStrategy::Rolling
+    );
+    let e = load_text("[program.web]\ncommand = [\"/srv/web\"]\nworkers = 0\n").unwrap_err();
+    assert_eq!(e.line, Some(3));
+    assert!(e.message.contains("1 to 1024"), "{}", e.message);
+}

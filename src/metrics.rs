@@ -35,7 +35,7 @@ use crate::poll::{PollSet, Token};
 use crate::sockets;
 use crate::spec::ListenSpec;
 use crate::status::{Clock, Tracker, DURATION_BUCKETS};
-use crate::supervisor::{Phase, ProgramState, Supervisor};
+use crate::supervisor::{Fleet, Phase, ProgramState};
 
 /// The longest request head read.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -268,7 +268,7 @@ fn http(status: &str, content_type: &str, body: &str, head_only: bool) -> String
 
 /// The exposition text of several programs: every sample carries a `program` label
 /// (`relaunch_child_up{program="web"} 1`), each metric's `# HELP` and `# TYPE` once.
-pub(crate) fn render_named(programs: &[(&str, &Tracker, &Supervisor)]) -> String {
+pub(crate) fn render_named(programs: &[(&str, &Tracker, &Fleet)]) -> String {
     // Each metric's block, in the order the first program renders them.
     let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
     for (name, tracker, sup) in programs {
@@ -313,7 +313,7 @@ pub(crate) fn render_named(programs: &[(&str, &Tracker, &Supervisor)]) -> String
 }
 
 /// The exposition text (Prometheus text format 0.0.4).
-pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
+pub(crate) fn render(tracker: &Tracker, sup: &Fleet) -> String {
     let counters = tracker.counters();
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
@@ -352,6 +352,23 @@ pub(crate) fn render(tracker: &Tracker, sup: &Supervisor) -> String {
         "gauge",
         "Whether a generation of the server is running (up and serving).",
         &[("", u8::from(up).to_string())],
+    );
+    metric(
+        "relaunch_workers",
+        "gauge",
+        "Worker processes per generation (--workers).",
+        &[("", sup.count().to_string())],
+    );
+    let workers_up = if sup.is_stopping() {
+        0
+    } else {
+        sup.workers_up()
+    };
+    metric(
+        "relaunch_workers_up",
+        "gauge",
+        "How many workers are up (their serving child is running).",
+        &[("", workers_up.to_string())],
     );
     metric(
         "relaunch_generation",
@@ -455,7 +472,7 @@ mod tests {
     fn several_programs_carry_a_program_label_under_one_help_each() {
         let t0 = Instant::now();
         let (a, b) = (Tracker::new(t0), Tracker::new(t0));
-        let sup = Supervisor::new(Settings::default());
+        let sup = Fleet::new(Settings::default());
         let text = render_named(&[("web", &a, &sup), ("api", &b, &sup)]);
         assert_eq!(
             text.matches("# HELP relaunch_child_up ").count(),
@@ -488,7 +505,7 @@ mod tests {
     fn exposition_format() {
         let t0 = Instant::now();
         let tracker = Tracker::new(t0);
-        let sup = Supervisor::new(Settings::default());
+        let sup = Fleet::new(Settings::default());
         let text = render(&tracker, &sup);
         for line in [
             "# TYPE relaunch_reloads_total counter",

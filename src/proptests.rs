@@ -1201,6 +1201,7 @@ fn request_line() -> impl Strategy<Value = (String, Result<Request, String>)> {
                 wait,
                 signal: signal.clone(),
                 program: None,
+                worker: None,
             };
             let expected = match (v, cmd.as_str(), &signal) {
                 (None, _, _) => Err("\"v\"".to_owned()),

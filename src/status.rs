@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::{ExitStatus, Phase, ReloadFailure, Report, SpawnCause, Supervisor};
+use crate::supervisor::{ExitStatus, Fleet, Phase, ReloadFailure, Report, SpawnCause};
 
 /// How many events the history keeps.
 pub const HISTORY_LEN: usize = 20;
@@ -61,7 +61,12 @@ pub struct StatusRecord {
     pub control: Option<String>,
     /// The listening sockets, in fd order.
     pub sockets: Vec<SocketRecord>,
-    /// Every live generation: current, pending (a reload's new one), retiring (stopping).
+    /// Worker processes per generation (`--workers`).
+    pub workers: usize,
+    /// How many workers are up (their serving child is RUNNING).
+    pub workers_up: usize,
+    /// Every live child: current, pending (a reload's new one), retiring (stopping); with
+    /// several workers, one entry per worker's child, in worker order.
     pub generations: Vec<GenerationRecord>,
     /// The restart scheduled after a crash, if any.
     pub backoff: Option<BackoffRecord>,
@@ -105,6 +110,8 @@ pub struct GenerationRecord {
     pub generation: u64,
     /// Its pid.
     pub pid: i32,
+    /// Its worker index (`RELAUNCH_WORKER`; 0 with one worker).
+    pub worker: usize,
     /// `current` (serving), `pending` (a reload's new generation) or `retiring` (stopping).
     pub role: String,
     /// `STARTING`, `RUNNING` or `STOPPING`.
@@ -567,7 +574,7 @@ impl Tracker {
     }
 
     /// The program's state as one word.
-    pub fn state(sup: &Supervisor) -> &'static str {
+    pub fn state(sup: &Fleet) -> &'static str {
         sup.state().as_str()
     }
 
@@ -575,29 +582,21 @@ impl Tracker {
     /// pid, version, control path, sockets); the rest is filled in here.
     pub fn record(
         &self,
-        sup: &Supervisor,
+        sup: &Fleet,
         master: &StatusRecord,
         clock: &Clock,
         now: Instant,
     ) -> StatusRecord {
         let at = |t: Instant| clock.rfc3339(t);
-        let role_of = |generation: u64| {
-            if sup.current().is_some_and(|c| c.generation == generation) {
-                "current"
-            } else if sup.pending().is_some_and(|c| c.generation == generation) {
-                "pending"
-            } else {
-                "retiring"
-            }
-        };
         let generations = sup
-            .children()
-            .map(|c| {
+            .members()
+            .map(|(worker, role, c)| {
                 let info = self.generations.get(&c.generation);
                 GenerationRecord {
                     generation: c.generation,
                     pid: c.pid.as_raw(),
-                    role: role_of(c.generation).into(),
+                    worker,
+                    role: role.into(),
                     state: match c.phase {
                         Phase::Starting { .. } => "STARTING",
                         Phase::Running => "RUNNING",
@@ -617,6 +616,8 @@ impl Tracker {
             state_reason: sup.state_reason().to_owned(),
             reloading: sup.reloading().is_some(),
             reload_queued: sup.reload_queued(),
+            workers: sup.count(),
+            workers_up: sup.workers_up(),
             generations,
             backoff: sup.backoff().map(|(when, generation)| BackoffRecord {
                 generation,
@@ -686,7 +687,7 @@ mod tests {
 
     /// Drives a real supervisor and tracker together the way the runtime does.
     struct Rig {
-        sup: Supervisor,
+        sup: Fleet,
         tracker: Tracker,
         t0: Instant,
         clock: Clock,
@@ -698,7 +699,7 @@ mod tests {
         fn new() -> Rig {
             let t0 = Instant::now();
             Rig {
-                sup: Supervisor::new(Settings::default()),
+                sup: Fleet::new(Settings::default()),
                 tracker: Tracker::new(t0),
                 t0,
                 clock: Clock::anchored(t0, UNIX_EPOCH),
@@ -713,7 +714,7 @@ mod tests {
 
         fn run(&mut self, actions: Vec<Action>, ms: u64, fail_spawns: bool) {
             for a in actions {
-                if let Action::Spawn { generation } = a {
+                if let Action::Spawn { generation, .. } = a {
                     self.next_pid += 1;
                     let result = if fail_spawns {
                         Err(SpawnFailure {
@@ -723,7 +724,14 @@ mod tests {
                     } else {
                         Ok(Pid::from_raw(self.next_pid))
                     };
-                    let more = self.ev(Event::Spawned { generation, result }, ms);
+                    let more = self.ev(
+                        Event::Spawned {
+                            generation,
+                            worker: 0,
+                            result,
+                        },
+                        ms,
+                    );
                     self.run(more, ms, fail_spawns);
                 }
             }
@@ -762,7 +770,7 @@ mod tests {
     #[test]
     fn records_start_reloads_exits_restarts_and_failures() {
         let mut r = Rig::new();
-        let step = r.sup.start();
+        let step = r.sup.start(r.at(0));
         let a = r.absorb(step, 0);
         r.run(a, 0, false);
         let s = r.record(500);
@@ -896,7 +904,7 @@ mod tests {
     #[test]
     fn history_keeps_the_last_twenty() {
         let mut r = Rig::new();
-        let step = r.sup.start();
+        let step = r.sup.start(r.at(0));
         let a = r.absorb(step, 0);
         r.run(a, 0, false);
         r.step(Event::Tick, 1000);

@@ -1277,7 +1277,15 @@ fn clear_env_passes_only_path_the_activation_variables_and_env() {
         .collect();
     assert_eq!(
         names,
-        ["KEEP", "LISTEN_FDNAMES", "LISTEN_FDS", "LISTEN_PID", "PATH"],
+        [
+            "KEEP",
+            "LISTEN_FDNAMES",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "PATH",
+            "RELAUNCH_GENERATION",
+            "RELAUNCH_WORKER"
+        ],
         "{env:?}"
     );
 }

@@ -337,3 +337,82 @@ fn the_master_stops_programs_in_reverse_order_and_exits_0() {
     assert!(at("program{program=jobs}: exiting") < at("program{program=api}: shutting down"));
     assert!(at("program{program=api}: exiting") < at("program{program=web}: shutting down"));
 }
+
+/// The current children of `name` as (worker, generation, pid), by worker.
+fn workers_of(status: &Value, name: &str) -> Vec<(u64, u64, i64)> {
+    let mut v: Vec<(u64, u64, i64)> = program(status, name)["generations"]
+        .as_array()
+        .map(|gs| {
+            gs.iter()
+                .filter(|g| g["role"] == "current")
+                .filter_map(|g| {
+                    Some((
+                        g["worker"].as_u64()?,
+                        g["generation"].as_u64()?,
+                        g["pid"].as_i64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_program_with_workers_is_signalled_stopped_and_started_by_name() {
+    let dir = TempDir::new("programs-workers");
+    let hello = hello_bin();
+    let pool = format!(
+        "\n[program.pool]\ncommand = [\"{}\"]\nlisten = [\"http=127.0.0.1:0\"]\nworkers = 3\npriority = 40\n",
+        hello.display()
+    );
+    let relaunch = start_site(&dir, &pool);
+    let up = |s: &Value| program(s, "pool")["workers_up"] == 3;
+    relaunch.wait_until(TIMEOUT, "pool's three workers up", || {
+        up(&status_json(&dir))
+    });
+    let before = workers_of(&status_json(&dir), "pool");
+    assert_eq!(
+        before.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>(),
+        vec![(0, 1), (1, 1), (2, 1)],
+        "{before:?}"
+    );
+    // One worker of one program, by name (a crash: it is restarted alone); the others are left
+    // alone.
+    let (code, out, err) = client(&dir, &["signal", "KILL", "pool", "--worker", "1"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("worker 1"), "{out}");
+    relaunch.wait_until(TIMEOUT, "worker 1 replaced", || {
+        let now = workers_of(&status_json(&dir), "pool");
+        now.len() == 3 && now[1].2 != before[1].2
+    });
+    let after = workers_of(&status_json(&dir), "pool");
+    assert_eq!((after[0].2, after[2].2), (before[0].2, before[2].2));
+    // A worker index out of range names the valid ones and exits 1; nothing changes.
+    let (code, _, err) = client(&dir, &["signal", "TERM", "pool", "--worker", "3"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("workers are 0 to 2"), "{err}");
+    // Stopped by name, then started again: three new workers of the next generation.
+    assert_eq!(client(&dir, &["stop", "pool"]).0, 0);
+    relaunch.wait_until(TIMEOUT, "pool STOPPED, its workers gone", || {
+        program(&status_json(&dir), "pool")["state"] == "STOPPED"
+            && after.iter().all(|w| !proc_alive(w.2 as i32))
+    });
+    let (code, _, err) = client(&dir, &["start", "pool"]);
+    assert_eq!(code, 0, "{err}");
+    relaunch.wait_until(TIMEOUT, "pool's workers up again", || {
+        let s = status_json(&dir);
+        program(&s, "pool")["state"] == "RUNNING" && up(&s)
+    });
+    let again = workers_of(&status_json(&dir), "pool");
+    assert_eq!(again.len(), 3, "{again:?}");
+    let generation = again[0].1;
+    assert!(generation > 1, "{again:?}");
+    assert!(again.iter().all(|w| w.1 == generation), "{again:?}");
+    let addr = address(&status_json(&dir), "pool");
+    let (code, body) = http_get(addr, TIMEOUT).expect("GET pool");
+    assert_eq!(code, 200);
+    let pid = body_pid(&body).expect("a pid in the body") as i64;
+    assert!(again.iter().any(|w| w.2 == pid), "{pid} not in {again:?}");
+}

@@ -113,8 +113,14 @@ pub(crate) enum Ask {
         /// Answer when relaunch exits.
         wait: bool,
     },
-    /// `signal`: forward it to the current generation, then [`Control::signal_asked`].
-    Signal(Signal),
+    /// `signal`: forward it to the current generation (or one worker of it), then
+    /// [`Control::signal_asked`].
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// Only this worker.
+        worker: Option<usize>,
+    },
     /// `start`: start a program that does not run (stopped by name, or `autostart = false`).
     Start,
     /// `restart`: start a program that does not run, reload one that does.
@@ -254,7 +260,10 @@ impl Control {
                 "start" => Ok(Ask::Start),
                 "restart" => Ok(Ask::Restart { wait: request.wait }),
                 "signal" => match request.signal.as_deref().map(parse_signal) {
-                    Some(Ok(signal)) => Ok(Ask::Signal(signal)),
+                    Some(Ok(signal)) => Ok(Ask::Signal {
+                        signal,
+                        worker: request.worker,
+                    }),
                     Some(Err(e)) => Err(e),
                     None => Err("no signal given".to_owned()),
                 },
@@ -356,22 +365,23 @@ impl Control {
         &mut self,
         id: u64,
         signal: Signal,
-        target: Option<(u64, Pid)>,
+        target: Result<(u64, Pid, usize), String>,
+        worker: Option<usize>,
         now: Instant,
     ) {
         let response = match target {
-            Some((generation, pid)) => {
+            Ok((generation, pid, sent_to)) => {
                 let mut r = Response::ok();
                 r.signal = Some(SignalReply {
                     signal: signal.as_str().to_owned(),
                     generation,
                     pid: pid.as_raw(),
+                    worker,
+                    sent_to,
                 });
                 r
             }
-            None => Response::error(
-                "no current generation to signal (starting, restarting or stopping)",
-            ),
+            Err(e) => Response::error(e),
         };
         self.reply(id, &response, now);
     }

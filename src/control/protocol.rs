@@ -34,6 +34,10 @@ pub struct Request {
     /// master). `start` and `signal` need one when there are several programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
+    /// `signal`: only this worker (its index); every worker of the current generation when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
 }
 
 impl Request {
@@ -136,8 +140,14 @@ pub struct SignalReply {
     pub signal: String,
     /// The generation it was sent to (the current one).
     pub generation: u64,
-    /// Its pid.
+    /// Its pid (the first worker's, when it went to every worker).
     pub pid: i32,
+    /// The worker it was sent to, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
+    /// How many processes it was sent to (the workers of the current generation).
+    #[serde(default)]
+    pub sent_to: usize,
 }
 
 /// Parses a request line; the error is the message for the client.

@@ -162,7 +162,7 @@ mod tests {
         /// Runs actions; spawns succeed unless `fail` names the generation to fail.
         fn run(&mut self, actions: Vec<Action>, fail: Option<u64>) {
             for a in actions {
-                if let Action::Spawn { generation } = a {
+                if let Action::Spawn { generation, .. } = a {
                     self.next_pid += 1;
                     let result = if fail == Some(generation) {
                         Err(SpawnFailure {
@@ -172,7 +172,11 @@ mod tests {
                     } else {
                         Ok(Pid::from_raw(self.next_pid))
                     };
-                    let more = self.handle(Event::Spawned { generation, result });
+                    let more = self.handle(Event::Spawned {
+                        generation,
+                        worker: 0,
+                        result,
+                    });
                     self.run(more, fail);
                 }
             }

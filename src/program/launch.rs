@@ -31,7 +31,7 @@ impl Program {
     /// Starts generation `generation` of this program: its sockets at 3.., its environment
     /// (`--env-file` read again, `--env`, `NOTIFY_SOCKET`), its readiness pipe, its output
     /// pipes. On failure, also says what the `--daemon` shell command should hear, if anything.
-    pub(crate) fn spawn(&mut self, generation: u64) -> Result<Pid, Failed> {
+    pub(crate) fn spawn(&mut self, generation: u64, worker: usize) -> Result<Pid, Failed> {
         if let Some(watch) = &mut self.watch {
             watch.spawning(generation);
         }
@@ -55,6 +55,14 @@ impl Program {
             })?,
             ..Extras::default()
         };
+        // Which worker of which generation it is: fixed entries of this spawn's environment,
+        // built (like the rest of the exec image) before the fork.
+        extras
+            .env
+            .push(("RELAUNCH_WORKER".into(), worker.to_string().into()));
+        extras
+            .env
+            .push(("RELAUNCH_GENERATION".into(), generation.to_string().into()));
         if let Some(sock) = &self.notify_socket {
             extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
         }

@@ -29,7 +29,7 @@ use crate::poll::{PollSet, Ready, Token};
 use crate::sockets::activation::Inherited;
 use crate::sockets::{self, Listener};
 use crate::status::{Clock, OutputLine, ReloadRecord, SocketRecord, StatusRecord, Tracker};
-use crate::supervisor::{Action, Event, ExitStatus, Report, Step, Supervisor, Trigger};
+use crate::supervisor::{Action, Event, ExitStatus, Fleet, Report, Step, Trigger};
 use crate::sys::spawn::{self, SpawnOptions};
 use crate::watch::Watcher;
 use crate::Failure;
@@ -127,7 +127,7 @@ impl Prepared {
         // The supervisor is pure: its backoff jitter gets its randomness from here.
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Ok(Program {
-            supervisor: Supervisor::with_seed(config.settings, seed),
+            supervisor: Fleet::with_seed(config.settings, seed),
             seed,
             span: span.clone(),
             run: Run::NotStarted,
@@ -150,7 +150,8 @@ pub(crate) struct Program {
     config: ProgramConfig,
     listeners: Vec<Listener>,
     options: SpawnOptions,
-    supervisor: Supervisor,
+    /// Its state machine: one supervisor per worker (`--workers`).
+    supervisor: Fleet,
     /// What status and metrics report, kept from the supervisor's reports.
     status: Tracker,
     /// A pidfd per live child, where the kernel has them: signals go through it, so they can
@@ -221,7 +222,7 @@ impl Program {
     }
 
     /// Its state machine, read-only: every change goes through [`Program::handle`].
-    pub(crate) fn supervisor(&self) -> &Supervisor {
+    pub(crate) fn supervisor(&self) -> &Fleet {
         &self.supervisor
     }
 
@@ -255,10 +256,10 @@ impl Program {
     pub(crate) fn start(&mut self, now: Instant) -> Handled {
         if self.supervisor.is_done() {
             self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            self.supervisor = Supervisor::after(&self.supervisor, self.seed);
+            self.supervisor = Fleet::after(&self.supervisor, self.seed);
         }
         self.run = Run::Started;
-        let step = self.supervisor.start();
+        let step = self.supervisor.start(now);
         self.absorb(step, now)
     }
 
@@ -317,6 +318,17 @@ impl Program {
     /// status tracker and the watcher before returning them.
     pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Handled {
         let step = self.supervisor.handle(event, now);
+        self.absorb(step, now)
+    }
+
+    /// Sends `signal` to worker `worker` of the current generation alone (`signal --worker`).
+    pub(crate) fn signal_worker(
+        &mut self,
+        worker: usize,
+        signal: nix::sys::signal::Signal,
+        now: Instant,
+    ) -> Handled {
+        let step = self.supervisor.signal_worker(worker, signal, now);
         self.absorb(step, now)
     }
 

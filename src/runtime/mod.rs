@@ -442,16 +442,25 @@ impl Master {
             let span = self.programs[i].span();
             let _entered = span.as_ref().map(tracing::Span::enter);
             match action {
-                Action::Spawn { generation } => {
-                    let result = self.programs[i].spawn(generation).map_err(|failed| {
-                        if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup) {
-                            startup.reason = Some(why);
-                        }
-                        failed.failure
-                    });
+                Action::Spawn { generation, worker } => {
+                    let result = self.programs[i]
+                        .spawn(generation, worker)
+                        .map_err(|failed| {
+                            if let (Some(startup), Some(why)) = (&mut self.startup, failed.startup)
+                            {
+                                startup.reason = Some(why);
+                            }
+                            failed.failure
+                        });
                     let now = Instant::now();
-                    let handled =
-                        self.programs[i].handle(Event::Spawned { generation, result }, now);
+                    let handled = self.programs[i].handle(
+                        Event::Spawned {
+                            generation,
+                            worker,
+                            result,
+                        },
+                        now,
+                    );
                     let more = self.route(i, handled, now);
                     // The spawn's consequences come before anything queued after it.
                     for a in more.into_iter().rev() {
@@ -476,7 +485,12 @@ impl Master {
         let program = &self.programs[self.first_program];
         let supervisor = program.supervisor();
         match supervisor.current() {
-            Some(c) if c.pid == first && c.phase == Phase::Running => {
+            // With several workers, every one of them must be up.
+            Some(c)
+                if c.pid == first
+                    && c.phase == Phase::Running
+                    && supervisor.workers_up() == supervisor.count() =>
+            {
                 info!(generation = c.generation, pid = %c.pid, "the server is up; detached");
                 if let Some(startup) = self.startup.take() {
                     startup.succeeded();

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
 use super::{order, Master, Queued, Stopping};
@@ -124,22 +125,60 @@ impl Master {
                 }
                 self.control.done(id, now);
             }
-            Ask::Signal(signal) => {
+            Ask::Signal { signal, worker } => {
                 if targets.len() > 1 {
                     let message = "name the program to signal (relaunch signal SIG PROGRAM)";
                     self.control.refuse(id, message.into(), true, now);
                     return;
                 }
                 let i = targets[0];
-                let sup = self.programs[i].supervisor();
-                let target = sup
-                    .current()
-                    .filter(|_| !sup.is_stopping() && !sup.is_done())
-                    .map(|c| (c.generation, c.pid));
-                if target.is_some() {
-                    self.feed(i, Event::Forward(signal), now, queue);
+                let target = self.signal_target(i, worker);
+                if target.is_ok() {
+                    match worker {
+                        Some(w) => {
+                            let handled = self.programs[i].signal_worker(w, signal, now);
+                            let actions = self.route(i, handled, now);
+                            queue.extend(actions.into_iter().map(|a| (i, a)));
+                        }
+                        None => self.feed(i, Event::Forward(signal), now, queue),
+                    }
                 }
-                self.control.signal_asked(id, signal, target, now);
+                self.control.signal_asked(id, signal, target, worker, now);
+            }
+        }
+    }
+
+    /// Whom `signal` (to `worker`, or every worker) would reach in program `i`: the current
+    /// generation's number, a pid, and how many processes; or why there is nobody.
+    fn signal_target(&self, i: usize, worker: Option<usize>) -> Result<(u64, Pid, usize), String> {
+        let sup = self.programs[i].supervisor();
+        let none = "no current generation to signal (starting, restarting or stopping)";
+        if sup.is_stopping() || sup.is_done() {
+            return Err(none.to_owned());
+        }
+        match worker {
+            Some(w) if w >= sup.count() => Err(format!(
+                "there is no worker {w}: --workers is {}, so workers are 0 to {}",
+                sup.count(),
+                sup.count() - 1
+            )),
+            Some(w) => sup
+                .worker(w)
+                .and_then(|s| s.current())
+                .map(|c| (c.generation, c.pid, 1))
+                .ok_or_else(|| {
+                    format!(
+                        "worker {w} has no current child to signal (starting, restarting or stopping)"
+                    )
+                }),
+            None => {
+                let current = (0..sup.count()).filter_map(|w| sup.worker(w).and_then(|s| s.current()));
+                let sent_to = current.clone().count();
+                current
+                    .clone()
+                    .next()
+                    .map(|c| (c.generation, c.pid, sent_to))
+                    .ok_or_else(|| none.to_owned())
             }
         }
     }

@@ -147,6 +147,8 @@ pub enum Event {
     Spawned {
         /// The generation that was asked for.
         generation: u64,
+        /// The worker it was asked for (its index, 0 with one worker).
+        worker: usize,
         /// Its pid, or why it could not be started.
         result: Result<Pid, SpawnFailure>,
     },
@@ -167,8 +169,10 @@ pub enum Event {
 pub enum Action {
     /// Start this generation of the server, then report [`Event::Spawned`].
     Spawn {
-        /// The generation number, for logs.
+        /// The generation number (`RELAUNCH_GENERATION`).
         generation: u64,
+        /// The worker's index (`RELAUNCH_WORKER`), 0 with one worker.
+        worker: usize,
     },
     /// Send a signal to a child, or to its process group.
     Signal {

@@ -73,6 +73,17 @@ pub struct Supervisor {
     pub(super) done: bool,
     /// What happened during the current step, handed out with its actions.
     pub(super) reports: Vec<Report>,
+    /// This supervisor's worker index in its [`Fleet`](super::Fleet) (0 alone), carried by
+    /// its spawns.
+    pub(super) worker: usize,
+    /// Set by the fleet during an all-at-once reload: a reload's new child that is up waits
+    /// here, not promoted, until every worker's is (the fleet clears it).
+    pub(super) hold: bool,
+    /// Set while held: the new child is up and waits for the fleet (it has no deadline).
+    pub(super) held_up: bool,
+    /// Set by the fleet: the generation number every new child of this worker gets (a
+    /// worker's restart stays in its generation), instead of counting up.
+    pub(super) pinned: Option<u64>,
 }
 
 impl Supervisor {
@@ -107,6 +118,10 @@ impl Supervisor {
             ever_spawned: false,
             done: false,
             reports: Vec::new(),
+            worker: 0,
+            hold: false,
+            held_up: false,
+            pinned: None,
         }
     }
 
@@ -274,10 +289,12 @@ impl Supervisor {
 
     /// The earliest moment at which [`Event::Tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        // Held and up (an all-at-once reload): it waits for the fleet, not for a deadline.
+        let held = self.hold && self.held_up;
         let starting = self
             .current
             .iter()
-            .chain(self.pending.iter())
+            .chain(self.pending.iter().filter(|_| !held))
             .filter_map(|c| match c.phase {
                 Phase::Starting { until, .. } => Some(until),
                 _ => None,
@@ -341,9 +358,9 @@ impl Supervisor {
                 }
             },
             Event::Exited { pid, status } => self.exited(pid, status, now, &mut out),
-            Event::Spawned { generation, result } => {
-                self.spawned(generation, result, now, &mut out)
-            }
+            Event::Spawned {
+                generation, result, ..
+            } => self.spawned(generation, result, now, &mut out),
             Event::Notify { pid, note } => self.notified(pid, note, now),
             Event::Tick => {}
         }
@@ -385,6 +402,9 @@ impl Supervisor {
     }
 
     pub(super) fn new_generation(&mut self) -> u64 {
+        if let Some(g) = self.pinned {
+            return g;
+        }
         let g = self.next_generation;
         self.next_generation += 1;
         g
@@ -392,7 +412,10 @@ impl Supervisor {
 
     pub(super) fn spawn(&mut self, generation: u64, role: Role, cause: SpawnCause) -> Action {
         self.spawning = Some((generation, role, cause));
-        Action::Spawn { generation }
+        Action::Spawn {
+            generation,
+            worker: self.worker,
+        }
     }
 
     /// Why a reload cannot start right now, if it cannot: it would make a third live
@@ -773,7 +796,7 @@ impl Supervisor {
         }
     }
 
-    fn retire(&mut self, mut child: Child, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn retire(&mut self, mut child: Child, now: Instant, out: &mut Vec<Action>) {
         let signal = self.settings.stop_signal;
         child.phase = Phase::Stopping {
             kill_at: now + self.settings.stop_wait,
@@ -832,7 +855,11 @@ impl Supervisor {
             self.retire(new, now, out);
             self.after_reload_attempt(now, why, 1, out);
         }
-        if let Some(new) = self.pending.take_if(|c| due(c, true)) {
+        let hold = self.hold;
+        if hold && self.pending.as_ref().is_some_and(|c| due(c, true)) {
+            self.held_up = true;
+        }
+        if let Some(new) = self.pending.take_if(|c| !hold && due(c, true)) {
             self.restarts.started();
             let promoted = Child {
                 phase: Phase::Running,

@@ -13,11 +13,14 @@
 //! - `policy.rs`: the restart policy (backoff, retries, crash loop, FATAL);
 //! - `backoff.rs`: the delay bound ([`backoff_delay`]);
 //! - `events.rs`: `Event`, `Action`, [`Report`], `Step` and the values they carry;
+//! - `fleet.rs`: [`Fleet`], the workers (`--workers N`): one supervisor per worker index, and
+//!   the all-at-once and rolling reloads across them;
 //! - `settings.rs`: [`Settings`] and the policy values (`--restart`, `--exit-codes`, ...);
 //! - `manager.rs`: `ServiceManager`, the sd_notify messages upward, from the reports.
 //!
 //! # Generations and their states
-//! Each child is one *generation* (numbered from 1). A child is `Starting` until it has stayed
+//! Each child is one *generation* (numbered from 1). With `--workers N`, a [`Fleet`] runs one
+//! such machine per worker index, and a generation is N children (see `fleet.rs`). A child is `Starting` until it has stayed
 //! alive `start_secs` (after saying it is ready, with `--ready notify`/`fd:N`), then `Running`;
 //! a child asked to stop is `Stopping` until it exits, and gets SIGKILL once `stop_wait` has
 //! passed.
@@ -75,6 +78,7 @@
 
 mod backoff;
 mod events;
+mod fleet;
 mod machine;
 mod manager;
 mod policy;
@@ -87,6 +91,8 @@ pub(crate) use events::{Action, Event, SpawnFailure, Step};
 pub use events::{
     Child, ExitStatus, Phase, ProgramState, ReloadFailure, Report, SpawnCause, Trigger,
 };
+pub use fleet::Fleet;
+#[cfg(test)]
 pub(crate) use machine::Supervisor;
 pub(crate) use manager::{ManagerMessage, ServiceManager};
-pub use settings::{ExitCodes, OnExit, OnFatal, RestartPolicy, Settings};
+pub use settings::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};

@@ -55,6 +55,48 @@ pub struct Settings {
     pub stop_as_group: bool,
     /// Send SIGKILL to the child's whole process group (implied by `stop_as_group`).
     pub kill_as_group: bool,
+    /// Worker processes per generation (`--workers`, at least 1).
+    pub workers: usize,
+    /// How a reload replaces the workers (`--reload-strategy`).
+    pub reload_strategy: ReloadStrategy,
+    /// With [`ReloadStrategy::Rolling`], how many workers beyond `workers` may be alive
+    /// (`--max-surge`, at least 1).
+    pub max_surge: usize,
+}
+
+/// How a reload replaces the workers of a generation (`--reload-strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReloadStrategy {
+    /// Start all N new workers, wait until all are up, then stop the N old ones; if any new
+    /// one fails, stop every new one and leave the old ones untouched.
+    #[default]
+    All,
+    /// Replace the workers a few at a time, never more than `workers + max_surge` alive; a
+    /// failure pauses the roll, leaving old and replaced workers serving.
+    Rolling,
+}
+
+impl std::str::FromStr for ReloadStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(ReloadStrategy::All),
+            "rolling" => Ok(ReloadStrategy::Rolling),
+            _ => Err(format!(
+                "{s:?} is not a reload strategy (expected all or rolling)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ReloadStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReloadStrategy::All => "all",
+            ReloadStrategy::Rolling => "rolling",
+        })
+    }
 }
 
 impl Default for Settings {
@@ -78,6 +120,9 @@ impl Default for Settings {
             restart_window: Duration::from_secs(60),
             stop_as_group: false,
             kill_as_group: false,
+            workers: 1,
+            reload_strategy: ReloadStrategy::All,
+            max_surge: 1,
         }
     }
 }

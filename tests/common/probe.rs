@@ -12,6 +12,9 @@ pub struct ProbeReport {
     pub listen_fds: Option<String>,
     pub listen_fdnames: Option<String>,
     pub notify_socket: Option<String>,
+    /// `RELAUNCH_WORKER` and `RELAUNCH_GENERATION` (`--workers`).
+    pub worker: Option<String>,
+    pub generation: Option<String>,
     /// Open fds, sorted.
     pub fds: Vec<i32>,
     /// Open fds with FD_CLOEXEC set.
@@ -44,6 +47,8 @@ impl ProbeReport {
             listen_fds: var("LISTEN_FDS"),
             listen_fdnames: var("LISTEN_FDNAMES"),
             notify_socket: var("NOTIFY_SOCKET"),
+            worker: var("RELAUNCH_WORKER"),
+            generation: var("RELAUNCH_GENERATION"),
             fds: list("fds")?,
             cloexec: list("cloexec")?,
             uid: field(line, "uid").and_then(|v| v.parse().ok()),

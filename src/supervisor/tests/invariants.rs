@@ -83,8 +83,9 @@ fn invariants_hold_under_random_events() {
                     let mut rest = Vec::new();
                     for a in a {
                         match a {
-                            Action::Spawn { generation } => {
+                            Action::Spawn { generation, .. } => {
                                 let more = s.ev(Event::Spawned {
+                                    worker: 0,
                                     generation,
                                     result: Err(SpawnFailure {
                                         message: "exec failed".into(),

@@ -5,6 +5,7 @@ mod invariants;
 mod notify;
 mod policy;
 mod reload;
+mod workers;
 
 use std::time::{Duration, Instant};
 
@@ -137,10 +138,11 @@ impl Sim {
     fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
         let mut rest = Vec::new();
         for a in actions {
-            if let Action::Spawn { generation } = a {
+            if let Action::Spawn { generation, .. } = a {
                 self.next_pid += 100;
                 let p = pid(self.next_pid);
                 let more = self.ev(Event::Spawned {
+                    worker: 0,
                     generation,
                     result: Ok(p),
                 });
@@ -155,7 +157,13 @@ impl Sim {
     fn start(&mut self) -> Pid {
         let step = self.sup.start();
         let a = self.absorb(step);
-        assert_eq!(a, vec![Action::Spawn { generation: 1 }]);
+        assert_eq!(
+            a,
+            vec![Action::Spawn {
+                generation: 1,
+                worker: 0
+            }]
+        );
         assert!(self.run(a).is_empty());
         self.sup.current().unwrap().pid
     }

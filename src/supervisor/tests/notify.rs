@@ -233,8 +233,15 @@ fn every_reload_attempt_reports_its_outcome() {
     s.exit(g3, ExitStatus::Code(1));
     // Exec failure.
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 4 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 4,
+            worker: 0
+        }]
+    );
     s.ev(Event::Spawned {
+        worker: 0,
         generation: 4,
         result: Err(SpawnFailure {
             message: "program not found".into(),
@@ -254,13 +261,20 @@ fn a_stop_between_a_spawn_request_and_its_result_stops_the_new_child_too() {
     s.at(1000);
     // The reload's spawn is requested, then a stop is handled before the spawn ran.
     let spawn = s.ev(Event::Reload(Trigger::Control));
-    assert_eq!(spawn, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        spawn,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     assert_eq!(
         s.ev(Event::Stop(TERM)),
         vec![sig(g1.as_raw(), TERM), sig(g1.as_raw(), CONT)]
     );
     assert_eq!(s.done, vec![(2, false)], "the attempt ends with the stop");
     let a = s.ev(Event::Spawned {
+        worker: 0,
         generation: 2,
         result: Ok(pid(777)),
     });

@@ -37,7 +37,13 @@ fn on_failure_does_not_restart_an_expected_exit_code_and_waits_for_a_reload() {
     );
     // A reload starts a new generation as current.
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     s.run(a);
     assert_eq!(s.sup.state(), ProgramState::Starting);
     assert_eq!(s.sup.current().unwrap().generation, 2);
@@ -159,7 +165,13 @@ fn on_exit_wait_keeps_the_sockets_and_a_reload_starts_a_new_generation() {
     assert_eq!(s.sup.state(), ProgramState::Exited);
     assert!(s.at(100_000).is_empty(), "nothing happens until asked");
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
 }
 
 #[test]
@@ -280,8 +292,15 @@ fn fatal_exit_code_is_never_zero_and_follows_the_shell() {
     s.exit(p, ExitStatus::Code(1));
     assert_eq!(s.ev(Event::Tick), vec![]);
     s.ms = 1100;
-    assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        s.ev(Event::Tick),
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     let gone = |generation| Event::Spawned {
+        worker: 0,
         generation,
         result: Err(SpawnFailure {
             message: "program not found".into(),
@@ -290,7 +309,13 @@ fn fatal_exit_code_is_never_zero_and_follows_the_shell() {
     };
     assert!(s.ev(gone(2)).is_empty());
     s.ms = 1300;
-    assert_eq!(s.ev(Event::Tick), vec![Action::Spawn { generation: 3 }]);
+    assert_eq!(
+        s.ev(Event::Tick),
+        vec![Action::Spawn {
+            generation: 3,
+            worker: 0
+        }]
+    );
     assert_eq!(s.ev(gone(3)), vec![Action::Exit { code: 127 }]);
 }
 
@@ -326,7 +351,13 @@ fn on_fatal_wait_keeps_waiting_and_a_reload_starts_from_a_fresh_count() {
     assert!(s.at(1_000_000).is_empty(), "FATAL waits without restarting");
     // A reload: a new attempt with a fresh retry count (two attempts again).
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 3 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 3,
+            worker: 0
+        }]
+    );
     s.run(a);
     assert_eq!(s.sup.start_failures(), 0);
     assert_eq!(s.sup.state(), ProgramState::Starting);
@@ -464,10 +495,11 @@ fn after_serving_failed_restarts_back_off_for_as_long_as_it_takes() {
     let at = s.sup.restart_at().unwrap();
     s.ms = (at - s.t0).as_millis() as u64;
     let a = s.ev(Event::Tick);
-    let Some(Action::Spawn { generation }) = a.first().cloned() else {
+    let Some(Action::Spawn { generation, .. }) = a.first().cloned() else {
         panic!("expected a spawn, got {a:?}")
     };
     let failed = s.ev(Event::Spawned {
+        worker: 0,
         generation,
         result: Err(SpawnFailure {
             message: "program not found".into(),
@@ -850,7 +882,13 @@ fn watch_triggers_reload_coalesce_and_report_like_sighup() {
     let g1 = s.start();
     s.at(1000);
     let a = s.ev(Event::Reload(watch("/srv/app")));
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     s.run(a);
     // More changes during the reload coalesce into one follow-up.
     assert!(s.ev(Event::Reload(watch("/srv/app"))).is_empty());

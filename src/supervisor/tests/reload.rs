@@ -68,8 +68,15 @@ fn a_new_child_that_cannot_exec_leaves_the_old_one_untouched() {
     let old = s.start();
     s.at(1000);
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     let a = s.ev(Event::Spawned {
+        worker: 0,
         generation: 2,
         result: Err(SpawnFailure {
             message: "program not found".into(),
@@ -303,7 +310,13 @@ fn a_reload_during_backoff_starts_at_once() {
     s.exit(p, ExitStatus::Code(1));
     assert!(s.sup.in_backoff());
     let a = s.ev(Event::Reload(HUP));
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     s.run(a);
     assert!(!s.sup.in_backoff());
     assert_eq!(s.sup.current().unwrap().generation, 2);
@@ -315,6 +328,7 @@ fn first_spawn_failure_exits_with_its_code() {
     let mut s = Sim::new();
     s.sup.start();
     let a = s.ev(Event::Spawned {
+        worker: 0,
         generation: 1,
         result: Err(SpawnFailure {
             message: "program not executable".into(),
@@ -333,8 +347,15 @@ fn a_later_spawn_failure_backs_off_instead_of_exiting() {
     s.exit(p, ExitStatus::Code(1));
     s.ms = 1100;
     let a = s.ev(Event::Tick);
-    assert_eq!(a, vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        a,
+        vec![Action::Spawn {
+            generation: 2,
+            worker: 0
+        }]
+    );
     let a = s.ev(Event::Spawned {
+        worker: 0,
         generation: 2,
         result: Err(SpawnFailure {
             message: "gone".into(),
