@@ -102,7 +102,18 @@ impl Relaunch {
     /// relaunch's log.
     #[track_caller]
     pub fn wait_status(&self, what: &str, pred: impl FnMut(&Value) -> bool) -> Value {
-        self.wait_status_of(None, what, pred)
+        self.wait_status_of(None, TIMEOUT, what, pred)
+    }
+
+    /// [`Self::wait_status`] with another deadline than [`TIMEOUT`].
+    #[track_caller]
+    pub fn wait_status_within(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        self.wait_status_of(None, timeout, what, pred)
     }
 
     /// [`Self::wait_status`] on one program's record (`program`), for a master with several.
@@ -113,18 +124,19 @@ impl Relaunch {
         what: &str,
         pred: impl FnMut(&Value) -> bool,
     ) -> Value {
-        self.wait_status_of(Some(program), what, pred)
+        self.wait_status_of(Some(program), TIMEOUT, what, pred)
     }
 
     #[track_caller]
     fn wait_status_of(
         &self,
         program: Option<&str>,
+        timeout: Duration,
         what: &str,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> Value {
         let ctl = self.control_path();
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout;
         let mut last: Result<Value, String> = Err("no status request answered yet".into());
         loop {
             let left = remaining(deadline);
@@ -151,7 +163,7 @@ impl Relaunch {
                     if gone {
                         "relaunch ended".to_owned()
                     } else {
-                        format!("timed out after {TIMEOUT:?}")
+                        format!("timed out after {timeout:?}")
                     },
                     self.pid(),
                     self.log_tail(LOG_TAIL)
