@@ -86,6 +86,7 @@ pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
+pub(crate) mod config_diff;
 #[cfg(feature = "cli")]
 pub mod config_file;
 pub(crate) mod conn;
