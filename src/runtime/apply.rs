@@ -103,6 +103,20 @@ pub(super) struct Edits {
 }
 
 impl Edits {
+    /// A program was added from code (a library handle): it is live, like a started one.
+    pub(super) fn program_added(&mut self) {
+        self.roles.push(Role::Live);
+    }
+
+    /// Program `i` was removed from code: the programs after it move down.
+    pub(super) fn program_removed(&mut self, i: usize) {
+        if i < self.roles.len() {
+            self.roles.remove(i);
+        }
+    }
+}
+
+impl Edits {
     /// The edits' state for the master started with `config`, `started` at that instant.
     pub(super) fn new(config: &Config, started: Instant) -> Edits {
         Edits {

@@ -171,6 +171,7 @@ impl Master {
         self.upward_each.push(ServiceManager::default());
         self.ready_each.push(false);
         self.control.add_program();
+        self.edits.program_added();
         if autostart {
             self.start_program(self.programs.len() - 1, now, queue);
         }
@@ -228,6 +229,7 @@ impl Master {
             self.upward_each.remove(i);
             self.ready_each.remove(i);
             self.control.forget_program(i, Instant::now());
+            self.edits.program_removed(i);
             let shift = |group: &mut Vec<usize>| {
                 group.retain(|&j| j != i);
                 for j in group.iter_mut() {
