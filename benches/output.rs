@@ -185,24 +185,39 @@ fn bench(args: &[String]) -> Result<()> {
         modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(",")
     );
     println!("load average at start: {}", loadavg());
+    let results = rounds(&modes, relaunch, baseline.as_deref(), &me, &scratch, config);
+    // Also after an error: the log mode's files are in it.
+    let _ = fs::remove_dir_all(&scratch);
+    let results = results?;
+    println!("load average at end: {}\n", loadavg());
+    print_table(&modes, &results, config);
+    Ok(())
+}
+
+/// Every mode once per round, in a rotated order.
+fn rounds(
+    modes: &[Mode],
+    relaunch: &Path,
+    baseline: Option<&Path>,
+    me: &Path,
+    scratch: &Path,
+    config: Config,
+) -> Result<Vec<Vec<Run>>> {
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
     for round in 0..config.runs {
         for k in 0..modes.len() {
             let i = (round + k) % modes.len();
             let binary = match modes[i] {
-                Mode::Baseline => baseline.as_deref().unwrap_or(relaunch),
+                Mode::Baseline => baseline.unwrap_or(relaunch),
                 _ => relaunch,
             };
-            let run = run(modes[i], binary, &me, &scratch, config)
+            let run = run(modes[i], binary, me, scratch, config)
                 .with_context(|| format!("round {}, mode {}", round + 1, modes[i].name()))?;
             results[i].push(run);
         }
         eprintln!("round {} of {} done", round + 1, config.runs);
     }
-    let _ = fs::remove_dir_all(&scratch);
-    println!("load average at end: {}\n", loadavg());
-    print_table(&modes, &results, config);
-    Ok(())
+    Ok(results)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
