@@ -48,7 +48,10 @@ fn start_programs(dir: &TempDir, n: usize, soft: Option<u64>) -> (Relaunch, Valu
             let script = format!("ulimit -Sn {soft} && exec \"$0\" \"$@\"");
             let relaunch = relaunch_bin();
             let args = ["-c", &script, s(&relaunch), "--config", s(&file)];
-            Relaunch::spawn(Relaunch::command_for(std::path::Path::new("/bin/sh"), &args))
+            Relaunch::spawn(Relaunch::command_for(
+                std::path::Path::new("/bin/sh"),
+                &args,
+            ))
         }
     };
     let mut status = Value::Null;
@@ -130,7 +133,12 @@ fn each_program_costs_the_master_little_memory() {
     let (relaunch, _) = start_programs(&dir, n, None);
     // Every child has written its "serving" line through its output pipe by now.
     relaunch.wait_until(TIMEOUT, "every child's line forwarded", || {
-        relaunch.lines().iter().filter(|l| l.contains("serving on")).count() >= n
+        relaunch
+            .lines()
+            .iter()
+            .filter(|l| l.contains("serving on"))
+            .count()
+            >= n
     });
     let anon = rss_anon_kib(relaunch.pid());
     let per_program = anon.saturating_sub(base) / (n as u64 - 1);

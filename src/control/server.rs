@@ -711,7 +711,9 @@ mod tests {
         }
         let ids: Vec<u64> = server.clients.iter().map(|c| c.id).collect();
         // `printf '{"v":1,"cmd":"status"}\n' | socat - UNIX-CONNECT:...` sends and half-closes.
-        half_closed.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n").unwrap();
+        half_closed
+            .write_all(b"{\"v\":1,\"cmd\":\"status\"}\n")
+            .unwrap();
         half_closed.shutdown(std::net::Shutdown::Write).unwrap();
         let (_, requests) = poll_io(&mut server, t0);
         assert_eq!(requests.len(), 1);
