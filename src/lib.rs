@@ -73,6 +73,7 @@ pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
+pub(crate) mod environment;
 pub mod metrics;
 pub(crate) mod notify;
 pub mod output;

@@ -440,22 +440,6 @@ pub fn env_pairs(vars: &[EnvVar]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// The variables `--env-file` and `--env` add to a child's environment, in that order (a later
-/// one of the same name wins). The env file is read now.
-pub fn extra_env(p: &ProcessOptions) -> Result<Vec<(OsString, OsString)>, String> {
-    let mut env = match &p.env_file {
-        Some(path) => read_env_file(path)?,
-        None => Vec::new(),
-    };
-    for (k, v) in env_pairs(&p.env) {
-        match env.iter_mut().find(|(name, _)| *name == k) {
-            Some(slot) => slot.1 = v,
-            None => env.push((k, v)),
-        }
-    }
-    Ok(env)
-}
-
 /// `KEY=VALUE` for logs.
 pub fn show_pair(key: &OsStr, value: &OsStr) -> String {
     format!(

@@ -1,19 +1,21 @@
 //! Signals to the master, delivered through a self-pipe.
 //!
-//! Each handled signal has a flag and a byte written to a non-blocking pipe (signal-hook does
-//! both from the handler, flag first). The event loop polls the pipe's read end; when it wakes
+//! Each handled signal has a flag; its handler sets it and writes a byte to one non-blocking
+//! socket shared by every signal (`sys::signal`), flag first. The event loop polls the pipe's read end; when it wakes
 //! it drains the pipe *first* and only then reads and clears the flags, so a signal that lands
 //! while the loop is working sets its flag and writes a new byte, which wakes the next poll:
 //! nothing is lost. Several deliveries of one signal between two wake-ups count once, which is
 //! what the supervisor wants (reloads coalesce anyway).
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
+
+use crate::sys::signal::register_flag_and_wake;
 
 /// The signals the master handles, in the order `drain` reports them: child exits first, then
 /// stop requests, then reloads, then signals to forward.
@@ -31,6 +33,9 @@ pub const HANDLED: [Signal; 8] = [
 /// The master's signal handlers and their self-pipe.
 pub struct Signals {
     read: UnixStream,
+    /// The handlers' end; open until every handler is unregistered (`Drop` runs before the
+    /// fields are dropped).
+    write: UnixStream,
     flags: Vec<(Signal, Arc<AtomicBool>)>,
     ids: Vec<signal_hook::SigId>,
 }
@@ -42,18 +47,21 @@ impl Signals {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let mut flags = Vec::new();
-        let mut ids = Vec::new();
+        let mut signals = Signals {
+            read,
+            write,
+            flags: Vec::new(),
+            ids: Vec::new(),
+        };
         for sig in HANDLED {
             let flag = Arc::new(AtomicBool::new(false));
-            ids.push(signal_hook::flag::register(sig as i32, Arc::clone(&flag))?);
-            ids.push(signal_hook::low_level::pipe::register(
-                sig as i32,
-                write.try_clone()?,
-            )?);
-            flags.push((sig, flag));
+            // On an error, dropping `signals` unregisters what was installed.
+            let id =
+                register_flag_and_wake(sig as i32, Arc::clone(&flag), signals.write.as_raw_fd())?;
+            signals.ids.push(id);
+            signals.flags.push((sig, flag));
         }
-        Ok(Signals { read, flags, ids })
+        Ok(signals)
     }
 
     /// Drains the pipe, then returns the signals that arrived since the last call, in the

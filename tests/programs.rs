@@ -11,7 +11,8 @@ use common::*;
 use serde_json::Value;
 
 /// A site of three programs in `dir`: two `hello` servers (web, api; TCP port 0) and a
-/// Python child without sockets (jobs), plus `extra` appended to the file.
+/// Python child without sockets (jobs; up once its SIGTERM handler is in place, so a stop
+/// right after the start exits 0 on any machine), plus `extra` appended to the file.
 fn write_site(dir: &TempDir, extra: &str) -> std::path::PathBuf {
     let path = dir.join("site.toml");
     let hello = hello_bin();
@@ -31,7 +32,8 @@ listen = ["http=127.0.0.1:0"]
 priority = 20
 
 [program.jobs]
-command = ["python3", "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True: time.sleep(1)"]
+command = ["python3", "-c", "import os, signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nos.write(3, b'\\n')\nwhile True: time.sleep(1)"]
+ready = "fd:3"
 priority = 30
 {extra}"#,
         ctl = dir.join("ctl.sock").display(),
@@ -204,10 +206,12 @@ fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
 #[test]
 fn a_fatal_program_leaves_the_others_serving_and_the_master_running() {
     let dir = TempDir::new("programs-fatal");
-    // A fourth program that never stays up: FATAL after its start retries.
+    // A fourth program that never stays up: FATAL after its start retries. Its start-secs is
+    // far above how long even a loaded machine takes to start it and see it exit.
     let extra = r#"
 [program.broken]
-command = ["python3", "-c", "import sys; sys.exit(3)"]
+command = ["sh", "-c", "exit 3"]
+start-secs = 60
 priority = 5
 start-retries = 1
 backoff-min = "10ms"

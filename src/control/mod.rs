@@ -63,7 +63,7 @@ pub use protocol::{
     PROTOCOL,
 };
 // Public for the socket-mode race test, which runs in a binary of its own.
-pub use server::{BindError, ControlServer};
+pub(crate) use server::ControlServer;
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
 

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::Program;
 use crate::config::{ProgramConfig, ReadyMode};
+use crate::environment::Environment;
 use crate::process;
 use crate::supervisor::SpawnFailure;
 use crate::sys::pidfd;
@@ -45,27 +46,20 @@ impl Program {
             .collect();
         // --env-file is read again at every spawn, so a reload picks up its new contents; a
         // bad file fails this spawn (a reload then keeps the old generation serving).
+        let mut env = Environment::of_program(&self.config.process).map_err(|message| Failed {
+            failure: SpawnFailure {
+                message,
+                exit_code: 1,
+            },
+            startup: None,
+        })?;
+        let names: Vec<&str> = fds.iter().map(|f| f.name).collect();
+        let notify = self.notify_socket.as_ref().map(|sock| sock.env_value());
+        env.for_spawn(generation, worker, notify, &names);
         let mut extras = Extras {
-            env: process::extra_env(&self.config.process).map_err(|message| Failed {
-                failure: SpawnFailure {
-                    message,
-                    exit_code: 1,
-                },
-                startup: None,
-            })?,
+            env: env.into_vars(),
             ..Extras::default()
         };
-        // Which worker of which generation it is: fixed entries of this spawn's environment,
-        // built (like the rest of the exec image) before the fork.
-        extras
-            .env
-            .push(("RELAUNCH_WORKER".into(), worker.to_string().into()));
-        extras
-            .env
-            .push(("RELAUNCH_GENERATION".into(), generation.to_string().into()));
-        if let Some(sock) = &self.notify_socket {
-            extras.env.push(("NOTIFY_SOCKET".into(), sock.env_value()));
-        }
         let mut ready_read = None;
         let mut _ready_write = None;
         if let ReadyMode::Fd(n) = self.config.ready {
@@ -234,7 +228,6 @@ pub(super) fn spawn_options(config: &ProgramConfig) -> anyhow::Result<SpawnOptio
     }
     Ok(SpawnOptions {
         pdeathsig: p.pdeathsig,
-        clear_env: p.clear_env,
         chdir: p.chdir.clone(),
         credentials,
         umask: p.umask.map(|m| m.0),

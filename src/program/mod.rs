@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use tracing::warn;
 
 use crate::config::{ProgramConfig, ReadyMode};
+use crate::environment::Environment;
 use crate::notify::NotifySocket;
 use crate::output::Output;
 use crate::poll::{PollSet, Ready, Token};
@@ -113,8 +114,9 @@ impl Prepared {
         }
         // Fail fast, with the shell's exit codes, if the program cannot be found at all: in the
         // children's PATH, as each spawn looks for it.
-        let extra_env = crate::process::extra_env(&config.process).map_err(|e| anyhow!(e))?;
-        let search = spawn::search_path(&extra_env);
+        let search = Environment::of_program(&config.process)
+            .map_err(|e| anyhow!(e))?
+            .search_path();
         let program = match spawn::resolve_program(&config.command.program, &search) {
             Ok(program) => program,
             Err(e) => {
@@ -126,7 +128,7 @@ impl Prepared {
         };
         let watch = match config.watch.is_enabled() {
             true => Some(
-                Watcher::new(&config.watch, &program, &options)
+                Watcher::new(&config.watch, &program, &options, &config.process)
                     .context("starting the file watcher")?,
             ),
             false => None,

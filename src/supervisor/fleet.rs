@@ -139,7 +139,7 @@ impl Fleet {
         }
     }
 
-    /// Whether it has finished ([`Action::Exit`] was returned): nothing more happens.
+    /// Whether it has finished (it asked to exit): nothing more happens.
     pub fn is_done(&self) -> bool {
         match self.single() {
             true => self.workers[0].is_done(),

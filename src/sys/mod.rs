@@ -11,9 +11,12 @@
 //! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
 //! - [`env`]: removing environment variables, only while the process has one thread.
+//! - [`signal`]: the master's signal handlers, each setting a flag and writing to one shared
+//!   wake-up fd.
 
 pub(crate) mod env;
 pub(crate) mod fds;
 pub(crate) mod fork;
 pub(crate) mod pidfd;
+pub(crate) mod signal;
 pub(crate) mod spawn;

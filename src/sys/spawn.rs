@@ -45,9 +45,6 @@ pub struct SpawnOptions {
     /// Signal the child gets when the master dies (`PR_SET_PDEATHSIG`); `None` to disable.
     /// Set after the privileges are dropped (the kernel clears it on a change of credentials).
     pub pdeathsig: Option<Signal>,
-    /// Pass only `PATH` of the master's environment (plus the socket-activation variables and
-    /// [`Extras::env`]).
-    pub clear_env: bool,
     /// Working directory of the child, entered after dropping privileges.
     pub chdir: Option<PathBuf>,
     /// User and groups to switch to before exec (the master must be privileged).
@@ -64,7 +61,6 @@ impl Default for SpawnOptions {
     fn default() -> Self {
         SpawnOptions {
             pdeathsig: Some(Signal::SIGTERM),
-            clear_env: false,
             chdir: None,
             credentials: None,
             umask: None,
@@ -112,7 +108,8 @@ pub struct PassFd<'a> {
 /// What a child gets beyond the sockets: more variables and more fds at fixed numbers.
 #[derive(Debug, Clone, Default)]
 pub struct Extras {
-    /// Variables added to the child's environment (after the inherited ones are filtered).
+    /// The child's whole environment, one entry per name (built by `crate::environment`),
+    /// except `LISTEN_PID`: with sockets, a slot for it is added and filled in by the child.
     pub env: Vec<(OsString, OsString)>,
     /// `(fd in the master, fd number in the child)`; the child's numbers must lie above the
     /// sockets' (3 + number of sockets and up) and be distinct.
@@ -277,15 +274,12 @@ impl std::error::Error for SpawnError {}
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The `PATH` a child's program is searched in, as `execvpe` searches the environment it is
-/// given: the last `PATH` of `extra` (from `--env-file` and `--env`), else relaunch's own
-/// (which the child inherits, `--clear-env` or not), else [`DEFAULT_PATH`].
-pub fn search_path(extra: &[(OsString, OsString)]) -> OsString {
-    extra
-        .iter()
+/// given: the last `PATH` of the child's environment `env`, else [`DEFAULT_PATH`].
+pub fn search_path(env: &[(OsString, OsString)]) -> OsString {
+    env.iter()
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var_os("PATH"))
         .unwrap_or_else(|| DEFAULT_PATH.into())
 }
 
@@ -509,28 +503,6 @@ fn cstring(bytes: Vec<u8>, what: &str) -> Result<CString, SpawnError> {
     })
 }
 
-/// The environment a child inherits from the master: the master's own, less the socket
-/// activation and notification variables meant for the master itself, and less relaunch's own
-/// configuration (`RELAUNCH_*`).
-pub fn inherited_env() -> Vec<(OsString, OsString)> {
-    std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.as_bytes();
-            !k.starts_with(b"LISTEN_") && k != b"NOTIFY_SOCKET" && !k.starts_with(b"RELAUNCH_")
-        })
-        .collect()
-}
-
-/// The environment a child starts from: [`inherited_env`], or only `PATH` of it with
-/// `clear_env`.
-fn base_env(clear_env: bool) -> Vec<(OsString, OsString)> {
-    let mut env = inherited_env();
-    if clear_env {
-        env.retain(|(k, _)| k == "PATH");
-    }
-    env
-}
-
 impl ExecImage {
     fn new(
         path: &Path,
@@ -545,33 +517,17 @@ impl ExecImage {
         for arg in &command.args {
             argv.push(cstring(arg.clone().into_vec(), "argument")?);
         }
-        // Later entries replace earlier ones of the same name: one entry per name, so the
-        // child's getenv finds what relaunch meant.
-        let mut vars = base_env(options.clear_env);
+        // The environment is whole (`crate::environment` built it, `LISTEN_FDS` and
+        // `LISTEN_FDNAMES` included); only the child knows `LISTEN_PID`.
+        let mut env = Vec::with_capacity(extras.env.len());
         for (k, v) in &extras.env {
-            match vars.iter_mut().find(|(name, _)| name == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => vars.push((k.clone(), v.clone())),
-            }
-        }
-        let mut env = Vec::with_capacity(vars.len() + 3);
-        for (k, v) in vars {
-            let mut kv = k.into_vec();
+            let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
             env.push(cstring(kv, "environment")?);
         }
         let mut listen_pid = Vec::new();
         if !fds.is_empty() {
-            env.push(cstring(
-                format!("LISTEN_FDS={}", fds.len()).into_bytes(),
-                "LISTEN_FDS",
-            )?);
-            let names: Vec<&str> = fds.iter().map(|f| f.name).collect();
-            env.push(cstring(
-                format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
-                "LISTEN_FDNAMES",
-            )?);
             // Room for the longest pid (20 digits of a u64) and the terminating NUL.
             listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
             listen_pid.resize(LISTEN_PID_PREFIX.len() + 21, 0);
@@ -1159,8 +1115,16 @@ mod tests {
             fd: listener.as_raw_fd(),
             name: "web",
         }];
-        let (pid, path) =
-            spawn(&command, &fds, &Extras::default(), &SpawnOptions::default()).unwrap();
+        // `crate::environment` sets these; spawn adds `LISTEN_PID`, filled in by the child.
+        let extras = Extras {
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("LISTEN_FDS".into(), "1".into()),
+                ("LISTEN_FDNAMES".into(), "web".into()),
+            ],
+            ..Extras::default()
+        };
+        let (pid, path) = spawn(&command, &fds, &extras, &SpawnOptions::default()).unwrap();
         assert!(path.ends_with("sh"));
         let status = nix::sys::wait::waitpid(pid, None).unwrap();
         assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
@@ -1335,30 +1299,24 @@ mod tests {
     }
 
     #[test]
-    fn extra_variables_replace_inherited_ones_and_clear_env_keeps_only_path() {
+    fn the_child_gets_exactly_the_environment_given() {
+        // `crate::environment` builds the whole environment; spawn adds nothing without sockets.
         let extras = Extras {
             env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
                 ("HOME".into(), "/override".into()),
                 ("RELAUNCH_TEST_EXTRA".into(), "1".into()),
             ],
             ..Extras::default()
         };
-        let script = "env | grep -c '^HOME='; echo \"$HOME ${PATH:+path} $RELAUNCH_TEST_EXTRA\"; env | grep -v -e '^HOME=' -e '^PATH=' -e '^RELAUNCH_TEST_EXTRA=' -e '^PWD=' -e '^SHLVL=' -e '^_=' | wc -l";
+        let script = "echo \"$HOME $RELAUNCH_TEST_EXTRA\"; env | grep -v -e '^HOME=' -e '^PATH=' -e '^RELAUNCH_TEST_EXTRA=' -e '^PWD=' -e '^SHLVL=' -e '^_=' | wc -l";
         let text = run_script(script, &extras, &SpawnOptions::default()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "1", "one HOME, the override: {text}");
-        assert_eq!(lines[1], "/override path 1", "{text}");
-        let cleared = SpawnOptions {
-            clear_env: true,
-            ..SpawnOptions::default()
-        };
-        let text = run_script(script, &extras, &cleared).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[1], "/override path 1", "{text}");
+        assert_eq!(lines[0], "/override 1", "{text}");
         assert_eq!(
-            lines[2].trim(),
+            lines[1].trim(),
             "0",
-            "nothing but PATH and the extras (and what sh sets itself): {text}"
+            "nothing but what was given (and what sh sets itself): {text}"
         );
     }
 

@@ -15,6 +15,8 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::command::Command;
+use crate::environment::Environment;
+use crate::process::ProcessOptions;
 use crate::supervisor::{ExitStatus, Trigger};
 use crate::sys::spawn::{self, Extras, SpawnOptions};
 
@@ -55,6 +57,9 @@ pub struct Watcher {
     check: Option<CheckCommand>,
     /// How children are started (`--user`, `--chdir`, ...): the check is started the same way.
     options: SpawnOptions,
+    /// The server's environment options (`--env`, `--env-file`, `--clear-env`): the check's
+    /// environment follows the same rules.
+    process: ProcessOptions,
     program: PathBuf,
     checks: Vec<RunningCheck>,
     /// Checks reaped and not yet looked at.
@@ -64,11 +69,12 @@ pub struct Watcher {
 impl Watcher {
     /// Starts watching what `config` asks for; `program` is the program as resolved at startup
     /// (watched with `--watch`, and passed to `--check-cmd` as `RELAUNCH_PROGRAM`); `options`
-    /// are the server's, which `--check-cmd` is started with too.
+    /// and `process` are the server's, which `--check-cmd` is started with too.
     pub fn new(
         config: &WatchConfig,
         program: &Path,
         options: &SpawnOptions,
+        process: &ProcessOptions,
     ) -> anyhow::Result<Watcher> {
         let absolute =
             |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {p:?}"));
@@ -95,6 +101,7 @@ impl Watcher {
             watches: HashMap::new(),
             check: config.check.clone(),
             options: options.clone(),
+            process: process.clone(),
             program,
             checks: Vec::new(),
             finished: Vec::new(),
@@ -366,12 +373,19 @@ impl Watcher {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script],
         };
-        let extras = Extras {
-            env: vec![("RELAUNCH_PROGRAM".into(), self.program.clone().into())],
-            stdout: Some(2),
-            ..Extras::default()
-        };
-        match spawn::spawn(&command, &[], &extras, &self.options) {
+        let env = Environment::of_program(&self.process).map(|mut env| {
+            env.set("RELAUNCH_PROGRAM", self.program.clone());
+            env.into_vars()
+        });
+        let started = env.map_err(|e| e.to_string()).and_then(|env| {
+            let extras = Extras {
+                env,
+                stdout: Some(2),
+                ..Extras::default()
+            };
+            spawn::spawn(&command, &[], &extras, &self.options).map_err(|e| e.to_string())
+        });
+        match started {
             Ok((pid, _)) => {
                 // Reaped by the runtime's waitpid loop and handed back through `reaped`.
                 info!(pid = %pid, command = ?check.command, "running --check-cmd");
