@@ -144,7 +144,6 @@ fn setup(opts: &Opts) -> Result<Setup> {
 /// What one master measured.
 #[derive(Debug, Clone, Default)]
 struct Point {
-    programs: usize,
     start_ms: f64,
     stop_ms: f64,
     rss_kib: u64,
@@ -340,7 +339,6 @@ fn measure(opts: &Opts, setup: &Setup, n: usize, largest: bool) -> Result<Point>
     }
 
     let mut point = Point {
-        programs: n,
         start_ms,
         rss_kib: usage.rss_kib,
         anon_kib: usage.anon_kib,
@@ -589,7 +587,7 @@ fn report(opts: &Opts, runs: &[Vec<Point>]) -> String {
     );
     let _ = writeln!(
         r,
-        "| programs | start (ms) | stop (ms) | VmRSS (KiB) | RssAnon (KiB) | PSS (KiB) | fds | CPU per wake-up (µs) | `status --json` CLI (ms) | raw status (ms) | status bytes |"
+        "| programs | start (ms) | stop (ms) | VmRSS (KiB) | RssAnon (KiB) | PSS (KiB) | fds | CPU per wake-up (µs) (wake-ups) | `status --json` CLI (ms) | raw status (ms) | status bytes |"
     );
     let _ = writeln!(
         r,
@@ -598,7 +596,7 @@ fn report(opts: &Opts, runs: &[Vec<Point>]) -> String {
     for (i, &n) in opts.counts.iter().enumerate() {
         let _ = writeln!(
             r,
-            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} ({:.0}) | {:.1} | {:.1} | {:.0} |",
             med(runs, i, |p| p.start_ms),
             med(runs, i, |p| p.stop_ms),
             med(runs, i, |p| p.rss_kib as f64),
@@ -606,6 +604,7 @@ fn report(opts: &Opts, runs: &[Vec<Point>]) -> String {
             med(runs, i, |p| p.pss_kib as f64),
             med(runs, i, |p| p.fds as f64),
             med(runs, i, |p| p.wakeup_us),
+            med(runs, i, |p| p.wakeups_counted as f64),
             med(runs, i, |p| p.status_cli_ms),
             med(runs, i, |p| p.status_raw_ms),
             med(runs, i, |p| p.status_bytes as f64),
