@@ -352,6 +352,9 @@ fn measure(opts: &Opts, setup: &Setup, n: usize, largest: bool) -> Result<Point>
         ..Point::default()
     };
     if largest {
+        // The last status client has exited, but the master may not have seen its
+        // connection close yet on a loaded machine: that wake-up is not an idle one.
+        procs::sleep(Duration::from_secs(1))?;
         point.idle = Some(idle(pid, Duration::from_secs(opts.idle_secs))?);
         point.reload = Some(reload_under_load(opts, setup, &control, addr)?);
         point.rss_after_kib = Usage::of(pid).map_or(0, |u| u.rss_kib);
