@@ -298,11 +298,6 @@ fn measure(opts: &Opts, setup: &Setup, n: usize, largest: bool) -> Result<Point>
     if programs.len() != n || programs.iter().any(|p| p["state"] != "RUNNING") {
         bail!("not every program is RUNNING although each logged running");
     }
-    let children: Vec<i32> = programs
-        .iter()
-        .filter_map(|p| p["generations"][0]["pid"].as_i64())
-        .map(|p| p as i32)
-        .collect();
     let addr: std::net::SocketAddr = programs[0]["sockets"][0]["address"]
         .as_str()
         .and_then(|a| a.parse().ok())
@@ -360,11 +355,12 @@ fn measure(opts: &Opts, setup: &Setup, n: usize, largest: bool) -> Result<Point>
         point.rss_after_kib = Usage::of(pid).map_or(0, |u| u.rss_kib);
     }
 
-    // Stop: SIGTERM until the master exited and every child it had is gone.
-    let children: Vec<i32> = children
-        .into_iter()
-        .chain(current_pids(&control).unwrap_or_default())
-        .collect();
+    // Stop: SIGTERM until the master exited and every child it had is gone: the children
+    // alive now; a pid counts as gone once it is no child of the master's or ours any more
+    // (pids are reused: another process on the machine may take one).
+    let children = current_pids(&control)?;
+    let mine = [pid, std::process::id() as i32];
+    let gone = |c: i32| procs::stat(c).is_none_or(|st| st.state == 'Z' || !mine.contains(&st.ppid));
     let t = Instant::now();
     master.signal(libc::SIGTERM)?;
     procs::wait_for(
@@ -377,7 +373,7 @@ fn measure(opts: &Opts, setup: &Setup, n: usize, largest: bool) -> Result<Point>
         deadline_from_now(opts),
         Duration::from_millis(1),
         "the children to go",
-        || Ok(children.iter().all(|&c| !procs::alive(c)).then_some(())),
+        || Ok(children.iter().all(|&c| gone(c)).then_some(())),
     )?;
     point.stop_ms = ms(t.elapsed());
     Ok(point)
