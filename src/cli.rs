@@ -55,7 +55,7 @@ pub enum Subcommand {
     name = "relaunch",
     version = env!("RELAUNCH_VERSION"),
     override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
-relaunch <status|reload|restart|start|stop|signal> [OPTIONS] [PROGRAM...]   (talk to a running relaunch)\n       \
+relaunch <status|reload|restart|update|start|stop|signal> [OPTIONS] [PROGRAM...]   (talk to a running relaunch)\n       \
 relaunch [OPTIONS] --config <FILE>   (several programs, from a TOML file)\n       \
 relaunch check-config <FILE>   (check a configuration file and print its programs)\n       \
 relaunch man | relaunch completions <SHELL>   (print the man page or shell completions)",
@@ -63,7 +63,8 @@ relaunch man | relaunch completions <SHELL>   (print the man page or shell compl
     subcommand_negates_reqs = true,
     subcommand_value_name = "SUBCOMMAND",
     subcommand_help_heading = "Subcommands (see relaunch SUBCOMMAND --help)",
-    after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
+    after_help = "Signals: HUP reloads (with --config: applies the edited file, then reloads the \
+programs it did not change); TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
 Exit codes: the child's status (128+N if killed by signal N; also when it exits and is not \
@@ -559,7 +560,9 @@ own log goes to the stderr log [default: off]"
     /// Run the programs of this TOML file instead of one COMMAND: the master's settings under
     /// `[relaunch]`, one `[program.NAME]` table per program whose keys are the long flags above
     /// (see `relaunch check-config`). Only -v and -q may be given with it; the other RELAUNCH_*
-    /// variables are ignored. Cannot be combined with -- COMMAND.
+    /// variables are ignored. Cannot be combined with -- COMMAND. SIGHUP and `relaunch reload`
+    /// apply an edited file (programs added, removed, changed; unchanged addresses keep their
+    /// socket); `relaunch update` applies only the changes. `[relaunch]` keys are read once.
     #[arg(short = 'c', long, value_name = "FILE", env = "RELAUNCH_CONFIG", conflicts_with = "command", value_parser = parse_path)]
     pub config: Option<PathBuf>,
 

@@ -69,6 +69,7 @@ pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
+pub(crate) mod config_diff;
 pub mod config_file;
 pub(crate) mod conn;
 pub mod control;

@@ -39,8 +39,8 @@ fn every_kind_is_taken_by_name_the_variables_go_and_ready_reaches_relaunch() {
         "unix:admin",
         "tcp:web",
     ]);
-    // With --ready notify, "running" follows only READY=1 from the child.
-    r.wait_for_event("running", &[("generation", "1")], T);
+    // With --ready notify, generation 1 is up only after READY=1 from the child.
+    r.wait_running(1);
     r.wait_until(T, "the child's report on stdout", || {
         r.stdout().contains("ready sent=true")
     });
@@ -71,7 +71,7 @@ fn ready_on_an_fd_counts() {
         "--ready-fd",
         "5",
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.wait_until(T, "the child's report on stdout", || {
         r.stdout().contains("ready sent=true")
     });
@@ -93,6 +93,7 @@ fn a_socket_of_the_wrong_kind_is_an_error_naming_it() {
         "--socket",
         "dns",
     ]);
+    // The child's own message is what is checked.
     r.wait_for_log(
         "hello: inherited socket \"dns\" (fd 4) is a UDP socket, not a TCP listener",
         T,
@@ -112,6 +113,7 @@ fn a_missing_socket_is_an_error_naming_it_and_what_there_is() {
         s(&bin),
         "udp:dns",
     ]);
+    // The child's own message is what is checked.
     r.wait_for_log(
         "child_kinds: no inherited socket named \"dns\" (inherited: \"web\")",
         T,
@@ -141,5 +143,5 @@ fn hello_serves_the_named_socket_only() {
     let (code, body) = http_get(admin, T).expect("GET on admin");
     assert_eq!(code, 200);
     assert!(body.contains("fdnames=web:admin"), "{body}");
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 }

@@ -9,11 +9,8 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
-
-const T: Duration = TIMEOUT;
 
 /// Publishes `files` into the volume `dir` as version `version`, as the kubelet does.
 fn publish(dir: &Path, version: u32, files: &[(&str, &str)]) {
@@ -73,13 +70,15 @@ fn a_config_map_update_reloads_in_place_with_the_new_environment() {
         "-c",
         &script,
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     assert_eq!(greetings(&report), ["one"]);
 
     publish(&volume, 2, &[("hello.env", "# v2\nGREETING=two\n")]);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     assert_eq!(greetings(&report), ["one", "two"]);
     // The old generation is stopped once the new one is up.
-    r.wait_for_event("exited", &[("generation", "1")], T);
-    assert_eq!(r.live_children(), [r.generation_pid(2)]);
+    r.wait_status("generation 1 reaped", |v| {
+        history(v, "exit").any(|e| e["generation"] == 1)
+    });
+    assert_eq!(r.live_children(), [pid2]);
 }

@@ -113,11 +113,12 @@ fn check_child_view_across_reload(cmd: Command, dir: &TempDir, names: &[&str]) {
     let gen1 = wait_for_report(&r, &report_path, pid1);
     assert_child_view(&r, &gen1, &sockets);
 
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.signal(libc::SIGHUP);
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").unwrap_or_else(|| r.fail("reload complete without pid="));
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     assert_ne!(pid1, pid2, "the reload must start a new process");
+    // The old pid is named in the log line only.
+    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
     assert_eq!(
         field_i32(&done, "old_pid"),
         Some(pid1),
@@ -241,13 +242,12 @@ fn twenty_reloads_under_load_fail_no_request() {
             break; // reported below
         }
         r.signal(libc::SIGHUP);
-        let gen = generation.to_string();
-        let done = r.wait_for_event(
-            "reload complete",
-            &[("generation", &gen)],
+        let v = r.wait_status_within(
             remaining(deadline).min(T),
+            &format!("the reload of generation {generation} to succeed"),
+            |v| reload_record(v, generation.into()).is_some_and(|rec| rec["result"] == "ok"),
         );
-        let pid = field_i32(&done, "pid").unwrap_or_else(|| r.fail("reload complete without pid="));
+        let pid = record_pid(&reload_record(&v, generation.into()).expect("found"));
         r.wait_until(
             remaining(deadline).min(T),
             &format!("clients to be served by generation {generation} (pid {pid})"),
@@ -315,7 +315,7 @@ fn failed_reloads_keep_the_old_server_serving() {
     ]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     let assert_old_serves = |when: &str| {
         for _ in 0..5 {
@@ -337,8 +337,8 @@ fn failed_reloads_keep_the_old_server_serving() {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod script");
     repoint(&script);
     r.signal(libc::SIGHUP);
-    let failed = r.wait_for_nth_event("reload failed", 1, T);
-    let reason = field_rest(&failed, "reason").unwrap_or_default();
+    let failed = r.wait_reload_failed(2);
+    let reason = failed["reason"].as_str().unwrap_or_default();
     let mentions_3 = reason
         .split(|c: char| !c.is_ascii_digit())
         .any(|number| number == "3");
@@ -352,10 +352,8 @@ fn failed_reloads_keep_the_old_server_serving() {
     // (b) the program is gone.
     fs::remove_file(&link).expect("remove symlink");
     r.signal(libc::SIGHUP);
-    let failed = r.wait_for_nth_event("reload failed", 2, T);
-    let reason = field_rest(&failed, "reason")
-        .unwrap_or_default()
-        .to_lowercase();
+    let failed = r.wait_reload_failed(3);
+    let reason = failed["reason"].as_str().unwrap_or_default().to_lowercase();
     if !(reason.contains("no such file") || reason.contains("not found")) {
         r.fail(&format!(
             "reload failed should say the program was not found: {failed}"
@@ -366,9 +364,10 @@ fn failed_reloads_keep_the_old_server_serving() {
     // (c) the program is back: the reload works.
     repoint(&hello);
     r.signal(libc::SIGHUP);
-    let done = r.wait_for_nth_event("reload complete", 1, T);
-    let new_pid = field_i32(&done, "pid").unwrap_or_else(|| r.fail("reload complete without pid="));
+    let new_pid = record_pid(&r.wait_reload_ok(4));
     assert_ne!(new_pid, pid1, "a completed reload must bring a new pid");
+    // The old pid is named in the log line only.
+    let done = r.wait_for_event("reload complete", &[("generation", "4")], T);
     assert_eq!(field_i32(&done, "old_pid"), Some(pid1), "{done}");
     r.wait_until(T, &format!("pid {new_pid} to answer"), || {
         matches!(http_get(addr, Duration::from_secs(10)), Ok((200, body)) if body_pid(&body) == Some(new_pid))
@@ -498,21 +497,22 @@ fn child_ignoring_sigterm_is_killed_after_stop_wait_on_reload_and_on_stop() {
     ]);
     let pid1 = r.generation_pid(1);
     wait_for_report(&r, &report, pid1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     // On reload: the old child is killed, the new one keeps running.
     r.signal(libc::SIGHUP);
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").unwrap_or_else(|| r.fail("no pid="));
+    let pid2 = record_pid(&r.wait_reload_ok(2));
+    // The stop timeout is only in the log.
     r.wait_for_event("stop timeout", &[("pid", &pid1.to_string())], T);
     r.wait_until(T, &format!("old pid {pid1} to disappear"), || {
         !proc_exists(pid1)
     });
-    let exited = r.wait_for_event("exited", &[("pid", &pid1.to_string())], T);
-    let status = field_rest(&exited, "status").unwrap_or_default();
-    if !status.contains('9') {
+    let v = r.wait_status("generation 1 reaped", |v| {
+        history(v, "exit").any(|e| e["pid"] == pid1)
+    });
+    if !history(&v, "exit").any(|e| e["pid"] == pid1 && e["signal"] == 9) {
         r.fail(&format!(
-            "generation 1 should be reported killed by signal 9: {exited}"
+            "generation 1 should be reported killed by signal 9: {v:#}"
         ));
     }
     wait_for_report(&r, &report, pid2);
@@ -527,6 +527,7 @@ fn child_ignoring_sigterm_is_killed_after_stop_wait_on_reload_and_on_stop() {
     r.signal(libc::SIGTERM);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 137);
+    // relaunch has exited: only its log is left.
     r.wait_for_event("stop timeout", &[("pid", &pid2.to_string())], T);
     r.wait_until(T, &format!("pid {pid2} to disappear"), || {
         !proc_exists(pid2)
@@ -566,10 +567,11 @@ fn stop_and_expect(child: &[&str], ready: Ready, sig: i32, expected: i32) {
             assert_eq!(served_by, pid, "generation 1 should serve");
         }
     }
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.signal(sig);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, expected);
+    // relaunch has exited: only its log is left.
     r.wait_for_event("exiting", &[("code", &expected.to_string())], T);
     r.wait_until(T, &format!("child {pid} to disappear"), || {
         !proc_exists(pid)
@@ -678,15 +680,12 @@ fn crashed_child_is_restarted_and_no_connection_is_refused() {
         !pids.contains(&pid1) && pids.len() == 1,
         "all requests should be served by one new pid, got {pids:?} (crashed pid {pid1})"
     );
-    r.wait_for_event("restarting", &[], T);
-    let exited = r.wait_for_event("exited", &[("pid", &pid1.to_string())], T);
-    if !field_rest(&exited, "status")
-        .unwrap_or_default()
-        .contains('9')
-    {
-        r.fail(&format!(
-            "the crash should be reported as signal 9: {exited}"
-        ));
+    let v = r.wait_status("the crash reaped and generation 2 restarted", |v| {
+        history(v, "exit").any(|e| e["pid"] == pid1)
+            && history(v, "restart").any(|e| e["generation"] == 2)
+    });
+    if !history(&v, "exit").any(|e| e["pid"] == pid1 && e["signal"] == 9) {
+        r.fail(&format!("the crash should be reported as signal 9: {v:#}"));
     }
 }
 
@@ -710,7 +709,7 @@ fn usr1_usr2_winch_are_forwarded_to_the_child_without_stopping_it() {
     ]);
     let pid = r.generation_pid(1);
     wait_for_report(&r, &report, pid);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     for (sig, name) in [
         (libc::SIGUSR1, "USR1"),
@@ -995,21 +994,20 @@ fn no_zombies_after_reloads_and_a_crash_and_no_leftovers_after_stop() {
         "--report",
         s(&report),
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     for generation in 2..=4 {
         r.signal(libc::SIGHUP);
-        r.wait_for_event(
-            "reload complete",
-            &[("generation", &generation.to_string())],
-            T,
-        );
+        r.wait_reload_ok(generation);
     }
     let pid4 = r.generation_pid(4);
     wait_for_report(&r, &report, pid4);
     assert!(kill(pid4, libc::SIGKILL), "cannot kill child {pid4}");
-    r.wait_for_event("restarting", &[], T);
-    let running = r.wait_for_event("running", &[("generation", "5")], T);
-    let pid5 = field_i32(&running, "pid").unwrap_or_else(|| r.fail("no pid="));
+    let v = r.wait_running(5);
+    assert!(
+        history(&v, "restart").any(|e| e["generation"] == 5),
+        "generation 5 is a restart: {v:#}"
+    );
+    let pid5 = current_pid(&v).unwrap_or_else(|| r.fail("no pid"));
 
     r.wait_until(T, "exactly one child, generation 5, and no zombie", || {
         r.children().iter().all(|&(_, state)| state != 'Z') && r.live_children() == vec![pid5]
@@ -1113,7 +1111,7 @@ fn libsystemd_sd_listen_fds_finds_the_sockets_and_their_names() {
             "sd_is_socket_inet: {line}"
         );
         if generation == 1 {
-            r.wait_for_event("running", &[("generation", "1")], T);
+            r.wait_running(1);
             r.signal(libc::SIGHUP);
         }
     }
@@ -1146,6 +1144,7 @@ fn start_as_pid_1(script: &str) -> (Relaunch, i32) {
     );
     cmd.env("RELAUNCH_LOG", "debug");
     let r = Relaunch::spawn(cmd);
+    // --no-control: no status to ask.
     r.wait_for_event("running", &[("generation", "1")], T);
     let master = descendants(r.pid())
         .into_iter()
@@ -1180,6 +1179,7 @@ fn orphans_are_reaped_when_relaunch_is_pid_1() {
         s(&report)
     );
     let (r, master) = start_as_pid_1(&script);
+    // Orphans are not in status: the log names each one reaped.
     r.wait_for_log("reaped a process that is not one of our generations", T);
     let children: Vec<ProcStat> = proc_table()
         .into_iter()

@@ -385,10 +385,13 @@ fn reloads_under_load_fail_no_request(example: Option<Example>) {
             load.seen(new) || load.failed()
         });
         // The old generation stops on its SIGTERM, by itself and cleanly.
-        let exited = r.wait_for_event("exited", &[("pid", &old.to_string())], TIMEOUT);
-        if field_rest(&exited, "status") != Some("exit code 0") {
+        let v = r.wait_status(&format!("the old generation (pid {old}) reaped"), |v| {
+            history(v, "exit").any(|e| e["pid"] == old)
+        });
+        let exited = history(&v, "exit").find(|e| e["pid"] == old);
+        if !exited.is_some_and(|e| e["code"] == 0 && e["expected"] == true) {
             r.fail(&format!(
-                "{}: the old generation (pid {old}) should exit 0 on SIGTERM: {exited}",
+                "{}: the old generation (pid {old}) should exit 0 on SIGTERM: {v:#}",
                 example.name
             ));
         }

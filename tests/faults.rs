@@ -10,6 +10,10 @@
 //! * the log line that names the fault, and `relaunch status --json` over the case's own
 //!   `--control` socket in its temp dir.
 //!
+//! Waits for a state (a generation up, a reload ended, a restart) ask the status record over
+//! that socket; the log is read for the lines that name a fault, and for what only it keeps
+//! (a transient queueing, what happened after the master exited).
+//!
 //! The program relaunch runs is a symlink in the case's temp dir; a case points it at another
 //! target (a script, a truncated copy, nothing) to change what the next generation runs.
 
@@ -186,7 +190,7 @@ impl Case {
         cmd.envs(env.iter().copied());
         let r = Relaunch::spawn(cmd);
         let addr = r.addr("http");
-        r.wait_for_event("running", &[("generation", "1")], T);
+        r.wait_running(1);
         let master = if wrap.is_some() {
             descendants(r.pid())
                 .into_iter()
@@ -262,13 +266,8 @@ impl Case {
 
     /// Polls status until `pred` holds; returns that record.
     #[track_caller]
-    fn wait_status(&self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
-        let mut found = Value::Null;
-        self.r.wait_until(T, &format!("status: {what}"), || {
-            found = self.status();
-            pred(&found)
-        });
-        found
+    fn wait_status(&self, what: &str, pred: impl FnMut(&Value) -> bool) -> Value {
+        self.r.wait_status(what, pred)
     }
 
     /// Sends SIGHUP to the master.
@@ -363,7 +362,9 @@ impl Case {
     /// The `reload failed` line for `generation`, which must give `needle` as the reason; the
     /// status record's last reload must say the same.
     #[track_caller]
-    fn assert_reload_failed(&self, generation: u32, needle: &str) {
+    fn assert_reload_failed(&self, generation: u64, needle: &str) {
+        let record = self.r.wait_reload_failed(generation);
+        // The line that names the fault.
         let line = self.r.wait_for_event(
             "reload failed",
             &[("generation", &generation.to_string())],
@@ -376,12 +377,9 @@ impl Case {
                  generation keeps serving: {line}"
             ));
         }
-        let v = self.wait_status(&format!("last reload = generation {generation}"), |v| {
-            v["last_reload"]["generation"] == generation
-        });
-        assert_eq!(v["last_reload"]["result"], "failed", "{v:#}");
-        let status_reason = v["last_reload"]["reason"].as_str().unwrap_or_default();
-        assert!(status_reason.contains(needle), "{v:#}");
+        let status_reason = record["reason"].as_str().unwrap_or_default();
+        assert!(status_reason.contains(needle), "{record:#}");
+        let v = self.status();
         assert_eq!(v["state"], "RUNNING", "{v:#}");
     }
 }
@@ -502,10 +500,7 @@ fn reload_to_a_child_that_exits_is_missing_not_executable_or_truncated_keeps_the
     // Fixed: the next reload works, and the clients move over without a failure.
     case.point(&hello_bin());
     case.hup();
-    let done = case
-        .r
-        .wait_for_event("reload complete", &[("generation", "6")], T);
-    let pid6 = field_i32(&done, "pid").expect("pid=");
+    let pid6 = record_pid(&case.r.wait_reload_ok(6));
     case.wait_served(&load, pid6);
     case.assert_settled(load, pid6);
 }
@@ -532,10 +527,7 @@ fn a_new_child_that_never_gets_ready_is_stopped_at_the_ready_timeout() {
 
     case.point(&hello_bin());
     case.hup();
-    let done = case
-        .r
-        .wait_for_event("reload complete", &[("generation", "3")], T);
-    let pid3 = field_i32(&done, "pid").expect("pid=");
+    let pid3 = record_pid(&case.r.wait_reload_ok(3));
     case.wait_served(&load, pid3);
     case.assert_settled(load, pid3);
 }
@@ -553,32 +545,27 @@ fn a_child_ignoring_the_stop_signal_is_killed_on_reload_and_on_stop() {
     let stubborn = stubborn_hello(&case);
     case.point(&stubborn);
     case.hup();
-    let done = case
-        .r
-        .wait_for_event("reload complete", &[("generation", "2")], T);
-    let w2 = field_i32(&done, "pid").expect("pid=");
+    let w2 = record_pid(&case.r.wait_reload_ok(2));
     let h2 = case.server_under(w2);
     let _h2 = KillOnDrop(h2);
     let load = case.load(h2);
 
     // On reload: generation 2's shell ignores SIGTERM and is killed after --stop-wait-secs.
     case.hup();
-    let done = case
-        .r
-        .wait_for_event("reload complete", &[("generation", "3")], T);
-    let w3 = field_i32(&done, "pid").expect("pid=");
+    let w3 = record_pid(&case.r.wait_reload_ok(3));
     let h3 = case.server_under(w3);
     let _h3 = KillOnDrop(h3);
+    // The line that names the fault.
     case.r
         .wait_for_event("stop timeout", &[("pid", &w2.to_string())], T);
-    let exited = case
-        .r
-        .wait_for_event("exited", &[("pid", &w2.to_string())], T);
-    assert!(
-        field_rest(&exited, "status")
-            .unwrap_or_default()
-            .contains('9'),
-        "generation 2 should be reported killed by signal 9: {exited}"
+    let v = case.wait_status("generation 2 reaped", |v| {
+        history(v, "exit").any(|e| e["pid"] == w2)
+    });
+    let exited = history(&v, "exit").find(|e| e["pid"] == w2).cloned();
+    assert_eq!(
+        exited.as_ref().map(|e| &e["signal"]),
+        Some(&Value::from(9)),
+        "generation 2 should be reported killed by signal 9: {v:#}"
     );
     // Its server had drained and exited before (it got the SIGTERM the shell ignored).
     case.r
@@ -599,6 +586,7 @@ fn a_child_ignoring_the_stop_signal_is_killed_on_reload_and_on_stop() {
     case.r.signal(libc::SIGTERM);
     let status = case.r.wait_exit(T);
     assert_eq!(status.code(), Some(137), "{}", describe(status));
+    // The master has exited: only its log is left.
     case.r
         .wait_for_event("stop timeout", &[("pid", &w3.to_string())], T);
     for pid in [w3, h3] {
@@ -621,13 +609,11 @@ fn term_during_a_reload_stops_both_generations_and_exits_0() {
     assert_eq!(v["generations"].as_array().map(Vec::len), Some(2), "{v:#}");
     let stats = case.assert_no_failures(load);
     assert!(stats.pids.contains(&pid1));
-    if case
-        .r
-        .event_index("reload complete", &[("generation", "2")])
-        .is_some()
-    {
-        case.r
-            .fail("premise failed: the reload completed before SIGTERM (machine too slow?)");
+    let v = case.status();
+    if v["reloading"] != true {
+        case.r.fail(&format!(
+            "premise failed: the reload completed before SIGTERM (machine too slow?): {v:#}"
+        ));
     }
 
     let during = Load::start(case.addr, CLIENTS);
@@ -635,6 +621,7 @@ fn term_during_a_reload_stops_both_generations_and_exits_0() {
     let status = case.r.wait_exit(T);
     let stats = during.finish();
     assert_eq!(status.code(), Some(0), "{}", describe(status));
+    // The master has exited: only its log is left.
     case.r.wait_for_event("exiting", &[("code", "0")], T);
     for pid in [pid1, pid2] {
         case.r
@@ -652,18 +639,13 @@ fn quit_during_a_stop_kills_the_children_at_once() {
     let stubborn = stubborn_hello(&case);
     case.point(&stubborn);
     case.hup();
-    let done = case
-        .r
-        .wait_for_event("reload complete", &[("generation", "2")], T);
-    let w2 = field_i32(&done, "pid").expect("pid=");
+    let w2 = record_pid(&case.r.wait_reload_ok(2));
     let h2 = case.server_under(w2);
     let _h2 = KillOnDrop(h2);
     let load = case.load(h2);
     case.assert_no_failures(load);
 
     case.r.signal(libc::SIGTERM);
-    case.r
-        .wait_for_event("state changed", &[("to", "STOPPING")], T);
     case.wait_status("STOPPING", |v| v["state"] == "STOPPING");
     // The server has drained and gone; only the shell that ignores SIGTERM holds things up.
     case.r
@@ -673,6 +655,7 @@ fn quit_during_a_stop_kills_the_children_at_once() {
     let started = Instant::now();
     case.r.signal(libc::SIGQUIT);
     let status = case.r.wait_exit(T);
+    // The line that names the fault (the master has exited).
     case.r
         .wait_for_log("SIGQUIT while stopping: killing every child now", T);
     assert!(
@@ -709,18 +692,18 @@ fn a_crash_outside_a_reload_is_restarted_with_the_socket_open() {
     let pid1 = case.r.generation_pid(1);
     let load = case.load(pid1);
     assert!(kill(pid1, libc::SIGKILL));
-    let exited = case
-        .r
-        .wait_for_event("exited", &[("pid", &pid1.to_string())], T);
+    let v = case.r.wait_running(2);
+    let exited = history(&v, "exit").find(|e| e["pid"] == pid1);
     assert!(
-        field_rest(&exited, "status")
-            .unwrap_or_default()
-            .contains('9'),
-        "{exited}"
+        exited.is_some_and(|e| e["signal"] == 9 && e["expected"] == false),
+        "generation 1 should be reported killed by signal 9: {v:#}"
     );
-    case.r.wait_for_event("restarting", &[], T);
-    let running = case.r.wait_for_event("running", &[("generation", "2")], T);
-    let pid2 = field_i32(&running, "pid").expect("pid=");
+    assert!(
+        history(&v, "restart").any(|e| e["generation"] == 2),
+        "{v:#}"
+    );
+    assert_eq!(v["counters"]["restarts"], 1, "{v:#}");
+    let pid2 = current_pid(&v).expect("generation 2's pid");
     case.wait_served(&load, pid2);
     let v = case.wait_status("RUNNING again with one restart", |v| {
         v["state"] == "RUNNING" && v["counters"]["restarts"] == 1
@@ -779,13 +762,12 @@ fn a_crash_loop_after_serving_backs_off_forever_with_the_socket_open() {
     case.point(&failing);
     assert!(kill(pid1, libc::SIGKILL));
     let outage = Instant::now();
-    // Well past --start-retries 2.
-    case.r
-        .wait_until(T, "6 restarts, or relaunch giving up", || {
-            case.r.events("restarting").len() >= 6 || !case.r.events("exiting").is_empty()
-        });
-    if !case.r.events("exiting").is_empty() {
-        let status = case.r.wait_exit(T);
+    // Well past --start-retries 2. (relaunch giving up ends the wait at once.)
+    case.wait_status(
+        "6 restarts (relaunch must back off forever on a program that had served)",
+        |v| v["counters"]["restarts"].as_u64() >= Some(6),
+    );
+    if let Some(status) = case.r.try_status() {
         case.r.fail(&format!(
             "relaunch gave up ({}) on a program that had served: it must back off forever",
             describe(status)
@@ -821,12 +803,11 @@ fn a_crash_loop_after_serving_backs_off_forever_with_the_socket_open() {
 
     // The database is back: the next restart serves the queued clients.
     case.point(&hello_bin());
-    let running = case.r.wait_for_line("a generation running again", T, |l| {
-        is_event(l, "running") && field(l, "generation") != Some("1")
+    let v = case.wait_status("RUNNING again, on a later generation", |v| {
+        v["state"] == "RUNNING" && current_generation(v) > Some(1)
     });
-    let pid = field_i32(&running, "pid").expect("pid=");
+    let pid = current_pid(&v).expect("the serving generation's pid");
     case.wait_served(&load, pid);
-    case.wait_status("RUNNING again", |v| v["state"] == "RUNNING");
     let stats = load.finish();
     eprintln!("load: {} ok, failures {:?}", stats.ok, stats.failures);
     assert_only_in_flight_lost(&case.r, &stats);
@@ -901,6 +882,8 @@ fn a_storm_of_100_hups_is_coalesced_with_at_most_two_generations_alive() {
     });
     let max_live = sampler.finish();
     assert!(max_live <= 2, "saw {max_live} live children at once");
+    // Queueing is transient (status shows `reload_queued` only while it lasts): the log
+    // keeps it.
     assert!(
         !case.r.events("reload queued").is_empty(),
         "the HUPs during the reload should be logged as queued"
@@ -956,13 +939,7 @@ fn a_hup_during_the_first_start_is_coalesced() {
     if r.event_index("running", &[("generation", "1")]).is_some() {
         r.fail("premise failed: generation 1 was up before the HUPs (machine too slow?)");
     }
-    let done = r.wait_for_line("the reload to end", T, |l| {
-        is_event(l, "reload complete") || is_event(l, "reload failed")
-    });
-    if is_event(&done, "reload failed") {
-        r.fail(&format!("the coalesced reload failed: {done}"));
-    }
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     r.wait_until(T, &format!("pid {pid2} as the only child"), || {
         live_children_of(r.pid()) == vec![pid2] && zombies(r.pid()).is_empty()
     });
@@ -985,6 +962,8 @@ fn a_hup_during_the_first_start_is_coalesced() {
             stats.failures, stats.samples
         ));
     }
+    // Queueing is transient (status shows `reload_queued` only while it lasts): the log
+    // keeps it.
     r.wait_for_event("reload queued", &[], T);
     let (code, v) = status_at(&r, &ctl);
     assert_eq!(code, 0, "{v:#}");
@@ -1054,12 +1033,9 @@ fn as_pid_1_relaunch_reaps_double_forked_grandchildren() {
     let load = case.load(pid1);
     for generation in 2..=3 {
         case.hup();
-        case.r.wait_for_event(
-            "reload complete",
-            &[("generation", &generation.to_string())],
-            T,
-        );
+        case.r.wait_reload_ok(generation);
     }
+    // Orphans are not in status: the log names each one reaped.
     case.r.wait_until(T, "10 orphans reaped", || {
         case.r
             .lines()
@@ -1155,6 +1131,7 @@ fn garbage_oversize_and_foreign_notifications_change_nothing() {
             "systemd-notify as uid 65534 could not send: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The line that names the fault (a dropped datagram changes no state).
         case.r.wait_for_event(
             "dropped a notification from a process that is not one of relaunch's children",
             &[("sender", &sender)],
@@ -1170,10 +1147,12 @@ fn garbage_oversize_and_foreign_notifications_change_nothing() {
     );
 
     case.assert_reload_failed(2, "not ready within --ready-timeout 3s");
-    assert!(
-        case.r.events("reload complete").is_empty(),
-        "a stranger's notification promoted generation 2"
+    let v = case.status();
+    assert_eq!(
+        v["counters"]["reloads_ok"], 0,
+        "a stranger's notification promoted generation 2: {v:#}"
     );
+    // The lines that name the faults.
     case.r.wait_for_log("dropped an oversize notification", T);
     case.r.wait_for_log(
         "ignored a notification with nothing relaunch understands",
@@ -1242,6 +1221,7 @@ fn control_clients_of_another_uid_silent_or_sending_10_mb_of_garbage_change_noth
     );
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("permission denied"), "{err}");
+    // The line that names the fault (a refused client changes no state).
     case.r.wait_for_line("the refusal in the log", T, |l| {
         is_event(l, "control socket: refused a client") && l.contains("uid 65534")
     });
@@ -1253,8 +1233,8 @@ fn control_clients_of_another_uid_silent_or_sending_10_mb_of_garbage_change_noth
     assert_eq!(v["state"], "RUNNING", "{v:#}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
-        case.r.events("reload requested").is_empty(),
-        "nobody was allowed to reload"
+        v["reloading"] == false && v["last_reload"].is_null(),
+        "nobody was allowed to reload: {v:#}"
     );
     let (sent, connections) = flood.join().expect("flood thread");
     eprintln!("flooded {sent} bytes over {connections} connections");
@@ -1289,8 +1269,16 @@ fn a_half_written_binary_under_watch_never_costs_a_request() {
     ]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
-    let fds = open_fds(r.pid());
+    r.wait_running(1);
+    // The baseline, once settled: the status request's connection is closed by the master
+    // when it sees the end of it, a moment after the answer.
+    let mut fds = Vec::new();
+    r.wait_until(T, "the master's fds to settle", || {
+        let a = open_fds(r.pid());
+        thread::sleep(Duration::from_millis(50));
+        fds = open_fds(r.pid());
+        a == fds && !fds.is_empty()
+    });
     let load = Load::start(addr, CLIENTS);
     r.wait_until(T, "clients served", || load.seen(pid1) || load.failed());
 
@@ -1307,22 +1295,29 @@ fn a_half_written_binary_under_watch_never_costs_a_request() {
     file.sync_all().unwrap();
     // The half file may be tried once (and must then fail), or skipped; either way the old
     // generation keeps serving. Give it a few settle periods to happen.
+    let mut v = Value::Null;
     poll_until(Duration::from_secs(3), || {
-        !r.events("reload failed").is_empty()
+        v = query_status(&ctl, T).unwrap_or(Value::Null);
+        v["counters"]["reloads_failed"].as_u64() >= Some(1)
     });
-    assert!(
-        r.events("reload complete").is_empty(),
-        "half a binary must never complete a reload"
+    assert_eq!(
+        v["counters"]["reloads_ok"], 0,
+        "half a binary must never complete a reload: {v:#}"
     );
     // The deploy finishes.
     file.write_all(&bytes[bytes.len() / 2..]).unwrap();
     drop(file);
-    let done = r.wait_for_event("reload complete", &[], T);
-    let pid = field_i32(&done, "pid").expect("pid=");
+    let v = r.wait_status("a reload to succeed", |v| {
+        v["last_reload"]["result"] == "ok"
+    });
+    let pid = record_pid(&v["last_reload"]);
     r.wait_until(T, "clients served by the new build", || {
         load.seen(pid) || load.failed()
     });
-    assert!(r.events("reload failed").len() <= 1, "no retry loop");
+    assert!(
+        v["counters"]["reloads_failed"].as_u64() <= Some(1),
+        "no retry loop: {v:#}"
+    );
     let stats = load.finish();
     let failed: u64 = stats.failures.values().sum();
     if failed != 0 {

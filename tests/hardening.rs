@@ -79,7 +79,7 @@ fn notify_reaches_a_user_child_when_the_runtime_dir_is_private_to_root() {
             ("TMPDIR", s(tmp.path())),
         ],
     );
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let socket = notify_socket_of(r.generation_pid(1));
     let dir = socket.parent().unwrap();
     assert!(
@@ -148,7 +148,7 @@ fn notify_dirs_of_dead_masters_are_removed_and_nothing_else() {
         ],
         &[("XDG_RUNTIME_DIR", s(xdg.path()))],
     );
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     assert!(!gone.exists(), "the dead master's directory is removed");
     for kept in [&live, &full, &foreign, &odd] {
         assert!(kept.is_dir(), "{} is left alone", kept.display());
@@ -222,7 +222,7 @@ fn the_program_is_looked_up_in_the_childs_path() {
         "--",
         "relaunch-test-only-in-child-path",
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     drop(r);
     // --env-file, with --clear-env.
     let env_file = dir.join("app.env");
@@ -238,7 +238,7 @@ fn the_program_is_looked_up_in_the_childs_path() {
         "--",
         "relaunch-test-only-in-child-path",
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     drop(r);
     // Not found: exit 127, naming the PATH searched.
     let mut r = Relaunch::start(&[

@@ -241,12 +241,13 @@ fn prefix_names_generation_and_pid_and_lines_never_mix_while_generations_overlap
         ],
         &command,
     ));
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let gen1 = r.generation_pid(1);
     r.signal(libc::SIGHUP);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let gen2 = r.generation_pid(2);
-    r.wait_for_event("exited", &[("pid", &gen1.to_string())], T);
+    let gen2 = record_pid(&r.wait_reload_ok(2));
+    r.wait_status("generation 1 reaped", |v| {
+        history(v, "exit").any(|e| e["pid"] == gen1)
+    });
     // A few lines of generation 2 alone, then the picture is complete for generation 1.
     let marker = format!("end-{gen2}");
     let count = read(&log).matches(&marker).count();
@@ -322,10 +323,9 @@ fn each_child_gets_its_own_pipes_and_nothing_leaks() {
     ]);
     let gen1 = r.generation_pid(1);
     let rep1 = wait_for_report(&r, &report, gen1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.signal(libc::SIGHUP);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let gen2 = r.generation_pid(2);
+    let gen2 = record_pid(&r.wait_reload_ok(2));
     let rep2 = wait_for_report(&r, &report, gen2);
     for rep in [&rep1, &rep2] {
         assert_eq!(rep.fds, vec![0, 1, 2, 3], "{}", rep.line);
@@ -405,6 +405,7 @@ fn usr1_reopens_the_log_after_an_external_move_and_is_not_forwarded() {
     wait_for_file_line(&r, &log, "a tick", |l| l == tick);
     fs::rename(&log, &moved).unwrap();
     r.signal(libc::SIGUSR1);
+    // Reopening the log files changes no state: only the log says it happened.
     r.wait_for_event("reopened the log file", &[], T);
     // Ticks go to the new file, and no longer to the moved one.
     wait_for_file_line(&r, &log, "a tick in the new file", |l| l == tick);
@@ -469,12 +470,12 @@ fn a_flooding_child_does_not_stall_reloads_or_stop() {
         ],
         &command,
     ));
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let gen1 = r.generation_pid(1);
     // Both generations flood during the reload.
     let started = Instant::now();
     r.signal(libc::SIGHUP);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
     let reload = started.elapsed();
     eprintln!("reload under a flood took {reload:?}");
     let gen2 = r.generation_pid(2);
@@ -586,6 +587,7 @@ fn pid_file_replaces_a_stale_one_atomically_and_is_removed_on_exit() {
         seen.is_subset(&allowed),
         "the pid file was seen as {seen:?} ({reads} reads); only {allowed:?} are allowed"
     );
+    // The message's wording is what is checked.
     let line = r.wait_for_event("replacing a stale pid file", &[], T);
     assert!(line.contains("not relaunch"), "{line}");
     let mut old_content = String::new();

@@ -66,19 +66,30 @@ fn end_generation(dir: &TempDir, n: u32, fate: &str) {
     fs::rename(&tmp, dir.join(&format!("exit.{n}"))).expect("publish fate");
 }
 
-/// The index of the `n`-th (1-based) `state changed ... to=STATE` line, waiting for it.
+/// The `n`-th (1-based) `state changed ... to=STATE` line of a relaunch that has exited.
+/// Status waits use the control socket; this is for what only the log keeps: the states a
+/// master passed through on its way out (its control socket is gone) and the wording.
 #[track_caller]
-fn wait_state(r: &Relaunch, to: &str, n: usize) -> String {
-    let mut found = None;
-    r.wait_until(T, &format!("state change #{n} to {to}"), || {
-        found = r
-            .events("state changed")
-            .into_iter()
-            .filter(|l| field(l, "to") == Some(to))
-            .nth(n - 1);
-        found.is_some()
-    });
-    found.expect("found")
+fn state_change_line(r: &Relaunch, to: &str, n: usize) -> String {
+    r.events("state changed")
+        .into_iter()
+        .filter(|l| field(l, "to") == Some(to))
+        .nth(n - 1)
+        .unwrap_or_else(|| r.fail(&format!("no state change #{n} to {to} in the log")))
+}
+
+/// The `exit` history entry of generation `generation` in a status record.
+#[track_caller]
+fn exit_entry(r: &Relaunch, v: &serde_json::Value, generation: u64) -> serde_json::Value {
+    history(v, "exit")
+        .find(|e| e["generation"] == generation)
+        .cloned()
+        .unwrap_or_else(|| r.fail(&format!("no exit of generation {generation} in {v:#}")))
+}
+
+/// Whether the status history says generation `generation` was started as a restart.
+fn restarted(v: &serde_json::Value, generation: u64) -> bool {
+    history(v, "restart").any(|e| e["generation"] == generation)
 }
 
 /// The `restarting` lines (the message itself, not a reason that mentions the word).
@@ -87,16 +98,6 @@ fn restarts(r: &Relaunch) -> Vec<String> {
         .into_iter()
         .filter(|l| log_message(l).is_some_and(|m| m.first() == Some(&"restarting")))
         .collect()
-}
-
-#[track_caller]
-fn wait_restarts(r: &Relaunch, n: usize) -> String {
-    let mut found = None;
-    r.wait_until(T, &format!("restart #{n}"), || {
-        found = restarts(r).into_iter().nth(n - 1);
-        found.is_some()
-    });
-    found.expect("found")
 }
 
 fn state_changes(r: &Relaunch, to: &str) -> usize {
@@ -114,17 +115,6 @@ fn assert_socket_open(r: &Relaunch, addr: SocketAddr) {
             "{addr} should still be listening (relaunch keeps its sockets): {e}"
         ));
     }
-}
-
-/// Seconds since midnight of a log line's RFC 3339 timestamp (`...T23:36:50.988110Z`).
-fn log_time(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?;
-    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// A copy of the probe that any user may execute, in `dir`.
@@ -189,25 +179,31 @@ fn on_failure_restarts_unexpected_exits_and_signals_but_not_expected_codes() {
     let addr = r.addr("http");
 
     // Unexpected code: restarted.
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     end_generation(&dir, 1, "3");
-    let restarting = wait_restarts(&r, 1);
-    assert!(
-        field_rest(&restarting, "reason").is_some_and(|why| why.contains("exit code 3")),
-        "{restarting}"
+    let v = r.wait_running(2);
+    let exit = exit_entry(&r, &v, 1);
+    assert_eq!(
+        (&exit["code"], &exit["expected"]),
+        (&3.into(), &false.into()),
+        "{v:#}"
     );
+    assert!(restarted(&v, 2), "{v:#}");
     // Killed by a signal: restarted, whatever the expected codes.
-    wait_state(&r, "RUNNING", 2);
     end_generation(&dir, 2, "sig9");
-    wait_restarts(&r, 2);
+    let v = r.wait_running(3);
+    assert_eq!(exit_entry(&r, &v, 2)["signal"], 9, "{v:#}");
+    assert!(restarted(&v, 3), "{v:#}");
     // An expected code: EXITED, and relaunch keeps the socket and waits.
-    wait_state(&r, "RUNNING", 3);
     end_generation(&dir, 3, "2");
-    let exited = wait_state(&r, "EXITED", 1);
+    let exited = r.wait_state("EXITED");
     assert!(
-        field_rest(&exited, "reason").is_some_and(|why| why.contains("exit code 2")),
-        "{exited}"
+        exited["state_reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("exit code 2")),
+        "{exited:#}"
     );
+    // The advice to the operator is log text.
     r.wait_for_line("no restart (...)", T, |l| {
         is_event(l, "no restart") && l.contains("SIGHUP")
     });
@@ -216,14 +212,14 @@ fn on_failure_restarts_unexpected_exits_and_signals_but_not_expected_codes() {
 
     // A reload starts a new generation; it exits 0, expected too.
     r.signal(libc::SIGHUP);
-    r.wait_for_event("spawned", &[("generation", "4")], T);
-    wait_state(&r, "RUNNING", 4);
+    r.wait_running(4);
     end_generation(&dir, 4, "0");
-    wait_state(&r, "EXITED", 2);
+    let v = r.wait_status("EXITED after generation 4 exited", |v| {
+        v["state"] == "EXITED" && history(v, "exit").any(|e| e["generation"] == 4)
+    });
     assert_eq!(
-        restarts(&r).len(),
-        2,
-        "only the two unexpected exits were restarted"
+        v["counters"]["restarts"], 2,
+        "only the two unexpected exits were restarted: {v:#}"
     );
     r.signal(libc::SIGTERM);
     let status = r.wait_exit(T);
@@ -245,12 +241,17 @@ fn restart_never_leaves_a_crash_exited_and_stop_exits_with_its_status() {
         s(&child),
     ]);
     let addr = r.addr("http");
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     end_generation(&dir, 1, "sig9");
-    let exited = wait_state(&r, "EXITED", 1);
-    assert!(exited.contains("--restart never"), "{exited}");
+    let exited = r.wait_state("EXITED");
+    assert!(
+        exited["state_reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("--restart never")),
+        "{exited:#}"
+    );
+    assert_eq!(exited["counters"]["restarts"], 0, "{exited:#}");
     assert_socket_open(&r, addr);
-    assert!(restarts(&r).is_empty());
     r.signal(libc::SIGTERM);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 137);
@@ -274,10 +275,12 @@ fn restart_always_restarts_a_clean_exit() {
         // From the environment, as a unit file would set it.
         &[("RELAUNCH_RESTART", "always")],
     );
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     end_generation(&dir, 1, "0");
-    wait_restarts(&r, 1);
-    wait_state(&r, "RUNNING", 2);
+    let v = r.wait_running(2);
+    assert!(restarted(&v, 2), "{v:#}");
+    assert_eq!(exit_entry(&r, &v, 1)["code"], 0, "{v:#}");
+    // Status shows the state now; only the log has every state passed through.
     assert_eq!(state_changes(&r, "EXITED"), 0);
     r.signal(libc::SIGTERM);
     r.wait_exit(T);
@@ -309,13 +312,14 @@ fn start_retries_then_fatal_exits_with_the_last_status_and_frees_the_port() {
         "one start and two retries: {:?}",
         r.spawned_pids()
     );
+    // relaunch has exited (--on-fatal exit): its control socket is gone, only its log is left.
     let fatal = r.wait_for_line("an ERROR line saying FATAL", T, |l| {
         log_message(l).is_some_and(|_| l.contains("ERROR") && l.contains("FATAL:"))
     });
     for needle in ["--start-retries 2", "exit code 3", "--on-fatal"] {
         assert!(fatal.contains(needle), "{needle:?} missing in {fatal}");
     }
-    wait_state(&r, "FATAL", 1);
+    state_change_line(&r, "FATAL", 1);
     // With jitter (the default), each delay lies between --backoff-min and its bound.
     let delays: Vec<u64> = restarts(&r)
         .iter()
@@ -355,16 +359,21 @@ fn on_fatal_wait_keeps_the_socket_and_a_reload_starts_over() {
         s(&child),
     ]);
     let addr = r.addr("http");
-    wait_state(&r, "FATAL", 1);
+    let fatal = r.wait_state("FATAL");
+    // The advice to the operator is log text.
     r.wait_for_line("the FATAL advice", T, |l| {
         l.contains("FATAL:") && l.contains("send SIGHUP")
     });
-    assert_eq!(r.spawned_pids().len(), 2);
+    // One start and one retry.
+    assert_eq!(history(&fatal, "exit").count(), 2, "{fatal:#}");
+    assert_eq!(fatal["counters"]["restarts"], 1, "{fatal:#}");
     assert_socket_open(&r, addr);
     // Fixed: a reload brings it up.
     fs::write(&ok, "").expect("create ok");
     r.signal(libc::SIGHUP);
-    let running = wait_state(&r, "RUNNING", 1);
+    r.wait_running(3);
+    // Status shows the state now; the way there (FATAL, STARTING, RUNNING) is in the log.
+    let running = state_change_line(&r, "RUNNING", 1);
     assert_eq!(field(&running, "from"), Some("STARTING"), "{running}");
     let from_fatal = r.wait_for_event("state changed", &[("from", "FATAL")], T);
     assert_eq!(field(&from_fatal, "to"), Some("STARTING"), "{from_fatal}");
@@ -390,12 +399,13 @@ fn a_crash_loop_within_the_window_is_fatal() {
     ]);
     // Every generation counts as started, then crashes: only the window can stop this.
     for n in 1..=3 {
-        wait_state(&r, "RUNNING", n as usize);
+        r.wait_running(u64::from(n));
         end_generation(&dir, n, "1");
     }
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 1);
-    let fatal = wait_state(&r, "FATAL", 1);
+    // relaunch has exited: only its log is left.
+    let fatal = state_change_line(&r, "FATAL", 1);
     assert!(
         fatal.contains("crash loop") && fatal.contains("--max-restarts 2"),
         "{fatal}"
@@ -473,24 +483,21 @@ fn a_crash_loop_after_serving_keeps_the_sockets_and_recovers() {
     ]);
     let addr = r.addr("http");
     let target = Target::tcp(addr);
-    wait_state(&r, "RUNNING", 1);
-    let g1 = r.generation_pid(1);
+    let g1 = current_pid(&r.wait_running(1)).expect("a current pid");
     assert_eq!(echo_stream(&target, "hello", T), Ok(g1));
 
     // The outage: every restart fails at once, well past --start-retries 2.
     fs::write(&down, "").expect("create the flag file");
     kill(g1, libc::SIGKILL);
-    let mut ended = None;
-    wait_until(T, "10 restarts, or relaunch to end", || {
-        ended = r.try_status();
-        ended.is_some() || restarts(&r).len() >= 10
-    });
-    if let Some(status) = ended {
-        r.fail(&format!(
-            "relaunch gave up on a server that had served: {}",
-            exit_description(status)
-        ));
-    }
+    r.wait_status(
+        "10 restarts (relaunch must not give up on a server that had served)",
+        |v| v["counters"]["restarts"].as_u64() >= Some(10),
+    );
+    assert!(
+        r.try_status().is_none(),
+        "relaunch gave up on a server that had served"
+    );
+    // Status shows the state now; only the log says it never went FATAL on the way.
     assert_eq!(
         state_changes(&r, "FATAL"),
         0,
@@ -553,12 +560,10 @@ fn a_crash_loop_after_serving_keeps_the_sockets_and_recovers() {
 
     // The outage ends: the next restart serves, on the same socket.
     fs::remove_file(&down).expect("remove the flag file");
-    wait_state(&r, "RUNNING", 2);
-    let now_serving = r
-        .spawned_pids()
-        .last()
-        .copied()
-        .expect("a generation serves");
+    let v = r.wait_status("RUNNING again, on a later generation", |v| {
+        v["state"] == "RUNNING" && current_generation(v) > Some(1)
+    });
+    let now_serving = current_pid(&v).expect("a generation serves");
     assert_eq!(echo_stream(&target, "again", T), Ok(now_serving));
     let (code, out) = status_of(&ctl, true);
     let record: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
@@ -601,12 +606,13 @@ fn after_serving_only_max_restarts_gives_up() {
         "--",
         s(&child),
     ]);
-    wait_state(&r, "RUNNING", 1);
+    let g1 = current_pid(&r.wait_running(1)).expect("a current pid");
     fs::write(&down, "").expect("create the flag file");
-    kill(r.generation_pid(1), libc::SIGKILL);
+    kill(g1, libc::SIGKILL);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 5);
-    let fatal = wait_state(&r, "FATAL", 1);
+    // relaunch has exited: only its log is left.
+    let fatal = state_change_line(&r, "FATAL", 1);
     assert!(
         fatal.contains("crash loop") && fatal.contains("--max-restarts 6"),
         "{fatal}"
@@ -622,7 +628,7 @@ fn after_serving_only_max_restarts_gives_up() {
 fn backoff_grows_is_capped_and_resets_after_a_start() {
     let dir = TempDir::new("backoff");
     let count = dir.join("count");
-    // Generations 1-4 and 6 fail at once; 5 runs until the test ends it.
+    // Generations 1-4 and 6 fail at once; 5 and 7 run until the test ends them.
     let child = script(
         &dir,
         "flaky.sh",
@@ -631,8 +637,8 @@ fn backoff_grows_is_capped_and_resets_after_a_start() {
 n=$(cat {count} 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" > {count}
-[ "$n" = 5 ] || exit 1
-while [ ! -e {dir}/exit.5 ]; do sleep 0.02; done
+case "$n" in 5|7) ;; *) exit 1 ;; esac
+while [ ! -e {dir}/exit.$n ]; do sleep 0.02; done
 exit 1
 "#,
             count = count.display(),
@@ -656,41 +662,71 @@ exit 1
         "--",
         s(&child),
     ]);
-    wait_state(&r, "RUNNING", 1);
+    // Generation 5 counts as started, then crashes.
+    r.wait_running(5);
     end_generation(&dir, 5, "1");
-    r.wait_for_event("spawned", &[("generation", "7")], T);
+    // Generation 7 stays up, so the history holds generations 1 to 7 only.
+    let v = r.wait_running(7);
     r.signal(libc::SIGTERM);
     r.wait_exit(T);
 
-    let restarting = restarts(&r);
-    let delays: Vec<u64> = restarting
+    // The delay computed for each restart is in its `restarting` line (status shows it only
+    // while that restart is pending, too briefly to catch on a loaded machine).
+    let scheduled: Vec<(u64, u64, u64)> = restarts(&r)
         .iter()
-        .filter_map(|l| field(l, "delay_ms")?.parse().ok())
+        .map(|l| {
+            let num = |key| {
+                field(l, key)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or_else(|| r.fail(&format!("no {key}= in {l}")))
+            };
+            (num("generation"), num("delay_ms"), num("attempt"))
+        })
         .collect();
     assert_eq!(
-        delays[..6],
-        [50, 100, 200, 300, 50, 100],
-        "doubling from 50 ms, capped at 300 ms, back to 50 ms after generation 5 ran"
+        scheduled,
+        [
+            (2, 50, 1),
+            (3, 100, 2),
+            (4, 200, 3),
+            (5, 300, 4),
+            (6, 50, 1),
+            (7, 100, 2)
+        ],
+        "(generation, delay, attempt): doubling from 50 ms, capped at 300 ms, back to 50 ms \
+         and attempt 1 after generation 5 ran"
     );
-    // And the spawns really wait that long: the gap between an exit and the next spawn is
-    // at least the delay (loosely bounded above: the machine may be slow).
-    let lines = r.lines();
-    for (i, delay) in delays[..6].iter().enumerate() {
-        let restart = restarting[i].as_str();
-        let generation = field(restart, "generation")
-            .expect("generation=")
-            .to_owned();
-        let spawn = lines
-            .iter()
-            .find(|l| event_matches(l, "spawned", &[("generation", &generation)]))
-            .unwrap_or_else(|| r.fail(&format!("no spawn of generation {generation}")));
-        let (t0, t1) = (log_time(restart).unwrap(), log_time(spawn).unwrap());
-        let gap_ms = (t1 - t0) * 1000.0;
+    // And the spawns really wait that long. The status history stamps an exit and the
+    // restart it scheduled with the master's own clock (the `now` the delay was added to,
+    // then the `now` the timer fired at), so the gap is at least the delay to the
+    // millisecond, however loaded the machine; above, it is bounded loosely.
+    let at = |e: &serde_json::Value| {
+        ms_of_day(e["at"].as_str().unwrap_or_default())
+            .unwrap_or_else(|| r.fail(&format!("bad history time in {e}")))
+    };
+    for &(generation, delay, _) in &scheduled {
+        let exit = exit_entry(&r, &v, generation - 1);
+        let restart = history(&v, "restart")
+            .find(|e| e["generation"] == generation)
+            .unwrap_or_else(|| r.fail(&format!("no restart of generation {generation}: {v:#}")));
+        let gap = (at(restart) - at(&exit)).rem_euclid(86_400_000);
         assert!(
-            gap_ms >= *delay as f64 - 2.0 && gap_ms < *delay as f64 + 5000.0,
-            "generation {generation}: spawned {gap_ms:.1} ms after the restart was scheduled, delay {delay} ms"
+            gap >= delay as i64 && gap < delay as i64 + 5000,
+            "generation {generation}: spawned {gap} ms after generation {} exited, delay \
+             {delay} ms: {v:#}",
+            generation - 1
         );
     }
+}
+
+/// Milliseconds since midnight of a status time (RFC 3339, UTC, milliseconds:
+/// `2023-11-14T22:13:20.005Z`).
+fn ms_of_day(stamp: &str) -> Option<i64> {
+    let time = stamp.split('T').nth(1)?.strip_suffix('Z')?;
+    let (hms, ms) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<i64>().ok()?)
 }
 
 // =============================================================================================
@@ -827,8 +863,9 @@ fn readiness_notifications_reach_relaunch_from_a_child_running_as_another_user()
         "--ready-after-ms",
         "0",
     ]);
-    r.wait_for_event("ready", &[("generation", "1")], T);
-    wait_state(&r, "RUNNING", 1);
+    r.wait_status("generation 1 ready (READY=1 arrived) and RUNNING", |v| {
+        is_running(v, 1) && generation(v, 1).is_some_and(|g| g["ready_at"].is_string())
+    });
 }
 
 #[test]
@@ -1188,9 +1225,9 @@ fn env_and_env_file_reach_the_child_and_the_file_is_read_again_on_reload() {
 
     // The file changes; a reload picks it up.
     fs::write(&env_file, "A=changed\n").unwrap();
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     r.signal(libc::SIGHUP);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
     let env2 = dumped_env(&r, &dir, 2);
     assert_eq!(var(&env2, "A"), Some("changed"), "{env2:?}");
     assert_eq!(var(&env2, "B"), Some("flag"), "{env2:?}");
@@ -1198,10 +1235,16 @@ fn env_and_env_file_reach_the_child_and_the_file_is_read_again_on_reload() {
     // A broken file fails the reload, naming file:line; generation 2 keeps serving.
     fs::write(&env_file, "A=1\nthis is not an assignment\n").unwrap();
     r.signal(libc::SIGHUP);
-    let failed = r.wait_for_event("reload failed", &[("generation", "3")], T);
+    let failed = r.wait_reload_failed(3);
     let where_ = format!("{}:2", env_file.display());
-    assert!(failed.contains(&where_), "{where_} not in {failed}");
-    let pid2 = r.generation_pid(2);
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains(&where_)),
+        "{where_} not in {failed:#}"
+    );
+    let v = r.wait_running(2);
+    let pid2 = current_pid(&v).expect("generation 2's pid");
     r.wait_until(T, "generation 2 as the only child", || {
         r.live_children() == vec![pid2]
     });
@@ -1285,7 +1328,7 @@ fn stop_as_group_stops_the_grandchild_too() {
     ]);
     let gc = grandchild(&r, &dir);
     let _guard = KillOnDrop(gc);
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     r.signal(libc::SIGTERM);
     r.wait_exit(T);
     r.wait_until(T, &format!("grandchild {gc} to be gone"), || {
@@ -1310,10 +1353,11 @@ fn kill_as_group_kills_the_grandchild_when_the_stop_signal_is_ignored() {
     ]);
     let gc = grandchild(&r, &dir);
     let _guard = KillOnDrop(gc);
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     r.signal(libc::SIGTERM);
     let status = r.wait_exit(T);
     assert_exit_code(&r, status, 137);
+    // relaunch has exited: only its log says the stop timed out.
     r.wait_for_event("stop timeout", &[], T);
     r.wait_until(T, &format!("grandchild {gc} to be gone"), || {
         !proc_alive(gc)
@@ -1335,7 +1379,7 @@ fn without_group_signals_the_grandchild_outlives_its_parent() {
     ]);
     let gc = grandchild(&r, &dir);
     let _guard = KillOnDrop(gc);
-    wait_state(&r, "RUNNING", 1);
+    r.wait_running(1);
     r.signal(libc::SIGTERM);
     r.wait_exit(T);
     assert!(proc_alive(gc), "only the child got the stop signal");

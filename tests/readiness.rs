@@ -72,7 +72,7 @@ fn the_old_generation_serves_until_the_new_one_sends_ready() {
     let report = dir.join("report");
     let r = start(&["--ready", "notify"], &report, &[]);
     let g1 = make_ready(&r, &report, 1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let rep1 = wait_for_report(&r, &report, g1);
     let socket = rep1
         .notify_socket
@@ -105,6 +105,8 @@ fn the_old_generation_serves_until_the_new_one_sends_ready() {
     }
 
     assert!(kill(g2, libc::SIGUSR2));
+    assert_eq!(record_pid(&r.wait_reload_ok(2)), g2);
+    // The old pid is named in the log line only.
     r.wait_for_event(
         "reload complete",
         &[("generation", "2"), ("old_pid", &g1.to_string())],
@@ -146,15 +148,15 @@ fn a_generation_that_never_gets_ready_is_stopped_and_the_old_one_stays() {
         &["--notify-status", "warming caches"],
     );
     let g1 = make_ready(&r, &report, 1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.signal(libc::SIGHUP);
     let g2 = r.generation_pid(2);
-    let line = r.wait_for_event("reload failed", &[("generation", "2")], T);
-    let reason = field_rest(&line, "reason").unwrap_or_default();
+    let failed = r.wait_reload_failed(2);
+    let reason = failed["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("not ready within --ready-timeout 1s")
             && reason.contains("last status: warming caches"),
-        "{line}"
+        "{failed:#}"
     );
     r.wait_until(T, "the unready generation to be gone", || !proc_exists(g2));
     assert!(proc_alive(g1), "the old generation must keep serving");
@@ -162,7 +164,7 @@ fn a_generation_that_never_gets_ready_is_stopped_and_the_old_one_stays() {
     // The next reload works.
     r.signal(libc::SIGHUP);
     make_ready(&r, &report, 3);
-    r.wait_for_event("reload complete", &[("generation", "3")], T);
+    r.wait_reload_ok(3);
 }
 
 #[test]
@@ -190,15 +192,12 @@ fn ready_from_a_grandchild_via_systemd_notify_counts() {
         "-c",
         &script,
     ]);
-    let line = r.wait_for_event("running", &[("generation", "1")], T);
-    let pid = field_i32(&line, "pid").unwrap();
-    // The READY=1 came from systemd-notify, a child of the shell that relaunch started.
+    // In notify mode generation 1 is up only once a READY=1 counted; here it came from
+    // systemd-notify, a child of the shell that relaunch started.
+    let v = r.wait_running(1);
     assert!(
-        r.events("ready")
-            .iter()
-            .any(|l| field_i32(l, "pid") == Some(pid)),
-        "{}",
-        r.stderr()
+        generation(&v, 1).is_some_and(|g| g["ready_at"].is_string()),
+        "{v:#}"
     );
 }
 
@@ -208,7 +207,7 @@ fn notifications_from_other_processes_and_garbage_are_ignored() {
     let report = dir.join("report");
     let r = start(&["--ready", "notify"], &report, &[]);
     let g1 = make_ready(&r, &report, 1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     r.signal(libc::SIGHUP);
     let g2 = r.generation_pid(2);
     let rep = wait_for_report(&r, &report, g2);
@@ -234,7 +233,7 @@ fn notifications_from_other_processes_and_garbage_are_ignored() {
     }
     assert!(proc_alive(g1) && proc_alive(g2));
     assert!(kill(g2, libc::SIGUSR2));
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
 }
 
 #[test]
@@ -243,7 +242,7 @@ fn readiness_fd_protocol() {
     let report = dir.join("report");
     let r = start(&["--ready", "fd:4"], &report, &["--ready-fd", "4"]);
     let g1 = make_ready(&r, &report, 1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let rep = wait_for_report(&r, &report, g1);
     assert_eq!(rep.fds, vec![0, 1, 2, 3, 4], "{}", rep.line);
     assert!(rep.cloexec.is_empty(), "{}", rep.line);
@@ -255,6 +254,8 @@ fn readiness_fd_protocol() {
     assert_eq!(rep.notify_socket, None);
     r.signal(libc::SIGHUP);
     make_ready(&r, &report, 2);
+    r.wait_reload_ok(2);
+    // The old pid is named in the log line only.
     r.wait_for_event(
         "reload complete",
         &[("generation", "2"), ("old_pid", &g1.to_string())],
@@ -397,7 +398,7 @@ fn relaunch_tells_its_service_manager_ready_reloading_ready_stopping() {
             .is_some_and(|s| s.contains("generation 2") && s.contains("succeeded")),
         "{ready2}"
     );
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
 
     r.signal(libc::SIGTERM);
     manager.wait_for(&r, "STOPPING=1");
@@ -452,7 +453,9 @@ fn a_reload_during_the_first_start_is_announced_after_ready() {
     let g1 = r.generation_pid(1);
     wait_for_report(&r, &report, g1);
     r.signal(libc::SIGHUP);
-    r.wait_for_log("reload queued", T);
+    r.wait_status("a reload queued behind the first start", |v| {
+        v["reload_queued"] == true
+    });
     make_ready(&r, &report, 1);
     let ready = manager.wait_for(&r, "READY=1");
     assert!(
@@ -532,12 +535,13 @@ fn hello_announces_readiness_and_reloads_in_notify_mode() {
         "300",
     ]);
     let g1 = r.generation_pid(1);
-    r.wait_for_event("ready", &[("pid", &g1.to_string())], T);
+    // In notify mode generation 1 is up only once its READY=1 counted.
+    r.wait_running(1);
     let addr = r.addr("web");
     assert_eq!(wait_for_http(&r, addr, T), g1);
     r.signal(libc::SIGHUP);
     let g2 = r.generation_pid(2);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
     r.wait_until(T, "the new pid to answer", || {
         http_get(addr, Duration::from_secs(5))
             .ok()

@@ -136,7 +136,7 @@ fn tail_of(v: &Value) -> Vec<(String, String)> {
 fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
     let server = Server::new("report", "exec sleep 600\n");
     let r = server.start(&["--start-secs", "0.3"]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     server.set(FAILING);
     let failed = client(&["reload", "--wait", "--control", s(&server.ctl)]);
@@ -185,7 +185,7 @@ fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
         "the oldest lines went: {tail:?}"
     );
 
-    // The log: one line with the reason and the output.
+    // The log: one line with the reason and the output (its wording is what is checked).
     let line = r.wait_for_event("last output of the failed generation", &[], T);
     assert!(
         line.contains("database is down") && line.contains("exit code 3"),
@@ -227,7 +227,7 @@ fn a_failed_reload_reports_the_last_lines_the_new_generation_wrote() {
 fn output_inherit_leaves_the_streams_to_the_child_and_reports_no_output() {
     let server = Server::new("inherit", "exec sleep 600\n");
     let r = server.start(&["--start-secs", "0.3", "--output", "inherit"]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let child = r.generation_pid(1);
     let link = |pid: i32, fd: i32| fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
     for fd in [1, 2] {
@@ -252,7 +252,7 @@ fn output_inherit_leaves_the_streams_to_the_child_and_reports_no_output() {
 fn output_capture_gives_the_child_pipes_of_its_own() {
     let server = Server::new("capture", "exec sleep 600\n");
     let r = server.start(&["--start-secs", "0.3"]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     let child = r.generation_pid(1);
     for fd in [1, 2] {
         let target = fs::read_link(format!("/proc/{child}/fd/{fd}")).unwrap();
@@ -272,9 +272,8 @@ fn output_capture_gives_the_child_pipes_of_its_own() {
 /// A program that exits with code 3 when relaunch forwards it SIGUSR2.
 const EXIT_3_ON_USR2: &str = "trap 'exit 3' USR2\nwhile :; do sleep 0.05; done\n";
 
-fn running_pid(r: &Relaunch, generation: u32) -> i32 {
-    r.wait_for_event("running", &[("generation", &generation.to_string())], T);
-    r.generation_pid(generation)
+fn running_pid(r: &Relaunch, generation: u64) -> i32 {
+    current_pid(&r.wait_running(generation)).expect("a current pid")
 }
 
 #[test]
@@ -329,7 +328,7 @@ fn on_exit_wait_keeps_the_sockets_and_a_hup_starts_a_new_generation() {
     let addr = r.addr("http");
     running_pid(&r, 1);
     r.signal(libc::SIGUSR2);
-    r.wait_for_event("state changed", &[("to", "EXITED")], T);
+    r.wait_state("EXITED");
     // The socket still accepts (the kernel queues the connection for the next generation).
     TcpStream::connect_timeout(&addr, T).expect("the socket accepts while EXITED");
     r.signal(libc::SIGHUP);

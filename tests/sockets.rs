@@ -39,15 +39,19 @@ fn echo_command(dir: &TempDir, flags: &[&str], listen: &[String]) -> Command {
 /// child has exited. Returns (old pid, new pid).
 #[track_caller]
 fn reload(r: &Relaunch, g: u32) -> (i32, i32) {
+    let g = u64::from(g);
     if g == 2 {
-        r.wait_for_event("running", &[("generation", "1")], T);
+        r.wait_running(1);
     }
     r.signal(libc::SIGHUP);
-    let done = r.wait_for_event("reload complete", &[("generation", &g.to_string())], T);
-    let new = field_i32(&done, "pid").unwrap_or_else(|| r.fail("reload complete without pid="));
-    let old =
-        field_i32(&done, "old_pid").unwrap_or_else(|| r.fail("reload complete without old_pid="));
-    r.wait_for_event("exited", &[("pid", &old.to_string())], T);
+    let new = record_pid(&r.wait_reload_ok(g));
+    let v = r.wait_status(&format!("generation {} reaped", g - 1), |v| {
+        history(v, "exit").any(|e| e["generation"] == g - 1)
+    });
+    let old = history(&v, "exit")
+        .find(|e| e["generation"] == g - 1)
+        .map(record_pid)
+        .expect("found");
     (old, new)
 }
 
@@ -276,7 +280,7 @@ fn udp_echo_through_a_reload_loses_no_datagram() {
     let target = Target::udp(r.addr("dns"));
     let client = DatagramClient::udp(&r.addr("dns"));
     let pid1 = r.generation_pid(1);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     // One datagram in flight at a time. A datagram counts as lost when its first send gets no
     // answer within REPLY_TIMEOUT; it is then sent again (at most RETRIES times) only so the
@@ -325,13 +329,13 @@ fn udp_echo_through_a_reload_loses_no_datagram() {
             r.signal(libc::SIGHUP);
             hup_sent = true;
         }
+        // A log look-up, not a status request: it must not slow the datagram loop down.
         if hup_sent && old_gone_at.is_none() && !r.events("exited").is_empty() {
             old_gone_at = Some(seq);
         }
         seq += 1;
     }
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     let gone = old_gone_at.expect("the old generation exited");
     let by_gen1 = answered_by.iter().filter(|(_, p)| *p == pid1).count();
     let by_gen2 = answered_by.iter().filter(|(_, p)| *p == pid2).count();

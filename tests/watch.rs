@@ -2,8 +2,9 @@
 //! binary, real files in temp dirs and the example server.
 //!
 //! Each test copies the hello example into its own temp dir and runs relaunch on that copy, so
-//! it can replace the program the way deploys do. Waits are on log lines and HTTP answers with
-//! deadlines. The only sleeps are scenario pauses (a file written in chunks), and the only wait
+//! it can replace the program the way deploys do. Waits are on the status record (over the
+//! control socket) and HTTP answers with deadlines; on log lines only for what status does not
+//! show: the watcher's own decisions and its check command. The only sleeps are scenario pauses (a file written in chunks), and the only wait
 //! for something *not* to happen is the bounded window after a broken build (no retry loop).
 mod common;
 
@@ -109,7 +110,8 @@ fn a_new_build_renamed_onto_the_program_reloads_once_without_failed_requests() {
     let r = start(&server, &["--watch", "--watch-settle", "300ms"]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
+    // The watcher's set-up is not in status.
     r.wait_for_event("watching", &[("kind", "program"), ("path", s(&server))], T);
 
     let load = Load::start(addr, 4);
@@ -117,12 +119,13 @@ fn a_new_build_renamed_onto_the_program_reloads_once_without_failed_requests() {
         load.seen(pid1) || load.failed()
     });
     deploy_hello(&server);
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     r.wait_until(T, &format!("clients served by pid {pid2}"), || {
         load.seen(pid2) || load.failed()
     });
-    r.wait_for_event("exited", &[("generation", "1")], T);
+    r.wait_status("generation 1 stopped and reaped", |v| {
+        history(v, "exit").any(|e| e["generation"] == 1 && e["expected"] == true)
+    });
     let stats = load.finish();
 
     let failed: u64 = stats.failures.values().sum();
@@ -149,7 +152,7 @@ fn a_binary_written_in_chunks_reloads_once_after_the_last_write() {
     let r = start(&server, &["--watch", "--watch-settle", "1s"]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     // The way a linker or `cp` to a fresh name writes: delete, create, then many writes.
     // Writing in place over the running binary itself would fail with ETXTBSY.
@@ -172,18 +175,23 @@ fn a_binary_written_in_chunks_reloads_once_after_the_last_write() {
     }
     drop(file);
     let last_write = Instant::now();
-    if !reload_requests(&r).is_empty() {
-        r.fail("a reload was requested while the binary was still being written");
+    let v = r.status_record();
+    if v["reloading"] != false || !v["last_reload"].is_null() {
+        r.fail(&format!(
+            "a reload started while the binary was still being written: {v:#}"
+        ));
     }
 
-    r.wait_for_event("reload requested", &[], T);
+    // Seen no earlier than it happened: the bound below holds however late the poll is.
+    r.wait_status("a reload to start", |v| {
+        v["reloading"] == true || !v["last_reload"].is_null()
+    });
     let waited = last_write.elapsed();
     assert!(
         waited >= SETTLE - Duration::from_millis(200),
         "the reload came {waited:?} after the last write, before the 1 s settle time"
     );
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     r.wait_until(T, "the new generation to answer", || {
         serving_pid(&r, addr) == pid2
     });
@@ -200,7 +208,7 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
     let r = start(&server, &["--watch", "--watch-settle", "300ms"]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     // Bounded observation windows for "nothing more happens" (the one place we wait for an
     // absence): three settle times.
     let quiet = || thread::sleep(Duration::from_millis(3 * SETTLE_MS));
@@ -211,10 +219,11 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
         b"#!/bin/sh\necho broken build >&2\nexit 1\n",
         0o755,
     );
-    r.wait_for_event("reload failed", &[("generation", "2")], T);
+    r.wait_reload_failed(2);
     assert_eq!(serving_pid(&r, addr), pid1, "the old child keeps serving");
     // A stray event on the same broken file (chmod to the same mode) changes nothing.
     fs::set_permissions(&server, fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A change the watcher declines is not in status: only its log line says so.
     r.wait_for_log("not reloading: these files failed before", T);
     quiet();
     assert_eq!(
@@ -222,11 +231,12 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
         1,
         "no retry of the broken script"
     );
-    assert_eq!(r.events("reload failed").len(), 1);
+    assert_eq!(r.status_record()["counters"]["reloads_failed"], 1);
 
     // 2. A file that is not executable: not even tried.
     let hello = fs::read(hello_bin()).expect("read hello");
     deploy_bytes(&server, &hello, 0o644);
+    // A change the watcher declines is not in status: only its log line says so.
     r.wait_for_log("not reloading: the program is not an executable file", T);
     quiet();
     assert_eq!(
@@ -238,14 +248,14 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
 
     // 3. A truncated binary (a half-finished copy): one attempt, one failure.
     deploy_bytes(&server, &hello[..hello.len().min(64 * 1024)], 0o755);
-    r.wait_for_event("reload failed", &[("generation", "3")], T);
+    r.wait_reload_failed(3);
     quiet();
     assert_eq!(
         reload_requests(&r).len(),
         2,
         "no retry of the truncated file"
     );
-    assert_eq!(r.events("reload failed").len(), 2);
+    assert_eq!(r.status_record()["counters"]["reloads_failed"], 2);
     assert_eq!(serving_pid(&r, addr), pid1);
     assert_eq!(
         r.live_children(),
@@ -255,8 +265,7 @@ fn a_broken_build_fails_once_keeps_the_old_child_and_is_not_retried() {
 
     // The next change (a working build) is tried, and works.
     deploy_hello(&server);
-    let done = r.wait_for_event("reload complete", &[("generation", "4")], T);
-    let pid4 = field_i32(&done, "pid").expect("pid=");
+    let pid4 = record_pid(&r.wait_reload_ok(4));
     r.wait_until(T, "the working build to answer", || {
         serving_pid(&r, addr) == pid4
     });
@@ -286,14 +295,17 @@ fn a_build_that_is_not_ready_in_time_fails_once_and_is_not_retried() {
         "--ready-after-ms",
         "0",
     ]);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     // A build that starts but never says READY=1.
     deploy_bytes(&server, b"#!/bin/sh\nexec sleep 300\n", 0o755);
-    let failed = r.wait_for_event("reload failed", &[("generation", "2")], T);
+    let failed = r.wait_reload_failed(2);
+    assert_eq!(failed["failure"], "not_ready", "{failed:#}");
     assert!(
-        failed.contains("not ready within --ready-timeout"),
-        "{failed}"
+        failed["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("not ready within --ready-timeout")),
+        "{failed:#}"
     );
     thread::sleep(Duration::from_millis(900)); // bounded window: three settle times
     assert_eq!(
@@ -305,7 +317,7 @@ fn a_build_that_is_not_ready_in_time_fails_once_and_is_not_retried() {
     // The next build is tried, and says it is ready.
     let probe = fs::read(probe_bin()).expect("read probe");
     deploy_bytes(&server, &probe, 0o755);
-    r.wait_for_event("reload complete", &[("generation", "3")], T);
+    r.wait_reload_ok(3);
     assert_requests(&r, 2, &server);
 }
 
@@ -322,20 +334,18 @@ fn a_swapped_release_symlink_reloads_and_the_new_target_is_watched() {
     let r = start(&program, &["--watch", "--watch-settle", "300ms"]);
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
     assert_eq!(exe_of(pid1), dir.join("releases/1/server"));
 
     // Capistrano-style deploy: current -> releases/2.
     repoint(&current, "releases/2");
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     assert_eq!(exe_of(pid2), dir.join("releases/2/server"));
     r.wait_until(T, "release 2 to answer", || serving_pid(&r, addr) == pid2);
 
     // The watches followed the link: a new build inside releases/2 is seen too.
     deploy_hello(&dir.join("releases/2/server"));
-    let done = r.wait_for_event("reload complete", &[("generation", "3")], T);
-    let pid3 = field_i32(&done, "pid").expect("pid=");
+    let pid3 = record_pid(&r.wait_reload_ok(3));
     r.wait_until(T, "the rebuilt release 2 to answer", || {
         serving_pid(&r, addr) == pid3
     });
@@ -351,7 +361,7 @@ fn a_burst_of_50_touches_is_one_reload() {
     let r = start(&server, &["--watch", "--watch-settle", "1s"]);
     let addr = r.addr("http");
     wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     // `touch` 50 times (a read-only handle suffices to set the times; opening the running
     // binary for writing would fail with ETXTBSY).
@@ -363,7 +373,7 @@ fn a_burst_of_50_touches_is_one_reload() {
     }
     drop(file);
     let last_touch = Instant::now();
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
     assert!(
         last_touch.elapsed() >= SETTLE - Duration::from_millis(200),
         "reloaded before the burst had settled"
@@ -392,9 +402,10 @@ fn a_failing_check_cmd_prevents_the_reload() {
     );
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     deploy_hello(&server);
+    // The check command is the watcher's: its outcome is only in the log.
     let failed = r.wait_for_event("check failed", &[], T);
     assert!(
         failed.contains("exit code 1"),
@@ -427,12 +438,12 @@ fn a_passing_check_cmd_sees_the_program_and_writes_to_stderr() {
     );
     let addr = r.addr("http");
     wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     deploy_hello(&server);
+    // The check command is the watcher's: its outcome is only in the log.
     r.wait_for_event("check passed", &[], T);
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     r.wait_until(T, "the new build to answer", || {
         serving_pid(&r, addr) == pid2
     });
@@ -461,9 +472,10 @@ fn a_check_cmd_that_hangs_is_killed_with_its_children_after_the_timeout() {
     );
     let addr = r.addr("http");
     let pid1 = wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     deploy_hello(&server);
+    // The check command is the watcher's: its pid and outcome are only in the log.
     let running = r.wait_for_event("running --check-cmd", &[], T);
     let check_pid = field_i32(&running, "pid").expect("pid=");
     let failed = r.wait_for_event("check failed", &[("pid", &check_pid.to_string())], T);
@@ -494,16 +506,16 @@ fn a_watch_path_whose_directory_is_deleted_and_recreated_keeps_working() {
     );
     let addr = r.addr("http");
     wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     fs::remove_dir_all(&conf_dir).expect("rm -r conf");
+    // A change the watcher declines is not in status: only its log line says so.
     r.wait_for_log("not reloading: the changed path was removed", T);
     assert!(reload_requests(&r).is_empty());
 
     fs::create_dir(&conf_dir).expect("mkdir conf again");
     fs::write(&conf, "v2\n").expect("write conf again");
-    let done = r.wait_for_event("reload complete", &[("generation", "2")], T);
-    let pid2 = field_i32(&done, "pid").expect("pid=");
+    let pid2 = record_pid(&r.wait_reload_ok(2));
     r.wait_until(T, "generation 2 to answer", || {
         serving_pid(&r, addr) == pid2
     });
@@ -515,7 +527,7 @@ fn a_watch_path_whose_directory_is_deleted_and_recreated_keeps_working() {
         .expect("open conf");
     f.write_all(b"v3\n").expect("append");
     drop(f);
-    r.wait_for_event("reload complete", &[("generation", "3")], T);
+    r.wait_reload_ok(3);
     assert_requests(&r, 2, &conf);
 }
 
@@ -540,12 +552,12 @@ fn a_watch_path_may_appear_later_and_a_directory_watches_its_entries() {
     );
     let addr = r.addr("http");
     wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     fs::write(&later, "hello\n").expect("create later.conf");
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
     fs::write(release.join("asset.txt"), "x").expect("write into release/");
-    r.wait_for_event("reload complete", &[("generation", "3")], T);
+    r.wait_reload_ok(3);
     let requests = reload_requests(&r);
     assert_eq!(requests.len(), 2, "{requests:#?}");
     assert_eq!(field(&requests[0], "path"), Some(s(&later)));
@@ -572,11 +584,12 @@ fn a_sighup_that_already_ran_the_new_build_is_not_followed_by_a_watch_reload() {
     ]);
     let addr = r.addr("http");
     wait_for_http(&r, addr, T);
-    r.wait_for_event("running", &[("generation", "1")], T);
+    r.wait_running(1);
 
     deploy_hello(&server);
     r.signal(libc::SIGHUP);
-    r.wait_for_event("reload complete", &[("generation", "2")], T);
+    r.wait_reload_ok(2);
+    // A change the watcher declines is not in status: only its log line says so.
     r.wait_for_log(
         "the watched paths are as the serving generation found them; no reload",
         T,

@@ -59,26 +59,18 @@ fn reloads_under_load_fail_no_request(mode: Mode) {
         if load.failed() > 0 {
             break; // reported below, with the failures
         }
-        let gen = generation.to_string();
         let mark = load.mark();
         r.signal(libc::SIGHUP);
-        r.wait_until(TIMEOUT, &format!("generation {gen} to take over"), || {
-            r.event_index("reload complete", &[("generation", &gen)])
-                .is_some()
-                || !r.events("reload failed").is_empty()
-        });
-        if !r.events("reload failed").is_empty() {
-            r.fail("a reload failed");
+        let generation = u64::from(generation);
+        let done = r.wait_reload_ended(generation);
+        if done["result"] != "ok" {
+            r.fail(&format!("a reload failed: {done:#}"));
         }
-        let done = r.wait_for_event("reload complete", &[("generation", &gen)], TIMEOUT);
-        let pid = field(&done, "pid")
-            .expect("pid= in reload complete")
-            .to_owned();
-        let old = field(&done, "old_pid")
-            .expect("old_pid= in reload complete")
-            .to_owned();
-        r.wait_for_event("exited", &[("pid", &old)], TIMEOUT);
-        let new: u32 = pid.parse().expect("numeric pid");
+        let pid = record_pid(&done);
+        r.wait_status(&format!("generation {} reaped", generation - 1), |v| {
+            history(v, "exit").any(|e| e["generation"] == generation - 1)
+        });
+        let new = pid as u32;
         r.wait_until(TIMEOUT, &format!("clients served by pid {new}"), || {
             load.served_by_since(new, &mark) || load.failed() > 0
         });

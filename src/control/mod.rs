@@ -59,8 +59,8 @@ pub use locate::{
     CONTROL_DIR_VAR, MAX_NAME, MAX_SUFFIX,
 };
 pub use protocol::{
-    parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
-    PROTOCOL,
+    parse_request, write_request, Accepted, EditOutcome, EditReply, Request, Response, SignalReply,
+    StopReply, MAX_REQUEST, PROTOCOL,
 };
 // Public for the socket-mode race test, which runs in a binary of its own.
 pub(crate) use server::ControlServer;
@@ -126,6 +126,12 @@ pub(crate) enum Ask {
     /// `restart`: start a program that does not run, reload one that does.
     Restart {
         /// Answer when the reload ends.
+        wait: bool,
+    },
+    /// `update`: apply the configuration file's changes only (added, removed and changed
+    /// programs).
+    Update {
+        /// Answer when every change has ended.
         wait: bool,
     },
 }
@@ -259,6 +265,7 @@ impl Control {
                 "stop" => Ok(Ask::Stop { wait: request.wait }),
                 "start" => Ok(Ask::Start),
                 "restart" => Ok(Ask::Restart { wait: request.wait }),
+                "update" => Ok(Ask::Update { wait: request.wait }),
                 "signal" => match request.signal.as_deref().map(parse_signal) {
                     Some(Ok(signal)) => Ok(Ask::Signal {
                         signal,
@@ -427,6 +434,50 @@ impl Control {
             }
             _ => {}
         }
+    }
+
+    /// A program was added (an edited configuration file): it gets the next index.
+    pub(crate) fn add_program(&mut self) {
+        self.waiters.push(ReloadWaiters::default());
+    }
+
+    /// Programs `a` and `b` swap indices (a changed program's successor takes its place).
+    pub(crate) fn swap_programs(&mut self, a: usize, b: usize) {
+        self.waiters.swap(a, b);
+    }
+
+    /// Program `i` is gone (removed by an edit, its last child exited): its `reload --wait`
+    /// callers are failed, and the programs after it move down one index.
+    pub(crate) fn forget_program(&mut self, i: usize, now: Instant) {
+        if i >= self.waiters.len() {
+            return;
+        }
+        let waiting = self.waiters.remove(i).drain();
+        for id in waiting {
+            self.reply(
+                id,
+                &Response::error("the program was removed from the configuration file"),
+                now,
+            );
+        }
+    }
+
+    /// Answers an edit (`update`, `reload` without names) now with `response`, or keeps the
+    /// client waiting for [`Control::edit_done`] (`wait`).
+    pub(crate) fn edit_asked(&mut self, id: u64, response: Option<Response>, now: Instant) {
+        match response {
+            Some(r) => self.reply(id, &r, now),
+            None => {
+                if let Some(server) = &mut self.server {
+                    server.wait(id, Waiting::Reload);
+                }
+            }
+        }
+    }
+
+    /// Answers an edit's waiting client.
+    pub(crate) fn edit_done(&mut self, id: u64, response: &Response, now: Instant) {
+        self.reply(id, response, now);
     }
 
     /// The master is about to exit with `code`: answers `stop --wait` callers and fails the

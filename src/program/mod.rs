@@ -44,6 +44,11 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Its settings.
+    pub(crate) fn config(&self) -> &ProgramConfig {
+        &self.config
+    }
+
     /// Checks what can be wrong about the child before a socket is bound (usage errors, exit
     /// code 2), and opens the output log files (`mirror_stdio`: relaunch's own stdout and
     /// stderr go there too, with `--daemon`).
@@ -81,6 +86,27 @@ impl Prepared {
         started: Instant,
         named: bool,
     ) -> Result<Program, Failure> {
+        let config = &self.config;
+        let span = named.then(|| tracing::info_span!("program", program = %config.name));
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        // One of several programs may have no sockets at all (a worker); the command line's
+        // single program needs some.
+        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
+            Vec::new()
+        } else {
+            sockets::open_all(&config.listen, config.backlog, inherited)?
+        };
+        self.with_listeners(listeners, started, named)
+    }
+
+    /// Like [`Prepared::open`], with the sockets already open (an edited configuration file:
+    /// kept and newly bound ones, in the program's order).
+    pub(crate) fn with_listeners(
+        self,
+        listeners: Vec<Listener>,
+        started: Instant,
+        named: bool,
+    ) -> Result<Program, Failure> {
         let Prepared {
             config,
             options,
@@ -92,13 +118,6 @@ impl Prepared {
         if named {
             output.name_lines(&config.name);
         }
-        // One of several programs may have no sockets at all (a worker); the command line's
-        // single program needs some.
-        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
-            Vec::new()
-        } else {
-            sockets::open_all(&config.listen, config.backlog, inherited)?
-        };
         sockets::log_listening(&listeners);
         if let ReadyMode::Fd(n) = config.ready {
             let first_free = 3 + listeners.len() as RawFd;
@@ -246,6 +265,17 @@ impl Program {
     /// Its status tracker (for metrics).
     pub(crate) fn status(&self) -> &Tracker {
         &self.status
+    }
+
+    /// Its sockets, in the order of its fds 3, 4, ...
+    pub(crate) fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Makes this program (not started yet) the successor of `previous`, the same program
+    /// under its old settings: its generation numbers continue after `previous`'s.
+    pub(crate) fn succeed(&mut self, previous: &Program) {
+        self.supervisor = Fleet::successor(&previous.supervisor, self.config.settings, self.seed);
     }
 
     /// Its sockets, as the status record lists them.

@@ -26,8 +26,10 @@
 //! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
 //! generation is spawned from and how each reload ended ([`Report::ReloadEnded`]).
 
+mod apply;
 mod order;
 mod serve;
+mod startup;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -99,6 +101,7 @@ fn run_master(
 ) -> Result<i32, Failure> {
     let started = Instant::now();
     let named = config.named();
+    let edits = apply::Edits::new(&config, started);
     let Config {
         pid_file,
         daemon,
@@ -127,11 +130,17 @@ fn run_master(
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
     crate::sys::spawn::snapshot_signal_dispositions();
-    // The command line's one program takes every inherited socket.
-    let mut inherited = Some(inherited);
+    // Each program gets its share of the inherited sockets (the command line's one program
+    // gets every one).
+    let lists: Vec<&[crate::spec::ListenSpec]> = prepared
+        .iter()
+        .map(|p| p.config().listen.as_slice())
+        .collect();
+    let shares = activation::share(inherited, &lists)?;
     let programs = prepared
         .into_iter()
-        .map(|p| p.open(inherited.take().unwrap_or_default(), started, named))
+        .zip(shares)
+        .map(|(p, share)| p.open(share, started, named))
         .collect::<Result<Vec<_>, _>>()?;
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
@@ -160,6 +169,7 @@ fn run_master(
         source,
         read,
         config_error: None,
+        edits,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -191,6 +201,8 @@ struct Master {
     read: ReadConfig,
     /// Why the file last read could not be applied; `None` once a valid file is loaded.
     config_error: Option<String>,
+    /// Edits of the configuration file being applied (see `apply.rs`).
+    edits: apply::Edits,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -233,6 +245,7 @@ impl Master {
             self.execute(&mut queue);
             self.advance_stop(Instant::now(), &mut queue);
             self.advance_start(Instant::now(), &mut queue);
+            self.advance_edits(Instant::now(), &mut queue);
             if !queue.is_empty() {
                 continue;
             }
@@ -294,8 +307,9 @@ impl Master {
             }
             let mut stop = Vec::new();
             let mut pending = pending;
-            if pending.contains(&Signal::SIGHUP) && !self.reread_config() {
-                // An invalid file changes nothing: no program is reloaded.
+            // With a configuration file, SIGHUP applies it (and so reloads every program).
+            let hangup = self.source.is_some() && pending.contains(&Signal::SIGHUP);
+            if hangup {
                 pending.retain(|s| *s != Signal::SIGHUP);
             }
             for sig in pending {
@@ -321,11 +335,15 @@ impl Master {
             for (i, event) in events {
                 self.feed(i, event, now, &mut queue);
             }
+            if hangup {
+                self.hangup(now, &mut queue);
+            }
             for sig in stop {
                 self.stop_master(sig, now, &mut queue);
             }
             // Control requests see this wake-up's exits and signals already handled.
             let asks = {
+                let live = self.live_programs();
                 let (programs, named) = (&self.programs, self.named);
                 self.control
                     .io(&ready, &control_tokens, now, || match named {
@@ -333,8 +351,9 @@ impl Master {
                             crate::metrics::render(programs[0].status(), programs[0].supervisor())
                         }
                         true => crate::metrics::render_named(
-                            &programs
+                            &live
                                 .iter()
+                                .map(|&i| &programs[i])
                                 .map(|p| (p.name(), p.status(), p.supervisor()))
                                 .collect::<Vec<_>>(),
                         ),
@@ -394,6 +413,7 @@ impl Master {
     fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
         for (report, record) in &handled.reports {
             self.control.on(i, report, record.as_ref(), now);
+            self.edit_report(i, report);
             if self.named {
                 if let Some(message) = self.upward_each[i].on(report) {
                     self.tell_manager_summary(i, &message);
@@ -480,6 +500,9 @@ impl Master {
     /// first child runs; if it is gone before that, records why and returns the event that
     /// stops relaunch (the answer is sent once everything is cleaned up, see [`run`]).
     fn check_startup(&mut self) -> Option<Signal> {
+        if self.named {
+            return self.check_startup_named();
+        }
         let startup = self.startup.as_mut()?;
         if startup.reason.is_some() {
             return None; // already failed; stopping
@@ -547,6 +570,7 @@ impl Master {
     /// Pings the manager's watchdog, at half its interval, while every program's current
     /// generation is running.
     fn watchdog(&mut self, now: Instant) {
+        let live = self.live_programs();
         let (Some(due), Some(manager)) = (self.next_watchdog, &mut self.manager) else {
             return;
         };
@@ -555,7 +579,7 @@ impl Master {
         }
         let every = manager.watchdog_every.unwrap_or(Duration::from_secs(1));
         self.next_watchdog = Some(now + every);
-        let running = self.programs.iter().all(|p| {
+        let running = live.iter().map(|&i| &self.programs[i]).all(|p| {
             let sup = p.supervisor();
             sup.current().is_some_and(|c| c.phase == Phase::Running) && !sup.is_stopping()
         });

@@ -12,6 +12,9 @@ pub struct Relaunch {
     stdout: Arc<Mutex<String>>,
     stderr_eof: Arc<AtomicBool>,
     status: Option<ExitStatus>,
+    /// The control socket given on the command line (`--control PATH`) or in
+    /// `RELAUNCH_CONTROL`, if any (see [`Relaunch::control_path`]).
+    control: Option<PathBuf>,
     /// The private `XDG_RUNTIME_DIR` given to this relaunch (removed after it is gone).
     _runtime_dir: Option<TempDir>,
 }
@@ -114,6 +117,7 @@ impl Relaunch {
             cmd.env("XDG_RUNTIME_DIR", dir.path());
             Some(dir)
         };
+        let control = explicit_control(&cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
@@ -147,6 +151,7 @@ impl Relaunch {
             stdout,
             stderr_eof,
             status: None,
+            control,
             _runtime_dir: runtime_dir,
         }
     }
@@ -166,6 +171,35 @@ impl Relaunch {
 
     pub fn lines(&self) -> Vec<String> {
         lock(&self.stderr).lines().map(str::to_owned).collect()
+    }
+
+    /// The last `n` lines relaunch (and its children) wrote to stderr.
+    pub fn log_tail(&self, n: usize) -> String {
+        let all = lock(&self.stderr);
+        let lines: Vec<&str> = all.lines().collect();
+        let mut tail = lines[lines.len().saturating_sub(n)..].join("\n");
+        tail.push('\n');
+        tail
+    }
+
+    /// True once relaunch's stderr reached its end (relaunch and every child that shared it
+    /// are gone).
+    pub fn stderr_closed(&self) -> bool {
+        self.stderr_eof.load(Ordering::SeqCst)
+    }
+
+    /// The path of relaunch's control socket: the one given with `--control` (or
+    /// `RELAUNCH_CONTROL`), else the one relaunch announced in its `control socket` line
+    /// (waiting for it), which is where the default path, suffixed if taken, ended up.
+    #[track_caller]
+    pub fn control_path(&self) -> PathBuf {
+        if let Some(path) = &self.control {
+            return path.clone();
+        }
+        let line = self.wait_for_line("the `control socket path=...` line", TIMEOUT, |l| {
+            is_event(l, "control socket") && field(l, "path").is_some()
+        });
+        PathBuf::from(field(&line, "path").expect("path="))
     }
 
     /// Panics with `msg` and relaunch's stderr.
@@ -426,6 +460,25 @@ impl Drop for Relaunch {
             self.kill_leftovers();
         }
     }
+}
+
+/// `--control PATH`, `--control=PATH` or `RELAUNCH_CONTROL` in a relaunch command line.
+fn explicit_control(cmd: &Command) -> Option<PathBuf> {
+    let mut args = cmd.get_args().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--control" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--control=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    cmd.get_envs()
+        .find(|(k, _)| *k == "RELAUNCH_CONTROL")
+        .and_then(|(_, v)| v.map(PathBuf::from))
 }
 
 fn describe(msg: &str, fields: &[(&str, &str)]) -> String {
