@@ -531,6 +531,13 @@ pub(crate) struct ChildPipes {
     read_ends: Vec<(Sink, OwnedFd)>,
 }
 
+thread_local! {
+    /// The buffer every [`Output`] of this thread reads its pipes into: one per master rather
+    /// than one per program (1,000 programs kept 64 MiB of them, BENCHMARKS.md "Many
+    /// programs").
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The children's output: the log files and the pipes that feed them.
 #[derive(Debug)]
 pub(crate) struct Output {
@@ -538,7 +545,6 @@ pub(crate) struct Output {
     stdout: Option<LogFile>,
     stderr: Option<LogFile>,
     pipes: Vec<Pipe>,
-    buf: Vec<u8>,
     out: Vec<u8>,
     /// With several programs: the program's name, first in `--log-prefix`.
     name: Option<String>,
@@ -565,7 +571,6 @@ impl Output {
             stdout: open(&config.stdout_log)?,
             stderr: open(&config.stderr_log)?,
             pipes: Vec::new(),
-            buf: Vec::new(),
             out: Vec::new(),
             name: None,
             tails: std::collections::BTreeMap::new(),
@@ -721,8 +726,9 @@ impl Output {
 
     /// Reads at most `budget` bytes from each pipe (of the child `only`, if given).
     fn read_some(&mut self, budget: usize, only: Option<Pid>) {
-        if self.buf.len() < READ_CHUNK {
-            self.buf.resize(READ_CHUNK, 0);
+        let mut buf = READ_BUF.take();
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
         }
         let mut i = 0;
         while i < self.pipes.len() {
@@ -734,7 +740,7 @@ impl Output {
             let mut closed = false;
             while left > 0 {
                 let want = left.min(READ_CHUNK);
-                match nix::unistd::read(self.pipes[i].fd.as_raw_fd(), &mut self.buf[..want]) {
+                match nix::unistd::read(self.pipes[i].fd.as_raw_fd(), &mut buf[..want]) {
                     Ok(0) => {
                         closed = true;
                         break;
@@ -743,7 +749,7 @@ impl Output {
                         left -= n;
                         let pipe = &mut self.pipes[i];
                         self.out.clear();
-                        pipe.lines.push(&self.buf[..n], &pipe.prefix, &mut self.out);
+                        pipe.lines.push(&buf[..n], &pipe.prefix, &mut self.out);
                         let (sink, generation) = (pipe.sink, pipe.generation);
                         let prefix_len = pipe.prefix.len();
                         if let Some(tail) = self.tails.get_mut(&generation) {
@@ -774,6 +780,7 @@ impl Output {
                 i += 1;
             }
         }
+        READ_BUF.set(buf);
     }
 
     /// Writes `self.out` to the sink's file, or forwards it to relaunch's own stdout or
