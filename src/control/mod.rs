@@ -33,8 +33,8 @@
 //! # Never blocking the master
 //! Everything runs in the master's one thread (`Control` is driven by the runtime's poll
 //! loop): sockets are non-blocking; a request line is at most [`MAX_REQUEST`] bytes; each
-//! wake-up reads at most that much per connection; answers a client does not read are
-//! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
+//! wake-up reads at most that much per connection; one answer is always sent whole, and
+//! answers queued behind ones a client has not read are buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
 //! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
 //! [`MAX_CLIENTS`] connections are served at once, and when all are taken a new one evicts
 //! the idle connection with the least claim to its slot (so that clients which keep their

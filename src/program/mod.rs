@@ -63,6 +63,21 @@ impl Prepared {
         })
     }
 
+    /// The most fds this program holds in the master at once: its sockets, notify socket and
+    /// watcher, and per child (two generations of `--workers` during a reload) a pidfd, a
+    /// readiness pipe and the output pipes.
+    pub(crate) fn open_files(&self) -> u64 {
+        let c = &self.config;
+        let per_child = 1
+            + u64::from(matches!(c.ready, ReadyMode::Fd(_)))
+            + if c.output.captures() { 2 } else { 0 };
+        let children = 2 * c.settings.workers.max(1) as u64;
+        c.listen.len() as u64
+            + u64::from(c.ready == ReadyMode::Notify)
+            + u64::from(c.watch.is_enabled())
+            + children * per_child
+    }
+
     /// Binds (or takes over) the sockets, finds the program, and starts the watcher and the
     /// notify socket: the program is ready to start.
     pub(crate) fn open(

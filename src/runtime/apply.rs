@@ -103,20 +103,6 @@ pub(super) struct Edits {
 }
 
 impl Edits {
-    /// A program was added from code (a library handle): it is live, like a started one.
-    pub(super) fn program_added(&mut self) {
-        self.roles.push(Role::Live);
-    }
-
-    /// Program `i` was removed from code: the programs after it move down.
-    pub(super) fn program_removed(&mut self, i: usize) {
-        if i < self.roles.len() {
-            self.roles.remove(i);
-        }
-    }
-}
-
-impl Edits {
     /// The edits' state for the master started with `config`, `started` at that instant.
     pub(super) fn new(config: &Config, started: Instant) -> Edits {
         Edits {
@@ -424,7 +410,7 @@ impl Master {
     }
 
     /// Adds a program to the set with `role`; returns its index.
-    fn push_program(&mut self, program: Program, role: Role) -> usize {
+    pub(super) fn push_program(&mut self, program: Program, role: Role) -> usize {
         self.programs.push(program);
         self.edits.roles.push(role);
         self.exits.push(None);
@@ -435,7 +421,7 @@ impl Master {
     }
 
     /// Program `i` is removed or replaced: hidden, and stopped if it runs.
-    fn leave(&mut self, i: usize, now: Instant, queue: &mut VecDeque<Queued>) {
+    pub(super) fn leave(&mut self, i: usize, now: Instant, queue: &mut VecDeque<Queued>) {
         self.edits.roles[i] = Role::Leaving;
         let p = &self.programs[i];
         if p.run_state() == Run::Started && !p.supervisor().is_done() {

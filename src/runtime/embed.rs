@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
 use tracing::info;
 
+use super::apply::Role;
 use super::{Master, Queued};
 use crate::config::{Config, ProgramConfig};
 use crate::control::local::Inbox;
-use crate::program::{Prepared, Run};
+use crate::program::Prepared;
 use crate::sockets::activation::Inherited;
 use crate::status::ReloadRecord;
-use crate::supervisor::{Event, Report, ServiceManager};
+use crate::supervisor::Report;
 use crate::Failure;
 
 /// Whether a master runs in this process.
@@ -158,7 +158,8 @@ impl Master {
         if self.stopping.is_some() {
             return Err("relaunch is stopping; not adding".to_owned());
         }
-        if self.programs.iter().any(|p| p.name() == config.name) {
+        let live = self.live_programs();
+        if live.iter().any(|&i| self.programs[i].name() == config.name) {
             return Err(format!("a program named {:?} runs already", config.name));
         }
         let autostart = config.autostart;
@@ -166,14 +167,10 @@ impl Master {
             .and_then(|p| p.open(Inherited::default(), self.started, true))
             .map_err(|f: Failure| format!("{:#}", f.error))?;
         info!(program = %program.name(), "program added");
-        self.programs.push(program);
-        self.exits.push(None);
-        self.upward_each.push(ServiceManager::default());
-        self.ready_each.push(false);
-        self.control.add_program();
-        self.edits.program_added();
+        // The same bookkeeping as a program added by an edited configuration file.
+        let i = self.push_program(program, Role::Live);
         if autostart {
-            self.start_program(self.programs.len() - 1, now, queue);
+            self.start_program(i, now, queue);
         }
         Ok(())
     }
@@ -184,68 +181,40 @@ impl Master {
         now: Instant,
         queue: &mut VecDeque<Queued>,
     ) -> Result<(), String> {
-        let Some(i) = self.programs.iter().position(|p| p.name() == name) else {
-            let valid: Vec<&str> = self.programs.iter().map(|p| p.name()).collect();
+        let live = self.live_programs();
+        let Some(i) = live
+            .iter()
+            .copied()
+            .find(|&i| self.programs[i].name() == name)
+        else {
+            let valid: Vec<&str> = live.iter().map(|&i| self.programs[i].name()).collect();
             return Err(format!(
                 "no program named {name:?} (the programs are: {})",
                 valid.join(", ")
             ));
         };
-        if self.programs.len() == 1 {
+        if live.len() == 1 {
             return Err(format!(
                 "{name} is the last program; stop the master instead of removing it"
             ));
         }
-        if self.removing.iter().any(|r| r.name == name) {
-            return Ok(());
-        }
-        if self.programs[i].run_state() == Run::Started {
-            self.programs[i].stopped_by_name();
-            self.feed(i, Event::Stop(Signal::SIGTERM), now, queue);
-        }
-        self.programs[i].stopped_by_name();
+        // As a program removed from the configuration file: hidden, stopped, and forgotten
+        // (its sockets closed) once its last child is gone.
+        self.leave(i, now, queue);
         Ok(())
     }
 
-    /// Drops each program being removed whose last child is gone (closing its sockets), and
-    /// tells whoever asked.
+    /// Tells each caller whose program was removed, once it is gone: no program on its way
+    /// out has its name any more.
     pub(super) fn finish_removals(&mut self) {
+        let leaving = |m: &Master, name: &str| {
+            (0..m.programs.len()).any(|i| !m.live(i) && m.programs[i].name() == name)
+        };
         let mut k = 0;
         while k < self.removing.len() {
-            let name = &self.removing[k].name;
-            let Some(i) = self.programs.iter().position(|p| p.name() == name) else {
-                let r = self.removing.remove(k);
-                let _ = r.reply.send(Ok(()));
-                continue;
-            };
-            if !self.programs[i].is_idle() {
+            if leaving(self, &self.removing[k].name) {
                 k += 1;
                 continue;
-            }
-            let mut program = self.programs.remove(i);
-            program.finish_output();
-            drop(program);
-            self.exits.remove(i);
-            self.upward_each.remove(i);
-            self.ready_each.remove(i);
-            self.control.forget_program(i, Instant::now());
-            self.edits.program_removed(i);
-            let shift = |group: &mut Vec<usize>| {
-                group.retain(|&j| j != i);
-                for j in group.iter_mut() {
-                    if *j > i {
-                        *j -= 1;
-                    }
-                }
-            };
-            self.to_start.iter_mut().for_each(shift);
-            shift(&mut self.starting);
-            if let Some(stopping) = &mut self.stopping {
-                stopping.groups.iter_mut().for_each(shift);
-                shift(&mut stopping.current);
-            }
-            if self.first_program > i {
-                self.first_program -= 1;
             }
             let r = self.removing.remove(k);
             info!(program = %r.name, "program removed");

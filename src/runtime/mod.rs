@@ -133,6 +133,9 @@ fn run_master(
         .into_iter()
         .map(|p| Prepared::new(p, daemon))
         .collect::<Result<Vec<_>, _>>()?;
+    // Every program's fds together, before any is opened (each program's sockets alone are
+    // checked as they are bound): 1,000 programs of one socket need thousands.
+    crate::sockets::ensure_open_files(prepared.iter().map(Prepared::open_files).sum())?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     if let Some(path) = &pid_file {
         pidfile::check(path)?;

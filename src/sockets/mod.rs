@@ -37,6 +37,9 @@
 //! limit of services at 1024).
 
 pub mod activation;
+mod limits;
+
+pub use limits::ensure_open_files;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
