@@ -140,7 +140,7 @@ fn is_port_zero(addr: &ListenAddr) -> bool {
     matches!(addr, ListenAddr::Inet { port: 0, .. })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::*;
     use crate::cli::Args;

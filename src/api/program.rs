@@ -519,7 +519,7 @@ fn path_arg(path: &Path, flag: &str) -> Result<std::path::PathBuf, Error> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::*;
     use clap::Parser;
