@@ -21,6 +21,9 @@
 //! * `--background PIDFILE`: run the master in the background with its pid in PIDFILE; the
 //!   command returns once the first generation serves (exit 0), or fails with the reason.
 //! * `--log FILE`: in the background, the children's output and the master's log go to FILE.
+//! * `--reload-on-stdin`: the master reloads through its library handle
+//!   ([`SelfHost::with_handle`]) on each line read from stdin, and prints the typed outcome
+//!   (`reloaded: generation 2 pid 4250`, or `reload failed: <reason>`) on stdout.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,11 +35,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use relaunch::api::ReloadOutcome;
 use relaunch::config::ReadyMode;
 use relaunch::host::{self, SelfHost};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 
-const USAGE: &str = "usage: self_hosted [--listen ADDR] [--background PIDFILE [--log FILE]]";
+const USAGE: &str =
+    "usage: self_hosted [--listen ADDR] [--background PIDFILE [--log FILE]] [--reload-on-stdin]";
 /// How long a connection may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head read.
@@ -46,6 +51,7 @@ struct Options {
     listen: String,
     background: Option<PathBuf>,
     log: Option<PathBuf>,
+    reload_on_stdin: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -53,6 +59,7 @@ fn parse_args() -> Result<Options, String> {
         listen: "127.0.0.1:8080".into(),
         background: None,
         log: None,
+        reload_on_stdin: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,6 +68,7 @@ fn parse_args() -> Result<Options, String> {
             "--listen" => options.listen = value()?,
             "--background" => options.background = Some(value()?.into()),
             "--log" => options.log = Some(value()?.into()),
+            "--reload-on-stdin" => options.reload_on_stdin = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -86,6 +94,9 @@ fn main() {
             });
         }
     }
+    if options.reload_on_stdin {
+        host = host.with_handle(reload_on_each_line);
+    }
     // The master runs in here until it stops (then the process exits with its code); a
     // generation gets its sockets and goes on.
     let mut sockets = match host::self_host(host) {
@@ -107,6 +118,27 @@ fn main() {
     if let Err(e) = serve(listener, &stop) {
         eprintln!("self_hosted: {e}");
         process::exit(1);
+    }
+}
+
+/// In the master: a reload of the main flow through the library handle per line of stdin,
+/// with its typed outcome on stdout.
+fn reload_on_each_line(handle: relaunch::api::Handle) {
+    for line in io::stdin().lines() {
+        if line.is_err() {
+            break;
+        }
+        match handle.reload("self_hosted") {
+            Ok(ReloadOutcome::Reloaded {
+                generation, pid, ..
+            }) => println!(
+                "reloaded: generation {generation} pid {}",
+                pid.map_or("-".into(), |p| p.to_string())
+            ),
+            Ok(ReloadOutcome::Failed { reason, .. }) => println!("reload failed: {reason}"),
+            Ok(other) => println!("reload: {other:?}"),
+            Err(e) => println!("reload error: {e}"),
+        }
     }
 }
 

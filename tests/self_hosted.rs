@@ -49,6 +49,20 @@ fn ppid(pid: i32) -> Option<i32> {
     proc_stat(pid).map(|st| st.ppid)
 }
 
+/// The first line of the master's stdout starting with `prefix`, waiting for it.
+fn stdout_line(master: &Relaunch, prefix: &str) -> String {
+    let mut found = None;
+    master.wait_until(TIMEOUT, &format!("a {prefix:?} line on stdout"), || {
+        found = master
+            .stdout()
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned);
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
 fn start(dir: &TempDir, app: &Path) -> Relaunch {
     let mut cmd = Relaunch::command_for(app, &["--listen", "127.0.0.1:0"]);
     cmd.current_dir(dir.path())
@@ -97,6 +111,61 @@ fn sighup_runs_the_new_build_renamed_over_the_binary_under_load_with_no_failed_r
     assert_eq!(exe_inode(master.pid()), Some(old_inode));
     let (code, body) = http_get(addr, TIMEOUT).expect("GET after the reload");
     assert_eq!((code, body_pid(&body)), (200, Some(second)));
+}
+
+#[test]
+fn the_library_handle_reloads_a_self_hosted_server_into_the_new_build_with_a_typed_outcome() {
+    let dir = TempDir::new("self-hosted-handle");
+    let app = install(&dir);
+    let mut cmd = Relaunch::command_for(&app, &["--listen", "127.0.0.1:0", "--reload-on-stdin"]);
+    cmd.current_dir(dir.path())
+        .env("RELAUNCH_CONTROL_DIR", dir.path())
+        .stdin(Stdio::piped());
+    let mut master = Relaunch::spawn(cmd);
+    let mut stdin = master.take_stdin().expect("a piped stdin");
+    let addr = master.addr("http");
+    let first = wait_for_http(&master, addr, TIMEOUT);
+    let load = Load::start(addr, 8);
+    master.wait_until(TIMEOUT, "the load reaches the first generation", || {
+        load.seen(first)
+    });
+    let new_inode = replace_by_rename(&app);
+    // A reload through the handle, not a signal: the outcome comes back typed.
+    stdin
+        .write_all(b"reload\n")
+        .expect("write to the master's stdin");
+    let line = stdout_line(&master, "reloaded: ");
+    let second: i32 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| master.fail(&format!("no pid in {line:?}")));
+    assert!(line.starts_with("reloaded: generation 2 pid "), "{line}");
+    assert_ne!(second, first);
+    assert_eq!(exe_inode(second), Some(new_inode));
+    assert_eq!(ppid(second), Some(master.pid()));
+    master.wait_until(TIMEOUT, "the new generation answers the load", || {
+        load.seen(second)
+    });
+    master.wait_until(TIMEOUT, "the old generation exits", || !proc_alive(first));
+    let stats = load.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "failed requests: {:?} {:?}",
+        stats.failures,
+        stats.samples
+    );
+    // A failing reload is typed too: the binary is gone, the old generation keeps serving.
+    fs::remove_file(&app).unwrap();
+    stdin.write_all(b"reload\n").unwrap();
+    let line = stdout_line(&master, "reload failed: ");
+    assert!(
+        line.contains("not found") || line.contains("No such file"),
+        "{line}"
+    );
+    let (code, body) = http_get(addr, TIMEOUT).expect("GET after the failed reload");
+    assert_eq!((code, body_pid(&body)), (200, Some(second)));
+    drop(stdin);
 }
 
 #[test]

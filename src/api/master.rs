@@ -43,6 +43,8 @@ pub struct Master {
     programs: Vec<ProgramConfig>,
     control: ControlConfig,
     pid_file: Option<PathBuf>,
+    /// Detached into the background (a self-hosted server's background mode).
+    daemon: bool,
     handle: Handle,
     /// Taken when the master runs; still here when it is dropped unrun.
     inbox: Option<(Inbox, Receiver<Edit>)>,
@@ -78,9 +80,21 @@ impl Master {
                 metrics: None,
             },
             pid_file: None,
+            daemon: false,
             handle: Handle::new(caller, edits, Arc::new(Shared::default())),
             inbox: Some((inbox, edits_rx)),
         })
+    }
+
+    /// A master for a configuration built inside the crate (a self-hosted server's), so that
+    /// it has a [`Handle`] too.
+    pub(crate) fn from_config(config: Config) -> Result<Master, Error> {
+        let mut master = Master::new(&config.name)?;
+        master.programs = config.programs;
+        master.control = config.control;
+        master.pid_file = config.pid_file;
+        master.daemon = config.daemon;
+        Ok(master)
     }
 
     /// Adds a program; its settings are checked now. Names must be unique.
@@ -143,7 +157,7 @@ impl Master {
         }
         let config = Config {
             pid_file: self.pid_file.take(),
-            daemon: false,
+            daemon: self.daemon,
             name: std::mem::take(&mut self.name),
             control: self.control.clone(),
             programs: std::mem::take(&mut self.programs),
@@ -163,6 +177,25 @@ impl Master {
         let result = crate::runtime::run_embedded(config, inbox, edits, claim);
         let result = result.map_err(|f| Error::from_failure(&f));
         handle.shared().finished(result.clone());
+        result
+    }
+
+    /// Runs the master on this thread like the `relaunch` binary does (the config file reader
+    /// aside), reporting to a waiting background-mode caller through `startup`; its handles
+    /// work meanwhile. For a self-hosted server.
+    pub(crate) fn run_reporting(
+        self,
+        startup: Option<crate::daemon::Startup>,
+    ) -> Result<i32, crate::Failure> {
+        let handle = self.handle.clone();
+        let (config, inbox, _) = self.into_parts().map_err(|e| crate::Failure {
+            code: e.exit_code(),
+            error: anyhow::anyhow!(e.to_string()),
+        })?;
+        let result = crate::runtime::run_reporting(config, startup, no_file, Some(inbox));
+        handle
+            .shared()
+            .finished(result.as_ref().copied().map_err(Error::from_failure));
         result
     }
 
@@ -193,4 +226,9 @@ impl Master {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A master built in code has no configuration file to read again.
+fn no_file(_: &std::path::Path) -> Result<Config, String> {
+    Err("no configuration file".to_owned())
 }

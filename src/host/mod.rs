@@ -21,6 +21,10 @@
 //! replaced before it read the link, the kernel's ` (deleted)` suffix is dropped, so the path is
 //! run, not the old inode.)
 //!
+//! **A handle** ([`SelfHost::with_handle`]): the master is the embedding API's
+//! [`Master`], so code of yours can run beside it with a [`Handle`]: reload with a typed
+//! outcome instead of a signal, read the typed status, subscribe to events.
+//!
 //! **Entry points** ([`entry`], frigate's registered tasks): one binary can run several
 //! functions as programs of one master, e.g. a web server and a job runner, each supervised,
 //! restarted and reloaded on its own. Each is a [`HostedProgram::entry`]; the child runs the
@@ -64,10 +68,12 @@ mod exe;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use entry::{entry, EntryResult, ENTRY_VAR, HOST_VAR};
 
+use crate::api::{Handle, Master};
 use crate::child::{ChildError, Sockets};
 use crate::command::Command;
 use crate::config::{Config, ProgramConfig, ReadyMode, DEFAULT_PRIORITY};
@@ -254,6 +260,17 @@ pub struct SelfHost {
     pid_file: Option<PathBuf>,
     background: bool,
     log: bool,
+    on_master: Option<OnMaster>,
+}
+
+/// What [`SelfHost::with_handle`] runs, on a thread of its own, in the master.
+#[derive(Clone)]
+struct OnMaster(Arc<dyn Fn(Handle) + Send + Sync>);
+
+impl fmt::Debug for OnMaster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnMaster(..)")
+    }
 }
 
 impl SelfHost {
@@ -268,6 +285,7 @@ impl SelfHost {
             pid_file: None,
             background: false,
             log: true,
+            on_master: None,
         }
     }
 
@@ -324,6 +342,16 @@ impl SelfHost {
     pub fn background(mut self, pid_file: PathBuf) -> SelfHost {
         self.pid_file = Some(pid_file);
         self.background = true;
+        self
+    }
+
+    /// In the master (the first run, or the background process), runs `f` on a thread of its
+    /// own with a [`Handle`] to the master, once it is about to run: reload the main flow
+    /// ([`Handle::reload`] with the master's name, or an entry point's name) from a timer, an
+    /// admin endpoint or stdin, with the typed outcome, as SIGHUP does without one; read the
+    /// typed status, subscribe to events, or shut it down. Not called in a generation.
+    pub fn with_handle(mut self, f: impl Fn(Handle) + Send + Sync + 'static) -> SelfHost {
+        self.on_master = Some(OnMaster(Arc::new(f)));
         self
     }
 
@@ -528,11 +556,23 @@ fn run_master(options: SelfHost) -> Result<Hosted, HostError> {
     if options.log {
         crate::logging::init(None, None);
     }
-    let result = match startup {
-        Some(startup) => crate::run_detached(config, startup),
-        None => crate::run(config),
-    };
-    result.map(Hosted::Exited).map_err(HostError::Master)
+    // The embedding API's master, so that a handle reaches it; it runs as the binary's does.
+    let master = Master::from_config(config).map_err(|e| HostError::Usage(e.to_string()))?;
+    if let Some(OnMaster(f)) = options.on_master {
+        let handle = master.handle();
+        std::thread::Builder::new()
+            .name("relaunch-self-host".into())
+            .spawn(move || f(handle))
+            .map_err(|e| {
+                HostError::Master(Failure::from(anyhow::anyhow!(
+                    "starting the handle's thread: {e}"
+                )))
+            })?;
+    }
+    master
+        .run_reporting(startup)
+        .map(Hosted::Exited)
+        .map_err(HostError::Master)
 }
 
 #[cfg(test)]

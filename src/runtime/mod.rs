@@ -64,6 +64,20 @@ use crate::Failure;
 /// generation came up; a failure is reported only after everything is cleaned up.
 /// `read` reads the configuration file again (`Config::source`) on SIGHUP.
 pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result<i32, Failure> {
+    run_reporting(config, startup, read, None)
+}
+
+/// [`run`], with a library handle's requests (`local`) when a self-hosted master is driven by
+/// a [`crate::api::Handle`] too.
+pub(crate) fn run_reporting(
+    config: Config,
+    startup: Option<Startup>,
+    read: ReadConfig,
+    local: Option<(
+        crate::control::local::Inbox,
+        std::sync::mpsc::Receiver<Edit>,
+    )>,
+) -> Result<i32, Failure> {
     let mut startup = startup;
     let output = &config.program().output;
     let own_log = output
@@ -71,7 +85,7 @@ pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
     let result = match Claim::take() {
-        Ok(claim) => run_master(config, &mut startup, read, None, claim),
+        Ok(claim) => run_master(config, &mut startup, read, local, claim),
         Err(e) => Err(Failure::from(anyhow!(e))),
     };
     if let Some(startup) = startup {

@@ -314,6 +314,12 @@ impl Relaunch {
     }
 
     /// Pids of every child relaunch said it spawned.
+    /// The write end of relaunch's stdin, when the command was given `Stdio::piped()` for it
+    /// (once: it is taken).
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     pub fn spawned_pids(&self) -> Vec<i32> {
         self.events("spawned")
             .iter()
