@@ -715,7 +715,10 @@ impl Output {
     /// Reads at most `budget` bytes from each pipe (of the child `only`, if given).
     fn read_some(&mut self, budget: usize, only: Option<Pid>) {
         if self.buf.len() < READ_CHUNK {
-            self.buf.resize(READ_CHUNK, 0);
+            // A fresh zeroed allocation rather than a resize that writes every byte: the
+            // allocator hands out fresh pages already zeroed, so the pages no read reaches are
+            // never touched and never become resident.
+            self.buf = vec![0u8; READ_CHUNK];
         }
         let mut i = 0;
         while i < self.pipes.len() {
