@@ -4,7 +4,7 @@
 //! value and say what would be valid; `main` prints them on one line and exits with 2.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -19,6 +19,8 @@ use crate::control::{default_path, parse_name, program_name, ControlConfig, Path
 use crate::metrics::MetricsAddr;
 use crate::output::{OutputConfig, OutputMode, DEFAULT_BACKUPS};
 use crate::parse::{parse_duration, parse_signal, parse_size};
+// The value parsers of flags that the library's program builder shares live in `parse`.
+pub use crate::parse::{parse_factor, parse_path, parse_watch_path, parse_workers};
 use crate::process::{parse_nice, parse_pdeathsig, EnvVar, ProcessOptions, Umask};
 use crate::spec::ListenSpec;
 use crate::supervisor::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};
@@ -55,7 +57,7 @@ pub enum Subcommand {
     name = "relaunch",
     version = env!("RELAUNCH_VERSION"),
     override_usage = "relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>...\n       \
-relaunch <status|reload|restart|start|stop|signal> [OPTIONS] [PROGRAM...]   (talk to a running relaunch)\n       \
+relaunch <status|reload|restart|update|start|stop|signal> [OPTIONS] [PROGRAM...]   (talk to a running relaunch)\n       \
 relaunch [OPTIONS] --config <FILE>   (several programs, from a TOML file)\n       \
 relaunch check-config <FILE>   (check a configuration file and print its programs)\n       \
 relaunch man | relaunch completions <SHELL>   (print the man page or shell completions)",
@@ -63,7 +65,8 @@ relaunch man | relaunch completions <SHELL>   (print the man page or shell compl
     subcommand_negates_reqs = true,
     subcommand_value_name = "SUBCOMMAND",
     subcommand_help_heading = "Subcommands (see relaunch SUBCOMMAND --help)",
-    after_help = "Signals: HUP reloads; TERM, INT and QUIT stop (QUIT during a stop kills at once); \
+    after_help = "Signals: HUP reloads (with --config: applies the edited file, then reloads the \
+programs it did not change); TERM, INT and QUIT stop (QUIT during a stop kills at once); \
 USR1, USR2 and WINCH are forwarded to the current child (USR1 reopens the log files instead \
 when --stdout-log or --stderr-log is set).\n\
 Exit codes: the child's status (128+N if killed by signal N; also when it exits and is not \
@@ -559,7 +562,9 @@ own log goes to the stderr log [default: off]"
     /// Run the programs of this TOML file instead of one COMMAND: the master's settings under
     /// `[relaunch]`, one `[program.NAME]` table per program whose keys are the long flags above
     /// (see `relaunch check-config`). Only -v and -q may be given with it; the other RELAUNCH_*
-    /// variables are ignored. Cannot be combined with -- COMMAND.
+    /// variables are ignored. Cannot be combined with -- COMMAND. SIGHUP and `relaunch reload`
+    /// apply an edited file (programs added, removed, changed; unchanged addresses keep their
+    /// socket); `relaunch update` applies only the changes. `[relaunch]` keys are read once.
     #[arg(short = 'c', long, value_name = "FILE", env = "RELAUNCH_CONFIG", conflicts_with = "command", value_parser = parse_path)]
     pub config: Option<PathBuf>,
 
@@ -758,64 +763,6 @@ pub struct DeathSignal(pub Option<Signal>);
 
 fn parse_pdeathsig_arg(s: &str) -> Result<DeathSignal, String> {
     parse_pdeathsig(s).map(DeathSignal)
-}
-
-/// Parses a worker count (`--workers`, `--max-surge`): a whole number from 1 to 1024.
-pub fn parse_workers(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a worker count (expected a whole number from 1 to 1024)"
-        )),
-    }
-}
-
-/// Parses a backoff factor: a number from 1 to 1000.
-pub fn parse_factor(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(f) if f.is_finite() && (1.0..=1000.0).contains(&f) => Ok(f),
-        _ => Err(format!(
-            "{s:?} is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)"
-        )),
-    }
-}
-
-/// Parses a file path and makes it absolute against the current directory (without touching
-/// the file system), so it stays valid after `--daemon` changes to `/`.
-pub fn parse_path(s: &str) -> Result<PathBuf, String> {
-    if s.is_empty() {
-        return Err("\"\" is not a path (empty)".to_owned());
-    }
-    std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))
-}
-
-/// Parses a `--watch-path`: the path may not exist yet, but the directory that would hold it
-/// must (a typo in a directory name would otherwise watch nothing forever).
-pub fn parse_watch_path(s: &str) -> Result<PathBuf, String> {
-    if s.is_empty() {
-        return Err("the path to watch is empty".to_owned());
-    }
-    // Absolute now: `--daemon` changes to `/` before the watcher starts.
-    let path = std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))?;
-    if path.symlink_metadata().is_ok() {
-        return Ok(path);
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(parent) {
-        Ok(m) if m.is_dir() => Ok(path),
-        Ok(_) => Err(format!(
-            "cannot watch {s:?}: {} is not a directory",
-            parent.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "cannot watch {s:?}: its directory {} does not exist",
-            parent.display()
-        )),
-        Err(e) => Err(format!("cannot watch {s:?}: {}: {e}", parent.display())),
-    }
 }
 
 #[cfg(test)]

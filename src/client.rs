@@ -1,4 +1,4 @@
-//! The client subcommands: `relaunch status | reload | restart | stop | signal`.
+//! The client subcommands: `relaunch status | reload | restart | update | start | stop | signal`.
 //!
 //! They find a running master's control socket (`--control PATH`; `--name NAME` in the
 //! default directories; `--pid-file PATH`: the socket next to it or the one whose master has
@@ -80,6 +80,13 @@ pub enum ClientCommand {
     /// program names: stop only those programs; relaunch keeps their sockets open and keeps
     /// running (`start` them again).
     Stop(StopArgs),
+    /// Apply the edited configuration file's changes only, like supervisorctl's update: start
+    /// programs added to it, stop programs removed from it (their sockets are closed once
+    /// their last child is gone), and start changed programs under their new settings (the old
+    /// generation serves until the new one is up). Unchanged programs are left alone (their
+    /// pids stay the same). Prints what it did. An invalid file, or a new address that cannot
+    /// be bound, changes nothing (exit 1; status shows config_error).
+    Update(UpdateArgs),
     /// Start programs that do not run: stopped by name, or configured with autostart = false.
     Start {
         /// Which relaunch.
@@ -141,9 +148,30 @@ pub struct ReloadArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
-    /// With several programs: reload only these (default: all of them).
+    /// With several programs: reload only these. Without names and with a configuration
+    /// file, relaunch reads the file again and applies it (programs added, removed and
+    /// changed, see update) and reloads every other program; --wait then waits for all of it.
     #[arg(value_name = "PROGRAM")]
     pub programs: Vec<String>,
+}
+
+/// Options of `update`.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// Which relaunch.
+    #[command(flatten)]
+    pub target: Target,
+    /// Wait until every change has ended: exit 0 when every added and changed program is up
+    /// and every removed one has stopped, 1 with the reasons otherwise.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after DURATION and exit 124 (the update itself goes on)
+    /// [default: no limit].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `stop`.
@@ -183,6 +211,9 @@ pub fn run(command: ClientCommand) -> i32 {
         ClientCommand::Restart(args) => by_name(&args.target, &args.programs, "restart", |name| {
             reload(&args, "restart", name)
         }),
+        ClientCommand::Update(args) => {
+            edit(&args.target, "update", args.wait, args.timeout, args.json)
+        }
         ClientCommand::Stop(args) if args.programs.is_empty() => stop(&args),
         ClientCommand::Stop(args) => by_name(&args.target, &args.programs, "stop", |name| {
             simple(&args.target, "stop", name)
@@ -760,15 +791,13 @@ fn reload(args: &ReloadArgs, cmd: &str, name: Option<&str>) -> Result<i32> {
         }
     };
     let mut session = Session::connect(&path)?;
-    if name.is_none() && args.wait {
-        // With several programs, --wait waits for each: ask for each by name.
+    if name.is_none() && cmd == "reload" {
+        // With a configuration file (the master lists its programs), `reload` without names
+        // reads the file again and applies it: one request, answered with what it did.
         let response = session.ask(&Request::new("status"), Some(ANSWER_TIMEOUT))?;
-        let names: Vec<String> = response
-            .status
-            .map(|s| s.programs.into_iter().map(|p| p.name).collect())
-            .unwrap_or_default();
-        if !names.is_empty() {
-            return by_name(&args.target, &names, cmd, |n| reload(args, cmd, n));
+        if response.status.is_some_and(|s| !s.programs.is_empty()) {
+            drop(session);
+            return edit(&args.target, "reload", args.wait, args.timeout, args.json);
         }
     }
     let request = Request {
@@ -823,6 +852,97 @@ fn reload(args: &ReloadArgs, cmd: &str, name: Option<&str>) -> Result<i32> {
         }
     }
     Ok(OK)
+}
+
+/// `update`, and `reload` without names with a configuration file: one request; prints what
+/// the edit did and, with `wait`, how each program's part ended.
+fn edit(
+    target: &Target,
+    cmd: &str,
+    wait: bool,
+    timeout: Option<Duration>,
+    json: bool,
+) -> Result<i32> {
+    let path = match locate(target)? {
+        Endpoint::Socket(path) => path,
+        Endpoint::Pid(pid, file) if cmd == "reload" && !wait => {
+            return signal_pid(pid, &file, Signal::SIGHUP).map(|()| {
+                println!(
+                    "sent SIGHUP to relaunch (pid {pid}); without a control socket the result is only in relaunch's log"
+                );
+                OK
+            });
+        }
+        Endpoint::Pid(_, file) => {
+            return Err(Fail(
+                FAILED,
+                format!(
+                "{cmd} needs the control socket (only the pid file {} was found); nothing was sent",
+                file.display()
+            ),
+            ))
+        }
+    };
+    let mut session = Session::connect(&path)?;
+    let request = Request {
+        wait,
+        ..Request::new(cmd)
+    };
+    let response = session
+        .ask(&request, if wait { timeout } else { Some(ANSWER_TIMEOUT) })
+        .map_err(|f| match f.0 {
+            TIMED_OUT => Fail(
+                TIMED_OUT,
+                format!(
+                    "timed out after {:?} waiting for the {cmd}; it goes on (see relaunch status)",
+                    timeout.unwrap_or_default()
+                ),
+            ),
+            _ => f,
+        })?;
+    if json {
+        println!("{}", to_json(&response));
+        return Ok(if response.ok { OK } else { FAILED });
+    }
+    let Some(reply) = &response.edit else {
+        return Err(refused(&response));
+    };
+    print!("{}", describe_edit(reply));
+    for o in reply.outcomes.iter().filter(|o| !o.ok) {
+        eprintln!(
+            "relaunch: {} ({}): {}",
+            o.program,
+            o.what,
+            o.reason.as_deref().unwrap_or("failed")
+        );
+    }
+    Ok(if response.ok { OK } else { FAILED })
+}
+
+/// What an edit did, one line per kind of change, then with `--wait` one line per program.
+fn describe_edit(reply: &crate::control::EditReply) -> String {
+    let mut out = String::new();
+    for (what, names) in [
+        ("added", &reply.added),
+        ("removed", &reply.removed),
+        ("changed", &reply.changed),
+        ("reloaded", &reply.reloaded),
+    ] {
+        if !names.is_empty() {
+            out.push_str(&format!("{what}: {}\n", names.join(", ")));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no program changed\n");
+    }
+    for o in &reply.outcomes {
+        let generation = o
+            .generation
+            .map_or(String::new(), |g| format!(" (generation {g})"));
+        let result = if o.ok { "done" } else { "FAILED" };
+        out.push_str(&format!("{}: {} {result}{generation}\n", o.program, o.what));
+    }
+    out
 }
 
 fn report_reload(record: &ReloadRecord) {

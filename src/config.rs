@@ -58,8 +58,9 @@ impl Config {
 }
 
 /// Everything about one program: its sockets, command, readiness, restart policy, process
-/// options, output capture and file watching.
-#[derive(Debug, Clone)]
+/// options, output capture and file watching. Two are equal when every key is (an edited
+/// configuration file reloads the programs whose settings changed).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProgramConfig {
     /// Its name, carried in logs and status (the command line's program is named as the
     /// master).

@@ -6,6 +6,11 @@
 //! new generation, waits until it is up, then stops the old one; if the new one fails, the old
 //! one keeps serving. A crashed child is restarted with backoff while the sockets stay open.
 //!
+//! To manage servers from Rust code, use [`api`]: build [`api::Program`]s with the command
+//! line's knobs, run them in an [`api::Master`] on this thread or its own, and reload, start,
+//! stop, add and remove them, read their typed status and subscribe to their events through
+//! an [`api::Handle`].
+//!
 //! The library is the whole tool; the `relaunch` binary only parses arguments and maps the
 //! result to an exit code:
 //!
@@ -49,7 +54,8 @@
 //! ```
 //!
 //! The module map, the layering and the data flow from argv to exec are in `ARCHITECTURE.md`.
-//! The public modules are what the binary uses and the value types of a future library API:
+//! Besides [`api`], the public modules are what the binary uses and the value types of the
+//! API:
 //! [`cli`] (arguments) → [`config`] (with [`command`], [`spec`], [`process`], [`output`],
 //! [`watch`], [`control`] and [`metrics`] settings, parsed with [`parse`]) → [`run`]; the
 //! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
@@ -60,15 +66,17 @@
 //! is internal.
 
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub(crate) mod accept;
+pub mod api;
 pub mod child;
 pub mod cli;
 pub mod cli_docs;
 pub mod client;
 pub mod command;
 pub mod config;
+pub(crate) mod config_diff;
 pub mod config_file;
 pub(crate) mod conn;
 pub mod control;

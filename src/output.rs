@@ -70,6 +70,13 @@ pub const READ_CHUNK: usize = 64 * 1024;
 pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
 /// Default of `--log-backups`, as supervisord's `logfile_backups`.
 pub const DEFAULT_BACKUPS: u32 = 10;
+/// The capacity asked for each output pipe (Linux's default is 64 KiB). A child writing as
+/// fast as it can fills a pipe, then sleeps until the master has been scheduled and read it:
+/// a larger pipe lets it run ahead longer, so the extra hop through the master costs fewer
+/// wake-ups (BENCHMARKS.md, "Output capture cost"). Kept at 256 KiB, well under an unprivileged
+/// user's pipe budget (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default); if the kernel
+/// refuses it, the pipe keeps its default size.
+const PIPE_BYTES: i32 = 256 * 1024;
 /// At exit, the most read from each pipe before giving up on a writer that never stops.
 const FINAL_DRAIN: usize = 16 * READ_CHUNK;
 /// How often writing to a failing file (or reopening it) is retried.
@@ -524,6 +531,13 @@ pub(crate) struct ChildPipes {
     read_ends: Vec<(Sink, OwnedFd)>,
 }
 
+thread_local! {
+    /// The buffer every [`Output`] of this thread reads its pipes into: one per master rather
+    /// than one per program (1,000 programs kept 64 MiB of them, BENCHMARKS.md "Many
+    /// programs").
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The children's output: the log files and the pipes that feed them.
 #[derive(Debug)]
 pub(crate) struct Output {
@@ -531,7 +545,6 @@ pub(crate) struct Output {
     stdout: Option<LogFile>,
     stderr: Option<LogFile>,
     pipes: Vec<Pipe>,
-    buf: Vec<u8>,
     out: Vec<u8>,
     /// With several programs: the program's name, first in `--log-prefix`.
     name: Option<String>,
@@ -558,7 +571,6 @@ impl Output {
             stdout: open(&config.stdout_log)?,
             stderr: open(&config.stderr_log)?,
             pipes: Vec::new(),
-            buf: Vec::new(),
             out: Vec::new(),
             name: None,
             tails: std::collections::BTreeMap::new(),
@@ -714,11 +726,12 @@ impl Output {
 
     /// Reads at most `budget` bytes from each pipe (of the child `only`, if given).
     fn read_some(&mut self, budget: usize, only: Option<Pid>) {
-        if self.buf.len() < READ_CHUNK {
+        let mut buf = READ_BUF.take();
+        if buf.len() < READ_CHUNK {
             // A fresh zeroed allocation rather than a resize that writes every byte: the
             // allocator hands out fresh pages already zeroed, so the pages no read reaches are
             // never touched and never become resident.
-            self.buf = vec![0u8; READ_CHUNK];
+            buf = vec![0u8; READ_CHUNK];
         }
         let mut i = 0;
         while i < self.pipes.len() {
@@ -730,7 +743,7 @@ impl Output {
             let mut closed = false;
             while left > 0 {
                 let want = left.min(READ_CHUNK);
-                match nix::unistd::read(self.pipes[i].fd.as_raw_fd(), &mut self.buf[..want]) {
+                match nix::unistd::read(self.pipes[i].fd.as_raw_fd(), &mut buf[..want]) {
                     Ok(0) => {
                         closed = true;
                         break;
@@ -739,7 +752,7 @@ impl Output {
                         left -= n;
                         let pipe = &mut self.pipes[i];
                         self.out.clear();
-                        pipe.lines.push(&self.buf[..n], &pipe.prefix, &mut self.out);
+                        pipe.lines.push(&buf[..n], &pipe.prefix, &mut self.out);
                         let (sink, generation) = (pipe.sink, pipe.generation);
                         let prefix_len = pipe.prefix.len();
                         if let Some(tail) = self.tails.get_mut(&generation) {
@@ -770,6 +783,7 @@ impl Output {
                 i += 1;
             }
         }
+        READ_BUF.set(buf);
     }
 
     /// Writes `self.out` to the sink's file, or forwards it to relaunch's own stdout or
@@ -812,6 +826,8 @@ impl ChildPipes {
     fn add(&mut self, sink: Sink) -> io::Result<RawFd> {
         let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         fcntl(rd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        // Best effort: over the user's pipe budget (EPERM) the default size works too.
+        let _ = fcntl(rd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
         let raw = wr.as_raw_fd();
         self.write_ends.push(wr);
         self.read_ends.push((sink, rd));
@@ -937,6 +953,24 @@ mod tests {
             err.contains("\"tee\"") && err.contains("capture or inherit"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn captured_pipes_are_enlarged() {
+        let output = Output::open(&OutputConfig::default(), false).unwrap();
+        let pipes = output.pipes_for_child().unwrap();
+        assert_eq!(pipes.read_ends.len(), 2);
+        // The kernel's limit for an unprivileged user (pipe-max-size) is 1 MiB by default.
+        let max: i32 = fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        for (_, fd) in &pipes.read_ends {
+            let size = fcntl(fd.as_raw_fd(), FcntlArg::F_GETPIPE_SZ).unwrap();
+            if max >= PIPE_BYTES {
+                assert_eq!(size, PIPE_BYTES);
+            }
+        }
     }
 
     fn temp(tag: &str) -> PathBuf {

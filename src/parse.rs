@@ -1,7 +1,9 @@
 //! The value parsers shared by the command line, the control protocol and the process
-//! options: signals, durations and byte sizes. A leaf module: it depends on nothing else in
+//! options and the library's program builder: signals, durations, byte sizes, worker counts,
+//! backoff factors and paths. A leaf module: it depends on nothing else in
 //! the crate, so any layer may use it. Every error names the bad value and says what is valid.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -83,6 +85,86 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .and_then(|n| n.checked_mul(scale))
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
+/// Parses a worker count (`--workers`, `--max-surge`): a whole number from 1 to 1024.
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) => check_workers(n).map_err(|_| bad_workers(s)),
+        _ => Err(bad_workers(s)),
+    }
+}
+
+/// Checks a worker count given as a number (the library's builder): 1 to 1024, with
+/// [`parse_workers`]'s message.
+pub fn check_workers(n: usize) -> Result<usize, String> {
+    match (1..=1024).contains(&n) {
+        true => Ok(n),
+        false => Err(bad_workers(&n.to_string())),
+    }
+}
+
+fn bad_workers(s: &str) -> String {
+    format!("{s:?} is not a worker count (expected a whole number from 1 to 1024)")
+}
+
+/// Parses a backoff factor: a number from 1 to 1000.
+pub fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) => check_factor(f).map_err(|_| bad_factor(s)),
+        _ => Err(bad_factor(s)),
+    }
+}
+
+/// Checks a backoff factor given as a number (the library's builder): 1 to 1000, with
+/// [`parse_factor`]'s message.
+pub fn check_factor(f: f64) -> Result<f64, String> {
+    match f.is_finite() && (1.0..=1000.0).contains(&f) {
+        true => Ok(f),
+        false => Err(bad_factor(&f.to_string())),
+    }
+}
+
+fn bad_factor(s: &str) -> String {
+    format!("{s:?} is not a backoff factor (expected a number from 1 to 1000, like 2 or 1.5)")
+}
+
+/// Parses a file path and makes it absolute against the current directory (without touching
+/// the file system), so it stays valid after `--daemon` changes to `/`.
+pub fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("\"\" is not a path (empty)".to_owned());
+    }
+    std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))
+}
+
+/// Parses a `--watch-path`: the path may not exist yet, but the directory that would hold it
+/// must (a typo in a directory name would otherwise watch nothing forever).
+pub fn parse_watch_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path to watch is empty".to_owned());
+    }
+    // Absolute now: `--daemon` changes to `/` before the watcher starts.
+    let path = std::path::absolute(s).map_err(|e| format!("{s:?} cannot be made absolute: {e}"))?;
+    if path.symlink_metadata().is_ok() {
+        return Ok(path);
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(format!(
+            "cannot watch {s:?}: {} is not a directory",
+            parent.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "cannot watch {s:?}: its directory {} does not exist",
+            parent.display()
+        )),
+        Err(e) => Err(format!("cannot watch {s:?}: {}: {e}", parent.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

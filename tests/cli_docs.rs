@@ -56,6 +56,7 @@ fn man_page_is_roff_that_groff_renders_without_warnings() {
         "\\-\\-watch",
         "status",
         "reload",
+        "update",
         "completions",
     ] {
         assert!(roff.contains(needle), "the man page lacks {needle}");
@@ -89,7 +90,14 @@ fn man_page_is_roff_that_groff_renders_without_warnings() {
 fn bash_completion_is_valid_bash_and_completes_subcommands_and_flags() {
     let out = relaunch(&["completions", "bash"]);
     let script = ok_stdout(&out, "relaunch completions bash");
-    for needle in ["--listen", "--stop-wait-secs", "reload", "status", "man"] {
+    for needle in [
+        "--listen",
+        "--stop-wait-secs",
+        "reload",
+        "update",
+        "status",
+        "man",
+    ] {
         assert!(script.contains(needle), "the completion lacks {needle}");
     }
     let checked = filter("bash", &["-n"], script.as_bytes()).expect("bash is installed");

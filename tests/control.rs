@@ -903,7 +903,7 @@ fn subcommand_usage_errors_exit_2_with_one_line() {
         .contains("relaunch [OPTIONS] --listen <[NAME=]ADDR> -- <COMMAND>..."));
     assert!(help
         .stdout
-        .contains("relaunch <status|reload|restart|start|stop|signal>"));
+        .contains("relaunch <status|reload|restart|update|start|stop|signal>"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 //! exit) and starts it again, which is what cargo-watch / `watchexec --restart` do on a change.
 
 // Shared with tests/zero_downtime.rs, which uses parts of it the benchmark does not.
+mod generator;
 #[allow(dead_code)]
 mod load;
 mod procs;
@@ -105,6 +106,17 @@ struct Opts {
     /// Length of each throughput round, s.
     #[arg(long, default_value_t = 3)]
     ratio_secs: u64,
+    /// Pin the throughput rounds: the load generator's threads on CPU 0, both servers' on
+    /// CPU 1 (the relaunch master stays unpinned).
+    #[arg(long)]
+    ratio_pin: bool,
+    /// Rounds per mode and placement of the load generator alone against hello, without
+    /// relaunch: its rate and the CPU time of each side (0: skip).
+    #[arg(long, default_value_t = 2)]
+    generator_rounds: usize,
+    /// Length of each of those rounds, s.
+    #[arg(long, default_value_t = 3)]
+    generator_secs: u64,
     /// Reloads of relaunch without any load, to measure spawn latency at rest (0: skip).
     #[arg(long, default_value_t = 30)]
     rest_reloads: usize,
@@ -241,6 +253,16 @@ fn run(opts: &Opts) -> Result<()> {
             );
             text.push_str(&ratio(opts, &settings, mode)?);
         }
+    }
+    if opts.generator_rounds > 0 {
+        text.push_str(&generator::check(
+            &settings,
+            &modes,
+            opts.concurrency,
+            opts.generator_secs,
+            opts.generator_rounds,
+            Duration::from_millis(opts.timeout_ms),
+        )?);
     }
     if !runs.is_empty() {
         text.push_str(&report::details(&runs));
@@ -640,11 +662,28 @@ fn idle(pid: i32, window: Duration) -> Result<Option<Idle>> {
     }))
 }
 
-/// Throughput of hello under relaunch vs hello on its own, alternating, no reloads.
+/// Throughput of hello under relaunch vs hello on its own, alternating, no reloads. Also
+/// counts the relaunch master's CPU time and context switches during its rounds (it is not in
+/// the data path, so they should be 0), and gives the median of each order separately, to
+/// show whether the one measured second in a round is favoured or not.
 fn ratio(opts: &Opts, settings: &Settings, mode: Mode) -> Result<String> {
     let tag = format!("ratio-{}", mode.name());
     let relaunch = Target::start(Kind::Relaunch, settings, 0, &format!("{tag}-relaunch"))?;
     let baseline = Target::start(Kind::Baseline, settings, 0, &format!("{tag}-baseline"))?;
+    let master = relaunch.master().context("relaunch has a pid")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = opts.ratio_pin && cores >= 2;
+    if pin {
+        // Each hello's connection threads are started by its main thread and inherit this.
+        for pid in relaunch
+            .server_pids()
+            .into_iter()
+            .chain(baseline.server_pids())
+        {
+            procs::pin(pid as i32, &[1])?;
+        }
+        procs::pin(0, &[0])?;
+    }
     let measure = |addr| -> Result<f64> {
         let origin = Instant::now();
         let load = Load::start(
@@ -676,41 +715,104 @@ fn ratio(opts: &Opts, settings: &Settings, mode: Mode) -> Result<String> {
         }
         Ok(done as f64 / opts.ratio_secs as f64)
     };
+    // The master's usage over one relaunch round: (CPU ms, voluntary, involuntary switches).
+    let measure_relaunch = || -> Result<(f64, (f64, u64, u64))> {
+        let a = Usage::of(master).context("relaunch is gone")?;
+        let r = measure(relaunch.addr)?;
+        let b = Usage::of(master).context("relaunch is gone")?;
+        let cpu_ms = (b.cpu_ticks - a.cpu_ticks) as f64 * 1000.0 / procs::ticks_per_sec() as f64;
+        Ok((
+            r,
+            (
+                cpu_ms,
+                b.voluntary_switches - a.voluntary_switches,
+                b.involuntary_switches - a.involuntary_switches,
+            ),
+        ))
+    };
     let mut rows = String::new();
-    let mut ratios = Vec::new();
-    for round in 0..opts.ratio_rounds {
-        // Alternate the order so that drift favours neither.
-        let (r, b) = if round % 2 == 0 {
-            let r = measure(relaunch.addr)?;
-            (r, measure(baseline.addr)?)
-        } else {
-            let b = measure(baseline.addr)?;
-            (measure(relaunch.addr)?, b)
-        };
-        let q = r / b;
-        eprintln!(
-            "bench:   round {}: relaunch {r:.0} req/s, baseline {b:.0} req/s, ratio {q:.3}",
-            round + 1
-        );
-        let _ = writeln!(rows, "| {} | {r:.0} | {b:.0} | {q:.3} |", round + 1);
-        ratios.push(q);
+    let (mut ratios, mut first, mut second) = (Vec::new(), Vec::new(), Vec::new());
+    let mut master_switches = 0;
+    let result = (|| -> Result<()> {
+        for round in 0..opts.ratio_rounds {
+            // Alternate the order so that drift favours neither.
+            let relaunch_first = round % 2 == 0;
+            let (r, b, m) = if relaunch_first {
+                let (r, m) = measure_relaunch()?;
+                (r, measure(baseline.addr)?, m)
+            } else {
+                let b = measure(baseline.addr)?;
+                let (r, m) = measure_relaunch()?;
+                (r, b, m)
+            };
+            let q = r / b;
+            master_switches += m.1 + m.2;
+            eprintln!(
+                "bench:   round {}: relaunch {r:.0} req/s, baseline {b:.0} req/s, ratio {q:.3}, \
+                 master {:.0} ms CPU, {} + {} context switches",
+                round + 1,
+                m.0,
+                m.1,
+                m.2
+            );
+            let order = if relaunch_first {
+                "relaunch, baseline"
+            } else {
+                "baseline, relaunch"
+            };
+            let _ = writeln!(
+                rows,
+                "| {} | {order} | {r:.0} | {b:.0} | {q:.3} | {:.0} ms | {} / {} |",
+                round + 1,
+                m.0,
+                m.1,
+                m.2
+            );
+            ratios.push(q);
+            if relaunch_first {
+                first.push(q);
+            } else {
+                second.push(q);
+            }
+        }
+        Ok(())
+    })();
+    if pin {
+        procs::pin(0, &(0..cores).collect::<Vec<_>>())?;
     }
     relaunch.shutdown()?;
     baseline.shutdown()?;
-    ratios.sort_by(f64::total_cmp);
-    let median = if ratios.len() % 2 == 1 {
-        ratios[ratios.len() / 2]
-    } else {
-        (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+    result?;
+    let median = |v: &mut Vec<f64>| -> String {
+        if v.is_empty() {
+            return "–".into();
+        }
+        v.sort_by(f64::total_cmp);
+        let m = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        format!("{m:.3}")
     };
     Ok(format!(
         "\n### Throughput: hello under relaunch vs hello binding the port itself ({}, {} clients, \
-         {} s rounds, alternating)\n\n\
-         | round | relaunch req/s | baseline req/s | ratio |\n|---:|---:|---:|---:|\n{rows}\n\
-         **Median ratio: {median:.3}**\n\n",
+         {} s rounds, alternating{})\n\n\
+         | round | order | relaunch req/s | baseline req/s | ratio | master CPU | master context \
+         switches (voluntary / involuntary) |\n|---:|---|---:|---:|---:|---:|---:|\n{rows}\n\
+         **Median ratio: {}** (rounds with relaunch measured first: {}; second: {}); the master's \
+         context switches over all relaunch rounds: {master_switches}\n\n",
         mode.describe(),
         opts.concurrency,
-        opts.ratio_secs
+        opts.ratio_secs,
+        if pin {
+            "; generator pinned to CPU 0, both servers to CPU 1"
+        } else {
+            ""
+        },
+        median(&mut ratios),
+        median(&mut first),
+        median(&mut second),
     ))
 }
 

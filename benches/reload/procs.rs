@@ -537,6 +537,26 @@ pub fn diagnose(pid: i32) -> String {
     format!("pid {pid} threads: {}", parts.join("; "))
 }
 
+/// Restricts thread `tid` (0: the calling thread) to `cpus`. Threads it starts afterwards
+/// inherit the mask; threads that already exist keep theirs.
+pub fn pin(tid: i32, cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: CPU_SET writes one bit of the set we own; cpu is below CPU_SETSIZE here.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: we pass the set's real size and a pointer to it.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        bail!(
+            "sched_setaffinity({tid}, {cpus:?}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// Clock ticks per second (for utime/stime).
 pub fn ticks_per_sec() -> u64 {
     // SAFETY: sysconf has no memory effects.

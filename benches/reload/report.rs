@@ -426,6 +426,10 @@ pub fn after_hup(runs: &[Run], sums: &[Summary]) -> String {
          | target | mode | steady p99 | worst 50 ms bucket | its requests | its p99 | ratio | \
          p99 per 100 ms, 0–1 s (ms) |\n|---|---|---:|---|---:|---:|---:|---|\n",
     );
+    let mut per_50 = String::from(
+        "\np99 of each 50 ms after HUP, 0–1 s (ms; the same requests, finer):\n\n\
+         | target | mode | p99 per 50 ms, 0–1 s (ms) |\n|---|---|---|\n",
+    );
     for (run, s) in runs.iter().zip(sums) {
         let hups: Vec<u64> = run.windows.iter().map(|w| w.0).collect();
         let mut fine: Vec<Vec<u32>> = vec![Vec::new(); BUCKETS];
@@ -443,6 +447,17 @@ pub fn after_hup(runs: &[Run], sums: &[Summary]) -> String {
             }
         }
         let fine: Vec<Option<Pct>> = fine.into_iter().map(pct).collect();
+        let fine_cells: Vec<String> = fine
+            .iter()
+            .map(|p| p.map_or("–".into(), |p| format!("{:.1}", f64::from(p.p99) / 1e3)))
+            .collect();
+        let _ = writeln!(
+            per_50,
+            "| {} | {} | {} |",
+            run.kind.name(),
+            run.mode.describe(),
+            fine_cells.join(" ")
+        );
         let worst = fine
             .iter()
             .enumerate()
@@ -478,5 +493,6 @@ pub fn after_hup(runs: &[Run], sums: &[Summary]) -> String {
             coarse.join(" "),
         );
     }
+    out.push_str(&per_50);
     out
 }

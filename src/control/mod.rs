@@ -33,8 +33,8 @@
 //! # Never blocking the master
 //! Everything runs in the master's one thread (`Control` is driven by the runtime's poll
 //! loop): sockets are non-blocking; a request line is at most [`MAX_REQUEST`] bytes; each
-//! wake-up reads at most that much per connection; answers a client does not read are
-//! buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
+//! wake-up reads at most that much per connection; one answer is always sent whole, and
+//! answers queued behind ones a client has not read are buffered up to [`MAX_OUTPUT`] bytes; a connection that sends no complete request within
 //! [`IDLE_TIMEOUT`] (or does not read its answer in that time) is closed; at most
 //! [`MAX_CLIENTS`] connections are served at once, and when all are taken a new one evicts
 //! the idle connection with the least claim to its slot (so that clients which keep their
@@ -49,20 +49,22 @@
 //! supervisor: it turns requests into `Ask`s, the runtime feeds the matching events through
 //! its one path into the state machine, and hands back what they reported.
 
+mod events;
+pub(crate) mod local;
 mod locate;
 mod protocol;
 mod server;
 mod waiters;
 
+pub use events::Event;
 pub use locate::{
     default_path, parse_name, probe, program_name, socket_next_to, suffixed, PathEnv, Probe,
     CONTROL_DIR_VAR, MAX_NAME, MAX_SUFFIX,
 };
 pub use protocol::{
-    parse_request, write_request, Accepted, Request, Response, SignalReply, StopReply, MAX_REQUEST,
-    PROTOCOL,
+    parse_request, write_request, Accepted, EditOutcome, EditReply, Request, Response, SignalReply,
+    StopReply, MAX_REQUEST, PROTOCOL,
 };
-// Public for the socket-mode race test, which runs in a binary of its own.
 pub(crate) use server::ControlServer;
 pub use server::{IDLE_TIMEOUT, MAX_CLIENTS, MAX_OUTPUT};
 pub(crate) use waiters::{Joined, ReloadWaiters};
@@ -128,6 +130,12 @@ pub(crate) enum Ask {
         /// Answer when the reload ends.
         wait: bool,
     },
+    /// `update`: apply the configuration file's changes only (added, removed and changed
+    /// programs).
+    Update {
+        /// Answer when every change has ended.
+        wait: bool,
+    },
 }
 
 /// One request: what was asked, and of which program (by name; `None`: the whole master).
@@ -146,6 +154,7 @@ pub(crate) struct Asked {
 pub(crate) struct ControlTokens {
     server: Vec<Token>,
     metrics: Vec<Token>,
+    local: Option<Token>,
 }
 
 /// The control socket, the metrics endpoint, and the clients waiting on reloads and stops.
@@ -157,6 +166,8 @@ pub(crate) struct Control {
     waiters: Vec<ReloadWaiters<u64>>,
     /// The status fields that never change.
     base: StatusRecord,
+    /// In-process callers (the library's handles), if any.
+    local: Option<local::Inbox>,
 }
 
 impl Control {
@@ -198,7 +209,27 @@ impl Control {
             metrics,
             waiters: vec![ReloadWaiters::default(); programs],
             base,
+            local: None,
         })
+    }
+
+    /// Takes requests from in-process callers too (the library's handles).
+    pub(crate) fn attach(&mut self, mut inbox: local::Inbox) {
+        inbox.early();
+        self.local = Some(inbox);
+    }
+
+    /// Hands a report of `program` to in-process subscribers; `worker` finds the worker of a
+    /// child just spawned.
+    pub(crate) fn publish(
+        &mut self,
+        program: &str,
+        report: &Report,
+        worker: impl Fn(i32) -> Option<usize>,
+    ) {
+        if let Some(local) = &mut self.local {
+            local.publish(program, report, worker);
+        }
     }
 
     /// The status fields the master knows (name, pid, version, control path, sockets).
@@ -217,6 +248,7 @@ impl Control {
                 .metrics
                 .as_ref()
                 .map_or_else(Vec::new, |m| m.register(set)),
+            local: self.local.as_ref().map(|l| l.register(set)),
         }
     }
 
@@ -241,15 +273,20 @@ impl Control {
             let revents: Vec<_> = tokens.metrics.iter().map(|t| ready.revents(*t)).collect();
             m.io(&revents, now, metrics);
         }
-        let Some(server) = &mut self.server else {
-            return Vec::new();
-        };
-        let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
-        let (gone, requests) = server.io(&revents, now);
-        for id in gone {
-            for waiters in &mut self.waiters {
-                waiters.forget(&id);
+        let mut requests = Vec::new();
+        if let Some(server) = &mut self.server {
+            let revents: Vec<_> = tokens.server.iter().map(|t| ready.revents(*t)).collect();
+            let (gone, from_sockets) = server.io(&revents, now);
+            for id in gone {
+                for waiters in &mut self.waiters {
+                    waiters.forget(&id);
+                }
             }
+            requests = from_sockets;
+        }
+        // In-process callers' requests go the same way as the socket's.
+        if let Some(local) = &mut self.local {
+            requests.extend(local.take(ready, tokens.local));
         }
         let mut asks = Vec::new();
         for (id, request) in requests {
@@ -259,6 +296,7 @@ impl Control {
                 "stop" => Ok(Ask::Stop { wait: request.wait }),
                 "start" => Ok(Ask::Start),
                 "restart" => Ok(Ask::Restart { wait: request.wait }),
+                "update" => Ok(Ask::Update { wait: request.wait }),
                 "signal" => match request.signal.as_deref().map(parse_signal) {
                     Some(Ok(signal)) => Ok(Ask::Signal {
                         signal,
@@ -282,7 +320,11 @@ impl Control {
     }
 
     fn reply(&mut self, id: u64, response: &Response, now: Instant) {
-        if let Some(server) = &mut self.server {
+        if id & local::LOCAL != 0 {
+            if let Some(local) = &mut self.local {
+                local.reply(id, response);
+            }
+        } else if let Some(server) = &mut self.server {
             server.reply(id, response, now);
         }
     }
@@ -429,21 +471,75 @@ impl Control {
         }
     }
 
+    /// A program was added (an edited configuration file): it gets the next index.
+    pub(crate) fn add_program(&mut self) {
+        self.waiters.push(ReloadWaiters::default());
+    }
+
+    /// Programs `a` and `b` swap indices (a changed program's successor takes its place).
+    pub(crate) fn swap_programs(&mut self, a: usize, b: usize) {
+        self.waiters.swap(a, b);
+    }
+
+    /// Program `i` is gone (removed by an edit, its last child exited): its `reload --wait`
+    /// callers are failed, and the programs after it move down one index.
+    pub(crate) fn forget_program(&mut self, i: usize, now: Instant) {
+        if i >= self.waiters.len() {
+            return;
+        }
+        let waiting = self.waiters.remove(i).drain();
+        for id in waiting {
+            self.reply(
+                id,
+                &Response::error("the program was removed from the configuration file"),
+                now,
+            );
+        }
+    }
+
+    /// Answers an edit (`update`, `reload` without names) now with `response`, or keeps the
+    /// client waiting for [`Control::edit_done`] (`wait`).
+    pub(crate) fn edit_asked(&mut self, id: u64, response: Option<Response>, now: Instant) {
+        match response {
+            Some(r) => self.reply(id, &r, now),
+            None => {
+                if let Some(server) = &mut self.server {
+                    server.wait(id, Waiting::Reload);
+                }
+            }
+        }
+    }
+
+    /// Answers an edit's waiting client.
+    pub(crate) fn edit_done(&mut self, id: u64, response: &Response, now: Instant) {
+        self.reply(id, response, now);
+    }
+
     /// The master is about to exit with `code`: answers `stop --wait` callers and fails the
     /// rest, sending what the sockets take without blocking.
     pub(crate) fn exit(&mut self, code: i32) {
         let now = Instant::now();
         let reloads: Vec<u64> = self.waiters.iter_mut().flat_map(|w| w.drain()).collect();
+        let mut stopped = Response::ok();
+        stopped.stop = Some(StopReply {
+            exit_code: Some(code),
+        });
+        if let Some(local) = &mut self.local {
+            // Every local request still open is a reload or a stop with `wait`.
+            let open: Vec<u64> = local.waiting().collect();
+            for id in open {
+                match reloads.contains(&id) {
+                    true => local.reply(id, &Response::error("relaunch exited")),
+                    false => local.reply(id, &stopped),
+                }
+            }
+        }
         let Some(server) = &mut self.server else {
             return;
         };
         for id in reloads {
             server.reply(id, &Response::error("relaunch exited"), now);
         }
-        let mut stopped = Response::ok();
-        stopped.stop = Some(StopReply {
-            exit_code: Some(code),
-        });
         for id in server.waiting_for(Waiting::Stop) {
             server.reply(id, &stopped, now);
         }

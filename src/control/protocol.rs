@@ -20,7 +20,7 @@ pub struct Request {
     /// The protocol version: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<u32>,
-    /// `status`, `reload`, `stop` or `signal`.
+    /// `status`, `reload`, `restart`, `start`, `stop`, `update` or `signal`.
     #[serde(default)]
     pub cmd: String,
     /// `reload`, `stop`: answer only when done.
@@ -82,6 +82,45 @@ pub struct Response {
     /// `signal`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<SignalReply>,
+    /// `update`, and `reload` without a program name when relaunch runs a configuration file:
+    /// what the edited file changed and, with `wait`, how each program's part ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit: Option<EditReply>,
+}
+
+/// What applying an edited configuration file did (`update`, `reload` without names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EditReply {
+    /// Programs new in the file: started (in priority order).
+    pub added: Vec<String>,
+    /// Programs gone from the file: stopped, their sockets closed after their last child.
+    pub removed: Vec<String>,
+    /// Programs whose settings changed: a new generation under the new settings.
+    pub changed: Vec<String>,
+    /// Programs whose settings did not change, reloaded (`reload`; `update` leaves them).
+    pub reloaded: Vec<String>,
+    /// With `wait`: how each program's part ended, in the order above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<EditOutcome>,
+}
+
+/// How one program's part of an edit ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EditOutcome {
+    /// The program.
+    pub program: String,
+    /// `added`, `removed`, `changed` or `reloaded`.
+    pub what: String,
+    /// Whether it did what the edit asked.
+    pub ok: bool,
+    /// The generation serving now (or that failed), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Response {
@@ -174,7 +213,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         }
     }
     match request.cmd.as_str() {
-        "status" | "reload" | "restart" | "start" | "stop" => Ok(request),
+        "status" | "reload" | "restart" | "start" | "stop" | "update" => Ok(request),
         "signal" => match &request.signal {
             Some(s) => parse_signal(s).map(|_| request.clone()),
             None => {
@@ -182,7 +221,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
             }
         },
         other => Err(format!(
-            "unknown command {other:?} (expected status, reload, restart, start, stop or signal)"
+            "unknown command {other:?} (expected status, reload, restart, start, stop, update or signal)"
         )),
     }
 }

@@ -26,7 +26,8 @@ use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
 use crate::poll::{PollSet, Token};
 
-/// The most answer bytes buffered for a client that does not read them.
+/// The most answer bytes buffered for a client that does not read them: a new answer is
+/// queued only while what is still unsent is within this (so one answer is always sent whole).
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// How long a connection may stay without sending a complete request (or without reading its
 /// answer) before it is closed.
@@ -415,9 +416,8 @@ impl ControlServer {
     fn sweep(&mut self, now: Instant) -> Vec<u64> {
         let mut gone = std::mem::take(&mut self.evicted);
         self.clients.retain(|c| {
-            let keep = !(c.conn.done()
-                || c.conn.expired(now)
-                || (c.conn.closing && c.conn.unsent() > MAX_OUTPUT));
+            // A closing connection with a long answer still queued has until its deadline.
+            let keep = !(c.conn.done() || c.conn.expired(now));
             if !keep {
                 debug!(client = c.id, "control connection closed");
                 gone.push(c.id);
@@ -442,7 +442,10 @@ impl ControlServer {
         };
         c.waiting = None;
         c.answered += 1;
-        if c.conn.send(&response.to_line()).is_err() || c.conn.unsent() > MAX_OUTPUT {
+        // One answer is queued whole, however long (the status of 1,000 programs is megabytes);
+        // what is bounded is the answers piling up behind ones the client has not read.
+        let unread = c.conn.unsent();
+        if c.conn.send(&response.to_line()).is_err() || unread > MAX_OUTPUT {
             c.conn.closing = true;
             c.conn.deadline = Some(now);
         } else if c.conn.eof && !c.conn.input().contains(&b'\n') {
@@ -672,6 +675,67 @@ mod tests {
         let e = ControlServer::bind(&path, false).unwrap_err().to_string();
         assert!(e.contains("is not a socket"), "{e}");
         let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    /// Reads from `peer` until a whole line came (or the peer was closed), driving the
+    /// server's I/O in between; returns the bytes read.
+    fn read_answer(server: &mut ControlServer, peer: &mut UnixStream, now: Instant) -> Vec<u8> {
+        use std::io::Read;
+        peer.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        while !got.ends_with(b"\n") && Instant::now() < deadline {
+            match peer.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    poll_io(server, now);
+                }
+                Err(e) => panic!("reading the answer: {e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn an_answer_longer_than_max_output_is_sent_whole_but_unread_answers_are_bounded() {
+        let path = temp_socket("long");
+        let mut server = ControlServer::bind(&path, false).unwrap();
+        let t0 = Instant::now();
+        let mut reader = UnixStream::connect(&path).unwrap();
+        let mut half_closed = UnixStream::connect(&path).unwrap();
+        let silent = UnixStream::connect(&path).unwrap();
+        while server.clients.len() < 3 {
+            poll_io(&mut server, t0);
+        }
+        let ids: Vec<u64> = server.clients.iter().map(|c| c.id).collect();
+        // `printf '{"v":1,"cmd":"status"}\n' | socat - UNIX-CONNECT:...` sends and half-closes.
+        half_closed
+            .write_all(b"{\"v\":1,\"cmd\":\"status\"}\n")
+            .unwrap();
+        half_closed.shutdown(std::net::Shutdown::Write).unwrap();
+        let (_, requests) = poll_io(&mut server, t0);
+        assert_eq!(requests.len(), 1);
+        // The status of 1,000 programs is several MiB: each client gets it whole. (The
+        // half-closed one first: the runtime answers a request in the wake-up that read it.)
+        let long = Response::error("x".repeat(3 * MAX_OUTPUT));
+        let line_len = long.to_line().len();
+        for (id, peer) in [(ids[1], &mut half_closed), (ids[0], &mut reader)] {
+            server.reply(id, &long, t0);
+            let got = read_answer(&mut server, peer, t0);
+            assert_eq!(got.len(), line_len, "client {id} got {} bytes", got.len());
+        }
+        // A client that reads nothing gets one long answer queued, and is dropped when a
+        // second would pile up behind it.
+        server.reply(ids[2], &long, t0);
+        assert!(server.client(ids[2]).is_some());
+        server.reply(ids[2], &Response::ok(), t0);
+        let (gone, _) = server.io(&[PollFlags::empty(); 4], t0);
+        assert!(gone.contains(&ids[2]), "{gone:?}");
+        assert!(server.client(ids[0]).is_some(), "the reader stays");
+        drop((server, silent));
+        let _ = fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Its settings.
+    pub(crate) fn config(&self) -> &ProgramConfig {
+        &self.config
+    }
+
     /// Checks what can be wrong about the child before a socket is bound (usage errors, exit
     /// code 2), and opens the output log files (`mirror_stdio`: relaunch's own stdout and
     /// stderr go there too, with `--daemon`).
@@ -58,11 +63,47 @@ impl Prepared {
         })
     }
 
+    /// The most fds this program holds in the master at once: its sockets, notify socket and
+    /// watcher, and per child (two generations of `--workers` during a reload) a pidfd, a
+    /// readiness pipe and the output pipes.
+    pub(crate) fn open_files(&self) -> u64 {
+        let c = &self.config;
+        let per_child = 1
+            + u64::from(matches!(c.ready, ReadyMode::Fd(_)))
+            + if c.output.captures() { 2 } else { 0 };
+        let children = 2 * c.settings.workers.max(1) as u64;
+        c.listen.len() as u64
+            + u64::from(c.ready == ReadyMode::Notify)
+            + u64::from(c.watch.is_enabled())
+            + children * per_child
+    }
+
     /// Binds (or takes over) the sockets, finds the program, and starts the watcher and the
     /// notify socket: the program is ready to start.
     pub(crate) fn open(
         self,
         inherited: Inherited,
+        started: Instant,
+        named: bool,
+    ) -> Result<Program, Failure> {
+        let config = &self.config;
+        let span = named.then(|| tracing::info_span!("program", program = %config.name));
+        let _entered = span.as_ref().map(tracing::Span::enter);
+        // One of several programs may have no sockets at all (a worker); the command line's
+        // single program needs some.
+        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
+            Vec::new()
+        } else {
+            sockets::open_all(&config.listen, config.backlog, inherited)?
+        };
+        self.with_listeners(listeners, started, named)
+    }
+
+    /// Like [`Prepared::open`], with the sockets already open (an edited configuration file:
+    /// kept and newly bound ones, in the program's order).
+    pub(crate) fn with_listeners(
+        self,
+        listeners: Vec<Listener>,
         started: Instant,
         named: bool,
     ) -> Result<Program, Failure> {
@@ -77,13 +118,6 @@ impl Prepared {
         if named {
             output.name_lines(&config.name);
         }
-        // One of several programs may have no sockets at all (a worker); the command line's
-        // single program needs some.
-        let listeners = if named && config.listen.is_empty() && inherited.activation.is_empty() {
-            Vec::new()
-        } else {
-            sockets::open_all(&config.listen, config.backlog, inherited)?
-        };
         sockets::log_listening(&listeners);
         if let ReadyMode::Fd(n) = config.ready {
             let first_free = 3 + listeners.len() as RawFd;
@@ -231,6 +265,17 @@ impl Program {
     /// Its status tracker (for metrics).
     pub(crate) fn status(&self) -> &Tracker {
         &self.status
+    }
+
+    /// Its sockets, in the order of its fds 3, 4, ...
+    pub(crate) fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Makes this program (not started yet) the successor of `previous`, the same program
+    /// under its old settings: its generation numbers continue after `previous`'s.
+    pub(crate) fn succeed(&mut self, previous: &Program) {
+        self.supervisor = Fleet::successor(&previous.supervisor, self.config.settings, self.seed);
     }
 
     /// Its sockets, as the status record lists them.

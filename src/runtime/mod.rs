@@ -26,8 +26,13 @@
 //! ones, turns settled changes into [`Trigger::Watch`] reloads, and is told which files each
 //! generation is spawned from and how each reload ended ([`Report::ReloadEnded`]).
 
+mod apply;
+mod embed;
 mod order;
 mod serve;
+mod startup;
+
+pub(crate) use embed::{run_embedded, Claim, Edit, EditKind};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,7 +70,10 @@ pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result
         .stderr_log
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
-    let result = run_master(config, &mut startup, read);
+    let result = match Claim::take() {
+        Ok(claim) => run_master(config, &mut startup, read, None, claim),
+        Err(e) => Err(Failure::from(anyhow!(e))),
+    };
     if let Some(startup) = startup {
         let (code, mut message) = match &result {
             Err(failure) => (failure.code, format!("{:#}", failure.error)),
@@ -96,9 +104,16 @@ fn run_master(
     config: Config,
     startup: &mut Option<Startup>,
     read: ReadConfig,
+    local: Option<(
+        crate::control::local::Inbox,
+        std::sync::mpsc::Receiver<Edit>,
+    )>,
+    _claim: Claim,
 ) -> Result<i32, Failure> {
     let started = Instant::now();
-    let named = config.named();
+    // Programs managed from code are always named (status lists them, requests name them).
+    let named = config.named() || local.is_some();
+    let edits = apply::Edits::new(&config, started);
     let Config {
         pid_file,
         daemon,
@@ -118,22 +133,35 @@ fn run_master(
         .into_iter()
         .map(|p| Prepared::new(p, daemon))
         .collect::<Result<Vec<_>, _>>()?;
+    // Every program's fds together, before any is opened (each program's sockets alone are
+    // checked as they are bound): 1,000 programs of one socket need thousands.
+    crate::sockets::ensure_open_files(prepared.iter().map(Prepared::open_files).sum())?;
     let manager = Manager::from_env().context("reading NOTIFY_SOCKET")?;
     if let Some(path) = &pid_file {
         pidfile::check(path)?;
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
     crate::sys::spawn::snapshot_signal_dispositions();
-    // The command line's one program takes every inherited socket.
-    let mut inherited = Some(inherited);
+    // Each program gets its share of the inherited sockets (the command line's one program
+    // gets every one).
+    let lists: Vec<&[crate::spec::ListenSpec]> = prepared
+        .iter()
+        .map(|p| p.config().listen.as_slice())
+        .collect();
+    let shares = activation::share(inherited, &lists)?;
     let programs = prepared
         .into_iter()
-        .map(|p| p.open(inherited.take().unwrap_or_default(), started, named))
+        .zip(shares)
+        .map(|(p, share)| p.open(share, started, named))
         .collect::<Result<Vec<_>, _>>()?;
     // Removed when this function returns, before a failed start is reported to the shell.
     let _pid_file = pid_file.as_deref().map(PidFile::write).transpose()?;
     let sockets = programs.iter().flat_map(Program::socket_records).collect();
-    let control = Control::new(&name, &control, sockets, programs.len())?;
+    let mut control = Control::new(&name, &control, sockets, programs.len())?;
+    let api_edits = local.map(|(inbox, edits)| {
+        control.attach(inbox);
+        edits
+    });
     let count = programs.len();
     let mut master = Master {
         control,
@@ -158,6 +186,10 @@ fn run_master(
         read,
         config_error: None,
         busy: true,
+        started,
+        removing: Vec::new(),
+        api_edits,
+        edits,
     };
     let result = master.run(&mut signals);
     *startup = master.startup.take();
@@ -189,6 +221,14 @@ struct Master {
     read: ReadConfig,
     /// Why the file last read could not be applied; `None` once a valid file is loaded.
     config_error: Option<String>,
+    /// When the master started (programs added later count their uptime from it).
+    started: Instant,
+    /// Programs being removed by a library caller: removed once idle, then the caller hears.
+    removing: Vec<embed::Removing>,
+    /// Programs to add or remove, from library callers.
+    api_edits: Option<std::sync::mpsc::Receiver<Edit>>,
+    /// Edits of the configuration file being applied (see `apply.rs`).
+    edits: apply::Edits,
     /// Whether the programs run by name (several, or a config file): logs and status name them.
     named: bool,
     /// The groups of programs still to start, in priority order.
@@ -234,9 +274,11 @@ impl Master {
             self.execute(&mut queue);
             self.advance_stop(Instant::now(), &mut queue);
             self.advance_start(Instant::now(), &mut queue);
+            self.advance_edits(Instant::now(), &mut queue);
             if !queue.is_empty() {
                 continue;
             }
+            self.finish_removals();
             if let Some(code) = self.finished() {
                 self.control.exit(code);
                 for program in &mut self.programs {
@@ -302,8 +344,9 @@ impl Master {
             }
             let mut stop = Vec::new();
             let mut pending = pending;
-            if pending.contains(&Signal::SIGHUP) && !self.reread_config() {
-                // An invalid file changes nothing: no program is reloaded.
+            // With a configuration file, SIGHUP applies it (and so reloads every program).
+            let hangup = self.source.is_some() && pending.contains(&Signal::SIGHUP);
+            if hangup {
                 pending.retain(|s| *s != Signal::SIGHUP);
             }
             for sig in pending {
@@ -329,11 +372,15 @@ impl Master {
             for (i, event) in events {
                 self.feed(i, event, now, &mut queue);
             }
+            if hangup {
+                self.hangup(now, &mut queue);
+            }
             for sig in stop {
                 self.stop_master(sig, now, &mut queue);
             }
             // Control requests see this wake-up's exits and signals already handled.
             let asks = {
+                let live = self.live_programs();
                 let (programs, named) = (&self.programs, self.named);
                 self.control
                     .io(&ready, &control_tokens, now, || match named {
@@ -341,8 +388,9 @@ impl Master {
                             crate::metrics::render(programs[0].status(), programs[0].supervisor())
                         }
                         true => crate::metrics::render_named(
-                            &programs
+                            &live
                                 .iter()
+                                .map(|&i| &programs[i])
                                 .map(|p| (p.name(), p.status(), p.supervisor()))
                                 .collect::<Vec<_>>(),
                         ),
@@ -351,6 +399,7 @@ impl Master {
             for asked in asks {
                 self.serve(asked, now, &mut queue);
             }
+            self.apply_api_edits(now, &mut queue);
             for i in 0..self.programs.len() {
                 // A program not started yet has no clock running.
                 if self.programs[i].run_state() != Run::NotStarted {
@@ -400,8 +449,10 @@ impl Master {
     /// Routes a step's reports (control waiters, the service manager upward, `--daemon`
     /// startup) and returns its actions.
     fn route(&mut self, i: usize, handled: Handled, now: Instant) -> Vec<Action> {
+        self.publish(i, &handled.reports);
         for (report, record) in &handled.reports {
             self.control.on(i, report, record.as_ref(), now);
+            self.edit_report(i, report);
             if self.named {
                 if let Some(message) = self.upward_each[i].on(report) {
                     self.tell_manager_summary(i, &message);
@@ -488,6 +539,9 @@ impl Master {
     /// first child runs; if it is gone before that, records why and returns the event that
     /// stops relaunch (the answer is sent once everything is cleaned up, see [`run`]).
     fn check_startup(&mut self) -> Option<Signal> {
+        if self.named {
+            return self.check_startup_named();
+        }
         let startup = self.startup.as_mut()?;
         if startup.reason.is_some() {
             return None; // already failed; stopping
@@ -555,6 +609,7 @@ impl Master {
     /// Pings the manager's watchdog, at half its interval, while every program's current
     /// generation is running.
     fn watchdog(&mut self, now: Instant) {
+        let live = self.live_programs();
         let (Some(due), Some(manager)) = (self.next_watchdog, &mut self.manager) else {
             return;
         };
@@ -563,7 +618,7 @@ impl Master {
         }
         let every = manager.watchdog_every.unwrap_or(Duration::from_secs(1));
         self.next_watchdog = Some(now + every);
-        let running = self.programs.iter().all(|p| {
+        let running = live.iter().map(|&i| &self.programs[i]).all(|p| {
             let sup = p.supervisor();
             sup.current().is_some_and(|c| c.phase == Phase::Running) && !sup.is_stopping()
         });

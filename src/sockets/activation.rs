@@ -20,13 +20,15 @@
 //! its startup pipe), each once. Everything taken over is close-on-exec in the master.
 
 use std::collections::BTreeMap;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
-use tracing::debug;
+use socket2::{Domain, SockAddr, Socket, Type};
+use tracing::{debug, info};
 
-use crate::spec::{ListenAddr, ListenSpec, SpecError};
+use super::{describe_file_type, Listener};
+use crate::spec::{Family, Host, ListenAddr, ListenSpec, Proto, SpecError, UnixKind, UnixPath};
 use crate::sys::fds::adopt_inherited;
 
 /// The first fd of socket activation (`SD_LISTEN_FDS_START`).
@@ -170,6 +172,214 @@ pub fn take_inherited(specs: &[ListenSpec]) -> Result<Inherited> {
         }
     }
     Ok(inherited)
+}
+
+/// Whether the inherited socket `fd` is bound to the address `addr` asks for: the same
+/// transport, port and host (no host: a wildcard address; a host name never matches), or the
+/// same kind of unix socket at the same path or abstract name. Port 0 never matches.
+pub fn bound_to(fd: BorrowedFd<'_>, addr: &ListenAddr) -> bool {
+    let sock = socket2::SockRef::from(&fd);
+    let (Ok(local), Ok(ty)) = (sock.local_addr(), sock.r#type()) else {
+        return false;
+    };
+    match addr {
+        ListenAddr::Inet {
+            proto,
+            family,
+            host,
+            port,
+        } if *port != 0 => {
+            let Some(sa) = local.as_socket() else {
+                return false;
+            };
+            let want = match proto {
+                Proto::Tcp => Type::STREAM,
+                Proto::Udp => Type::DGRAM,
+            };
+            let family_ok = match family {
+                Family::Any => true,
+                Family::V4 => sa.is_ipv4(),
+                Family::V6 => sa.is_ipv6(),
+            };
+            ty == want
+                && sa.port() == *port
+                && family_ok
+                && match host {
+                    Host::Any => sa.ip().is_unspecified(),
+                    Host::Ip(ip) => sa.ip() == *ip,
+                    Host::Name(_) => false,
+                }
+        }
+        ListenAddr::Unix { kind, path } => {
+            let want = match kind {
+                UnixKind::Stream => Type::STREAM,
+                UnixKind::Datagram => Type::DGRAM,
+                UnixKind::SeqPacket => Type::SEQPACKET,
+            };
+            ty == want
+                && match path {
+                    UnixPath::File(p) => std::path::absolute(p)
+                        .is_ok_and(|p| local.as_pathname() == Some(p.as_path())),
+                    UnixPath::Abstract(name) => {
+                        local.as_abstract_namespace() == Some(name.as_bytes())
+                    }
+                }
+        }
+        _ => false,
+    }
+}
+
+/// Gives each of several programs (their `--listen` lists, in order) its share of what
+/// relaunch inherited:
+///
+/// - an `fd:N` goes to the program that names it;
+/// - a socket of socket activation goes to every program that picks it by name
+///   (`systemd:NAME`) or lists the address it is bound to (`listen = [":8080"]` takes the
+///   activated socket on port 8080 instead of binding its own);
+/// - a socket that no program picks goes to the only program when there is one (it passes
+///   every socket on, as the command line always did), and is closed otherwise.
+pub fn share(inherited: Inherited, programs: &[&[ListenSpec]]) -> Result<Vec<Inherited>> {
+    let mut shares: Vec<Inherited> = programs.iter().map(|_| Inherited::default()).collect();
+    let Inherited {
+        activation,
+        mut fds,
+    } = inherited;
+    for (i, specs) in programs.iter().enumerate() {
+        for spec in specs.iter() {
+            if let ListenAddr::Fd(n) = spec.addr {
+                if let Some(fd) = fds.remove(&n) {
+                    shares[i].fds.insert(n, fd);
+                }
+            }
+        }
+    }
+    for a in activation {
+        let takers: Vec<usize> = programs
+            .iter()
+            .enumerate()
+            .filter(|(_, specs)| {
+                specs.iter().any(|s| match &s.addr {
+                    ListenAddr::Systemd(name) => *name == a.name,
+                    addr => bound_to(a.fd.as_fd(), addr),
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let takers = match (takers.is_empty(), programs.len()) {
+            (false, _) => takers,
+            (true, 1) => vec![0],
+            (true, _) => {
+                info!(
+                    fd = a.number,
+                    name = %a.name,
+                    "not passing this socket-activation socket on: no program picks it by name (systemd:NAME) or lists its address"
+                );
+                continue;
+            }
+        };
+        for &i in &takers {
+            let fd =
+                a.fd.try_clone()
+                    .with_context(|| format!("duplicating socket-activation fd {}", a.number))?;
+            shares[i].activation.push(ActivationSocket {
+                number: a.number,
+                name: a.name.clone(),
+                fd,
+            });
+        }
+    }
+    Ok(shares)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inherited sockets
+
+/// Checks an inherited fd and wraps it as a [`Listener`]: it must be a socket, and a stream or
+/// seqpacket socket must be listening. `origin` names where it came from in messages; `usage`
+/// says whether a bad fd is the command line's fault (`fd:N`, exit 2) or the environment's.
+pub(super) fn adopt(fd: OwnedFd, origin: &str, name: String, usage: bool) -> Result<Listener> {
+    let fail = |msg: String| -> anyhow::Error {
+        if usage {
+            SpecError::new(msg).into()
+        } else {
+            anyhow!(msg)
+        }
+    };
+    let number = fd.as_raw_fd();
+    let stat = nix::sys::stat::fstat(number).with_context(|| format!("{origin}: fstat"))?;
+    let mode = stat.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(fail(format!(
+            "{origin}: fd {number} is not a socket (it is {}); relaunch passes sockets only",
+            describe_file_type(mode)
+        )));
+    }
+    let socket = Socket::from(fd);
+    let ty = socket
+        .r#type()
+        .with_context(|| format!("{origin}: reading SO_TYPE"))?;
+    let domain = socket
+        .domain()
+        .with_context(|| format!("{origin}: reading SO_DOMAIN"))?;
+    let kind = socket_kind(domain, ty);
+    if (ty == Type::STREAM || ty == Type::SEQPACKET) && !socket.is_listener().unwrap_or(false) {
+        return Err(fail(format!(
+            "{origin}: fd {number} is a {kind} socket that is not listening; pass a listening socket (after listen()), not a connection"
+        )));
+    }
+    socket
+        .set_cloexec(true)
+        .with_context(|| format!("{origin}: setting close-on-exec"))?;
+    let local_addr = socket
+        .local_addr()
+        .map_or_else(|_| "-".to_owned(), |a| describe_sockaddr(&a));
+    Ok(Listener {
+        name,
+        kind,
+        local_addr,
+        backlog: None,
+        fd: socket.into(),
+        file: None,
+        origin: None,
+    })
+}
+
+/// The log name of a socket of this domain and type.
+fn socket_kind(domain: Domain, ty: Type) -> &'static str {
+    let types = if domain == Domain::IPV4 || domain == Domain::IPV6 {
+        ["tcp", "udp", "sctp"]
+    } else if domain == Domain::UNIX {
+        ["unix", "unixgram", "unixpacket"]
+    } else if domain == Domain::VSOCK {
+        return "vsock";
+    } else if domain == Domain::from(libc::AF_NETLINK) {
+        return "netlink";
+    } else {
+        return "socket";
+    };
+    if ty == Type::STREAM {
+        types[0]
+    } else if ty == Type::DGRAM {
+        types[1]
+    } else if ty == Type::SEQPACKET {
+        types[2]
+    } else {
+        "socket"
+    }
+}
+
+/// A socket address for logs: `IP:PORT`, a path, `@name` for an abstract socket, `-` if none.
+fn describe_sockaddr(addr: &SockAddr) -> String {
+    if let Some(a) = addr.as_socket() {
+        return a.to_string();
+    }
+    if let Some(p) = addr.as_pathname() {
+        return p.display().to_string();
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        return format!("@{}", String::from_utf8_lossy(name));
+    }
+    "-".to_owned()
 }
 
 #[cfg(test)]

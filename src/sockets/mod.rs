@@ -37,6 +37,9 @@
 //! limit of services at 1024).
 
 pub mod activation;
+mod limits;
+
+pub use limits::ensure_open_files;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -58,7 +61,7 @@ use crate::spec::{
     Family, Host, Id, ListenAddr, ListenSpec, Proto, SocketOptions, SpecError, UnixKind, UnixPath,
     FDNAME_MAX,
 };
-use activation::Inherited;
+use activation::{adopt, Inherited};
 
 /// A listening (or, for datagrams, bound) socket owned by the master.
 #[derive(Debug)]
@@ -74,9 +77,14 @@ pub struct Listener {
     /// The effective listen backlog; `None` for datagram sockets and inherited sockets.
     pub backlog: Option<u32>,
     fd: OwnedFd,
-    /// The socket file relaunch created, removed on drop.
+    /// The socket file relaunch created, removed when the last copy of this listener (see
+    /// [`Listener::try_clone`]) is dropped.
     #[cfg_attr(not(test), allow(dead_code))]
-    file: Option<SocketFile>,
+    file: Option<std::sync::Arc<SocketFile>>,
+    /// The `--listen` address it was opened for (`None`: a socket-activation socket passed on
+    /// without a `systemd:NAME` picking it). An edited configuration file keeps the socket of
+    /// an address that did not change.
+    pub origin: Option<ListenAddr>,
 }
 
 impl Listener {
@@ -89,6 +97,20 @@ impl Listener {
     #[cfg(test)]
     pub fn socket_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|f| f.path.as_path())
+    }
+
+    /// Another handle on the same open socket (`dup`: the same socket, the same inode), named
+    /// `name`. Its socket file is removed once every copy is dropped.
+    pub fn try_clone(&self, name: String) -> io::Result<Listener> {
+        Ok(Listener {
+            name,
+            kind: self.kind,
+            local_addr: self.local_addr.clone(),
+            backlog: self.backlog,
+            fd: self.fd.try_clone()?,
+            file: self.file.clone(),
+            origin: self.origin.clone(),
+        })
     }
 }
 
@@ -164,6 +186,18 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
         count += activation.len();
     }
     ensure_fd_limit(count)?;
+    // A socket of socket activation bound to an address a spec lists takes that spec's place
+    // (instead of a second bind of the same address, which would fail).
+    let mut by_address: Vec<Option<activation::ActivationSocket>> = specs
+        .iter()
+        .map(|spec| match &spec.addr {
+            ListenAddr::Inet { .. } | ListenAddr::Unix { .. } => activation
+                .iter()
+                .position(|a| activation::bound_to(a.fd.as_fd(), &spec.addr))
+                .map(|k| activation.remove(k)),
+            _ => None,
+        })
+        .collect();
 
     let cap = somaxconn();
     let capped = |b: u32| cap.map_or(b, |c| b.min(c.max(1)));
@@ -175,9 +209,17 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
         }
     }
     let mut picked = Vec::new();
-    for (spec, ids) in specs.iter().zip(ids) {
+    for (k, (spec, ids)) in specs.iter().zip(ids).enumerate() {
         let backlog = capped(spec.options.backlog.unwrap_or(backlog));
+        let before = listeners.len();
         match &spec.addr {
+            ListenAddr::Inet { .. } | ListenAddr::Unix { .. } if by_address[k].is_some() => {
+                if let Some(a) = by_address[k].take() {
+                    let origin = format!("--listen {spec} (socket activation fd {})", a.number);
+                    let name = spec.name.clone().unwrap_or_else(|| a.name.clone());
+                    listeners.push(adopt(a.fd, &origin, name, false)?);
+                }
+            }
             ListenAddr::Systemd(name) => {
                 for a in activation.iter().filter(|a| a.name == *name) {
                     let fd = a.fd.try_clone().with_context(|| {
@@ -207,6 +249,9 @@ pub fn open_all(specs: &[ListenSpec], backlog: u32, inherited: Inherited) -> Res
             ListenAddr::Unix { kind, path } => {
                 listeners.push(bind_unix(spec, *kind, path, backlog, ids)?)
             }
+        }
+        for l in &mut listeners[before..] {
+            l.origin = Some(spec.addr.clone());
         }
     }
     if picking {
@@ -353,6 +398,7 @@ fn bind_inet(
         backlog,
         fd: socket.into(),
         file: None,
+        origin: None,
     })
 }
 
@@ -647,7 +693,8 @@ fn bind_unix(
         local_addr,
         backlog,
         fd: socket.into(),
-        file,
+        file: file.map(std::sync::Arc::new),
+        origin: None,
     })
 }
 
@@ -911,96 +958,6 @@ fn sanitize_name(name: &str) -> String {
         })
         .take(FDNAME_MAX)
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Inherited sockets
-
-/// Checks an inherited fd and wraps it as a [`Listener`]: it must be a socket, and a stream or
-/// seqpacket socket must be listening. `origin` names where it came from in messages; `usage`
-/// says whether a bad fd is the command line's fault (`fd:N`, exit 2) or the environment's.
-fn adopt(fd: OwnedFd, origin: &str, name: String, usage: bool) -> Result<Listener> {
-    let fail = |msg: String| -> anyhow::Error {
-        if usage {
-            SpecError::new(msg).into()
-        } else {
-            anyhow!(msg)
-        }
-    };
-    let number = fd.as_raw_fd();
-    let stat = nix::sys::stat::fstat(number).with_context(|| format!("{origin}: fstat"))?;
-    let mode = stat.st_mode;
-    if mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(fail(format!(
-            "{origin}: fd {number} is not a socket (it is {}); relaunch passes sockets only",
-            describe_file_type(mode)
-        )));
-    }
-    let socket = Socket::from(fd);
-    let ty = socket
-        .r#type()
-        .with_context(|| format!("{origin}: reading SO_TYPE"))?;
-    let domain = socket
-        .domain()
-        .with_context(|| format!("{origin}: reading SO_DOMAIN"))?;
-    let kind = socket_kind(domain, ty);
-    if (ty == Type::STREAM || ty == Type::SEQPACKET) && !socket.is_listener().unwrap_or(false) {
-        return Err(fail(format!(
-            "{origin}: fd {number} is a {kind} socket that is not listening; pass a listening socket (after listen()), not a connection"
-        )));
-    }
-    socket
-        .set_cloexec(true)
-        .with_context(|| format!("{origin}: setting close-on-exec"))?;
-    let local_addr = socket
-        .local_addr()
-        .map_or_else(|_| "-".to_owned(), |a| describe_sockaddr(&a));
-    Ok(Listener {
-        name,
-        kind,
-        local_addr,
-        backlog: None,
-        fd: socket.into(),
-        file: None,
-    })
-}
-
-/// The log name of a socket of this domain and type.
-fn socket_kind(domain: Domain, ty: Type) -> &'static str {
-    let types = if domain == Domain::IPV4 || domain == Domain::IPV6 {
-        ["tcp", "udp", "sctp"]
-    } else if domain == Domain::UNIX {
-        ["unix", "unixgram", "unixpacket"]
-    } else if domain == Domain::VSOCK {
-        return "vsock";
-    } else if domain == Domain::from(libc::AF_NETLINK) {
-        return "netlink";
-    } else {
-        return "socket";
-    };
-    if ty == Type::STREAM {
-        types[0]
-    } else if ty == Type::DGRAM {
-        types[1]
-    } else if ty == Type::SEQPACKET {
-        types[2]
-    } else {
-        "socket"
-    }
-}
-
-/// A socket address for logs: `IP:PORT`, a path, `@name` for an abstract socket, `-` if none.
-fn describe_sockaddr(addr: &SockAddr) -> String {
-    if let Some(a) = addr.as_socket() {
-        return a.to_string();
-    }
-    if let Some(p) = addr.as_pathname() {
-        return p.display().to_string();
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        return format!("@{}", String::from_utf8_lossy(name));
-    }
-    "-".to_owned()
 }
 
 #[cfg(test)]

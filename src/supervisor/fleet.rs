@@ -131,6 +131,22 @@ impl Fleet {
         next
     }
 
+    /// A fleet with new `settings` (an edited configuration file) taking over from
+    /// `previous`: generation numbers continue after `previous`'s, with a fresh restart policy.
+    pub fn successor(previous: &Fleet, settings: Settings, seed: u64) -> Fleet {
+        let generation = previous.newest_generation() + 1;
+        let mut next = Fleet::with_seed(settings, seed);
+        if next.single() {
+            next.workers[0].next_generation = generation;
+            return next;
+        }
+        next.generation = generation;
+        for w in &mut next.workers {
+            w.pinned = Some(generation);
+        }
+        next
+    }
+
     /// The newest generation number handed out so far.
     fn newest_generation(&self) -> u64 {
         match self.single() {
