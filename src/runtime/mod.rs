@@ -302,9 +302,7 @@ impl Master {
                 crate::sys::memory::release_free_heap();
             }
             self.busy |= deadline.is_some();
-            let ready = set
-                .wait(deadline)
-                .map_err(|e| anyhow!("poll: {e}"))?;
+            let ready = set.wait(deadline).map_err(|e| anyhow!("poll: {e}"))?;
             let _ = signal_token; // the signal pipe is drained every round
             let readable: Vec<_> = program_tokens
                 .iter()
