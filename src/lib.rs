@@ -61,7 +61,13 @@
 //! [`supervisor`]'s settings, states and reports; [`status`] records; [`client`] (the
 //! `status`, `reload`, `stop` and `signal` subcommands); [`config_file`] (`--config`,
 //! `check-config`); [`cli_docs`] (the man page and shell
-//! completions); [`daemon`] (background mode).
+//! completions); [`daemon`] (background mode). [`cli`], [`client`], [`config_file`] and
+//! [`cli_docs`] need the `cli` cargo feature (on by default).
+//!
+//! A server can also be its own master: [`self_host`] at the top of `main` runs the master in
+//! the first run and returns the sockets in each generation, [`entry`] runs named entry points
+//! of one binary as programs of their own, and [`background`] detaches a master as
+//! `--daemon` does (see [`host`]).
 //! Everything else (the event loop, the program value, sockets, spawning, the poll registry)
 //! is internal.
 
@@ -70,18 +76,25 @@
 
 pub(crate) mod accept;
 pub mod api;
+pub mod background;
 pub mod child;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod cli_docs;
+#[cfg(feature = "cli")]
 pub mod client;
 pub mod command;
 pub mod config;
 pub(crate) mod config_diff;
+#[cfg(feature = "cli")]
 pub mod config_file;
 pub(crate) mod conn;
 pub mod control;
 pub mod daemon;
 pub(crate) mod environment;
+pub mod host;
+pub mod logging;
 pub mod metrics;
 pub(crate) mod notify;
 pub mod output;
@@ -104,6 +117,7 @@ pub mod watch;
 
 pub use command::Command;
 pub use config::{Config, ProgramConfig};
+pub use host::{entry, self_host};
 
 /// Records which file descriptors this process inherited from its parent (sockets passed by
 /// socket activation or named with `--listen fd:N`): the only ones relaunch will adopt. Call
@@ -148,6 +162,17 @@ pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Fai
 
 /// How the master reads its configuration file again (SIGHUP, `relaunch reload`): the
 /// runtime is handed this function rather than depending on the front end's parser.
+#[cfg(feature = "cli")]
 fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
     config_file::load(path).map_err(|e| e.to_string())
+}
+
+/// Without the `cli` feature there is no configuration file parser; a [`Config`] built in code
+/// has no `source`, so this is never called.
+#[cfg(not(feature = "cli"))]
+fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
+    Err(format!(
+        "cannot read {}: relaunch was built without the cli feature, which reads configuration files",
+        path.display()
+    ))
 }

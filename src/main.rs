@@ -1,14 +1,12 @@
 //! The `relaunch` binary: parses arguments, sets up logging, and maps the outcome to an exit
 //! code (see `relaunch --help`).
 
-use std::io::IsTerminal;
 use std::process::exit;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches};
+use relaunch::background::Side;
 use relaunch::cli::{Args, Subcommand};
-use relaunch::daemon::{self, Detached};
-use tracing::Level;
 
 /// Exit code for usage errors.
 const USAGE: i32 = 2;
@@ -54,41 +52,18 @@ fn main() {
     // Detach first: before any thread, socket or signal handler exists, and before logging
     // decides about colours for a terminal the daemon will not have.
     let startup = if config.daemon {
-        for program in &mut config.programs {
-            if let Err(e) = daemon::absolute_program(&mut program.command) {
-                eprintln!(
-                    "relaunch: error: cannot make the program path {:?} absolute: {e}",
-                    program.command.program
-                );
-                exit(1);
-            }
-        }
-        let keep: Vec<std::os::fd::RawFd> = config
-            .programs
-            .iter()
-            .flat_map(|program| &program.listen)
-            .filter_map(|spec| match spec.addr {
-                relaunch::spec::ListenAddr::Fd(fd) => Some(fd),
-                _ => None,
-            })
-            .collect();
-        match daemon::detach(&keep) {
-            Ok(Detached::Parent { code, message }) => {
-                if code != 0 {
-                    eprintln!("relaunch: error: {message}");
-                }
-                exit(code);
-            }
-            Ok(Detached::Daemon(startup)) => Some(startup),
-            Err(e) => {
-                eprintln!("relaunch: error: cannot detach: {e}");
-                exit(1);
+        match relaunch::background::detach(&mut config) {
+            Ok(Side::Original) => exit(0),
+            Ok(Side::Daemon(startup)) => Some(startup),
+            Err(failure) => {
+                eprintln!("relaunch: error: {:#}", failure.error);
+                exit(failure.code);
             }
         }
     } else {
         None
     };
-    init_logging(level, file_level);
+    relaunch::logging::init(level, file_level);
     let result = match startup {
         Some(startup) => relaunch::run_detached(config, startup),
         None => relaunch::run(config),
@@ -119,28 +94,4 @@ fn one_line(rendered: &str) -> String {
     let mut line = parts.join(" ");
     line.push_str(" (see relaunch --help)");
     line
-}
-
-/// The level: -v/-q, else RELAUNCH_LOG, else the configuration file's `log-level`, else info.
-fn init_logging(flag: Option<Level>, file: Option<Level>) {
-    let mut bad_env = None;
-    let fallback = file.unwrap_or(Level::INFO);
-    let level = flag.unwrap_or_else(|| match std::env::var("RELAUNCH_LOG") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<Level>().unwrap_or_else(|_| {
-            bad_env = Some(v);
-            fallback
-        }),
-        _ => fallback,
-    });
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(level)
-        .init();
-    if let Some(v) = bad_env {
-        tracing::warn!(
-            "RELAUNCH_LOG={v:?} is not a level (expected error, warn, info, debug or trace); using info"
-        );
-    }
 }

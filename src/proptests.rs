@@ -33,10 +33,10 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
-use crate::cli::parse_factor;
 use crate::control::{parse_name, parse_request, Request};
 use crate::metrics::MetricsAddr;
 use crate::notify::{Note, MAX_MESSAGE};
+use crate::parse::parse_factor;
 use crate::parse::{parse_duration, parse_signal, parse_size};
 use crate::process::{parse_env_file, parse_nice, parse_pdeathsig, EnvVar, Umask};
 use crate::spec::{
