@@ -728,7 +728,10 @@ impl Output {
     fn read_some(&mut self, budget: usize, only: Option<Pid>) {
         let mut buf = READ_BUF.take();
         if buf.len() < READ_CHUNK {
-            buf.resize(READ_CHUNK, 0);
+            // A fresh zeroed allocation rather than a resize that writes every byte: the
+            // allocator hands out fresh pages already zeroed, so the pages no read reaches are
+            // never touched and never become resident.
+            buf = vec![0u8; READ_CHUNK];
         }
         let mut i = 0;
         while i < self.pipes.len() {

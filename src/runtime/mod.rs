@@ -199,6 +199,7 @@ fn run_master(
         source,
         read,
         config_error: None,
+        busy: true,
         started,
         removing: Vec::new(),
         api_edits,
@@ -258,6 +259,9 @@ struct Master {
     /// With several programs: which programs have been up (READY goes upward once every
     /// autostart program has).
     ready_each: Vec<bool>,
+    /// Whether the last wait had a deadline (something scheduled: a start, a reload, a stop, a
+    /// control client). The first wait without one gives the free heap back to the kernel.
+    busy: bool,
 }
 
 /// The master's stop, group by group in reverse priority order.
@@ -305,9 +309,14 @@ impl Master {
             let program_tokens: Vec<_> =
                 self.programs.iter().map(|p| p.register(&mut set)).collect();
             let control_tokens = self.control.register(&mut set);
-            let ready = set
-                .wait(self.deadline())
-                .map_err(|e| anyhow!("poll: {e}"))?;
+            let deadline = self.deadline();
+            if deadline.is_none() && std::mem::replace(&mut self.busy, false) {
+                // Idle now, after a startup, a reload or a request: what they allocated and
+                // freed need not stay resident while the master waits.
+                crate::sys::memory::release_free_heap();
+            }
+            self.busy |= deadline.is_some();
+            let ready = set.wait(deadline).map_err(|e| anyhow!("poll: {e}"))?;
             let _ = signal_token; // the signal pipe is drained every round
             let readable: Vec<_> = program_tokens
                 .iter()

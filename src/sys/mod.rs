@@ -11,12 +11,14 @@
 //! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
 //! - [`env`]: removing environment variables, only while the process has one thread.
+//! - [`memory`]: giving the free heap back to the kernel when the master goes idle.
 //! - [`signal`]: the master's signal handlers, each setting a flag and writing to one shared
 //!   wake-up fd.
 
 pub(crate) mod env;
 pub(crate) mod fds;
 pub(crate) mod fork;
+pub(crate) mod memory;
 pub(crate) mod pidfd;
 pub(crate) mod signal;
 pub(crate) mod spawn;
