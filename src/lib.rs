@@ -153,26 +153,35 @@ impl From<anyhow::Error> for Failure {
 /// Runs the master with `config` until it stops. Returns the exit code: the status of the
 /// child that was current when it stopped, as a shell reports it (128+N for signal N).
 pub fn run(config: Config) -> Result<i32, Failure> {
-    runtime::run(config, None, read_config_file)
+    api_master(config)?.run_reporting(None)
 }
 
 /// Like [`run`], in a process that [`daemon::detach`]ed: reports to the waiting shell command
 /// through `startup` once the first generation is up, or why it did not come up.
 pub fn run_detached(config: Config, startup: daemon::Startup) -> Result<i32, Failure> {
-    runtime::run(config, Some(startup), read_config_file)
+    api_master(config)?.run_reporting(Some(startup))
+}
+
+/// The embedding API's master for a configuration the command line (or a self-hosted server)
+/// built: the binary runs through the same [`api::Master`] as code does.
+fn api_master(config: Config) -> Result<api::Master, Failure> {
+    api::Master::from_config(config).map_err(|e| Failure {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e.to_string()),
+    })
 }
 
 /// How the master reads its configuration file again (SIGHUP, `relaunch reload`): the
 /// runtime is handed this function rather than depending on the front end's parser.
 #[cfg(feature = "cli")]
-fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
+pub(crate) fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
     config_file::load(path).map_err(|e| e.to_string())
 }
 
 /// Without the `cli` feature there is no configuration file parser; a [`Config`] built in code
 /// has no `source`, so this is never called.
 #[cfg(not(feature = "cli"))]
-fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
+pub(crate) fn read_config_file(path: &std::path::Path) -> Result<Config, String> {
     Err(format!(
         "cannot read {}: relaunch was built without the cli feature, which reads configuration files",
         path.display()

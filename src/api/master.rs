@@ -43,8 +43,13 @@ pub struct Master {
     programs: Vec<ProgramConfig>,
     control: ControlConfig,
     pid_file: Option<PathBuf>,
-    /// Detached into the background (a self-hosted server's background mode).
+    /// Detached into the background (`--daemon`, a self-hosted server's background mode).
     daemon: bool,
+    /// The configuration file it was read from, read again on SIGHUP (`--config`).
+    source: Option<PathBuf>,
+    /// The several-programs status shape even with one program (a master built in code; a
+    /// command line of one program keeps the single-program record).
+    shape_named: bool,
     handle: Handle,
     /// Taken when the master runs; still here when it is dropped unrun.
     inbox: Option<(Inbox, Receiver<Edit>)>,
@@ -67,6 +72,12 @@ impl Master {
     /// yet and no control socket.
     pub fn new(name: &str) -> Result<Master, Error> {
         let name = crate::control::parse_name(name).map_err(|m| Error::usage("--name", m))?;
+        Master::named(name, true)
+    }
+
+    /// A master whose name was checked already; `named`: the several-programs status shape
+    /// even with one program.
+    fn named(name: String, named: bool) -> Result<Master, Error> {
         let (caller, inbox) = local::channel()
             .map_err(|e| Error::failed(format!("creating the wake socket: {e}")))?;
         let (edits, edits_rx) = mpsc::channel();
@@ -81,19 +92,23 @@ impl Master {
             },
             pid_file: None,
             daemon: false,
+            source: None,
+            shape_named: named,
             handle: Handle::new(caller, edits, Arc::new(Shared::default())),
             inbox: Some((inbox, edits_rx)),
         })
     }
 
-    /// A master for a configuration built inside the crate (a self-hosted server's), so that
-    /// it has a [`Handle`] too.
+    /// A master for a configuration built inside the crate, already checked: the command
+    /// line's ([`crate::run`]) or a self-hosted server's, so that it has a [`Handle`] too.
     pub(crate) fn from_config(config: Config) -> Result<Master, Error> {
-        let mut master = Master::new(&config.name)?;
+        let named = config.named();
+        let mut master = Master::named(config.name, named)?;
         master.programs = config.programs;
         master.control = config.control;
         master.pid_file = config.pid_file;
         master.daemon = config.daemon;
+        master.source = config.source;
         Ok(master)
     }
 
@@ -161,7 +176,7 @@ impl Master {
             name: std::mem::take(&mut self.name),
             control: self.control.clone(),
             programs: std::mem::take(&mut self.programs),
-            source: None,
+            source: self.source.take(),
         };
         let inbox = self.inbox.take().ok_or(RuntimeError::MasterGone)?;
         Ok((config, inbox, self.handle.clone()))
@@ -180,22 +195,27 @@ impl Master {
         result
     }
 
-    /// Runs the master on this thread like the `relaunch` binary does (the config file reader
-    /// aside), reporting to a waiting background-mode caller through `startup`; its handles
-    /// work meanwhile. For a self-hosted server.
+    /// Runs the master on this thread as the `relaunch` binary does, reporting to a waiting
+    /// `--daemon` (or background-mode) caller through `startup`: the command line's master and a
+    /// self-hosted server's. A handle taken before (`SelfHost::with_handle`) works meanwhile;
+    /// with none, the handle's channel is closed first, so the master holds no fd for it.
     pub(crate) fn run_reporting(
         self,
         startup: Option<crate::daemon::Startup>,
     ) -> Result<i32, crate::Failure> {
-        let handle = self.handle.clone();
-        let (config, inbox, _) = self.into_parts().map_err(|e| crate::Failure {
+        // Only the master's own handle: nobody can ask through one.
+        let alone = Arc::strong_count(self.handle.shared()) == 1;
+        let named = self.shape_named;
+        let (config, inbox, handle) = self.into_parts().map_err(|e| crate::Failure {
             code: e.exit_code(),
             error: anyhow::anyhow!(e.to_string()),
         })?;
-        let result = crate::runtime::run_reporting(config, startup, no_file, Some(inbox));
-        handle
-            .shared()
-            .finished(result.as_ref().copied().map_err(Error::from_failure));
+        let shared = handle.shared().clone();
+        drop(handle);
+        let local = (!alone).then_some(inbox);
+        let read = crate::read_config_file;
+        let result = crate::runtime::run_reporting(config, startup, read, local, named);
+        shared.finished(result.as_ref().copied().map_err(Error::from_failure));
         result
     }
 
@@ -226,9 +246,4 @@ impl Master {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A master built in code has no configuration file to read again.
-fn no_file(_: &std::path::Path) -> Result<Config, String> {
-    Err("no configuration file".to_owned())
 }

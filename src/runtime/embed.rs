@@ -78,7 +78,14 @@ pub(crate) fn run_embedded(
     edits: Receiver<Edit>,
     claim: Claim,
 ) -> Result<i32, Failure> {
-    super::run_master(config, &mut None, no_file, Some((inbox, edits)), claim)
+    super::run_master(
+        config,
+        &mut None,
+        no_file,
+        Some((inbox, edits)),
+        true,
+        claim,
+    )
 }
 
 /// A master run from code has no configuration file to read again.

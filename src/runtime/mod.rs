@@ -62,13 +62,10 @@ use crate::Failure;
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 /// With `startup` (`--daemon`), reports to the waiting shell command whether the first
 /// generation came up; a failure is reported only after everything is cleaned up.
-/// `read` reads the configuration file again (`Config::source`) on SIGHUP.
-pub fn run(config: Config, startup: Option<Startup>, read: ReadConfig) -> Result<i32, Failure> {
-    run_reporting(config, startup, read, None)
-}
-
-/// [`run`], with a library handle's requests (`local`) when a self-hosted master is driven by
-/// a [`crate::api::Handle`] too.
+/// `read` reads the configuration file again (`Config::source`) on SIGHUP. `local` carries a
+/// library handle's requests when the master is driven by a [`crate::api::Handle`] too;
+/// `named`: the several-programs status shape even for one program (a master built in code).
+/// Called through [`crate::api::Master`], which the command line uses as well.
 pub(crate) fn run_reporting(
     config: Config,
     startup: Option<Startup>,
@@ -77,6 +74,7 @@ pub(crate) fn run_reporting(
         crate::control::local::Inbox,
         std::sync::mpsc::Receiver<Edit>,
     )>,
+    named: bool,
 ) -> Result<i32, Failure> {
     let mut startup = startup;
     let output = &config.program().output;
@@ -85,7 +83,7 @@ pub(crate) fn run_reporting(
         .clone()
         .or_else(|| output.stdout_log.clone().filter(|_| output.redirect_stderr));
     let result = match Claim::take() {
-        Ok(claim) => run_master(config, &mut startup, read, local, claim),
+        Ok(claim) => run_master(config, &mut startup, read, local, named, claim),
         Err(e) => Err(Failure::from(anyhow!(e))),
     };
     if let Some(startup) = startup {
@@ -122,11 +120,12 @@ fn run_master(
         crate::control::local::Inbox,
         std::sync::mpsc::Receiver<Edit>,
     )>,
+    named: bool,
     _claim: Claim,
 ) -> Result<i32, Failure> {
     let started = Instant::now();
     // Programs managed from code are always named (status lists them, requests name them).
-    let named = config.named() || local.is_some();
+    let named = config.named() || named;
     let edits = apply::Edits::new(&config, started);
     let Config {
         pid_file,

@@ -118,9 +118,18 @@ impl Relaunch {
             Some(dir)
         };
         let control = explicit_control(&cmd);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+        // A binary a test just copied (the self-hosted examples) can be busy for an instant:
+        // a child that another test thread forked meanwhile holds the copy's write fd until it
+        // execs (ETXTBSY). That clears by itself; retry until a deadline.
+        let mut spawned = cmd.spawn();
+        poll_until(TIMEOUT, || match &spawned {
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => {
+                spawned = cmd.spawn();
+                false
+            }
+            _ => true,
+        });
+        let mut child = spawned.unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
         let pid = child.id() as i32;
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
