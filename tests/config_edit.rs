@@ -8,7 +8,6 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -51,42 +50,9 @@ fn python(name: &str, priority: u32) -> String {
     )
 }
 
-/// Runs a client subcommand against the site's control socket: (exit code, stdout, stderr).
-fn client(dir: &TempDir, args: &[&str]) -> (i32, String, String) {
-    let (sub, rest) = args.split_first().expect("a subcommand");
-    let out = Command::new(relaunch_bin())
-        .arg(sub)
-        .arg("--control")
-        .arg(dir.join("ctl.sock"))
-        .args(rest)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run the client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn status_json(dir: &TempDir) -> Value {
-    let (_, out, err) = client(dir, &["status", "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out} {err}"))
-}
-
-fn find<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["programs"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-}
-
-fn program<'a>(status: &'a Value, name: &str) -> &'a Value {
-    find(status, name).unwrap_or_else(|| panic!("no program {name} in {status}"))
-}
-
 /// The current pids of `name` (every worker), if it is RUNNING with every worker up.
 fn running_pids(status: &Value, name: &str) -> Option<Vec<i64>> {
-    let p = find(status, name)?;
+    let p = find_program(status, name)?;
     if p["state"] != "RUNNING" {
         return None;
     }
@@ -105,7 +71,7 @@ fn running_pid(status: &Value, name: &str) -> Option<i64> {
 }
 
 fn address(status: &Value, name: &str) -> SocketAddr {
-    program(status, name)["sockets"][0]["address"]
+    site_program(status, name)["sockets"][0]["address"]
         .as_str()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address for {name} in {status}"))
@@ -129,7 +95,7 @@ fn cmdline(pid: i64) -> String {
 fn start(dir: &TempDir, file: &Path, names: &[&str]) -> Relaunch {
     let relaunch = Relaunch::start(&["--config", s(file)]);
     relaunch.wait_until(TIMEOUT, "every program RUNNING", || {
-        let (_, out, _) = client(dir, &["status", "--json"]);
+        let (_, out, _) = site_client(dir, &["status", "--json"]);
         serde_json::from_str::<Value>(&out)
             .is_ok_and(|status| names.iter().all(|n| running_pid(&status, n).is_some()))
     });
@@ -154,7 +120,7 @@ fn applying_an_edit_adds_removes_and_changes_programs_and_keeps_unchanged_socket
     let file = write_file(&dir, &format!("{web}{api}{jobs}"));
     let relaunch = start(&dir, &file, &["web", "api", "jobs"]);
     relaunch.wait_until(TIMEOUT, "jobs' SIGTERM handler in place", || armed.exists());
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let web_addr = address(&before, "web");
     let (web_pid, api_pid, jobs_pid) = (
         running_pid(&before, "web").unwrap(),
@@ -178,14 +144,14 @@ fn applying_an_edit_adds_removes_and_changes_programs_and_keeps_unchanged_socket
     write_file(&dir, &format!("{web}{api2}{admin}"));
     hup(&relaunch);
     relaunch.wait_until(TIMEOUT, "the edit applied", || {
-        let s = status_json(&dir);
-        find(&s, "jobs").is_none()
+        let s = site_status(&dir);
+        find_program(&s, "jobs").is_none()
             && running_pid(&s, "admin").is_some()
             && running_pid(&s, "api").is_some_and(|p| p != api_pid)
             && running_pid(&s, "web").is_some_and(|p| p != web_pid)
-            && program(&s, "web")["last_reload"]["result"] == "ok"
+            && site_program(&s, "web")["last_reload"]["result"] == "ok"
     });
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     assert!(after["config_error"].is_null(), "{after}");
     // api: its new address and arguments.
     let api_new = address(&after, "api");
@@ -199,7 +165,7 @@ fn applying_an_edit_adds_removes_and_changes_programs_and_keeps_unchanged_socket
         cmdline(api_now)
     );
     // api's generations continue.
-    assert!(program(&after, "api")["generations"][0]["generation"].as_u64() > Some(1));
+    assert!(site_program(&after, "api")["generations"][0]["generation"].as_u64() > Some(1));
     // admin serves.
     let admin_now = running_pid(&after, "admin").unwrap();
     let (code, body) = http_get(address(&after, "admin"), TIMEOUT).expect("GET admin");
@@ -263,7 +229,7 @@ fn update_applies_the_difference_only_and_leaves_unchanged_pids_alone() {
     let jobs = python("jobs", 30);
     let file = write_file(&dir, &format!("{web}{api}{jobs}"));
     let _relaunch = start(&dir, &file, &["web", "api", "jobs"]);
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let api_addr = address(&before, "api");
     let pids: Vec<_> = ["web", "api", "jobs"]
         .iter()
@@ -271,7 +237,7 @@ fn update_applies_the_difference_only_and_leaves_unchanged_pids_alone() {
         .collect();
     let api_socket = socket_inode(pids[1], 3);
     // Nothing changed: nothing happens.
-    let (code, out, err) = client(&dir, &["update"]);
+    let (code, out, err) = site_client(&dir, &["update"]);
     assert_eq!((code, out.as_str()), (0, "no program changed\n"), "{err}");
     // api gets new arguments and its socket another name; admin is added; jobs removed.
     let api2 = hello(
@@ -282,7 +248,7 @@ fn update_applies_the_difference_only_and_leaves_unchanged_pids_alone() {
     );
     let admin = hello("admin", "\"http=127.0.0.1:0\"", "", 40);
     write_file(&dir, &format!("{web}{api2}{admin}"));
-    let (code, out, err) = client(&dir, &["update", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["update", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("added: admin\n"), "{out}");
     assert!(out.contains("removed: jobs\n"), "{out}");
@@ -291,16 +257,16 @@ fn update_applies_the_difference_only_and_leaves_unchanged_pids_alone() {
     assert!(out.contains("api: changed done"), "{out}");
     assert!(out.contains("admin: added done"), "{out}");
     assert!(out.contains("jobs: removed done"), "{out}");
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     assert_eq!(running_pid(&after, "web"), Some(pids[0]), "web was touched");
-    assert!(find(&after, "jobs").is_none());
+    assert!(find_program(&after, "jobs").is_none());
     assert!(!proc_alive(pids[2] as i32), "jobs' child still runs");
     let api_now = running_pid(&after, "api").unwrap();
     assert_ne!(api_now, pids[1]);
     // The same open socket, under its new name.
     assert_eq!(address(&after, "api"), api_addr);
     assert_eq!(socket_inode(api_now, 3), api_socket);
-    assert_eq!(program(&after, "api")["sockets"][0]["name"], "public");
+    assert_eq!(site_program(&after, "api")["sockets"][0]["name"], "public");
     let (code, body) = http_get(api_addr, TIMEOUT).expect("GET api");
     assert_eq!(code, 200);
     assert!(body.contains("fdnames=public"), "{body}");
@@ -319,18 +285,18 @@ fn a_workers_change_in_the_file_scales_the_program() {
     let jobs = python("jobs", 20);
     let file = write_file(&dir, &format!("{}{jobs}", pool(2)));
     let relaunch = start(&dir, &file, &["pool", "jobs"]);
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     assert_eq!(running_pids(&before, "pool").unwrap().len(), 2);
     let jobs_pid = running_pid(&before, "jobs");
     let addr = address(&before, "pool");
     write_file(&dir, &format!("{}{jobs}", pool(3)));
-    let (code, out, err) = client(&dir, &["update", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["update", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("changed: pool"), "{out}");
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     let pids = running_pids(&after, "pool").expect("pool running");
     assert_eq!(pids.len(), 3, "{after}");
-    assert_eq!(program(&after, "pool")["workers_up"], 3);
+    assert_eq!(site_program(&after, "pool")["workers_up"], 3);
     assert_eq!(running_pid(&after, "jobs"), jobs_pid);
     assert_eq!(address(&after, "pool"), addr);
     // Every old worker is gone.
@@ -339,9 +305,9 @@ fn a_workers_change_in_the_file_scales_the_program() {
     }
     // Back to one.
     write_file(&dir, &format!("{}{jobs}", pool(1)));
-    let (code, out, err) = client(&dir, &["update", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["update", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(running_pids(&status_json(&dir), "pool").unwrap().len(), 1);
+    assert_eq!(running_pids(&site_status(&dir), "pool").unwrap().len(), 1);
 }
 
 #[test]
@@ -352,7 +318,7 @@ fn an_address_that_cannot_be_bound_refuses_the_whole_edit() {
     let jobs = python("jobs", 30);
     let file = write_file(&dir, &format!("{web}{api}{jobs}"));
     let relaunch = start(&dir, &file, &["web", "api", "jobs"]);
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let pids: Vec<_> = ["web", "api", "jobs"]
         .iter()
         .map(|n| running_pid(&before, n))
@@ -368,13 +334,13 @@ fn an_address_that_cannot_be_bound_refuses_the_whole_edit() {
         20,
     );
     write_file(&dir, &format!("{web}{api2}{admin}"));
-    let (code, out, err) = client(&dir, &["update"]);
+    let (code, out, err) = site_client(&dir, &["update"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("nothing changed"), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     hup(&relaunch);
     relaunch.wait_for_log("the edited configuration file cannot be applied", TIMEOUT);
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     let error = status["config_error"].as_str().unwrap_or_default();
     assert!(
         error.contains("[program.admin]") && error.contains(&format!("{port}")),
@@ -385,12 +351,12 @@ fn an_address_that_cannot_be_bound_refuses_the_whole_edit() {
         .map(|n| running_pid(&status, n))
         .collect();
     assert_eq!(now, pids, "a refused edit must change nothing");
-    assert!(find(&status, "admin").is_none());
+    assert!(find_program(&status, "admin").is_none());
     // Once the port is free, the same file applies.
     drop(taken);
-    let (code, out, err) = client(&dir, &["update", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["update", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(status_json(&dir)["config_error"].is_null());
+    assert!(site_status(&dir)["config_error"].is_null());
 }
 
 #[test]
@@ -400,10 +366,10 @@ fn reload_wait_without_names_reads_the_file_and_waits_for_every_program() {
     let jobs = python("jobs", 30);
     let file = write_file(&dir, &format!("{web}{jobs}"));
     let _relaunch = start(&dir, &file, &["web", "jobs"]);
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let admin = hello("admin", "\"http=127.0.0.1:0\"", "", 40);
     write_file(&dir, &format!("{web}{jobs}{admin}"));
-    let (code, out, err) = client(&dir, &["reload", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["reload", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("added: admin\n"), "{out}");
     assert!(out.contains("reloaded: web, jobs\n"), "{out}");
@@ -415,14 +381,14 @@ fn reload_wait_without_names_reads_the_file_and_waits_for_every_program() {
         assert!(out.contains(line), "{out}");
     }
     // It answered once every part had ended: all three run, web and jobs anew.
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     for name in ["web", "jobs"] {
         assert_ne!(
             running_pid(&after, name),
             running_pid(&before, name),
             "{name}"
         );
-        assert_eq!(program(&after, name)["last_reload"]["result"], "ok");
+        assert_eq!(site_program(&after, name)["last_reload"]["result"], "ok");
     }
     assert!(running_pid(&after, "admin").is_some(), "{after}");
 }
@@ -434,17 +400,17 @@ fn a_changed_program_whose_new_settings_fail_keeps_serving_with_the_old_ones() {
     let jobs = python("jobs", 30);
     let file = write_file(&dir, &format!("{web}{jobs}"));
     let relaunch = start(&dir, &file, &["web", "jobs"]);
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let web_pid = running_pid(&before, "web").unwrap();
     let addr = address(&before, "web");
     // It exits at once (well within its start-secs).
     let broken = "\n[program.web]\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\nlisten = [\"http=127.0.0.1:0\"]\npriority = 10\nstart-retries = 0\nstart-secs = 60\n";
     write_file(&dir, &format!("{broken}{jobs}"));
-    let (code, out, err) = client(&dir, &["update", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["update", "--wait"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("web: changed FAILED"), "{out}");
     assert!(err.contains("web (changed)"), "{err}");
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     assert_eq!(running_pid(&status, "web"), Some(web_pid));
     let error = status["config_error"].as_str().unwrap_or_default();
     assert!(

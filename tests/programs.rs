@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -43,40 +42,9 @@ priority = 30
     path
 }
 
-/// Runs a client subcommand against the site's control socket: (exit code, stdout, stderr).
-fn client(dir: &TempDir, args: &[&str]) -> (i32, String, String) {
-    let ctl = dir.join("ctl.sock");
-    let (sub, rest) = args.split_first().expect("a subcommand");
-    let mut cmd = Command::new(relaunch_bin());
-    cmd.arg(sub)
-        .arg("--control")
-        .arg(&ctl)
-        .args(rest)
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("cannot run the client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn status_json(dir: &TempDir) -> Value {
-    let (_, out, err) = client(dir, &["status", "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out} {err}"))
-}
-
-/// The program `name` in a status record.
-fn program<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["programs"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no program {name} in {status}"))
-}
-
 /// The current generation's pid of `name`, if it is RUNNING.
 fn running_pid(status: &Value, name: &str) -> Option<i64> {
-    let p = program(status, name);
+    let p = site_program(status, name);
     if p["state"] != "RUNNING" {
         return None;
     }
@@ -88,7 +56,7 @@ fn running_pid(status: &Value, name: &str) -> Option<i64> {
 }
 
 fn address(status: &Value, name: &str) -> SocketAddr {
-    program(status, name)["sockets"][0]["address"]
+    site_program(status, name)["sockets"][0]["address"]
         .as_str()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address for {name} in {status}"))
@@ -99,7 +67,7 @@ fn start_site(dir: &TempDir, extra: &str) -> Relaunch {
     let file = write_site(dir, extra);
     let relaunch = Relaunch::start(&["--config", s(&file)]);
     relaunch.wait_until(TIMEOUT, "every program RUNNING", || {
-        client(dir, &["status"]).0 == 0
+        site_client(dir, &["status"]).0 == 0
     });
     relaunch
 }
@@ -108,7 +76,7 @@ fn start_site(dir: &TempDir, extra: &str) -> Relaunch {
 fn programs_start_in_priority_order_each_with_its_own_sockets_and_named_log_lines() {
     let dir = TempDir::new("programs-order");
     let relaunch = start_site(&dir, "");
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     // web (10) was up before api (20) was spawned, and api before jobs (30).
     let lines = relaunch.lines();
     let at = |needle: &str| {
@@ -127,12 +95,12 @@ fn programs_start_in_priority_order_each_with_its_own_sockets_and_named_log_line
         let (code, body) = http_get(addr, TIMEOUT).expect("GET");
         assert_eq!((code, body_pid(&body)), (200, Some(pid as i32)), "{name}");
     }
-    assert!(program(&status, "jobs")["sockets"]
+    assert!(site_program(&status, "jobs")["sockets"]
         .as_array()
         .unwrap()
         .is_empty());
     // The table, in the manner of supervisorctl.
-    let (code, table, _) = client(&dir, &["status"]);
+    let (code, table, _) = site_client(&dir, &["status"]);
     assert_eq!(code, 0);
     assert!(table.starts_with("NAME "), "{table}");
     assert!(table.contains("LAST-RELOAD"), "{table}");
@@ -157,7 +125,7 @@ fn unknown_program_names_exit_2_with_the_valid_names() {
         &["start", "nope"],
         &["signal", "USR1", "nope"],
     ] {
-        let (code, _, err) = client(&dir, args);
+        let (code, _, err) = site_client(&dir, args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(
             err.contains(r#"no program named "nope" (the programs are: web, api, jobs)"#),
@@ -170,7 +138,7 @@ fn unknown_program_names_exit_2_with_the_valid_names() {
 fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
     let dir = TempDir::new("programs-reload");
     let _relaunch = start_site(&dir, "");
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let (web, api) = (address(&before, "web"), address(&before, "api"));
     let (web_pid, api_pid, jobs_pid) = (
         running_pid(&before, "web").unwrap(),
@@ -180,7 +148,7 @@ fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
     let web_load = Load::start(web, 4);
     let api_load = Load::start(api, 4);
     for _ in 0..3 {
-        let (code, out, err) = client(&dir, &["reload", "--wait", "web"]);
+        let (code, out, err) = site_client(&dir, &["reload", "--wait", "web"]);
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.starts_with("web: reload complete"), "{out}");
     }
@@ -195,9 +163,9 @@ fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
         api_stats.samples
     );
     assert!(web_stats.ok > 0 && api_stats.ok > 0);
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     assert_ne!(running_pid(&after, "web"), Some(web_pid));
-    assert_eq!(program(&after, "web")["last_reload"]["generation"], 4);
+    assert_eq!(site_program(&after, "web")["last_reload"]["generation"], 4);
     assert_eq!(running_pid(&after, "api"), Some(api_pid));
     assert_eq!(running_pid(&after, "jobs"), Some(jobs_pid));
     assert!(api_stats.pids.len() == 1 && api_stats.pids.contains(&(api_pid as i32)));
@@ -220,17 +188,17 @@ backoff-max = "10ms"
     let file = write_site(&dir, extra);
     let relaunch = Relaunch::start(&["--config", s(&file)]);
     relaunch.wait_until(TIMEOUT, "broken FATAL and the others RUNNING", || {
-        let (code, out, _) = client(&dir, &["status", "--json"]);
+        let (code, out, _) = site_client(&dir, &["status", "--json"]);
         let Ok(status) = serde_json::from_str::<Value>(&out) else {
             return false;
         };
         code == 1
-            && program(&status, "broken")["state"] == "FATAL"
+            && site_program(&status, "broken")["state"] == "FATAL"
             && ["web", "api", "jobs"]
                 .iter()
                 .all(|n| running_pid(&status, n).is_some())
     });
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     let web = address(&status, "web");
     let (code, body) = http_get(web, TIMEOUT).expect("GET web");
     assert_eq!(
@@ -238,8 +206,8 @@ backoff-max = "10ms"
         (200, running_pid(&status, "web").map(|p| p as i32))
     );
     // Asked by name, the healthy ones are fine (exit 0) and the FATAL one is not (exit 1).
-    assert_eq!(client(&dir, &["status", "web", "api"]).0, 0);
-    assert_eq!(client(&dir, &["status", "broken"]).0, 1);
+    assert_eq!(site_client(&dir, &["status", "web", "api"]).0, 0);
+    assert_eq!(site_client(&dir, &["status", "broken"]).0, 1);
     assert!(proc_alive(relaunch.pid()));
 }
 
@@ -247,13 +215,13 @@ backoff-max = "10ms"
 fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
     let dir = TempDir::new("programs-stop");
     let relaunch = start_site(&dir, "");
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let api = address(&before, "api");
     let api_pid = running_pid(&before, "api").unwrap() as i32;
-    let (code, _, err) = client(&dir, &["stop", "api"]);
+    let (code, _, err) = site_client(&dir, &["stop", "api"]);
     assert_eq!(code, 0, "{err}");
     relaunch.wait_until(TIMEOUT, "api STOPPED and its child gone", || {
-        program(&status_json(&dir), "api")["state"] == "STOPPED" && !proc_alive(api_pid)
+        site_program(&site_status(&dir), "api")["state"] == "STOPPED" && !proc_alive(api_pid)
     });
     // The master keeps the socket: a connection is accepted by the kernel (queued), not refused.
     let queued = std::net::TcpStream::connect_timeout(&api, TIMEOUT);
@@ -261,16 +229,19 @@ fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
         queued.is_ok(),
         "api's port refused a connection: {queued:?}"
     );
-    assert_eq!(client(&dir, &["status", "api"]).0, 1);
-    assert_eq!(client(&dir, &["status", "web", "jobs"]).0, 0);
-    let (code, _, err) = client(&dir, &["start", "api"]);
+    assert_eq!(site_client(&dir, &["status", "api"]).0, 1);
+    assert_eq!(site_client(&dir, &["status", "web", "jobs"]).0, 0);
+    let (code, _, err) = site_client(&dir, &["start", "api"]);
     assert_eq!(code, 0, "{err}");
     relaunch.wait_until(TIMEOUT, "api RUNNING again", || {
-        running_pid(&status_json(&dir), "api").is_some()
+        running_pid(&site_status(&dir), "api").is_some()
     });
-    let after = status_json(&dir);
+    let after = site_status(&dir);
     // Its generations go on, and the connection queued while it was stopped is served.
-    assert_eq!(program(&after, "api")["generations"][0]["generation"], 2);
+    assert_eq!(
+        site_program(&after, "api")["generations"][0]["generation"],
+        2
+    );
     let mut queued = queued.unwrap();
     let (code, body) = http_get_on(&mut queued, TIMEOUT).expect("the queued connection");
     assert_eq!(code, 200);
@@ -285,7 +256,7 @@ fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
 fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
     let dir = TempDir::new("programs-broken-file");
     let relaunch = start_site(&dir, "");
-    let before = status_json(&dir);
+    let before = site_status(&dir);
     let pids: Vec<_> = ["web", "api", "jobs"]
         .iter()
         .map(|n| running_pid(&before, n))
@@ -295,15 +266,15 @@ fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
     std::fs::write(&file, format!("{good}\n[program.web2]\ncomand = [\"x\"]\n")).unwrap();
     kill(relaunch.pid(), nix::sys::signal::Signal::SIGHUP as i32);
     relaunch.wait_until(TIMEOUT, "config_error in status", || {
-        status_json(&dir)["config_error"].is_string()
+        site_status(&dir)["config_error"].is_string()
     });
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     let error = status["config_error"].as_str().unwrap();
     assert!(
         error.contains("site.toml:") && error.contains("comand"),
         "{error}"
     );
-    let (_, table, _) = client(&dir, &["status"]);
+    let (_, table, _) = site_client(&dir, &["status"]);
     assert!(table.contains("config_error: "), "{table}");
     let after: Vec<_> = ["web", "api", "jobs"]
         .iter()
@@ -315,11 +286,11 @@ fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
     std::fs::write(&file, good).unwrap();
     kill(relaunch.pid(), nix::sys::signal::Signal::SIGHUP as i32);
     relaunch.wait_until(TIMEOUT, "every program reloaded, no config_error", || {
-        let status = status_json(&dir);
+        let status = site_status(&dir);
         status["config_error"].is_null()
             && ["web", "api", "jobs"]
                 .iter()
-                .all(|n| program(&status, n)["last_reload"]["result"] == "ok")
+                .all(|n| site_program(&status, n)["last_reload"]["result"] == "ok")
     });
 }
 
@@ -327,7 +298,7 @@ fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
 fn the_master_stops_programs_in_reverse_order_and_exits_0() {
     let dir = TempDir::new("programs-stop-all");
     let mut relaunch = start_site(&dir, "");
-    let (code, out, err) = client(&dir, &["stop", "--wait"]);
+    let (code, out, err) = site_client(&dir, &["stop", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     let status = relaunch.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "{}", relaunch.stderr());
@@ -344,7 +315,7 @@ fn the_master_stops_programs_in_reverse_order_and_exits_0() {
 
 /// The current children of `name` as (worker, generation, pid), by worker.
 fn workers_of(status: &Value, name: &str) -> Vec<(u64, u64, i64)> {
-    let mut v: Vec<(u64, u64, i64)> = program(status, name)["generations"]
+    let mut v: Vec<(u64, u64, i64)> = site_program(status, name)["generations"]
         .as_array()
         .map(|gs| {
             gs.iter()
@@ -372,11 +343,11 @@ fn a_program_with_workers_is_signalled_stopped_and_started_by_name() {
         hello.display()
     );
     let relaunch = start_site(&dir, &pool);
-    let up = |s: &Value| program(s, "pool")["workers_up"] == 3;
+    let up = |s: &Value| site_program(s, "pool")["workers_up"] == 3;
     relaunch.wait_until(TIMEOUT, "pool's three workers up", || {
-        up(&status_json(&dir))
+        up(&site_status(&dir))
     });
-    let before = workers_of(&status_json(&dir), "pool");
+    let before = workers_of(&site_status(&dir), "pool");
     assert_eq!(
         before.iter().map(|w| (w.0, w.1)).collect::<Vec<_>>(),
         vec![(0, 1), (1, 1), (2, 1)],
@@ -384,37 +355,37 @@ fn a_program_with_workers_is_signalled_stopped_and_started_by_name() {
     );
     // One worker of one program, by name (a crash: it is restarted alone); the others are left
     // alone.
-    let (code, out, err) = client(&dir, &["signal", "KILL", "pool", "--worker", "1"]);
+    let (code, out, err) = site_client(&dir, &["signal", "KILL", "pool", "--worker", "1"]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("worker 1"), "{out}");
     relaunch.wait_until(TIMEOUT, "worker 1 replaced", || {
-        let now = workers_of(&status_json(&dir), "pool");
+        let now = workers_of(&site_status(&dir), "pool");
         now.len() == 3 && now[1].2 != before[1].2
     });
-    let after = workers_of(&status_json(&dir), "pool");
+    let after = workers_of(&site_status(&dir), "pool");
     assert_eq!((after[0].2, after[2].2), (before[0].2, before[2].2));
     // A worker index out of range names the valid ones and exits 1; nothing changes.
-    let (code, _, err) = client(&dir, &["signal", "TERM", "pool", "--worker", "3"]);
+    let (code, _, err) = site_client(&dir, &["signal", "TERM", "pool", "--worker", "3"]);
     assert_ne!(code, 0);
     assert!(err.contains("workers are 0 to 2"), "{err}");
     // Stopped by name, then started again: three new workers of the next generation.
-    assert_eq!(client(&dir, &["stop", "pool"]).0, 0);
+    assert_eq!(site_client(&dir, &["stop", "pool"]).0, 0);
     relaunch.wait_until(TIMEOUT, "pool STOPPED, its workers gone", || {
-        program(&status_json(&dir), "pool")["state"] == "STOPPED"
+        site_program(&site_status(&dir), "pool")["state"] == "STOPPED"
             && after.iter().all(|w| !proc_alive(w.2 as i32))
     });
-    let (code, _, err) = client(&dir, &["start", "pool"]);
+    let (code, _, err) = site_client(&dir, &["start", "pool"]);
     assert_eq!(code, 0, "{err}");
     relaunch.wait_until(TIMEOUT, "pool's workers up again", || {
-        let s = status_json(&dir);
-        program(&s, "pool")["state"] == "RUNNING" && up(&s)
+        let s = site_status(&dir);
+        site_program(&s, "pool")["state"] == "RUNNING" && up(&s)
     });
-    let again = workers_of(&status_json(&dir), "pool");
+    let again = workers_of(&site_status(&dir), "pool");
     assert_eq!(again.len(), 3, "{again:?}");
     let generation = again[0].1;
     assert!(generation > 1, "{again:?}");
     assert!(again.iter().all(|w| w.1 == generation), "{again:?}");
-    let addr = address(&status_json(&dir), "pool");
+    let addr = address(&site_status(&dir), "pool");
     let (code, body) = http_get(addr, TIMEOUT).expect("GET pool");
     assert_eq!(code, 200);
     let pid = body_pid(&body).expect("a pid in the body") as i64;

@@ -21,37 +21,8 @@ fn write_file(dir: &TempDir, master: &str, programs: &str) -> PathBuf {
     path
 }
 
-fn client(dir: &TempDir, args: &[&str]) -> (i32, String, String) {
-    let (sub, rest) = args.split_first().expect("a subcommand");
-    let out = Command::new(relaunch_bin())
-        .arg(sub)
-        .arg("--control")
-        .arg(dir.join("ctl.sock"))
-        .args(rest)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run the client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn status_json(dir: &TempDir) -> Value {
-    let (_, out, err) = client(dir, &["status", "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out} {err}"))
-}
-
-fn program<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["programs"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("no program {name} in {status}"))
-}
-
 fn running_pid(status: &Value, name: &str) -> Option<i64> {
-    let p = program(status, name);
+    let p = site_program(status, name);
     if p["state"] != "RUNNING" {
         return None;
     }
@@ -137,10 +108,10 @@ fn daemon_returns_once_every_autostart_program_is_up() {
     let (code, err) = run_daemon(&file);
     assert_eq!(code, 0, "{err}");
     // Right when it returned, both autostart programs are up (the later one is not asked for).
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     assert!(running_pid(&status, "web").is_some(), "{status}");
     assert!(running_pid(&status, "slow").is_some(), "{status}");
-    assert_eq!(program(&status, "later")["state"], "STOPPED");
+    assert_eq!(site_program(&status, "later")["state"], "STOPPED");
 }
 
 #[test]
@@ -195,12 +166,12 @@ fn each_program_gets_its_share_of_the_activation_sockets_by_name_or_address() {
     // The first connection makes systemd-socket-activate exec relaunch.
     let _first = std::os::unix::net::UnixStream::connect(&a).expect("connect to a.sock");
     relaunch.wait_until(TIMEOUT, "both programs RUNNING", || {
-        let (_, out, _) = client(&dir, &["status", "--json"]);
+        let (_, out, _) = site_client(&dir, &["status", "--json"]);
         serde_json::from_str::<Value>(&out).is_ok_and(|status| {
             running_pid(&status, "first").is_some() && running_pid(&status, "second").is_some()
         })
     });
-    let status = status_json(&dir);
+    let status = site_status(&dir);
     for (name, path) in [("first", &a), ("second", &b)] {
         let pid = running_pid(&status, name).unwrap();
         assert_eq!(
@@ -214,7 +185,7 @@ fn each_program_gets_its_share_of_the_activation_sockets_by_name_or_address() {
         );
     }
     // "second" took the activated socket on its address rather than binding its own.
-    assert_eq!(program(&status, "second")["sockets"][0]["name"], "two");
+    assert_eq!(site_program(&status, "second")["sockets"][0]["name"], "two");
     relaunch.wait_for_line("socket three not passed on", TIMEOUT, |l| {
         l.contains("not passing this socket-activation socket on") && l.contains("three")
     });

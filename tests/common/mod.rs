@@ -4,7 +4,8 @@
 //! (deadlines), `logs` (log lines), `procs` (/proc, signals, the one process-tree teardown),
 //! `relaunch` (the master under test, with the one `assert_exit_code`), `http`, `temp`
 //! (temporary directories), `probe` (the probe's reports), `status` (waiting on the status
-//! record over the control socket, rather than on log text), `net` and `load`.
+//! record over the control socket, rather than on log text), `site` (a configuration file's
+//! master: its client and status), `net` and `load`.
 //!
 //! Rules these helpers follow (and tests built on them should too):
 //! * never sleep to synchronise: poll a condition every 10 ms up to a deadline, and on timeout
@@ -22,13 +23,17 @@ pub mod net;
 mod probe;
 mod procs;
 mod relaunch;
+mod site;
 mod status;
 mod temp;
 mod wait;
 
 // Not every test file uses every module.
 #[allow(unused_imports)]
-pub use {bins::*, http::*, logs::*, probe::*, procs::*, relaunch::*, status::*, temp::*, wait::*};
+pub use {
+    bins::*, http::*, logs::*, probe::*, procs::*, relaunch::*, site::*, status::*, temp::*,
+    wait::*,
+};
 
 #[allow(unused_imports)] // not every test file runs load
 pub use load::{Load, LoadStats};
