@@ -22,7 +22,7 @@ use crate::parse::{
 };
 use crate::process::{parse_nice, EnvVar, ProcessOptions};
 use crate::spec::ListenSpec;
-use crate::supervisor::{ExitCodes, OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};
+use crate::supervisor::{OnExit, OnFatal, ReloadStrategy, RestartPolicy, Settings};
 use crate::watch::{CheckCommand, WatchConfig, DEFAULT_CHECK_TIMEOUT, DEFAULT_SETTLE};
 
 /// One program for a [`super::Master`]: its command, sockets, readiness, restart policy,
@@ -78,29 +78,8 @@ impl Program {
                     args: Vec::new(),
                 },
                 ready: ReadyMode::Timer,
-                settings: Settings {
-                    start_secs: Duration::from_secs(1),
-                    ready_signal: false,
-                    ready_timeout: Duration::from_secs(60),
-                    stop_signal: Signal::SIGTERM,
-                    stop_wait: Duration::from_secs(10),
-                    backoff_min: Duration::from_millis(100),
-                    backoff_max: Duration::from_secs(30),
-                    backoff_factor: 2.0,
-                    jitter: true,
-                    restart: RestartPolicy::OnFailure,
-                    exit_codes: ExitCodes::default(),
-                    start_retries: 3,
-                    on_fatal: OnFatal::Exit,
-                    on_exit: OnExit::Wait,
-                    max_restarts: None,
-                    restart_window: Duration::from_secs(60),
-                    stop_as_group: false,
-                    kill_as_group: false,
-                    workers: 1,
-                    reload_strategy: ReloadStrategy::All,
-                    max_surge: 1,
-                },
+                // The command line's defaults are the supervisor's.
+                settings: Settings::default(),
                 process: ProcessOptions {
                     pdeathsig: Some(Signal::SIGTERM),
                     ..ProcessOptions::default()
