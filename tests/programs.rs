@@ -42,19 +42,6 @@ priority = 30
     path
 }
 
-/// The current generation's pid of `name`, if it is RUNNING.
-fn running_pid(status: &Value, name: &str) -> Option<i64> {
-    let p = site_program(status, name);
-    if p["state"] != "RUNNING" {
-        return None;
-    }
-    p["generations"]
-        .as_array()?
-        .iter()
-        .find(|g| g["role"] == "current")
-        .and_then(|g| g["pid"].as_i64())
-}
-
 fn address(status: &Value, name: &str) -> SocketAddr {
     site_program(status, name)["sockets"][0]["address"]
         .as_str()
@@ -91,7 +78,7 @@ fn programs_start_in_priority_order_each_with_its_own_sockets_and_named_log_line
     let (web, api) = (address(&status, "web"), address(&status, "api"));
     assert_ne!(web, api);
     for (name, addr) in [("web", web), ("api", api)] {
-        let pid = running_pid(&status, name).expect("running");
+        let pid = site_running_pid(&status, name).expect("running");
         let (code, body) = http_get(addr, TIMEOUT).expect("GET");
         assert_eq!((code, body_pid(&body)), (200, Some(pid as i32)), "{name}");
     }
@@ -141,9 +128,9 @@ fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
     let before = site_status(&dir);
     let (web, api) = (address(&before, "web"), address(&before, "api"));
     let (web_pid, api_pid, jobs_pid) = (
-        running_pid(&before, "web").unwrap(),
-        running_pid(&before, "api").unwrap(),
-        running_pid(&before, "jobs").unwrap(),
+        site_running_pid(&before, "web").unwrap(),
+        site_running_pid(&before, "api").unwrap(),
+        site_running_pid(&before, "jobs").unwrap(),
     );
     let web_load = Load::start(web, 4);
     let api_load = Load::start(api, 4);
@@ -164,10 +151,10 @@ fn reload_by_name_under_load_fails_no_request_and_leaves_the_others_alone() {
     );
     assert!(web_stats.ok > 0 && api_stats.ok > 0);
     let after = site_status(&dir);
-    assert_ne!(running_pid(&after, "web"), Some(web_pid));
+    assert_ne!(site_running_pid(&after, "web"), Some(web_pid));
     assert_eq!(site_program(&after, "web")["last_reload"]["generation"], 4);
-    assert_eq!(running_pid(&after, "api"), Some(api_pid));
-    assert_eq!(running_pid(&after, "jobs"), Some(jobs_pid));
+    assert_eq!(site_running_pid(&after, "api"), Some(api_pid));
+    assert_eq!(site_running_pid(&after, "jobs"), Some(jobs_pid));
     assert!(api_stats.pids.len() == 1 && api_stats.pids.contains(&(api_pid as i32)));
 }
 
@@ -196,14 +183,14 @@ backoff-max = "10ms"
             && site_program(&status, "broken")["state"] == "FATAL"
             && ["web", "api", "jobs"]
                 .iter()
-                .all(|n| running_pid(&status, n).is_some())
+                .all(|n| site_running_pid(&status, n).is_some())
     });
     let status = site_status(&dir);
     let web = address(&status, "web");
     let (code, body) = http_get(web, TIMEOUT).expect("GET web");
     assert_eq!(
         (code, body_pid(&body)),
-        (200, running_pid(&status, "web").map(|p| p as i32))
+        (200, site_running_pid(&status, "web").map(|p| p as i32))
     );
     // Asked by name, the healthy ones are fine (exit 0) and the FATAL one is not (exit 1).
     assert_eq!(site_client(&dir, &["status", "web", "api"]).0, 0);
@@ -217,7 +204,7 @@ fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
     let relaunch = start_site(&dir, "");
     let before = site_status(&dir);
     let api = address(&before, "api");
-    let api_pid = running_pid(&before, "api").unwrap() as i32;
+    let api_pid = site_running_pid(&before, "api").unwrap() as i32;
     let (code, _, err) = site_client(&dir, &["stop", "api"]);
     assert_eq!(code, 0, "{err}");
     relaunch.wait_until(TIMEOUT, "api STOPPED and its child gone", || {
@@ -234,7 +221,7 @@ fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
     let (code, _, err) = site_client(&dir, &["start", "api"]);
     assert_eq!(code, 0, "{err}");
     relaunch.wait_until(TIMEOUT, "api RUNNING again", || {
-        running_pid(&site_status(&dir), "api").is_some()
+        site_running_pid(&site_status(&dir), "api").is_some()
     });
     let after = site_status(&dir);
     // Its generations go on, and the connection queued while it was stopped is served.
@@ -247,7 +234,7 @@ fn stop_by_name_keeps_the_socket_and_start_brings_the_program_back() {
     assert_eq!(code, 200);
     assert_eq!(
         body_pid(&body),
-        running_pid(&after, "api").map(|p| p as i32)
+        site_running_pid(&after, "api").map(|p| p as i32)
     );
     assert_eq!(address(&after, "api"), api);
 }
@@ -259,7 +246,7 @@ fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
     let before = site_status(&dir);
     let pids: Vec<_> = ["web", "api", "jobs"]
         .iter()
-        .map(|n| running_pid(&before, n))
+        .map(|n| site_running_pid(&before, n))
         .collect();
     let file = dir.join("site.toml");
     let good = std::fs::read_to_string(&file).unwrap();
@@ -278,7 +265,7 @@ fn sighup_with_a_broken_file_changes_nothing_and_status_shows_the_error() {
     assert!(table.contains("config_error: "), "{table}");
     let after: Vec<_> = ["web", "api", "jobs"]
         .iter()
-        .map(|n| running_pid(&status, n))
+        .map(|n| site_running_pid(&status, n))
         .collect();
     assert_eq!(pids, after, "a broken file must change nothing");
     assert!(relaunch.events("reload requested").is_empty());

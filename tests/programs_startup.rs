@@ -21,18 +21,6 @@ fn write_file(dir: &TempDir, master: &str, programs: &str) -> PathBuf {
     path
 }
 
-fn running_pid(status: &Value, name: &str) -> Option<i64> {
-    let p = site_program(status, name);
-    if p["state"] != "RUNNING" {
-        return None;
-    }
-    p["generations"]
-        .as_array()?
-        .iter()
-        .find(|g| g["role"] == "current")
-        .and_then(|g| g["pid"].as_i64())
-}
-
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -109,8 +97,8 @@ fn daemon_returns_once_every_autostart_program_is_up() {
     assert_eq!(code, 0, "{err}");
     // Right when it returned, both autostart programs are up (the later one is not asked for).
     let status = site_status(&dir);
-    assert!(running_pid(&status, "web").is_some(), "{status}");
-    assert!(running_pid(&status, "slow").is_some(), "{status}");
+    assert!(site_running_pid(&status, "web").is_some(), "{status}");
+    assert!(site_running_pid(&status, "slow").is_some(), "{status}");
     assert_eq!(site_program(&status, "later")["state"], "STOPPED");
 }
 
@@ -168,12 +156,13 @@ fn each_program_gets_its_share_of_the_activation_sockets_by_name_or_address() {
     relaunch.wait_until(TIMEOUT, "both programs RUNNING", || {
         let (_, out, _) = site_client(&dir, &["status", "--json"]);
         serde_json::from_str::<Value>(&out).is_ok_and(|status| {
-            running_pid(&status, "first").is_some() && running_pid(&status, "second").is_some()
+            site_running_pid(&status, "first").is_some()
+                && site_running_pid(&status, "second").is_some()
         })
     });
     let status = site_status(&dir);
     for (name, path) in [("first", &a), ("second", &b)] {
-        let pid = running_pid(&status, name).unwrap();
+        let pid = site_running_pid(&status, name).unwrap();
         assert_eq!(
             common::net::unix_socket_path_of_fd(pid as i32, 3).as_deref(),
             Some(s(path)),

@@ -42,3 +42,16 @@ pub fn find_program<'a>(
 pub fn site_program<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     find_program(status, name).unwrap_or_else(|| panic!("no program {name} in {status}"))
 }
+
+/// The current generation's pid of `name`, if it is RUNNING (the first current one listed).
+pub fn site_running_pid(status: &serde_json::Value, name: &str) -> Option<i64> {
+    let p = site_program(status, name);
+    if p["state"] != "RUNNING" {
+        return None;
+    }
+    p["generations"]
+        .as_array()?
+        .iter()
+        .find(|g| g["role"] == "current")
+        .and_then(|g| g["pid"].as_i64())
+}
