@@ -1,9 +1,10 @@
-//! The master's event loop: one thread, one `poll`, one deadline.
+//! The master's event loop: one thread, one wait (epoll, see [`crate::poll`]), one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
 //! signal self-pipe, each program's notify socket, readiness pipes and output pipes, and the
-//! control socket and metrics connections, registered in one [`PollSet`] each round, until the
-//! nearest deadline) and feeding what happened to the programs ([`Program::handle`], the one
+//! control socket and metrics connections, registered in one [`PollSet`] each round and waited
+//! on by the [`Poller`], which keeps one epoll list in step with them, until the nearest
+//! deadline) and feeding what happened to the programs ([`Program::handle`], the one
 //! path into each state machine), carrying out the actions they return and routing what they
 //! report: to the control plane's waiters, to relaunch's own service manager
 //! ([`ServiceManager`]), and to the `--daemon` startup. Each wake-up handles, in this order: the children's captured output (a bounded
@@ -17,7 +18,7 @@
 //! first generation is running; if it fails to come up instead, relaunch stops it, removes the
 //! pid file and exits, and only then tells the shell command why.
 //!
-//! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
+//! An idle master arms no timer at all: it waits without a timeout unless the supervisor
 //! has a deadline (a child starting, stopping or backing off), relaunch's own service
 //! manager asked for watchdog pings, or a watched file's change is settling.
 //!

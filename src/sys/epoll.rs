@@ -1,8 +1,8 @@
 //! `epoll(7)` for the master's loop: one kernel interest list, kept between rounds, so that a
 //! wake-up costs the kernel the fds that are ready, not every fd the master holds.
 //!
-//! The poll registry (`src/poll.rs`) decides what to add, change and remove; this module only makes the
-//! calls. Level-triggered throughout (the semantics of `poll(2)`).
+//! The poll registry (`src/poll.rs`) decides what to add, change and remove; this module only
+//! makes the calls. Level-triggered throughout (the semantics of `poll(2)`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
