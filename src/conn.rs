@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use nix::poll::PollFlags;
 
+use crate::poll::Polled;
+
 /// What a read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadState {
@@ -30,7 +32,7 @@ pub enum ReadState {
 #[derive(Debug)]
 pub struct Conn<S> {
     /// The stream (non-blocking).
-    pub stream: S,
+    pub stream: Polled<S>,
     input: Vec<u8>,
     output: Vec<u8>,
     sent: usize,
@@ -46,7 +48,7 @@ impl<S: Read + Write + AsFd> Conn<S> {
     /// Wraps a stream that is already non-blocking.
     pub fn new(stream: S, deadline: Option<Instant>) -> Conn<S> {
         Conn {
-            stream,
+            stream: Polled::new(stream),
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,

@@ -31,7 +31,7 @@ use nix::poll::PollFlags;
 
 use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
-use crate::poll::{PollSet, Token};
+use crate::poll::{PollSet, Polled, Token};
 use crate::sockets;
 use crate::spec::ListenSpec;
 use crate::status::{Clock, Tracker, DURATION_BUCKETS};
@@ -78,7 +78,7 @@ impl std::fmt::Display for MetricsAddr {
 /// The metrics endpoint: its listening socket and open connections.
 #[derive(Debug)]
 pub(crate) struct MetricsServer {
-    listener: TcpListener,
+    listener: Polled<TcpListener>,
     local: SocketAddr,
     conns: Vec<Conn<TcpStream>>,
     /// Set while `accept` fails for lack of fds: the listener is then not polled.
@@ -111,7 +111,7 @@ impl MetricsServer {
             .local_addr()
             .with_context(|| format!("--metrics {addr}"))?;
         Ok(MetricsServer {
-            listener,
+            listener: Polled::new(listener),
             local,
             conns: Vec::new(),
             pause: AcceptPause::new("metrics"),
@@ -126,9 +126,9 @@ impl MetricsServer {
     /// Registers the listener (unless its accepting is paused) and every connection in `set`;
     /// [`MetricsServer::io`] takes the `revents` of the returned tokens, in their order.
     pub fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
-        let mut tokens = vec![set.add_with(self.listener.as_fd(), self.pause.interest())];
+        let mut tokens = vec![set.add_with(&self.listener, self.pause.interest())];
         for c in &self.conns {
-            tokens.push(set.add_with(c.stream.as_fd(), c.interest(true)));
+            tokens.push(set.add_with(&c.stream, c.interest(true)));
         }
         tokens
     }
@@ -540,7 +540,7 @@ mod tests {
     fn the_listener_is_close_on_exec() {
         let m = MetricsServer::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
         let flags = nix::fcntl::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&m.listener),
+            std::os::fd::AsRawFd::as_raw_fd(&*m.listener),
             nix::fcntl::FcntlArg::F_GETFD,
         )
         .unwrap();

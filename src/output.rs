@@ -62,6 +62,8 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::Pid;
 use tracing::{debug, warn};
 
+use crate::poll::Polled;
+
 /// The longest line kept whole; longer ones are cut into pieces of this size.
 pub const LINE_MAX: usize = 64 * 1024;
 /// The most read from one pipe per pass of the event loop.
@@ -515,7 +517,7 @@ struct Pipe {
     generation: u64,
     pid: Pid,
     sink: Sink,
-    fd: OwnedFd,
+    fd: Polled<OwnedFd>,
     lines: LineBuffer,
     prefix: Vec<u8>,
 }
@@ -651,7 +653,7 @@ impl Output {
                 generation,
                 pid,
                 sink,
-                fd,
+                fd: Polled::new(fd),
                 lines: LineBuffer::default(),
                 prefix: prefix.clone(),
             });
@@ -659,8 +661,8 @@ impl Output {
     }
 
     /// The pipes to poll for reading.
-    pub fn poll_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.pipes.iter().map(|p| p.fd.as_fd())
+    pub fn poll_sources(&self) -> impl Iterator<Item = &Polled<OwnedFd>> {
+        self.pipes.iter().map(|p| &p.fd)
     }
 
     /// Reads at most [`READ_CHUNK`] bytes from every pipe and writes the whole lines; closes
@@ -929,7 +931,7 @@ mod tests {
         nix::unistd::write(&out_w, b"tail test: out\n").unwrap();
         drop((out_w, err_w));
         output.drain();
-        assert_eq!(output.poll_fds().count(), 0, "both pipes closed");
+        assert_eq!(output.poll_sources().count(), 0, "both pipes closed");
         let tail = output.tail(7);
         assert_eq!(tail.len(), 3, "{tail:?}");
         assert!(tail.contains(&line("stdout", "tail test: out")), "{tail:?}");

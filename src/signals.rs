@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
+use crate::poll::{Source, SourceId};
 use crate::sys::signal::register_flag_and_wake;
 
 /// The signals the master handles, in the order `drain` reports them: child exits first, then
@@ -33,6 +34,8 @@ pub const HANDLED: [Signal; 8] = [
 /// The master's signal handlers and their self-pipe.
 pub struct Signals {
     read: UnixStream,
+    /// The read end's id in the master's wait (it never changes).
+    id: SourceId,
     /// The handlers' end; open until every handler is unregistered (`Drop` runs before the
     /// fields are dropped).
     write: UnixStream,
@@ -49,6 +52,7 @@ impl Signals {
         write.set_nonblocking(true)?;
         let mut signals = Signals {
             read,
+            id: SourceId::new(),
             write,
             flags: Vec::new(),
             ids: Vec::new(),
@@ -86,6 +90,15 @@ impl Signals {
 
 impl AsFd for Signals {
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+impl Source for Signals {
+    fn poll_id(&self) -> SourceId {
+        self.id
+    }
+    fn poll_fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 }

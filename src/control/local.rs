@@ -17,12 +17,11 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use crate::poll::{PollSet, Ready, Token};
+use crate::poll::{PollSet, Polled, Ready, Token};
 use crate::supervisor::{ExitStatus, Report};
 
 use super::events::Event;
@@ -78,7 +77,7 @@ impl Caller {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     calls: Receiver<Call>,
-    wake: UnixStream,
+    wake: Polled<UnixStream>,
     next: u64,
     /// The local requests not answered yet, with the program each is about.
     pending: HashMap<u64, (Sender<Reply>, Option<String>)>,
@@ -105,7 +104,7 @@ pub(crate) fn channel() -> io::Result<(Caller, Inbox)> {
         },
         Inbox {
             calls: rx,
-            wake: read,
+            wake: Polled::new(read),
             next: 0,
             pending: HashMap::new(),
             subscribers: Vec::new(),
@@ -119,7 +118,7 @@ pub(crate) fn channel() -> io::Result<(Caller, Inbox)> {
 impl Inbox {
     /// Registers the wake socket for this round.
     pub(crate) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Token {
-        set.add(self.wake.as_fd())
+        set.add(&self.wake)
     }
 
     /// Whether anything is waiting: the wake socket was readable, or a call arrived before

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use super::protocol::{parse_request, Request, Response, MAX_REQUEST};
 use super::ControlConfig;
 use crate::accept::AcceptPause;
 use crate::conn::{Conn, ReadState};
-use crate::poll::{PollSet, Token};
+use crate::poll::{PollSet, Polled, Token};
 
 /// The most answer bytes buffered for a client that does not read them: a new answer is
 /// queued only while what is still unsent is within this (so one answer is always sent whole).
@@ -82,7 +82,7 @@ struct Client {
 /// The listening control socket and its connections.
 #[derive(Debug)]
 pub(crate) struct ControlServer {
-    listener: UnixListener,
+    listener: Polled<UnixListener>,
     path: PathBuf,
     /// (device, inode) of the socket file we created: only that file is removed on drop.
     identity: Option<(u64, u64)>,
@@ -163,7 +163,7 @@ impl ControlServer {
             }
         };
         Ok(ControlServer {
-            listener,
+            listener: Polled::new(listener),
             path: path.to_owned(),
             identity,
             clients: Vec::new(),
@@ -182,13 +182,13 @@ impl ControlServer {
     /// Registers the listener (unless its accepting is paused) and every connection in `set`;
     /// [`ControlServer::io`] takes the `revents` of the returned tokens, in their order.
     pub(super) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> Vec<Token> {
-        let mut tokens = vec![set.add_with(self.listener.as_fd(), self.pause.interest())];
+        let mut tokens = vec![set.add_with(&self.listener, self.pause.interest())];
         for c in &self.clients {
             // Read on while the input may still be one request line (so that a longer one is
             // seen, answered and closed); a client pipelining requests behind one that waits
             // is not read from until that one is answered.
             let want_input = c.waiting.is_none() && c.conn.input().len() <= MAX_REQUEST;
-            tokens.push(set.add_with(c.conn.stream.as_fd(), c.conn.interest(want_input)));
+            tokens.push(set.add_with(&c.conn.stream, c.conn.interest(want_input)));
         }
         tokens
     }
@@ -605,10 +605,11 @@ mod tests {
 
     /// Polls the server's fds for real, then runs its I/O.
     fn poll_io(server: &mut ControlServer, now: Instant) -> (Vec<u64>, Vec<(u64, Request)>) {
+        let mut poller = crate::poll::Poller::new().unwrap();
         let mut set = PollSet::new();
         let tokens = server.register(&mut set);
-        let ready = set
-            .wait(Some(Instant::now() + Duration::from_millis(1000)))
+        let ready = poller
+            .wait(set, Some(Instant::now() + Duration::from_millis(1000)))
             .unwrap();
         let revents: Vec<PollFlags> = tokens.iter().map(|t| ready.revents(*t)).collect();
         server.io(&revents, now)

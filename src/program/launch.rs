@@ -109,7 +109,7 @@ impl Program {
                     }
                 }
                 if let Some(rd) = ready_read {
-                    self.ready_pipes.push((pid, rd));
+                    self.ready_pipes.push((pid, crate::poll::Polled::new(rd)));
                 }
                 self.output.attach(generation, pid, pipes);
                 Ok(pid)

@@ -15,7 +15,7 @@ mod readiness;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
@@ -26,7 +26,7 @@ use crate::config::{ProgramConfig, ReadyMode};
 use crate::environment::Environment;
 use crate::notify::NotifySocket;
 use crate::output::Output;
-use crate::poll::{PollSet, Ready, Token};
+use crate::poll::{PollSet, Polled, Ready, Token};
 use crate::sockets::activation::Inherited;
 use crate::sockets::{self, Listener};
 use crate::status::{Clock, OutputLine, ReloadRecord, SocketRecord, StatusRecord, Tracker};
@@ -156,7 +156,9 @@ impl Prepared {
             ReadyMode::Notify => {
                 // Where the user the children run as can reach it, and nobody else can.
                 let children = options.credentials.as_ref().map(|c| (c.uid, c.gid));
-                Some(NotifySocket::bind(children).context("creating the notify socket")?)
+                Some(Polled::new(
+                    NotifySocket::bind(children).context("creating the notify socket")?,
+                ))
             }
             _ => None,
         };
@@ -194,9 +196,9 @@ pub(crate) struct Program {
     /// never reach a process that reused a child's pid. Closed when the child is reaped.
     pidfds: HashMap<Pid, OwnedFd>,
     /// The socket children send sd_notify messages to (`--ready notify`).
-    notify_socket: Option<NotifySocket>,
+    notify_socket: Option<Polled<NotifySocket>>,
     /// Read ends of the children's readiness pipes (`--ready fd:N`), until they say ready.
-    ready_pipes: Vec<(Pid, OwnedFd)>,
+    ready_pipes: Vec<(Pid, Polled<OwnedFd>)>,
     /// The children's captured output.
     output: Output,
     /// The file watcher (`--watch`, `--watch-path`).
@@ -493,16 +495,12 @@ impl Program {
     pub(crate) fn register<'a>(&'a self, set: &mut PollSet<'a>) -> ProgramTokens {
         if let Some(watch) = &self.watch {
             // It wakes the loop; the watcher reads its fd itself in `watch_poll`.
-            set.add(watch.as_fd());
+            set.add(watch);
         }
         ProgramTokens {
-            notify: self.notify_socket.as_ref().map(|s| set.add(s.as_fd())),
-            pipes: self
-                .ready_pipes
-                .iter()
-                .map(|(_, fd)| set.add(fd.as_fd()))
-                .collect(),
-            output: self.output.poll_fds().map(|fd| set.add(fd)).collect(),
+            notify: self.notify_socket.as_ref().map(|s| set.add(s)),
+            pipes: self.ready_pipes.iter().map(|(_, fd)| set.add(fd)).collect(),
+            output: self.output.poll_sources().map(|fd| set.add(fd)).collect(),
         }
     }
 

@@ -1,9 +1,10 @@
-//! The master's event loop: one thread, one `poll`, one deadline.
+//! The master's event loop: one thread, one wait (epoll, see [`crate::poll`]), one deadline.
 //!
 //! It binds the sockets, installs the signal handlers, then alternates between waiting (on the
 //! signal self-pipe, each program's notify socket, readiness pipes and output pipes, and the
-//! control socket and metrics connections, registered in one [`PollSet`] each round, until the
-//! nearest deadline) and feeding what happened to the programs ([`Program::handle`], the one
+//! control socket and metrics connections, registered in one [`PollSet`] each round and waited
+//! on by the [`Poller`], which keeps one epoll list in step with them, until the nearest
+//! deadline) and feeding what happened to the programs ([`Program::handle`], the one
 //! path into each state machine), carrying out the actions they return and routing what they
 //! report: to the control plane's waiters, to relaunch's own service manager
 //! ([`ServiceManager`]), and to the `--daemon` startup. Each wake-up handles, in this order: the children's captured output (a bounded
@@ -17,7 +18,7 @@
 //! first generation is running; if it fails to come up instead, relaunch stops it, removes the
 //! pid file and exits, and only then tells the shell command why.
 //!
-//! An idle master arms no timer at all: `poll` waits without a timeout unless the supervisor
+//! An idle master arms no timer at all: it waits without a timeout unless the supervisor
 //! has a deadline (a child starting, stopping or backing off), relaunch's own service
 //! manager asked for watchdog pings, or a watched file's change is settling.
 //!
@@ -49,7 +50,7 @@ use crate::control::Control;
 use crate::daemon::Startup;
 use crate::notify::{self, Manager};
 use crate::pidfile::{self, PidFile};
-use crate::poll::PollSet;
+use crate::poll::{PollSet, Poller};
 use crate::program::{Handled, Prepared, Program, Run};
 use crate::signals::Signals;
 use crate::sockets::activation;
@@ -155,6 +156,7 @@ fn run_master(
     }
     let mut signals = Signals::install().context("installing signal handlers")?;
     crate::sys::spawn::snapshot_signal_dispositions();
+    let poller = Poller::new().context("creating the epoll instance")?;
     // Each program gets its share of the inherited sockets (the command line's one program
     // gets every one).
     let lists: Vec<&[crate::spec::ListenSpec]> = prepared
@@ -177,6 +179,7 @@ fn run_master(
     });
     let count = programs.len();
     let mut master = Master {
+        poller,
         control,
         named,
         to_start: VecDeque::new(),
@@ -212,6 +215,8 @@ fn run_master(
 /// The running master: its programs, its control plane, and what it tells its own service
 /// manager and the `--daemon` shell command.
 struct Master {
+    /// What the loop waits with: an epoll list kept in step with the fds registered each round.
+    poller: Poller,
     /// The programs (the command line's set of one).
     programs: Vec<Program>,
     /// The control socket and metrics endpoint (see [`crate::control`]).
@@ -304,7 +309,7 @@ impl Master {
                 continue;
             }
             let mut set = PollSet::new();
-            let signal_token = set.add(std::os::fd::AsFd::as_fd(&*signals));
+            let signal_token = set.add(&*signals);
             let program_tokens: Vec<_> =
                 self.programs.iter().map(|p| p.register(&mut set)).collect();
             let control_tokens = self.control.register(&mut set);
@@ -315,7 +320,10 @@ impl Master {
                 crate::sys::memory::release_free_heap();
             }
             self.busy |= deadline.is_some();
-            let ready = set.wait(deadline).map_err(|e| anyhow!("poll: {e}"))?;
+            let ready = self
+                .poller
+                .wait(set, deadline)
+                .map_err(|e| anyhow!("epoll: {e}"))?;
             let _ = signal_token; // the signal pipe is drained every round
             let readable: Vec<_> = program_tokens
                 .iter()

@@ -12,10 +12,12 @@
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
 //! - [`env`]: removing environment variables, only while the process has one thread.
 //! - [`memory`]: giving the free heap back to the kernel when the master goes idle.
+//! - [`epoll`]: the master's interest list, kept between wake-ups.
 //! - [`signal`]: the master's signal handlers, each setting a flag and writing to one shared
 //!   wake-up fd.
 
 pub(crate) mod env;
+pub(crate) mod epoll;
 pub(crate) mod fds;
 pub(crate) mod fork;
 pub(crate) mod memory;

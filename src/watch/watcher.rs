@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::command::Command;
 use crate::environment::Environment;
+use crate::poll::{Source, SourceId};
 use crate::process::ProcessOptions;
 use crate::supervisor::{ExitStatus, Trigger};
 use crate::sys::spawn::{self, Extras, SpawnOptions};
@@ -52,6 +53,8 @@ struct RunningCheck {
 /// few hooks (see the runtime).
 pub struct Watcher {
     inotify: Inotify,
+    /// The inotify fd's id in the master's wait (it never changes).
+    id: SourceId,
     core: Debounce,
     watches: HashMap<WatchDescriptor, Watched>,
     check: Option<CheckCommand>,
@@ -97,6 +100,7 @@ impl Watcher {
         let core = Debounce::new(config.settle, targets, config.check.is_some(), Stat::of);
         let mut watcher = Watcher {
             inotify,
+            id: SourceId::new(),
             core,
             watches: HashMap::new(),
             check: config.check.clone(),
@@ -439,6 +443,15 @@ impl Watcher {
 
 impl AsFd for Watcher {
     fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+}
+
+impl Source for Watcher {
+    fn poll_id(&self) -> SourceId {
+        self.id
+    }
+    fn poll_fd(&self) -> BorrowedFd<'_> {
         self.inotify.as_fd()
     }
 }
