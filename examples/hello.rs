@@ -261,11 +261,11 @@ fn take_listeners(
     }
     // Every listener, however it came: `--fd`, socket activation or `--bind`.
     for listener in &listeners {
-        // Several processes poll the same socket; a connection another one took first must not
-        // block us in accept(). A launcher may well pass a blocking socket (socketmaster does),
-        // and a server blocked in accept() never sees its SIGTERM. (O_NONBLOCK is shared by all
-        // holders of the socket, which is fine: every generation of this server polls before
-        // accepting.)
+        // Several processes wait on the same socket; a connection another one took first must
+        // not block us in accept(). A launcher may well pass a blocking socket (socketmaster
+        // does), and a server blocked in accept() never sees its SIGTERM. (O_NONBLOCK is shared
+        // by all holders of the socket, which is fine: every generation of this server waits in
+        // epoll before accepting.)
         listener
             .set_nonblocking(true)
             .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;
