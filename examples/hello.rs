@@ -144,6 +144,9 @@ fn main() {
         process::exit(2);
     });
 
+    // Set up before the startup delay, so a failure exits before we say we are ready. An
+    // exclusive entry nobody waits on takes no wake-up: the kernel passes it on to a process
+    // that waits, e.g. the previous generation.
     let poller = Poller::new(&listeners, &signals).unwrap_or_else(|err| {
         say!("cannot set up epoll: {err}");
         process::exit(1);
@@ -341,9 +344,9 @@ const SIGNAL_TOKEN: u64 = u64::MAX;
 /// While two generations hold a listener, `poll()` (or plain epoll) wakes both for every
 /// connection; one accepts and the other finds `EAGAIN`, a wasted wake-up per connection.
 /// With `EPOLLEXCLUSIVE`, the kernel wakes only one of the processes waiting on the socket.
-/// The flag can only be given when a socket is added (`EPOLL_CTL_ADD`, never `EPOLL_CTL_MOD`),
-/// and only this set ever waits on it. The signal pipe is this process's own, so an ordinary
-/// entry of the same set: one `epoll_wait` sees both.
+/// The flag can only be given when a socket is added (`EPOLL_CTL_MOD` rejects it), so each
+/// listener is added once, with it, and never modified. The signal pipe is this process's own,
+/// so it is an ordinary entry of the same set: one `epoll_wait` sees both.
 struct Poller {
     epoll: OwnedFd,
     events: Vec<libc::epoll_event>,
