@@ -33,8 +33,15 @@
 //! 1. Take the sockets from the environment: `LISTEN_FDS` sockets start at fd 3 and belong to
 //!    this process only if `LISTEN_PID` is its pid (`relaunch::child::Sockets::take` checks
 //!    both, and hands them out by their `LISTEN_FDNAMES` name).
-//! 2. Expect `accept()` to fail with `EAGAIN` even right after `poll()` reported a connection:
-//!    the old or new generation, which holds the same socket, may have taken it first.
+//! 2. Wait for connections so that only one generation wakes for each: on Linux, epoll with
+//!    `EPOLLEXCLUSIVE` on the listening sockets (given when adding them; it cannot be added
+//!    later). With `poll()`, `select()` or plain epoll, every process holding the socket wakes
+//!    for every connection, and all but one find nothing to accept: while two generations
+//!    overlap, that doubles the wake-ups per connection. Accept (a bounded batch) on every
+//!    listener reported ready before honouring a stop signal reported in the same wake-up:
+//!    the other generations were not woken for those connections. And still expect `accept()`
+//!    to fail with `EAGAIN` right after a wake-up: another generation may have taken the
+//!    connection first.
 //! 3. To stop, close (drop) its copy of the listener. Never call `shutdown()` on it: the socket
 //!    is shared, and shutting it down would stop it for the parent and every other generation.
 //!    Connections not yet accepted stay queued in the kernel for the next generation.
@@ -52,7 +59,7 @@ use std::env;
 use std::fs::OpenOptions;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,6 +144,14 @@ fn main() {
         process::exit(2);
     });
 
+    // Set up before the startup delay, so a failure exits before we say we are ready. An
+    // exclusive entry nobody waits on takes no wake-up: the kernel passes it on to a process
+    // that waits, e.g. the previous generation.
+    let poller = Poller::new(&listeners, &signals).unwrap_or_else(|err| {
+        say!("cannot set up epoll: {err}");
+        process::exit(1);
+    });
+
     if !opts.startup_delay.is_zero() && signals.wait(Some(opts.startup_delay)) {
         // Stopped before we served anything.
         return;
@@ -157,7 +172,7 @@ fn main() {
     }
 
     let body = format!("pid={} fdnames={}\n", process::id(), names.join(":"));
-    serve(listeners, &signals, Arc::from(body), opts.drain_spread);
+    serve(listeners, poller, Arc::from(body), opts.drain_spread);
     say!("pid {} stopped", process::id());
 }
 
@@ -249,11 +264,11 @@ fn take_listeners(
     }
     // Every listener, however it came: `--fd`, socket activation or `--bind`.
     for listener in &listeners {
-        // Several processes poll the same socket; a connection another one took first must not
-        // block us in accept(). A launcher may well pass a blocking socket (socketmaster does),
-        // and a server blocked in accept() never sees its SIGTERM. (O_NONBLOCK is shared by all
-        // holders of the socket, which is fine: every generation of this server polls before
-        // accepting.)
+        // Several processes wait on the same socket; a connection another one took first must
+        // not block us in accept(). A launcher may well pass a blocking socket (socketmaster
+        // does), and a server blocked in accept() never sees its SIGTERM. (O_NONBLOCK is shared
+        // by all holders of the socket, which is fine: every generation of this server waits in
+        // epoll before accepting.)
         listener
             .set_nonblocking(true)
             .map_err(|err| format!("setting O_NONBLOCK: {err}"))?;
@@ -321,6 +336,92 @@ impl SignalPipe {
     }
 }
 
+/// The `epoll` token of the signal pipe; a listener's token is its index.
+const SIGNAL_TOKEN: u64 = u64::MAX;
+
+/// One epoll set: the listening sockets, with `EPOLLEXCLUSIVE`, and the signal pipe.
+///
+/// While two generations hold a listener, `poll()` (or plain epoll) wakes both for every
+/// connection; one accepts and the other finds `EAGAIN`, a wasted wake-up per connection.
+/// With `EPOLLEXCLUSIVE`, the kernel wakes only one of the processes waiting on the socket.
+/// The flag can only be given when a socket is added (`EPOLL_CTL_MOD` rejects it), so each
+/// listener is added once, with it, and never modified. The signal pipe is this process's own,
+/// so it is an ordinary entry of the same set: one `epoll_wait` sees both.
+struct Poller {
+    epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Poller {
+    fn new(listeners: &[TcpListener], signals: &SignalPipe) -> io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1: open, and owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let poller = Poller {
+            epoll,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; listeners.len() + 1],
+        };
+        for (index, listener) in listeners.iter().enumerate() {
+            let exclusive = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
+            match poller.add(listener.as_raw_fd(), exclusive, index as u64) {
+                // A kernel older than 4.5 has no EPOLLEXCLUSIVE: every generation wakes.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    poller.add(listener.as_raw_fd(), libc::EPOLLIN, index as u64)?
+                }
+                other => other?,
+            }
+        }
+        poller.add(signals.read.as_raw_fd(), libc::EPOLLIN, SIGNAL_TOKEN)?;
+        Ok(poller)
+    }
+
+    fn add(&self, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event for the call, which copies it.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for a connection or a stop signal; the tokens of what is ready. An interruption
+    /// by a signal counts as "nothing ready".
+    fn wait(&mut self) -> io::Result<impl Iterator<Item = u64> + '_> {
+        let capacity = self.events.len() as libc::c_int;
+        // SAFETY: `events` is an exclusively borrowed buffer of `capacity` epoll_event entries
+        // for the whole call; the kernel writes at most that many.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                capacity,
+                -1,
+            )
+        };
+        let ready = match n {
+            n if n >= 0 => n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
+                }
+                0
+            }
+        };
+        // A by-value read: epoll_event is packed on some architectures.
+        Ok(self.events[..ready].iter().map(|event| event.u64))
+    }
+}
+
 /// When the server stopped, and over how long it closes its connections.
 struct Drain {
     stopping: AtomicBool,
@@ -358,7 +459,7 @@ fn slot(n: u64) -> f64 {
 }
 
 /// Accepts connections until SIGTERM, SIGINT or SIGUSR2, then drains and returns.
-fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>, spread: Duration) {
+fn serve(listeners: Vec<TcpListener>, mut poller: Poller, body: Arc<str>, spread: Duration) {
     let stopping = Arc::new(Drain {
         stopping: AtomicBool::new(false),
         since: OnceLock::new(),
@@ -368,26 +469,38 @@ fn serve(listeners: Vec<TcpListener>, signals: &SignalPipe, body: Arc<str>, spre
     let mut accepted: u64 = 0;
 
     loop {
-        let mut fds: Vec<libc::pollfd> = listeners.iter().map(|l| pollfd(l.as_raw_fd())).collect();
-        fds.push(pollfd(signals.read.as_raw_fd()));
-        if let Err(err) = poll(&mut fds, None) {
-            say!("poll: {err}");
-            break;
-        }
-        if fds[listeners.len()].revents != 0 {
-            break; // SIGTERM or SIGINT
-        }
-        for (listener, fd) in listeners.iter().zip(&fds) {
-            if fd.revents != 0 {
-                accept_ready(listener, &stopping, &body, &mut workers, &mut accepted);
+        let mut stop = false;
+        match poller.wait() {
+            Ok(ready) => {
+                // Accept on every listener epoll reported before honouring a stop that came
+                // in the same wake-up: with EPOLLEXCLUSIVE only we were woken for those
+                // connections, so the next generation would not hear of them until another
+                // one arrives.
+                for token in ready {
+                    match listeners.get(token as usize) {
+                        Some(listener) => {
+                            accept_ready(listener, &stopping, &body, &mut workers, &mut accepted)
+                        }
+                        None => stop = true, // SIGTERM, SIGINT or SIGUSR2
+                    }
+                }
+            }
+            Err(err) => {
+                say!("epoll_wait: {err}");
+                stop = true;
             }
         }
         // Finished threads are detached by dropping their handle.
         workers.retain(|worker| !worker.is_finished());
+        if stop {
+            break;
+        }
     }
 
-    // Stop accepting: close our copies of the listeners. Connections still queued in the kernel
-    // are served by the next generation, which holds the same sockets.
+    // Stop accepting: leave the epoll set (it holds the listening sockets, which stay open in
+    // the other generations), then close our copies of the listeners. Connections still queued
+    // in the kernel are served by the next generation, which holds the same sockets.
+    drop(poller);
     drop(listeners);
     let _ = stopping.since.set(Instant::now());
     stopping.stopping.store(true, Ordering::SeqCst);
