@@ -60,6 +60,13 @@ use crate::supervisor::{
 use crate::sys::fds;
 use crate::Failure;
 
+/// What a library caller's master is driven by: the inbox of its handles' requests, and the
+/// programs they add and remove.
+type Local = (
+    crate::control::local::Inbox,
+    std::sync::mpsc::Receiver<Edit>,
+);
+
 /// Runs the master until it stops; returns the exit code (the last current child's status).
 /// With `startup` (`--daemon`), reports to the waiting shell command whether the first
 /// generation came up; a failure is reported only after everything is cleaned up.
@@ -71,10 +78,7 @@ pub(crate) fn run_reporting(
     config: Config,
     startup: Option<Startup>,
     read: ReadConfig,
-    local: Option<(
-        crate::control::local::Inbox,
-        std::sync::mpsc::Receiver<Edit>,
-    )>,
+    local: Option<Local>,
     named: bool,
 ) -> Result<i32, Failure> {
     let mut startup = startup;
@@ -117,10 +121,7 @@ fn run_master(
     config: Config,
     startup: &mut Option<Startup>,
     read: ReadConfig,
-    local: Option<(
-        crate::control::local::Inbox,
-        std::sync::mpsc::Receiver<Edit>,
-    )>,
+    local: Option<Local>,
     named: bool,
     _claim: Claim,
 ) -> Result<i32, Failure> {
