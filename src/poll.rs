@@ -187,7 +187,6 @@ pub struct Poller {
     /// The fd numbers registered last round, and this round.
     last: Vec<RawFd>,
     current: Vec<RawFd>,
-    events: Vec<(u32, u64)>,
 }
 
 impl Poller {
@@ -199,7 +198,6 @@ impl Poller {
             round: 0,
             last: Vec::new(),
             current: Vec::new(),
-            events: Vec::new(),
         })
     }
 
@@ -231,7 +229,7 @@ impl Poller {
                 slot.interest = both;
                 continue;
             }
-            if slot.id != id.0 || slot.id == 0 {
+            if slot.id != id.0 {
                 // A new file under this number: add it.
                 slot.always = false;
                 match self
@@ -263,7 +261,7 @@ impl Poller {
         for &raw in &self.last {
             let slot = &mut self.slots[raw as usize];
             if slot.round != round {
-                if !slot.always && slot.id != 0 {
+                if !slot.always {
                     self.epoll.forget(raw);
                 }
                 *slot = Slot::EMPTY;
@@ -285,8 +283,7 @@ impl Poller {
             }
         };
         let capacity = self.last.len().max(1);
-        self.epoll.wait(&mut self.events, capacity, timeout_ms)?;
-        for &(events, data) in &self.events {
+        for (events, data) in self.epoll.wait(capacity, timeout_ms)? {
             let (raw, id) = ((data & 0xffff_ffff) as usize, data >> 32);
             match self.slots.get(raw) {
                 // An event of a file that is gone (its last fd closed after the list was last

@@ -51,15 +51,14 @@ impl Epoll {
         let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
-    /// Waits at most `timeout_ms` (-1: no limit) for events, and puts them in `out` as
+    /// Waits at most `timeout_ms` (-1: no limit) for events, and returns them as
     /// `(events, data)`, at most `capacity` of them (the rest stay for the next call: the list
     /// is level-triggered). An interrupting signal returns no events.
     pub(crate) fn wait(
         &mut self,
-        out: &mut Vec<(u32, u64)>,
         capacity: usize,
         timeout_ms: i32,
-    ) -> io::Result<()> {
+    ) -> io::Result<impl Iterator<Item = (u32, u64)> + '_> {
         let capacity = capacity.clamp(1, i32::MAX as usize);
         if self.buf.len() < capacity {
             self.buf
@@ -76,19 +75,15 @@ impl Epoll {
                 timeout_ms,
             )
         };
-        out.clear();
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EINTR) => Ok(()),
-                _ => Err(err),
-            };
-        }
-        out.extend(events[..n as usize].iter().map(|e| {
-            let (events, data) = (e.events, e.u64);
-            (events, data)
-        }));
-        Ok(())
+        let n = match n {
+            n if n >= 0 => n as usize,
+            _ => match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::EINTR) => 0,
+                e => return Err(e),
+            },
+        };
+        // Copied out field by field: the struct is packed.
+        Ok(events[..n].iter().map(|e| (e.events, e.u64)))
     }
 
     fn ctl(&self, op: i32, fd: RawFd, events: u32, data: u64) -> Result<(), Errno> {
@@ -113,17 +108,15 @@ mod tests {
         let mut ep = Epoll::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         ep.add(b.as_fd(), libc::EPOLLIN as u32, 42).unwrap();
-        let mut out = Vec::new();
-        ep.wait(&mut out, 4, 0).unwrap();
+        let wait = |ep: &mut Epoll, timeout_ms| ep.wait(4, timeout_ms).unwrap().collect::<Vec<_>>();
+        let out = wait(&mut ep, 0);
         assert!(out.is_empty(), "nothing written yet: {out:?}");
         a.write_all(b"x").unwrap();
-        ep.wait(&mut out, 4, 1000).unwrap();
-        assert_eq!(out, vec![(libc::EPOLLIN as u32, 42)]);
+        assert_eq!(wait(&mut ep, 1000), vec![(libc::EPOLLIN as u32, 42)]);
         // Level-triggered: still readable, still reported.
-        ep.wait(&mut out, 4, 0).unwrap();
-        assert_eq!(out.len(), 1);
+        assert_eq!(wait(&mut ep, 0).len(), 1);
         ep.forget(b.as_raw_fd());
-        ep.wait(&mut out, 4, 0).unwrap();
+        let out = wait(&mut ep, 0);
         assert!(out.is_empty(), "forgotten fd still reported: {out:?}");
         // Forgetting a number twice, or one never added, is harmless.
         ep.forget(b.as_raw_fd());
