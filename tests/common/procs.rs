@@ -144,3 +144,17 @@ pub fn exit_description(status: ExitStatus) -> String {
         _ => format!("{status:?}"),
     }
 }
+
+/// The CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`; None if
+/// there is no such process (any more).
+pub fn proc_cpu_time(pid: i32) -> Option<Duration> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = text.rfind(')')?;
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of stat, in clock ticks; `rest` starts at field 3.
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&n| n > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
