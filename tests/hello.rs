@@ -422,8 +422,8 @@ fn keep_alive_http10_pipelining_and_bodies() {
     let response = piped.get(&hello);
     assert_ok(&hello, &response);
 
-    // A POST whose body comes in two writes (the second after its head was answered by
-    // nothing yet), then a GET on the same connection: both answered, in order.
+    // A POST whose body comes in two writes, then a GET on the same connection: both
+    // answered, in order, and the body not taken for the start of a request.
     let mut post = hello.connect();
     post.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe");
     post.send(b"llo");
@@ -432,7 +432,7 @@ fn keep_alive_http10_pipelining_and_bodies() {
     assert!(!response.closes(), "{response:?}");
     let response = post.get(&hello);
     assert_ok(&hello, &response);
-    // The body's bytes were not taken for a request: nothing else is pending.
+    // Nothing else is pending: the body's bytes got no response of their own.
     assert!(
         post.buf.is_empty(),
         "{:?}",
