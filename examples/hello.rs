@@ -64,7 +64,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -192,6 +192,8 @@ fn main() {
             spread: opts.drain_spread,
         },
         accepted: AtomicU64::new(0),
+        open: AtomicUsize::new(0),
+        loops: opts.threads,
         body,
     };
     serve(shared, loops, &signals, &stop);
@@ -382,6 +384,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 const DRAIN_SWEEP: Duration = Duration::from_millis(5);
 /// How long accepting pauses after `accept()` failed for lack of resources (e.g. `EMFILE`).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+/// How many connections over its share a loop may hold and still accept more.
+const BALANCE_SLACK: usize = 4;
 /// A response the client does not read for this long is dropped with its connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a response with `Connection: close`, how long to wait for the client to close too.
@@ -513,6 +517,10 @@ struct Shared {
     drain: Drain,
     /// Connections accepted so far, by all loops: the next one's [`slot`].
     accepted: AtomicU64,
+    /// Connections open now, in all loops.
+    open: AtomicUsize,
+    /// How many event loops there are.
+    loops: usize,
     body: String,
 }
 
@@ -600,8 +608,12 @@ impl EventLoop {
         let mut conns = Table::default();
         let mut ready = Vec::with_capacity(EVENTS);
         let mut stopped = false;
+        // Whether the listeners are in this loop's set.
+        let mut listening = true;
         // Accepting paused until then, after accept() failed for lack of resources.
         let mut paused: Option<Instant> = None;
+        // This loop's connections as last added to `shared.open`.
+        let mut counted = 0;
         let mut next_sweep = Instant::now() + SWEEP;
         while !(stopped && conns.is_empty()) {
             let now = Instant::now();
@@ -635,36 +647,54 @@ impl EventLoop {
                     if !self.accept(listener, shared, &mut conns, now) {
                         // Out of fds (or memory): stop accepting for a moment, rather than be
                         // woken again at once for the same connection, and again.
-                        for listener in &shared.listeners {
-                            self.epoll.remove(listener.as_raw_fd());
-                        }
                         paused = Some(now + ACCEPT_PAUSE);
                     }
                 }
             }
             if stop && !stopped {
-                // Stop accepting: leave the listeners (they stay open in the other
-                // generations, and connections not yet accepted stay queued for them).
                 stopped = true;
-                paused = None;
-                for listener in &shared.listeners {
-                    self.epoll.remove(listener.as_raw_fd());
-                }
                 self.epoll.remove(self.stop);
                 next_sweep = now;
             }
             if paused.is_some_and(|until| now >= until) {
                 paused = None;
-                for (index, listener) in shared.listeners.iter().enumerate() {
-                    if let Err(err) = self.epoll.add_listener(listener.as_raw_fd(), index as u64) {
-                        say!("cannot watch the listener again: {err}");
-                        process::exit(1);
-                    }
-                }
             }
             if now >= next_sweep {
                 conns.retain(|conn| !conn.due(&shared.drain, now) || conn.progress(shared, now));
                 next_sweep = now + if stopped { DRAIN_SWEEP } else { SWEEP };
+            }
+
+            // Whether to be woken for new connections. Not once stopped: the listeners stay
+            // open in the other generations, and connections not yet accepted stay queued for
+            // them. Not while accepting is paused. And not while this loop has more than its
+            // share of the connections: the kernel wakes the first of the waiting sets in the
+            // order they were added, so without this the first loop would take nearly all of
+            // them whenever it is idle, e.g. while a new generation takes over.
+            let open = conns.len();
+            if open > counted {
+                shared.open.fetch_add(open - counted, Ordering::Relaxed);
+            } else {
+                shared.open.fetch_sub(counted - open, Ordering::Relaxed);
+            }
+            counted = open;
+            let share = shared.open.load(Ordering::Relaxed).div_ceil(shared.loops);
+            let limit = if listening {
+                share + BALANCE_SLACK
+            } else {
+                share
+            };
+            let listen = !stopped && paused.is_none() && open <= limit;
+            if listen != listening {
+                listening = listen;
+                for (index, listener) in shared.listeners.iter().enumerate() {
+                    let fd = listener.as_raw_fd();
+                    if !listen {
+                        self.epoll.remove(fd);
+                    } else if let Err(err) = self.epoll.add_listener(fd, index as u64) {
+                        say!("cannot watch the listener again: {err}");
+                        process::exit(1);
+                    }
+                }
             }
         }
     }
@@ -741,6 +771,10 @@ struct Table {
 impl Table {
     fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 
     fn insert(&mut self, conn: Conn) -> usize {
