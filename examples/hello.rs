@@ -193,6 +193,7 @@ fn main() {
         },
         accepted: AtomicU64::new(0),
         open: AtomicUsize::new(0),
+        listening: AtomicUsize::new(opts.threads),
         loops: opts.threads,
         body,
     };
@@ -519,6 +520,8 @@ struct Shared {
     accepted: AtomicU64,
     /// Connections open now, in all loops.
     open: AtomicUsize,
+    /// Event loops whose sets hold the listeners now (or are about to add them).
+    listening: AtomicUsize,
     /// How many event loops there are.
     loops: usize,
     body: String,
@@ -683,7 +686,26 @@ impl EventLoop {
             } else {
                 share
             };
-            let listen = !stopped && paused.is_none() && open <= limit;
+            let mut listen = !stopped && paused.is_none() && open <= limit;
+            if listen != listening {
+                if listen {
+                    shared.listening.fetch_add(1, Ordering::SeqCst);
+                } else if stopped || paused.is_some() {
+                    shared.listening.fetch_sub(1, Ordering::SeqCst);
+                } else {
+                    // Leaving only for balance: never as the last loop listening. The others
+                    // decided on counts that were current when they last woke, and one with
+                    // idle connections may sleep until its next sweep, a second away, while
+                    // new connections wait in the backlog.
+                    let left =
+                        shared
+                            .listening
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                (n > 1).then(|| n - 1)
+                            });
+                    listen = left.is_err();
+                }
+            }
             if listen != listening {
                 listening = listen;
                 for (index, listener) in shared.listeners.iter().enumerate() {

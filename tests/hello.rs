@@ -785,3 +785,71 @@ fn threads_rejects_bad_values_and_serves_with_n_loops() {
     assert!(three, "event loop threads: {seen:?}");
     assert_eq!(seen, ["loop 0", "loop 1", "loop 2"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Balancing the loops never leaves the listener unwatched
+
+/// Whether every event loop thread of `pid` is asleep in `epoll_wait` (so none is between
+/// leaving and rejoining the listeners); the loops' count too.
+fn loops_asleep(pid: i32) -> (bool, usize) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (false, 0);
+    };
+    let mut count = 0;
+    let mut asleep = true;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("loop ") {
+            count += 1;
+            let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+            asleep &= wchan.contains("epoll_wait");
+        }
+    }
+    (asleep, count)
+}
+
+/// Whether some epoll set of `pid` watches the first listener (token 0 in hello's sets), from
+/// the `tfd: ... data: TOKEN` lines of `/proc/<pid>/fdinfo`.
+fn listener_watched(pid: i32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+            info.lines().filter(|l| l.starts_with("tfd:")).any(|l| {
+                l.split_once("data:")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|token| u64::from_str_radix(token, 16).ok())
+                    == Some(0)
+            })
+        })
+    })
+}
+
+#[test]
+fn some_loop_always_watches_the_listener_while_balancing() {
+    // Without the rule "never leave as the last loop listening", loop 0 took its share, left
+    // the listeners, loop 1 took its own and left too: a new connection then waited in the
+    // backlog until loop 0's next once-a-second sweep.
+    let hello = Hello::start(&["--threads", "2"]);
+    let mut conns = Vec::new();
+    for n in 0..48 {
+        let mut conn = hello.connect();
+        assert_ok(&hello, &conn.get(&hello));
+        conns.push(conn);
+        // Once both loops are asleep, nothing is between leaving and rejoining the listeners.
+        let mut loops = 0;
+        wait_until(TIMEOUT, "both event loops asleep in epoll_wait", || {
+            let (asleep, count) = loops_asleep(hello.pid);
+            loops = count;
+            asleep
+        });
+        assert_eq!(loops, 2, "event loop threads");
+        if !listener_watched(hello.pid) {
+            hello.fail(&format!(
+                "after {} keep-alive connections, no event loop watches the listener",
+                n + 1
+            ));
+        }
+    }
+}
