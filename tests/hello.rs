@@ -9,6 +9,7 @@
 //!   right after SIGTERM is answered, a request half received at the stop is completed; exit 0;
 //! * `EMFILE`: accepting pauses instead of spinning, and resumes once fds are free;
 //! * `--threads`: bad values exit 2 naming the value, N serves with N event loops.
+//! * balancing the connections over the loops never leaves the listener watched by none.
 //!
 //! hello runs with `--bind 127.0.0.1:0`; the address comes from its `serving on` line.
 
