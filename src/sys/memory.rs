@@ -507,6 +507,45 @@ VmFlags: rd ex mr mw me de sd
                 .filter_map(|m| m.rss_kib)
                 .sum()
         };
+        let rss_at = |text: &str, at: usize| mappings(text).find(|m| m.start == at)?.rss_kib;
+        // Two mappings of our own binary's first 64 KiB that nothing else touches: one clean,
+        // one made like a RELRO segment (written while writable, then made read-only).
+        const LEN: usize = 64 * 1024;
+        let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        let map = |prot| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a fresh private mapping of an open file, at an address the kernel picks;
+            // it is unmapped below and no reference into it outlives this test.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    LEN,
+                    prot,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            p as usize
+        };
+        let clean = map(libc::PROT_READ);
+        let relro = map(libc::PROT_READ | libc::PROT_WRITE);
+        // SAFETY: both mappings are LEN bytes, readable, live until the munmap below; `relro`
+        // is writable until the mprotect.
+        let (original, written) = unsafe {
+            let original = std::slice::from_raw_parts(clean as *const u8, LEN).to_vec();
+            std::ptr::write_volatile(relro as *mut u8, !original[0]);
+            assert_eq!(
+                libc::mprotect(relro as *mut libc::c_void, LEN, libc::PROT_READ),
+                0
+            );
+            (
+                original,
+                std::slice::from_raw_parts(relro as *const u8, LEN).to_vec(),
+            )
+        };
+
         // Timed as the master takes it: reading smaps, parsing it, one madvise per mapping.
         let started = std::time::Instant::now();
         let before = std::fs::read_to_string("/proc/self/smaps").unwrap();
@@ -522,6 +561,30 @@ VmFlags: rd ex mr mw me de sd
             after_kib < before_kib,
             "clean file pages resident: {before_kib} KiB before, {after_kib} KiB after"
         );
+        assert_eq!(
+            rss_at(&before, clean),
+            Some(64),
+            "the clean mapping, touched"
+        );
+        assert_eq!(rss_at(&after, clean), Some(0), "the clean mapping, dropped");
+        assert_eq!(
+            rss_at(&after, relro),
+            rss_at(&before, relro),
+            "RELRO-like: kept"
+        );
+        // SAFETY: as above; both mappings are still readable and LEN bytes long.
+        unsafe {
+            let clean_now = std::slice::from_raw_parts(clean as *const u8, LEN);
+            let relro_now = std::slice::from_raw_parts(relro as *const u8, LEN);
+            assert!(clean_now == original, "refaulted from the file, unchanged");
+            assert!(
+                relro_now == written,
+                "the copy-on-write page kept its write"
+            );
+            assert_ne!(relro_now[0], original[0]);
+            libc::munmap(clean as *mut libc::c_void, LEN);
+            libc::munmap(relro as *mut libc::c_void, LEN);
+        }
         // The process runs on: code and read-only data come back as they were.
         static TEXT: &str = "still here after MADV_DONTNEED";
         assert_eq!(std::hint::black_box(TEXT).len(), 30);
