@@ -15,18 +15,19 @@
 //! back comes back, with the same content, on the next touch.
 
 /// Gives back everything an idle master keeps resident without needing it (see the module
-/// docs), in that order, so the buffer used to read the mappings is itself trimmed by the last
-/// step. Called from the event loop, never from a signal handler or between fork and exec.
+/// docs). The mappings are read and the ranges picked first, then the heap is trimmed (the
+/// buffer the mappings were read into included), and the `madvise` calls come last, so that as
+/// little as possible runs, and faults pages back in, between them and the wait. Called from the event loop, never from a signal handler or between fork and exec.
 /// Errors are ignored: this is an optimisation. Elsewhere than Linux with glibc: nothing.
 pub(crate) fn release_idle_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    linux::release_mapped_pages();
-    release_free_heap();
+    linux::release_idle_memory();
 }
 
 /// Returns the allocator's free pages to the kernel (glibc's `malloc_trim(0)`: it unmaps or
 /// `MADV_DONTNEED`s every free page of every arena). Memory still in use is untouched, so this
 /// changes what the master costs, never what it does. Elsewhere than glibc: nothing.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes the allocator's own locks and touches only free chunks; it is
@@ -177,8 +178,10 @@ mod linux {
     use super::{mappings, threads};
     use std::io::Read;
 
-    /// Drops the page-table entries of the clean file-backed text ([`super::Mapping::is_clean_file_text`])
-    /// and, on the main thread, of the dead part of its stack ([`super::Mapping::dead_stack`]).
+    /// Drops the page-table entries of the clean file-backed text
+    /// ([`super::Mapping::is_clean_file_text`]) and, on the main thread, of the dead part of its
+    /// stack ([`super::Mapping::dead_stack`]), with the heap trimmed between picking the ranges
+    /// and dropping them (at most [`MAX_RANGES`]; picked without allocating).
     ///
     /// Why this is safe. `MADV_DONTNEED` on a private file mapping unmaps its pages from this
     /// process; the next touch faults them in again from the page cache (or the file). For a
@@ -192,8 +195,8 @@ mod linux {
     /// with threads of its own keeps them), and every signal is blocked across, so no handler
     /// runs in between (one that mapped memory could otherwise reuse an address).
     ///
-    /// The stack: below the stack pointer is dead on x86-64 and aarch64 beyond a 128-byte red
-    /// zone; the part dropped starts [`super::STACK_MARGIN`] below the current frame, signals
+    /// The stack: what lies below the stack pointer is dead (beyond x86-64's 128-byte red
+    /// zone); the part dropped starts [`super::STACK_MARGIN`] below the current frame, signals
     /// are blocked while it is dropped (a handler runs on this stack), and only the process's
     /// main thread (thread id = process id, the thread `[stack]` belongs to) does it. A later
     /// call that reaches that deep faults in zeroed pages, as a fresh stack does.
@@ -203,45 +206,81 @@ mod linux {
     /// change: the page cache (the pages stay cached, shared with every other process mapping
     /// the same files) and so the memory cgroup's charge for them, nor any content. Any error
     /// (no `/proc`, a failed `madvise`) leaves the rest as it was.
-    pub(super) fn release_mapped_pages() {
-        let mut smaps = String::with_capacity(16 * 1024);
-        let mut status = String::with_capacity(2 * 1024);
-        let main_thread = nix::unistd::gettid() == nix::unistd::getpid();
-        let frame = 0u8;
-        let frame = std::hint::black_box(&frame) as *const u8 as usize;
+    pub(super) fn release_idle_memory() {
+        let mut picked = Ranges::default();
         let old = block_signals();
-        let read = |path: &str, into: &mut String| {
-            std::fs::File::open(path).and_then(|mut f| f.read_to_string(into))
-        };
-        if read("/proc/self/status", &mut status).is_ok()
-            && read("/proc/self/smaps", &mut smaps).is_ok()
         {
-            let single = threads(&status) == Some(1);
-            drop_pages(&smaps, single, main_thread.then_some(frame));
+            let mut smaps = String::with_capacity(16 * 1024);
+            let mut status = String::with_capacity(2 * 1024);
+            let main_thread = nix::unistd::gettid() == nix::unistd::getpid();
+            let frame = 0u8;
+            let frame = std::hint::black_box(&frame) as *const u8 as usize;
+            let read = |path: &str, into: &mut String| {
+                std::fs::File::open(path).and_then(|mut f| f.read_to_string(into))
+            };
+            if read("/proc/self/status", &mut status).is_ok()
+                && read("/proc/self/smaps", &mut smaps).is_ok()
+            {
+                let single = threads(&status) == Some(1);
+                pick(&smaps, single, main_thread.then_some(frame), &mut picked);
+            }
         }
+        super::release_free_heap();
+        picked.drop_all();
         restore_signals(&old);
     }
 
-    /// The madvise calls for one `smaps` snapshot: the clean file text when `files`, the dead
-    /// stack below `frame` when given. Returns the KiB of `Rss` of the file mappings dropped.
-    pub(super) fn drop_pages(smaps: &str, files: bool, frame: Option<usize>) -> u64 {
-        let page = page_size();
-        let mut dropped = 0;
-        for m in mappings(smaps) {
-            if files && m.is_clean_file_text() && dont_need(m.start, m.end - m.start) {
-                dropped += m.rss_kib.unwrap_or(0);
-            }
-            if let Some((start, len)) = frame.and_then(|f| m.dead_stack(f, page)) {
-                dont_need(start, len);
+    /// At most this many ranges are dropped per call (the master has about 20 file mappings).
+    const MAX_RANGES: usize = 64;
+
+    /// The ranges picked from one `smaps` snapshot, without allocating.
+    pub(super) struct Ranges {
+        items: [(usize, usize); MAX_RANGES],
+        pub(super) len: usize,
+    }
+
+    impl Default for Ranges {
+        fn default() -> Self {
+            Ranges {
+                items: [(0, 0); MAX_RANGES],
+                len: 0,
             }
         }
-        dropped
+    }
+
+    impl Ranges {
+        fn push(&mut self, range: (usize, usize)) {
+            if let Some(slot) = self.items.get_mut(self.len) {
+                *slot = range;
+                self.len += 1;
+            }
+        }
+
+        /// `MADV_DONTNEED` on each range; returns how many succeeded.
+        pub(super) fn drop_all(&self) -> usize {
+            let picked = &self.items[..self.len];
+            picked.iter().filter(|&&(s, l)| dont_need(s, l)).count()
+        }
+    }
+
+    /// Picks, from one `smaps` snapshot, the clean file text when `files` and the dead stack
+    /// below `frame` when given.
+    pub(super) fn pick(smaps: &str, files: bool, frame: Option<usize>, into: &mut Ranges) {
+        let page = page_size();
+        for m in mappings(smaps) {
+            if files && m.is_clean_file_text() {
+                into.push((m.start, m.end - m.start));
+            }
+            if let Some(range) = frame.and_then(|f| m.dead_stack(f, page)) {
+                into.push(range);
+            }
+        }
     }
 
     fn dont_need(start: usize, len: usize) -> bool {
         // SAFETY: the range is one mapping of this process as `smaps` showed it a moment ago,
         // and either clean file text (refaults give the same bytes) or the main thread's stack
-        // at least STACK_MARGIN below the live frames (dead): see `release_mapped_pages` for why
+        // at least STACK_MARGIN below the live frames (dead): see `release_idle_memory` for why
         // nothing else can have changed it in between. madvise reads no memory of ours.
         unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
     }
@@ -549,13 +588,16 @@ VmFlags: rd ex mr mw me de sd
         // Timed as the master takes it: reading smaps, parsing it, one madvise per mapping.
         let started = std::time::Instant::now();
         let before = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let dropped = linux::drop_pages(&before, true, None);
+        let mut picked = linux::Ranges::default();
+        linux::pick(&before, true, None, &mut picked);
+        let dropped = picked.drop_all();
         let took = started.elapsed();
         let after = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let (before_kib, after_kib) = (droppable(&before), droppable(&after));
         assert!(
-            dropped > 0 && dropped == before_kib,
-            "{dropped} of {before_kib}"
+            dropped > 0 && dropped == picked.len,
+            "{dropped} of {}",
+            picked.len
         );
         assert!(
             after_kib < before_kib,
