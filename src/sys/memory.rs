@@ -17,8 +17,9 @@
 /// Gives back everything an idle master keeps resident without needing it (see the module
 /// docs). The mappings are read and the ranges picked first, then the heap is trimmed (the
 /// buffer the mappings were read into included), and the `madvise` calls come last, so that as
-/// little as possible runs, and faults pages back in, between them and the wait. Called from the event loop, never from a signal handler or between fork and exec.
-/// Errors are ignored: this is an optimisation. Elsewhere than Linux with glibc: nothing.
+/// little as possible runs, and faults pages back in, between them and the wait. Called from
+/// the event loop, never from a signal handler or between fork and exec. Errors are ignored:
+/// this is an optimisation. Elsewhere than Linux with glibc: nothing.
 pub(crate) fn release_idle_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     linux::release_idle_memory();
