@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -150,8 +150,18 @@ pub struct Proc {
     pub name: String,
     child: Child,
     pid: i32,
-    lines: Arc<Mutex<Vec<Line>>>,
+    output: Arc<Output>,
     exited: bool,
+}
+
+/// A process's output lines so far, and a condition variable notified when one is added (or
+/// the output ends), so the benchmark can wait for a line without polling. (Polling every
+/// millisecond, as it did, woke the benchmark ~1,000 times a second inside every reload window
+/// and never outside one: load on the machine only during the windows it measures.)
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<Line>>,
+    grew: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,7 +196,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
         let pid = child.id() as i32;
-        let lines = Arc::new(Mutex::new(Vec::new()));
+        let output = Arc::new(Output::default());
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -195,13 +205,13 @@ impl Proc {
         let file = Arc::new(Mutex::new(file));
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
-        spawn_reader(out, Arc::clone(&lines), Arc::clone(&file), name)?;
-        spawn_reader(err, Arc::clone(&lines), file, name)?;
+        spawn_reader(out, Arc::clone(&output), Arc::clone(&file), name)?;
+        spawn_reader(err, Arc::clone(&output), file, name)?;
         Ok(Proc {
             name: name.to_owned(),
             child,
             pid,
-            lines,
+            output,
             exited: false,
         })
     }
@@ -212,18 +222,35 @@ impl Proc {
 
     /// Number of lines read so far.
     pub fn line_count(&self) -> usize {
-        lock(&self.lines).len()
+        lock(&self.output.lines).len()
     }
 
     /// The first line at index ≥ `from` satisfying `pred`, with its index.
     pub fn find_line(&self, from: usize, pred: impl Fn(&str) -> bool) -> Option<(usize, Line)> {
-        let lines = lock(&self.lines);
-        lines
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, l)| pred(&l.text))
-            .map(|(i, l)| (i, l.clone()))
+        find(&lock(&self.output.lines), from, &pred)
+    }
+
+    /// Waits until `until` for a line at index ≥ `from` satisfying `pred`; `None` if none came.
+    pub fn wait_line_until(
+        &self,
+        from: usize,
+        until: Instant,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(usize, Line)> {
+        let mut lines = lock(&self.output.lines);
+        loop {
+            if let Some(found) = find(&lines, from, &pred) {
+                return Some(found);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            lines = match self.output.grew.wait_timeout(lines, left) {
+                Ok((lines, _)) => lines,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Waits for a line at index ≥ `from` satisfying `pred`; fails if the process exits first.
@@ -235,28 +262,31 @@ impl Proc {
         pred: impl Fn(&str) -> bool,
     ) -> Result<(usize, Line)> {
         let name = self.name.clone();
-        wait_for(
-            deadline,
-            Duration::from_millis(1),
-            &format!("{name}: {what}"),
-            || {
+        loop {
+            check_interrupted()?;
+            // Wake at least every 100 ms to notice an exit or an interruption.
+            let until = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            if let Some(found) = self.wait_line_until(from, until, &pred) {
+                return Ok(found);
+            }
+            if let Some(status) = self.try_wait()? {
                 if let Some(found) = self.find_line(from, &pred) {
-                    return Ok(Some(found));
+                    return Ok(found);
                 }
-                if let Some(status) = self.try_wait()? {
-                    bail!(
-                        "{name} exited ({status}) before {what}; last output:\n{}",
-                        self.tail(15)
-                    );
-                }
-                Ok(None)
-            },
-        )
+                bail!(
+                    "{name} exited ({status}) before {what}; last output:\n{}",
+                    self.tail(15)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("timed out waiting for {name}: {what}");
+            }
+        }
     }
 
     /// The last `n` lines of output.
     pub fn tail(&self, n: usize) -> String {
-        let lines = lock(&self.lines);
+        let lines = lock(&self.output.lines);
         let from = lines.len().saturating_sub(n);
         lines[from..]
             .iter()
@@ -349,9 +379,19 @@ pub fn reap_orphan(pid: i32) {
     }
 }
 
+/// The first of `lines` at index ≥ `from` satisfying `pred`, with its index.
+fn find(lines: &[Line], from: usize, pred: &impl Fn(&str) -> bool) -> Option<(usize, Line)> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| pred(&l.text))
+        .map(|(i, l)| (i, l.clone()))
+}
+
 fn spawn_reader(
     pipe: impl Read + Send + 'static,
-    lines: Arc<Mutex<Vec<Line>>>,
+    output: Arc<Output>,
     log: Arc<Mutex<fs::File>>,
     name: &str,
 ) -> Result<()> {
@@ -370,8 +410,11 @@ fn spawn_reader(
                 let at = Instant::now();
                 let text = String::from_utf8_lossy(&bytes).trim_end().to_owned();
                 let _ = writeln!(lock(&log), "[{name}] {text}");
-                lock(&lines).push(Line { at, text });
+                lock(&output.lines).push(Line { at, text });
+                output.grew.notify_all();
             }
+            // The end of the output: a waiter may want to look at the process's exit.
+            output.grew.notify_all();
         })?;
     Ok(())
 }

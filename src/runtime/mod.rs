@@ -317,8 +317,9 @@ impl Master {
             let deadline = self.deadline();
             if deadline.is_none() && std::mem::replace(&mut self.busy, false) {
                 // Idle now, after a startup, a reload or a request: what they allocated and
-                // freed need not stay resident while the master waits.
-                crate::sys::memory::release_free_heap();
+                // freed, the code they ran and the stack they reached need not stay resident
+                // while the master waits.
+                crate::sys::memory::release_idle_memory();
             }
             self.busy |= deadline.is_some();
             let ready = self

@@ -11,7 +11,8 @@
 //! - [`pidfd`]: process fds, so a signal never reaches a process that reused a child's pid.
 //! - [`fork`]: forking the whole master for `--daemon`, only while it has one thread.
 //! - [`env`]: removing environment variables, only while the process has one thread.
-//! - [`memory`]: giving the free heap back to the kernel when the master goes idle.
+//! - [`memory`]: what an idle master gives back to the kernel: clean file pages' page-table
+//!   entries, its stack's dead part, its free heap.
 //! - [`epoll`]: the master's interest list, kept between wake-ups.
 //! - [`signal`]: the master's signal handlers, each setting a flag and writing to one shared
 //!   wake-up fd.
