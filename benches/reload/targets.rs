@@ -565,7 +565,9 @@ impl Target {
         let is_exit = |l: &str| is_event(l, "exited") && field(l, "pid") == Some(old_pid.as_str());
         let mut note = None;
         let slow = Instant::now() + SLOW_STOP;
-        if p.wait_line_until(from, slow.min(deadline), is_exit).is_none() {
+        if p.wait_line_until(from, slow.min(deadline), is_exit)
+            .is_none()
+        {
             if let Ok(pid) = old_pid.parse() {
                 note = Some(procs::diagnose(pid));
             }
