@@ -20,7 +20,6 @@
 //!   (else it exits 2 with an error naming the socket).
 //! * `--drain-spread-ms N`: when stopping, close the keep-alive connections over N ms (default
 //!   250) instead of all at once; 0 closes them all at once. See point 5 below.
-//! * `--threads N`: serve with N event loops, one thread each (default: the number of CPUs).
 //! * `--stamp-file PATH`: append `pid=P monotonic_ns=T` to PATH, where T is `CLOCK_MONOTONIC`
 //!   read first thing in `main`. The reload benchmark (`benches/reload`) compares it with the
 //!   time it sent SIGHUP to measure spawn latency.
@@ -39,12 +38,10 @@
 //!    later). With `poll()`, `select()` or plain epoll, every process holding the socket wakes
 //!    for every connection, and all but one find nothing to accept: while two generations
 //!    overlap, that doubles the wake-ups per connection. Accept (a bounded batch) on every
-//!    listener reported ready before honouring a stop reported in the same wake-up: the other
-//!    generations were not woken for those connections. And still expect `accept()` to fail
-//!    with `EAGAIN` right after a wake-up: another generation may have taken the connection
-//!    first. hello runs one event loop per CPU, each with its own epoll set holding every
-//!    listener (exclusive) and the connections it accepted, so a connection costs an `accept()`
-//!    and an `epoll_ctl()`, never a new thread.
+//!    listener reported ready before honouring a stop signal reported in the same wake-up:
+//!    the other generations were not woken for those connections. And still expect `accept()`
+//!    to fail with `EAGAIN` right after a wake-up: another generation may have taken the
+//!    connection first.
 //! 3. To stop, close (drop) its copy of the listener. Never call `shutdown()` on it: the socket
 //!    is shared, and shutting it down would stop it for the parent and every other generation.
 //!    Connections not yet accepted stay queued in the kernel for the next generation.
@@ -52,10 +49,18 @@
 //!    flight, answer with `Connection: close`, close idle keep-alive connections, and exit 0.
 //! 5. Spread that closing over a short time. Every client whose connection is closed reconnects
 //!    at once, to the new generation; closing all of them in the same millisecond makes the new
-//!    server accept every client in one burst, and the tail latency of that moment jumps (the
-//!    reload benchmark's "Latency after each HUP" table shows it). hello gives each connection
-//!    its own moment within `--drain-spread-ms`: until then it keeps serving it as usual, then
-//!    answers its next request with `Connection: close`, or closes it if it is idle.
+//!    server accept (here: start a thread for) every client in one burst, and the tail latency
+//!    of that moment jumps (the reload benchmark's "Latency after each HUP" table shows it).
+//!    hello gives each connection its own moment within `--drain-spread-ms`: until then it
+//!    keeps serving it as usual, then answers its next request with `Connection: close`, or
+//!    closes it if none comes within 50 ms (closing an idle connection at once races with the
+//!    request its client may be sending right then).
+//!
+//! hello runs a thread per connection. An event-loop version (one epoll loop per CPU) was
+//! measured against it in the reload benchmark and kept the tail beyond the p99 shorter, but its
+//! p99 was 2.5 times higher with the 256 clients on the same 2 CPUs: a loop thread that the
+//! scheduler preempts holds up every connection it serves (BENCHMARKS.md, "hello: a thread per
+//! connection or an event loop").
 
 use std::env;
 use std::fs::OpenOptions;
@@ -64,9 +69,9 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use relaunch::child::{self, Sockets};
@@ -82,11 +87,12 @@ macro_rules! say {
 }
 
 const USAGE: &str = "usage: hello [--startup-delay-ms N] [--bind ADDR] [--fd N] \
-                     [--socket NAME] [--drain-spread-ms N] [--threads N] \
-                     [--stamp-file PATH]";
+                     [--socket NAME] [--drain-spread-ms N] [--stamp-file PATH]";
 /// Default of `--drain-spread-ms`.
 const DRAIN_SPREAD: Duration = Duration::from_millis(250);
 
+/// How often a connection waiting for a request checks whether the server is stopping.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 /// An idle keep-alive connection is closed after this long.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Once a keep-alive connection's moment to close has come, how long it may stay idle before
@@ -98,8 +104,6 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 * 1024;
 /// Connections accepted per wake-up, so a flood cannot delay the reaction to SIGTERM.
 const ACCEPT_BATCH: usize = 64;
-/// Largest `--threads`.
-const MAX_THREADS: usize = 256;
 /// fd table slots reserved at startup (see `presize_fd_table`).
 const FD_TABLE: libc::c_int = 1024;
 
@@ -110,7 +114,6 @@ struct Options {
     socket: Option<String>,
     stamp_file: Option<String>,
     drain_spread: Duration,
-    threads: usize,
 }
 
 fn main() {
@@ -151,18 +154,13 @@ fn main() {
         process::exit(2);
     });
 
-    // The event loops' epoll sets, set up before the startup delay (see `EventLoop::new`).
-    let stop = stop_event().unwrap_or_else(|err| {
-        say!("cannot create an eventfd: {err}");
+    // Set up before the startup delay, so a failure exits before we say we are ready. An
+    // exclusive entry nobody waits on takes no wake-up: the kernel passes it on to a process
+    // that waits, e.g. the previous generation.
+    let poller = Poller::new(&listeners, &signals).unwrap_or_else(|err| {
+        say!("cannot set up epoll: {err}");
         process::exit(1);
     });
-    let loops: Vec<EventLoop> = (0..opts.threads)
-        .map(|_| EventLoop::new(&listeners, &stop))
-        .collect::<io::Result<_>>()
-        .unwrap_or_else(|err| {
-            say!("cannot set up epoll: {err}");
-            process::exit(1);
-        });
 
     if !opts.startup_delay.is_zero() && signals.wait(Some(opts.startup_delay)) {
         // Stopped before we served anything.
@@ -184,20 +182,7 @@ fn main() {
     }
 
     let body = format!("pid={} fdnames={}\n", process::id(), names.join(":"));
-    let shared = Shared {
-        listeners,
-        drain: Drain {
-            stopping: AtomicBool::new(false),
-            since: OnceLock::new(),
-            spread: opts.drain_spread,
-        },
-        accepted: AtomicU64::new(0),
-        open: AtomicUsize::new(0),
-        listening: AtomicUsize::new(opts.threads),
-        loops: opts.threads,
-        body,
-    };
-    serve(shared, loops, &signals, &stop);
+    serve(listeners, poller, Arc::from(body), opts.drain_spread);
     say!("pid {} stopped", process::id());
 }
 
@@ -209,7 +194,6 @@ fn parse_args() -> Result<Options, String> {
         socket: None,
         stamp_file: None,
         drain_spread: DRAIN_SPREAD,
-        threads: thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -238,16 +222,6 @@ fn parse_args() -> Result<Options, String> {
                     .parse()
                     .map_err(|_| format!("invalid --drain-spread-ms value {v:?} (milliseconds)"))?;
                 opts.drain_spread = Duration::from_millis(ms);
-            }
-            "--threads" => {
-                let v = args.next().ok_or("--threads needs a value")?;
-                opts.threads = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_THREADS).contains(n))
-                    .ok_or_else(|| {
-                        format!("invalid --threads value {v:?} (a number from 1 to {MAX_THREADS})")
-                    })?;
             }
             "--stamp-file" => {
                 opts.stamp_file = Some(args.next().ok_or("--stamp-file needs a value")?)
@@ -314,7 +288,7 @@ fn take_listeners(
 
 /// Grows the fd table to [`FD_TABLE`] slots while the process still has one thread.
 ///
-/// Growing it later, once the event loop threads share it, makes the `accept()` that needs the
+/// Growing it later, once connection threads share it, makes the `accept()` that needs the
 /// next slot wait for an RCU grace period in the kernel (`expand_files` → `synchronize_rcu`).
 /// On a loaded machine that wait reached seconds in the reload benchmark: the new generation
 /// stalled while taking over a burst of connections, and an old one could not get back to its
@@ -372,107 +346,89 @@ impl SignalPipe {
     }
 }
 
-/// The `epoll` token of the stop event; a listener's token is its index, a connection's is
-/// [`CONN_TOKEN`] plus its index in its loop's table.
-const STOP_TOKEN: u64 = u64::MAX;
-/// The first connection token.
-const CONN_TOKEN: u64 = 1 << 32;
-/// Events taken per `epoll_wait`.
-const EVENTS: usize = 256;
-/// How often a loop looks at its connections' timers (keep-alive, write and linger timeouts).
-const SWEEP: Duration = Duration::from_secs(1);
-/// How often, once stopping, a loop looks for connections whose moment to close has come.
-const DRAIN_SWEEP: Duration = Duration::from_millis(5);
-/// How long accepting pauses after `accept()` failed for lack of resources (e.g. `EMFILE`).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
-/// How many connections over its share a loop may hold and still accept more.
-const BALANCE_SLACK: usize = 4;
-/// A response the client does not read for this long is dropped with its connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a response with `Connection: close`, how long to wait for the client to close too.
-const LINGER: Duration = Duration::from_secs(1);
+/// The `epoll` token of the signal pipe; a listener's token is its index.
+const SIGNAL_TOKEN: u64 = u64::MAX;
 
-/// An epoll set and the buffer its events are read into.
-struct Epoll {
-    fd: OwnedFd,
+/// One epoll set: the listening sockets, with `EPOLLEXCLUSIVE`, and the signal pipe.
+///
+/// While two generations hold a listener, `poll()` (or plain epoll) wakes both for every
+/// connection; one accepts and the other finds `EAGAIN`, a wasted wake-up per connection.
+/// With `EPOLLEXCLUSIVE`, the kernel wakes only one of the processes waiting on the socket.
+/// The flag can only be given when a socket is added (`EPOLL_CTL_MOD` rejects it), so each
+/// listener is added once, with it, and never modified. The signal pipe is this process's own,
+/// so it is an ordinary entry of the same set: one `epoll_wait` sees both.
+struct Poller {
+    epoll: OwnedFd,
     events: Vec<libc::epoll_event>,
 }
 
-impl Epoll {
-    fn new() -> io::Result<Self> {
+impl Poller {
+    fn new(listeners: &[TcpListener], signals: &SignalPipe) -> io::Result<Self> {
         // SAFETY: epoll_create1 takes no pointers.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Epoll {
-            // SAFETY: `fd` was just returned by epoll_create1: open, and owned by nothing else.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
-        })
+        // SAFETY: `fd` was just returned by epoll_create1: open, and owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let poller = Poller {
+            epoll,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; listeners.len() + 1],
+        };
+        for (index, listener) in listeners.iter().enumerate() {
+            let exclusive = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
+            match poller.add(listener.as_raw_fd(), exclusive, index as u64) {
+                // A kernel older than 4.5 has no EPOLLEXCLUSIVE: every generation wakes.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    poller.add(listener.as_raw_fd(), libc::EPOLLIN, index as u64)?
+                }
+                other => other?,
+            }
+        }
+        poller.add(signals.read.as_raw_fd(), libc::EPOLLIN, SIGNAL_TOKEN)?;
+        Ok(poller)
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
+    fn add(&self, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: events as u32,
             u64: token,
         };
         // SAFETY: `event` is a valid epoll_event for the call, which copies it.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
 
-    /// Adds a listening socket with `EPOLLEXCLUSIVE`: of all the epoll sets (threads, and
-    /// generations) waiting on it, the kernel wakes one per connection. The flag can only be
-    /// given when a socket is added (`EPOLL_CTL_MOD` rejects it).
-    fn add_listener(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let exclusive = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
-        match self.ctl(libc::EPOLL_CTL_ADD, fd, exclusive, token) {
-            // A kernel older than 4.5 has no EPOLLEXCLUSIVE: every waiter wakes.
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN, token)
-            }
-            other => other,
-        }
-    }
-
-    fn remove(&self, fd: RawFd) {
-        // Already gone (e.g. accepting was paused) is fine.
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
-    }
-
-    /// Waits up to `timeout` (forever if `None`); the tokens of what is ready, into `ready`.
-    /// An interruption by a signal counts as "nothing ready".
-    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<u64>) -> io::Result<()> {
-        // Round up, so a wait for a deadline 0.5 ms away does not spin until it.
-        let ms = timeout.map_or(-1, |t| {
-            (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
-        });
-        // SAFETY: `events` is an exclusively borrowed buffer of EVENTS epoll_event entries for
-        // the whole call; the kernel writes at most that many.
+    /// Waits for a connection or a stop signal; the tokens of what is ready. An interruption
+    /// by a signal counts as "nothing ready".
+    fn wait(&mut self) -> io::Result<impl Iterator<Item = u64> + '_> {
+        let capacity = self.events.len() as libc::c_int;
+        // SAFETY: `events` is an exclusively borrowed buffer of `capacity` epoll_event entries
+        // for the whole call; the kernel writes at most that many.
         let n = unsafe {
             libc::epoll_wait(
-                self.fd.as_raw_fd(),
+                self.epoll.as_raw_fd(),
                 self.events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                ms,
+                capacity,
+                -1,
             )
         };
-        ready.clear();
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(err)
-            };
-        }
+        let ready = match n {
+            n if n >= 0 => n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
+                }
+                0
+            }
+        };
         // A by-value read: epoll_event is packed on some architectures.
-        ready.extend(self.events[..n as usize].iter().map(|event| event.u64));
-        Ok(())
+        Ok(self.events[..ready].iter().map(|event| event.u64))
     }
 }
 
@@ -491,18 +447,18 @@ impl Drain {
 
     /// How long until the connection with `slot` (in 0..1) is to close; `None` while the
     /// server is not stopping, zero once its moment has come.
-    fn until_close(&self, slot: f64, now: Instant) -> Option<Duration> {
+    fn until_close(&self, slot: f64) -> Option<Duration> {
         if !self.stopping() {
             return None;
         }
         let since = *self.since.get()?;
         let at = since + self.spread.mul_f64(slot);
-        Some(at.saturating_duration_since(now))
+        Some(at.saturating_duration_since(Instant::now()))
     }
 
     /// Whether the connection with `slot` is to close now.
-    fn closing(&self, slot: f64, now: Instant) -> bool {
-        self.until_close(slot, now) == Some(Duration::ZERO)
+    fn closing(&self, slot: f64) -> bool {
+        self.until_close(slot) == Some(Duration::ZERO)
     }
 }
 
@@ -512,597 +468,255 @@ fn slot(n: u64) -> f64 {
     (n as f64 * 0.618_033_988_749_894_9).fract()
 }
 
-/// What the event loops share.
-struct Shared {
-    listeners: Vec<TcpListener>,
-    drain: Drain,
-    /// Connections accepted so far, by all loops: the next one's [`slot`].
-    accepted: AtomicU64,
-    /// Connections open now, in all loops.
-    open: AtomicUsize,
-    /// Event loops whose sets hold the listeners now (or are about to add them).
-    listening: AtomicUsize,
-    /// How many event loops there are.
-    loops: usize,
-    body: String,
-}
-
-/// Serves until SIGTERM, SIGINT or SIGUSR2, then drains and returns.
-///
-/// Each of the `loops` runs on its own thread and serves every connection it accepts, from
-/// `accept()` to close, without starting anything: when the old generation stops and its
-/// clients reconnect, the new one takes them on at the cost of an `accept()` each, in loops that
-/// are already running.
-fn serve(shared: Shared, loops: Vec<EventLoop>, signals: &SignalPipe, stop: &OwnedFd) {
-    thread::scope(|scope| {
-        for (index, event_loop) in loops.into_iter().enumerate() {
-            let shared = &shared;
-            let spawned = thread::Builder::new()
-                .name(format!("loop {index}"))
-                .spawn_scoped(scope, move || event_loop.run(shared));
-            if let Err(err) = spawned {
-                say!("cannot start event loop thread {index}: {err}");
-                process::exit(1);
-            }
-        }
-        while !signals.wait(None) {}
-        let _ = shared.drain.since.set(Instant::now());
-        shared.drain.stopping.store(true, Ordering::SeqCst);
-        // Every loop has the eventfd in its set, level-triggered and never read: each one sees
-        // it until it removes it.
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to an eventfd we own.
-        let written = unsafe { libc::write(stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-        if written != one.len() as isize {
-            say!(
-                "cannot signal the event loops: {}",
-                io::Error::last_os_error()
-            );
-            process::exit(1);
-        }
+/// Accepts connections until SIGTERM, SIGINT or SIGUSR2, then drains and returns.
+fn serve(listeners: Vec<TcpListener>, mut poller: Poller, body: Arc<str>, spread: Duration) {
+    let stopping = Arc::new(Drain {
+        stopping: AtomicBool::new(false),
+        since: OnceLock::new(),
+        spread,
     });
-    // Only now close our copies of the listeners (the loops left them when they stopped).
-    // Connections still queued in the kernel are served by the next generation, which holds the
-    // same sockets.
-    drop(shared);
-}
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let mut accepted: u64 = 0;
 
-/// A non-blocking eventfd, for telling the event loops to stop.
-fn stop_event() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by eventfd: open, and owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// One thread's share of the server: its own epoll set, with every listening socket (exclusive)
-/// and the stop event, and the connections it accepted.
-struct EventLoop {
-    epoll: Epoll,
-    /// The stop event's fd, to remove it once seen.
-    stop: RawFd,
-}
-
-impl EventLoop {
-    /// Set up before the startup delay, so a failure exits before we say we are ready. An
-    /// exclusive entry nobody waits on takes no wake-up: the kernel passes it on to a set that
-    /// is waited on, e.g. the previous generation's.
-    fn new(listeners: &[TcpListener], stop: &OwnedFd) -> io::Result<Self> {
-        let epoll = Epoll::new()?;
-        for (index, listener) in listeners.iter().enumerate() {
-            epoll.add_listener(listener.as_raw_fd(), index as u64)?;
-        }
-        epoll.ctl(
-            libc::EPOLL_CTL_ADD,
-            stop.as_raw_fd(),
-            libc::EPOLLIN,
-            STOP_TOKEN,
-        )?;
-        Ok(EventLoop {
-            epoll,
-            stop: stop.as_raw_fd(),
-        })
-    }
-
-    fn run(mut self, shared: &Shared) {
-        let mut conns = Table::default();
-        let mut ready = Vec::with_capacity(EVENTS);
-        let mut stopped = false;
-        // Whether the listeners are in this loop's set.
-        let mut listening = true;
-        // Accepting paused until then, after accept() failed for lack of resources.
-        let mut paused: Option<Instant> = None;
-        // This loop's connections as last added to `shared.open`.
-        let mut counted = 0;
-        let mut next_sweep = Instant::now() + SWEEP;
-        while !(stopped && conns.is_empty()) {
-            let now = Instant::now();
-            let mut wake = next_sweep;
-            if let Some(until) = paused {
-                wake = wake.min(until);
-            }
-            // Nothing to time: wait for an event only.
-            let timeout = (!conns.is_empty() || paused.is_some())
-                .then(|| wake.saturating_duration_since(now));
-            if let Err(err) = self.epoll.wait(timeout, &mut ready) {
-                say!("epoll_wait: {err}");
-                process::exit(1);
-            }
-            let now = Instant::now();
-            // Accept on every listener reported ready before honouring a stop reported in the
-            // same wake-up: with EPOLLEXCLUSIVE only we were woken for those connections, so
-            // the other generation would not hear of them until another one arrives.
-            let mut stop = false;
-            for &token in &ready {
-                if token == STOP_TOKEN {
-                    stop = true;
-                } else if token >= CONN_TOKEN {
-                    let index = (token - CONN_TOKEN) as usize;
-                    if let Some(conn) = conns.get_mut(index) {
-                        if !conn.progress(shared, now) {
-                            conns.remove(index);
+    loop {
+        let mut stop = false;
+        match poller.wait() {
+            Ok(ready) => {
+                // Accept on every listener epoll reported before honouring a stop that came
+                // in the same wake-up: with EPOLLEXCLUSIVE only we were woken for those
+                // connections, so the next generation would not hear of them until another
+                // one arrives.
+                for token in ready {
+                    match listeners.get(token as usize) {
+                        Some(listener) => {
+                            accept_ready(listener, &stopping, &body, &mut workers, &mut accepted)
                         }
-                    }
-                } else if let Some(listener) = shared.listeners.get(token as usize) {
-                    if !self.accept(listener, shared, &mut conns, now) {
-                        // Out of fds (or memory): stop accepting for a moment, rather than be
-                        // woken again at once for the same connection, and again.
-                        paused = Some(now + ACCEPT_PAUSE);
+                        None => stop = true, // SIGTERM, SIGINT or SIGUSR2
                     }
                 }
             }
-            if stop && !stopped {
-                stopped = true;
-                self.epoll.remove(self.stop);
-                next_sweep = now;
+            Err(err) => {
+                say!("epoll_wait: {err}");
+                stop = true;
             }
-            if paused.is_some_and(|until| now >= until) {
-                paused = None;
-            }
-            if now >= next_sweep {
-                conns.retain(|conn| !conn.due(&shared.drain, now) || conn.progress(shared, now));
-                next_sweep = now + if stopped { DRAIN_SWEEP } else { SWEEP };
-            }
-
-            // Whether to be woken for new connections. Not once stopped: the listeners stay
-            // open in the other generations, and connections not yet accepted stay queued for
-            // them. Not while accepting is paused. And not while this loop has more than its
-            // share of the connections: the kernel wakes the first of the waiting sets in the
-            // order they were added, so without this the first loop would take nearly all of
-            // them whenever it is idle, e.g. while a new generation takes over.
-            let open = conns.len();
-            if open > counted {
-                shared.open.fetch_add(open - counted, Ordering::Relaxed);
-            } else {
-                shared.open.fetch_sub(counted - open, Ordering::Relaxed);
-            }
-            counted = open;
-            let share = shared.open.load(Ordering::Relaxed).div_ceil(shared.loops);
-            let limit = if listening {
-                share + BALANCE_SLACK
-            } else {
-                share
-            };
-            let mut listen = !stopped && paused.is_none() && open <= limit;
-            if listen != listening {
-                if listen {
-                    shared.listening.fetch_add(1, Ordering::SeqCst);
-                } else if stopped || paused.is_some() {
-                    shared.listening.fetch_sub(1, Ordering::SeqCst);
-                } else {
-                    // Leaving only for balance: never as the last loop listening. The others
-                    // decided on counts that were current when they last woke, and one with
-                    // idle connections may sleep until its next sweep, a second away, while
-                    // new connections wait in the backlog.
-                    let left =
-                        shared
-                            .listening
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                                (n > 1).then(|| n - 1)
-                            });
-                    listen = left.is_err();
-                }
-            }
-            if listen != listening {
-                listening = listen;
-                for (index, listener) in shared.listeners.iter().enumerate() {
-                    let fd = listener.as_raw_fd();
-                    if !listen {
-                        self.epoll.remove(fd);
-                    } else if let Err(err) = self.epoll.add_listener(fd, index as u64) {
-                        say!("cannot watch the listener again: {err}");
-                        process::exit(1);
-                    }
-                }
-            }
+        }
+        // Finished threads are detached by dropping their handle.
+        workers.retain(|worker| !worker.is_finished());
+        if stop {
+            break;
         }
     }
 
-    /// Accepts up to [`ACCEPT_BATCH`] connections from `listener` and serves what they sent;
-    /// false if `accept()` failed for lack of resources.
-    fn accept(
-        &self,
-        listener: &TcpListener,
-        shared: &Shared,
-        conns: &mut Table,
-        now: Instant,
-    ) -> bool {
-        for _ in 0..ACCEPT_BATCH {
-            let stream = match listener.accept() {
-                Ok((stream, _peer)) => stream,
-                // Nothing (left) to accept: another loop or generation was faster.
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return true,
-                // The client gave up before we accepted; try the next one.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue
-                }
-                Err(err) => {
-                    // E.g. out of file descriptors.
-                    say!("accept: {err}");
-                    return false;
-                }
-            };
-            // Linux does not pass O_NONBLOCK from the listener to accepted sockets.
-            if let Err(err) = stream.set_nonblocking(true) {
-                say!("connection: {err}");
-                continue;
-            }
-            let slot = slot(shared.accepted.fetch_add(1, Ordering::Relaxed) + 1);
-            let index = conns.insert(Conn::new(stream, slot, now));
-            let conn = conns.get_mut(index).expect("just inserted");
-            // Edge-triggered: `progress` always reads (or writes) until the kernel says
-            // EAGAIN before it returns to wait.
-            let interest = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
-            let added = self.epoll.ctl(
-                libc::EPOLL_CTL_ADD,
-                conn.stream.as_raw_fd(),
-                interest,
-                CONN_TOKEN + index as u64,
-            );
-            if let Err(err) = added {
-                say!("cannot watch a connection: {err}");
-                conns.remove(index);
-                continue;
-            }
-            // The request may well be there already.
-            if !conn.progress(shared, now) {
-                conns.remove(index);
-            }
-        }
-        true
+    // Stop accepting: leave the epoll set (it holds the listening sockets, which stay open in
+    // the other generations), then close our copies of the listeners. Connections still queued
+    // in the kernel are served by the next generation, which holds the same sockets.
+    drop(poller);
+    drop(listeners);
+    let _ = stopping.since.set(Instant::now());
+    stopping.stopping.store(true, Ordering::SeqCst);
+    for worker in workers {
+        let _ = worker.join();
     }
 }
 
-/// A loop's connections, by index; an index is reused once its connection is closed (closing
-/// the socket also removes it from the epoll set, so no event names a closed connection).
-#[derive(Default)]
-struct Table {
-    entries: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl Table {
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn insert(&mut self, conn: Conn) -> usize {
-        self.len += 1;
-        match self.free.pop() {
-            Some(index) => {
-                self.entries[index] = Some(conn);
-                index
+fn accept_ready(
+    listener: &TcpListener,
+    stopping: &Arc<Drain>,
+    body: &Arc<str>,
+    workers: &mut Vec<JoinHandle<()>>,
+    accepted: &mut u64,
+) {
+    for _ in 0..ACCEPT_BATCH {
+        let stream = match listener.accept() {
+            Ok((stream, _peer)) => stream,
+            // Nothing (left) to accept: another process holding the socket was faster.
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+            // The client gave up before we accepted; try the next one.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue
             }
-            None => {
-                self.entries.push(Some(conn));
-                self.entries.len() - 1
+            Err(err) => {
+                // E.g. out of file descriptors: back off a little instead of spinning.
+                say!("accept: {err}");
+                thread::sleep(Duration::from_millis(10));
+                return;
             }
-        }
-    }
-
-    fn get_mut(&mut self, index: usize) -> Option<&mut Conn> {
-        self.entries.get_mut(index)?.as_mut()
-    }
-
-    /// Closes the connection at `index`.
-    fn remove(&mut self, index: usize) {
-        if let Some(entry) = self.entries.get_mut(index) {
-            if entry.take().is_some() {
-                self.len -= 1;
-                self.free.push(index);
-            }
-        }
-    }
-
-    /// Keeps the connections for which `keep` is true, closes the others.
-    fn retain(&mut self, mut keep: impl FnMut(&mut Conn) -> bool) {
-        for index in 0..self.entries.len() {
-            if let Some(conn) = &mut self.entries[index] {
-                if !keep(conn) {
-                    self.remove(index);
-                }
-            }
-        }
-    }
-}
-
-/// Where a connection is in its request-response cycle.
-enum Phase {
-    /// Waiting for (the rest of) a request head, since the previous response (or the accept).
-    Head { since: Instant },
-    /// Discarding `left` more bytes of the request's body before answering it.
-    Body {
-        left: usize,
-        since: Instant,
-        request: Request,
-    },
-    /// Writing `out[at..]`; then closing, if `close`, else waiting for the next request.
-    Write {
-        out: Vec<u8>,
-        at: usize,
-        close: bool,
-        since: Instant,
-    },
-    /// We sent FIN after our last response, and read (and drop) whatever still comes until the
-    /// client closes too, or `until`. Closing with unread input would send a RST instead, and
-    /// the client could lose the response.
-    Linger { until: Instant },
-}
-
-/// One connection: its socket, the bytes read but not yet used, and where it is.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// Its moment to close within the drain, in 0..1 (see [`Drain`]).
-    slot: f64,
-    /// Requests answered so far.
-    served: u64,
-    /// When its moment to close came, while a request was still arriving.
-    stop_seen: Option<Instant>,
-    phase: Phase,
-}
-
-/// What a connection should do next, after one step of [`Conn::step`].
-enum Step {
-    /// Take another step: there is more to do now.
-    Again,
-    /// Wait for the socket (the kernel said EAGAIN) or a timer.
-    Wait,
-    /// Close the connection.
-    Close,
-}
-
-impl Conn {
-    fn new(stream: TcpStream, slot: f64, now: Instant) -> Self {
-        Conn {
-            stream,
-            buf: Vec::new(),
-            slot,
-            served: 0,
-            stop_seen: None,
-            phase: Phase::Head { since: now },
-        }
-    }
-
-    /// Moves the connection on as far as the socket allows; false once it is to be closed.
-    fn progress(&mut self, shared: &Shared, now: Instant) -> bool {
-        loop {
-            let step = match self.step(shared, now) {
-                Ok(step) => step,
-                Err(err) => {
+        };
+        let (stopping, body) = (Arc::clone(stopping), Arc::clone(body));
+        *accepted += 1;
+        let slot = slot(*accepted);
+        let spawned = thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                if let Err(err) = handle_connection(stream, &stopping, slot, &body) {
                     if !is_disconnect(&err) {
                         say!("connection: {err}");
                     }
-                    Step::Close
                 }
-            };
-            match step {
-                Step::Again => {}
-                Step::Wait => return true,
-                Step::Close => return false,
-            }
+            });
+        match spawned {
+            Ok(worker) => workers.push(worker),
+            Err(err) => say!("cannot start a connection thread: {err}"),
         }
-    }
-
-    /// Whether a timer of the connection has run out, so that [`Conn::progress`] has something
-    /// to do without an event from the socket.
-    fn due(&self, drain: &Drain, now: Instant) -> bool {
-        match &self.phase {
-            Phase::Head { since } => match drain.until_close(self.slot, now) {
-                Some(left) => {
-                    left.is_zero()
-                        && self
-                            .stop_seen
-                            .is_none_or(|seen| now.duration_since(seen) >= IDLE_GRACE)
-                }
-                None => self.buf.is_empty() && now.duration_since(*since) > KEEP_ALIVE_TIMEOUT,
-            },
-            Phase::Body { since, .. } => {
-                drain.stopping() && now.duration_since(*since) > STOP_GRACE
-            }
-            Phase::Write { since, .. } => now.duration_since(*since) > WRITE_TIMEOUT,
-            Phase::Linger { until } => now >= *until,
-        }
-    }
-
-    fn step(&mut self, shared: &Shared, now: Instant) -> io::Result<Step> {
-        let drain = &shared.drain;
-        match &mut self.phase {
-            Phase::Head { since } => {
-                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head_len = end + 4;
-                    let request = match parse_head(&self.buf[..head_len]) {
-                        Ok(request) => request,
-                        Err(status) => {
-                            self.respond(status, "", false, true, now);
-                            return Ok(Step::Again);
-                        }
-                    };
-                    self.buf.drain(..head_len);
-                    let have = self.buf.len().min(request.content_length);
-                    self.buf.drain(..have);
-                    self.phase = Phase::Body {
-                        left: request.content_length - have,
-                        since: now,
-                        request,
-                    };
-                    return Ok(Step::Again);
-                }
-                if self.buf.len() > MAX_HEAD {
-                    let status = "431 Request Header Fields Too Large";
-                    self.respond(status, "", false, true, now);
-                    return Ok(Step::Again);
-                }
-                match drain.until_close(self.slot, now) {
-                    // Our moment to close has come. A request on its way (or the first one of
-                    // the connection, in flight since we accepted it): give it time to arrive,
-                    // and answer it with `Connection: close`. Idle: wait IDLE_GRACE for a next
-                    // request all the same, then close. A busy client almost always sends one
-                    // within it, and gets a clean `Connection: close`; closing at once would
-                    // race with the request it may be sending right then, which it would then
-                    // have to send again on a new connection.
-                    Some(left) if left.is_zero() => {
-                        let waited = now.duration_since(*self.stop_seen.get_or_insert(now));
-                        let idle = self.buf.is_empty() && self.served > 0;
-                        if (idle && waited >= IDLE_GRACE) || waited > STOP_GRACE {
-                            return self.linger(now);
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        let idle_for = now.duration_since(*since);
-                        if self.buf.is_empty() && idle_for > KEEP_ALIVE_TIMEOUT {
-                            return self.linger(now);
-                        }
-                    }
-                }
-                let mut chunk = [0u8; 4096];
-                match self.stream.read(&mut chunk) {
-                    // Client closed. Close like after a response: FIN first (see Linger).
-                    Ok(0) => self.linger(now),
-                    Ok(n) => {
-                        self.buf.extend_from_slice(&chunk[..n]);
-                        Ok(Step::Again)
-                    }
-                    Err(err) => would_block(err),
-                }
-            }
-            Phase::Body {
-                left,
-                since,
-                request,
-            } => {
-                if *left == 0 {
-                    let close = !request.keep_alive || drain.closing(self.slot, now);
-                    let head_only = request.head_only;
-                    self.respond("200 OK", &shared.body, head_only, close, now);
-                    return Ok(Step::Again);
-                }
-                if drain.stopping() && now.duration_since(*since) > STOP_GRACE {
-                    return Ok(Step::Close);
-                }
-                let mut chunk = [0u8; 4096];
-                match self.stream.read(&mut chunk) {
-                    Ok(0) => Ok(Step::Close),
-                    Ok(n) => {
-                        let body = n.min(*left);
-                        *left -= body;
-                        // Whatever follows the body is the next request's.
-                        self.buf.extend_from_slice(&chunk[body..n]);
-                        Ok(Step::Again)
-                    }
-                    Err(err) => would_block(err),
-                }
-            }
-            Phase::Write {
-                out,
-                at,
-                close,
-                since,
-            } => {
-                if *at == out.len() {
-                    if *close {
-                        return self.linger(now);
-                    }
-                    self.served += 1;
-                    self.stop_seen = None;
-                    self.phase = Phase::Head { since: now };
-                    return Ok(Step::Again);
-                }
-                match self.stream.write(&out[*at..]) {
-                    Ok(n) => {
-                        *at += n;
-                        Ok(Step::Again)
-                    }
-                    Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                        if now.duration_since(*since) > WRITE_TIMEOUT {
-                            return Ok(Step::Close);
-                        }
-                        Ok(Step::Wait)
-                    }
-                    Err(err) => would_block(err),
-                }
-            }
-            Phase::Linger { until } => {
-                let mut sink = [0u8; 1024];
-                match self.stream.read(&mut sink) {
-                    Ok(0) => Ok(Step::Close),
-                    Ok(_) => Ok(Step::Again),
-                    Err(err) if err.kind() == ErrorKind::WouldBlock && now >= *until => {
-                        Ok(Step::Close)
-                    }
-                    Err(err) => would_block(err),
-                }
-            }
-        }
-    }
-
-    /// Starts writing a response.
-    fn respond(&mut self, status: &str, body: &str, head_only: bool, close: bool, now: Instant) {
-        self.phase = Phase::Write {
-            out: response(status, body, head_only, close),
-            at: 0,
-            close,
-            since: now,
-        };
-    }
-
-    /// Sends FIN and starts lingering (see [`Phase::Linger`]).
-    fn linger(&mut self, now: Instant) -> io::Result<Step> {
-        self.stream.shutdown(Shutdown::Write)?;
-        self.phase = Phase::Linger {
-            until: now + LINGER,
-        };
-        Ok(Step::Again)
     }
 }
 
-/// `EAGAIN` means wait for the socket; `EINTR` means try again; anything else is an error.
-fn would_block(err: io::Error) -> io::Result<Step> {
-    match err.kind() {
-        ErrorKind::WouldBlock => Ok(Step::Wait),
-        ErrorKind::Interrupted => Ok(Step::Again),
-        _ => Err(err),
-    }
-}
 /// A parsed request head: only what the server needs to answer it.
 struct Request {
     head_only: bool,
     keep_alive: bool,
     content_length: usize,
+}
+
+/// Serves requests on one connection until the client closes, asks to close, or we stop.
+///
+/// `slot` (in 0..1) is this connection's moment to close within the drain (see [`Drain`]).
+fn handle_connection(
+    mut stream: TcpStream,
+    stopping: &Drain,
+    slot: f64,
+    body: &str,
+) -> io::Result<()> {
+    // Linux does not pass O_NONBLOCK from the listener to accepted sockets; be explicit anyway.
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(STOP_CHECK))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::with_capacity(1024);
+    for served in 0.. {
+        let head_len = match read_head(&mut stream, &mut buf, served == 0, stopping, slot)? {
+            Some(len) => len,
+            // Client closed, idle too long, or we are stopping. Close like after a response:
+            // a request may be arriving right now (the client cannot know we are about to
+            // close), and closing with unread input would answer it with a RST, a failure the
+            // client cannot retry safely. With FIN first, the client reads a clean end of
+            // stream instead and may send the request again on a new connection.
+            None => return linger_close(stream),
+        };
+        let request = match parse_head(&buf[..head_len]) {
+            Ok(request) => request,
+            Err(status) => {
+                respond(&mut stream, status, "", false, true)?;
+                return linger_close(stream);
+            }
+        };
+        buf.drain(..head_len);
+        if !discard_body(&mut stream, &mut buf, request.content_length, stopping)? {
+            return Ok(());
+        }
+        let close = !request.keep_alive || stopping.closing(slot);
+        respond(&mut stream, "200 OK", body, request.head_only, close)?;
+        if close {
+            return linger_close(stream);
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `buf` holds a complete request head; returns its length including the blank
+/// line. `None` if the connection should be closed without an answer.
+///
+/// The first request of a connection is in flight as soon as we accepted it, even if its bytes
+/// have not arrived yet, so only a keep-alive connection waiting for its next request counts as
+/// idle when we stop.
+fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    first: bool,
+    stopping: &Drain,
+    slot: f64,
+) -> io::Result<Option<usize>> {
+    let waiting_since = Instant::now();
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(pos + 4));
+        }
+        if buf.len() > MAX_HEAD {
+            respond(
+                stream,
+                "431 Request Header Fields Too Large",
+                "",
+                false,
+                true,
+            )?;
+            return Ok(None);
+        }
+        let until_close = stopping.until_close(slot);
+        if until_close == Some(Duration::ZERO) {
+            // Our moment to close has come. A request on its way (or the first one of the
+            // connection, in flight since we accepted it): give it time to arrive, and answer
+            // it with `Connection: close`. Idle: wait IDLE_GRACE for a next request all the
+            // same, then close. A busy client almost always sends one within it, and gets a
+            // clean `Connection: close`; closing at once would race with the request it may be
+            // sending right then, which it would then have to send again on a new connection.
+            let waited = stop_seen.get_or_insert_with(Instant::now).elapsed();
+            let idle = buf.is_empty() && !first;
+            if (idle && waited >= IDLE_GRACE) || waited > STOP_GRACE {
+                return Ok(None);
+            }
+            if idle {
+                let left = IDLE_GRACE - waited;
+                stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            } else {
+                stream.set_read_timeout(Some(STOP_CHECK))?;
+            }
+        } else if let Some(left) = until_close {
+            // Stopping, but this connection's moment to close is still ahead: wake up for it.
+            stream.set_read_timeout(Some(left.clamp(Duration::from_millis(1), STOP_CHECK)))?;
+        } else if buf.is_empty() && waiting_since.elapsed() > KEEP_ALIVE_TIMEOUT {
+            return Ok(None);
+        }
+        if !read_more(stream, buf)? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Consumes a request body of `len` bytes; false if the client went away first.
+fn discard_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    len: usize,
+    stopping: &Drain,
+) -> io::Result<bool> {
+    let started = Instant::now();
+    while buf.len() < len {
+        if stopping.stopping() && started.elapsed() > STOP_GRACE {
+            return Ok(false);
+        }
+        if !read_more(stream, buf)? {
+            return Ok(false);
+        }
+    }
+    buf.drain(..len);
+    Ok(true)
+}
+
+/// One read into `buf`. Ok(false) at end of stream; a read timeout is not an error (the caller
+/// re-checks whether we are stopping).
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Parses a request head; on error, the status line to answer with.
@@ -1147,8 +761,13 @@ fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     })
 }
 
-/// A whole response, ready to write.
-fn response(status: &str, body: &str, head_only: bool, close: bool) -> Vec<u8> {
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    head_only: bool,
+    close: bool,
+) -> io::Result<()> {
     let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
         body.len()
@@ -1160,7 +779,26 @@ fn response(status: &str, body: &str, head_only: bool, close: bool) -> Vec<u8> {
     if !head_only {
         response.push_str(body);
     }
-    response.into_bytes()
+    stream.write_all(response.as_bytes())
+}
+
+/// Closes a connection without losing the response we just wrote: send FIN, then read until
+/// the client closes too (briefly). Closing with unread input would send a RST instead, and
+/// the client could lose the response.
+fn linger_close(mut stream: TcpStream) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 1024];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 fn is_disconnect(err: &io::Error) -> bool {

@@ -1,6 +1,6 @@
 //! The bundled reference server, `examples/hello`, on its own (without relaunch): its HTTP/1.1
 //! handling, its graceful stop and its behaviour out of file descriptors. The other test files
-//! run hello under relaunch and load; these check what the event loops promise directly:
+//! run hello under relaunch and load; these check what it promises directly:
 //!
 //! * keep-alive, HTTP/1.0, pipelining and request bodies split across writes;
 //! * bad input: each error status, then `Connection: close`, and the server serves on;
@@ -8,8 +8,7 @@
 //!   `Connection: close` (never an EOF instead of a response), idle ones are closed, a request
 //!   right after SIGTERM is answered, a request half received at the stop is completed; exit 0;
 //! * `EMFILE`: accepting pauses instead of spinning, and resumes once fds are free;
-//! * `--threads`: bad values exit 2 naming the value, N serves with N event loops.
-//! * balancing the connections over the loops never leaves the listener watched by none.
+//! * bad option values exit 2 with an error naming the value, and the usage.
 //!
 //! hello runs with `--bind 127.0.0.1:0`; the address comes from its `serving on` line.
 
@@ -370,7 +369,7 @@ fn assert_ok(hello: &Hello, response: &Response) {
 
 #[test]
 fn keep_alive_http10_pipelining_and_bodies() {
-    let hello = Hello::start(&["--threads", "2"]);
+    let hello = Hello::start(&[]);
 
     // Several requests on one connection, all answered by hello, none closing it.
     let mut conn = hello.connect();
@@ -467,7 +466,7 @@ fn assert_rejected(hello: &Hello, request: &[u8], status: u16) {
 
 #[test]
 fn bad_requests_get_their_status_and_a_close_and_the_server_serves_on() {
-    let hello = Hello::start(&["--threads", "2"]);
+    let hello = Hello::start(&[]);
     // A keep-alive connection opened before the bad ones must keep working.
     let mut before = hello.connect();
     assert_ok(&hello, &before.get(&hello));
@@ -524,7 +523,7 @@ enum Busy {
 
 #[test]
 fn sigterm_spreads_the_drain_answers_busy_clients_with_close_and_exits_0() {
-    let mut hello = Hello::start(&["--drain-spread-ms", "300", "--threads", "2"]);
+    let mut hello = Hello::start(&["--drain-spread-ms", "300"]);
     // Connections opened one after the other, each answered once (so they are accepted in
     // this order: their moments within the spread are 0.618, 0.236, 0.854, ... of it).
     let mut conns: Vec<Conn> = (0..8)
@@ -630,9 +629,9 @@ fn sigterm_spreads_the_drain_answers_busy_clients_with_close_and_exits_0() {
 
 #[test]
 fn a_request_half_received_at_sigterm_is_answered_with_close() {
-    // One event loop, so that the idle connection's close below proves the loop that holds the
-    // half-received requests is draining; no spread, so every moment is the signal's.
-    let mut hello = Hello::start(&["--threads", "1", "--drain-spread-ms", "0"]);
+    // No spread, so every connection's moment is the signal's; the idle connection's close below
+    // shows the server has seen the stop before the rest of the requests is sent.
+    let mut hello = Hello::start(&["--drain-spread-ms", "0"]);
     let head = b"GET / HTTP/1.1\r\nHost: x\r\n";
     // The first request of a connection, half sent...
     let mut first = hello.connect();
@@ -646,7 +645,7 @@ fn a_request_half_received_at_sigterm_is_answered_with_close() {
     assert_ok(&hello, &idle.get(&hello));
 
     hello.send_signal(libc::SIGTERM);
-    // The idle connection is closed (50 ms after the signal): the loop is draining now.
+    // The idle connection is closed (50 ms after the signal): the server is draining now.
     idle.expect_eof(&hello, IO_TIMEOUT);
     drop(idle);
     // The rest of both requests, well within the 5 s a request may take to arrive once stopped.
@@ -675,7 +674,7 @@ fn out_of_fds_accept_pauses_instead_of_spinning_and_recovers() {
     // 32 fds: a dozen for hello itself, the rest for connections; 60 clients exhaust them.
     const FDS: u64 = 32;
     const CLIENTS: usize = 60;
-    let mut cmd = hello_command(&["--threads", "1"]);
+    let mut cmd = hello_command(&[]);
     limit_open_files(&mut cmd, FDS, FDS);
     let hello = Hello::start_with(cmd);
     // It serves with the low limit (its fd table presizing just fails).
@@ -702,8 +701,8 @@ fn out_of_fds_accept_pauses_instead_of_spinning_and_recovers() {
         hello.stderr()
     );
 
-    // Hold the connections for a second of wall time: a loop woken again and again for the
-    // connection it cannot accept would burn a core; pausing 10 ms per failure costs little.
+    // Hold the connections for a second of wall time: an accept loop woken again and again for
+    // the connection it cannot accept would burn a core; pausing 10 ms per failure costs little.
     let cpu_before = proc_cpu_time(hello.pid).expect("hello's /proc stat");
     let window_start = Instant::now();
     thread::sleep(Duration::from_secs(1)); // a measuring window, not a synchronisation
@@ -742,115 +741,37 @@ fn out_of_fds_accept_pauses_instead_of_spinning_and_recovers() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. --threads
+// 6. Bad options
 
 #[test]
-fn threads_rejects_bad_values_and_serves_with_n_loops() {
-    for bad in ["0", "x", "257", "-1"] {
-        let (status, stderr) = run_to_exit(&["--bind", "127.0.0.1:0", "--threads", bad]);
+fn bad_option_values_exit_2_naming_the_value() {
+    for (args, expected) in [
+        (
+            &["--drain-spread-ms", "soon"][..],
+            "invalid --drain-spread-ms value \"soon\" (milliseconds)",
+        ),
+        (
+            &["--startup-delay-ms", "-1"][..],
+            "invalid --startup-delay-ms value \"-1\"",
+        ),
+        (
+            &["--fd", "2"][..],
+            "invalid --fd value \"2\" (a number >= 3)",
+        ),
+        (&["--frobnicate"][..], "unknown argument \"--frobnicate\""),
+    ] {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (status, stderr) = run_to_exit(&all);
         assert_eq!(
             status.code(),
             Some(2),
-            "--threads {bad}: {}; stderr:\n{stderr}",
+            "{args:?}: {}; stderr:\n{stderr}",
             exit_description(status)
         );
         assert!(
-            stderr.contains(&format!("invalid --threads value \"{bad}\""))
-                && stderr.contains("a number from 1 to 256"),
-            "--threads {bad}: the error names neither the value nor the range:\n{stderr}"
+            stderr.contains(expected) && stderr.contains("usage: hello"),
+            "{args:?}: expected {expected:?} and the usage in:\n{stderr}"
         );
-    }
-
-    let hello = Hello::start(&["--threads", "3"]);
-    let mut conn = hello.connect();
-    assert_ok(&hello, &conn.get(&hello));
-    // Three event loop threads, named `loop 0` to `loop 2`.
-    let loops = || {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", hello.pid)) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = tasks
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
-            .map(|comm| comm.trim().to_owned())
-            .filter(|comm| comm.starts_with("loop "))
-            .collect();
-        names.sort();
-        names
-    };
-    let mut seen = Vec::new();
-    let three = poll_until(TIMEOUT, || {
-        seen = loops();
-        seen.len() == 3
-    });
-    assert!(three, "event loop threads: {seen:?}");
-    assert_eq!(seen, ["loop 0", "loop 1", "loop 2"]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 7. Balancing the loops never leaves the listener unwatched
-
-/// Whether every event loop thread of `pid` is asleep in `epoll_wait` (so none is between
-/// leaving and rejoining the listeners); the loops' count too.
-fn loops_asleep(pid: i32) -> (bool, usize) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (false, 0);
-    };
-    let mut count = 0;
-    let mut asleep = true;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("loop ") {
-            count += 1;
-            let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
-            asleep &= wchan.contains("epoll_wait");
-        }
-    }
-    (asleep, count)
-}
-
-/// Whether some epoll set of `pid` watches the first listener (token 0 in hello's sets), from
-/// the `tfd: ... data: TOKEN` lines of `/proc/<pid>/fdinfo`.
-fn listener_watched(pid: i32) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_to_string(fd.path()).is_ok_and(|info| {
-            info.lines().filter(|l| l.starts_with("tfd:")).any(|l| {
-                l.split_once("data:")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .and_then(|token| u64::from_str_radix(token, 16).ok())
-                    == Some(0)
-            })
-        })
-    })
-}
-
-#[test]
-fn some_loop_always_watches_the_listener_while_balancing() {
-    // Without the rule "never leave as the last loop listening", loop 0 took its share, left
-    // the listeners, loop 1 took its own and left too: a new connection then waited in the
-    // backlog until loop 0's next once-a-second sweep.
-    let hello = Hello::start(&["--threads", "2"]);
-    let mut conns = Vec::new();
-    for n in 0..48 {
-        let mut conn = hello.connect();
-        assert_ok(&hello, &conn.get(&hello));
-        conns.push(conn);
-        // Once both loops are asleep, nothing is between leaving and rejoining the listeners.
-        let mut loops = 0;
-        wait_until(TIMEOUT, "both event loops asleep in epoll_wait", || {
-            let (asleep, count) = loops_asleep(hello.pid);
-            loops = count;
-            asleep
-        });
-        assert_eq!(loops, 2, "event loop threads");
-        if !listener_watched(hello.pid) {
-            hello.fail(&format!(
-                "after {} keep-alive connections, no event loop watches the listener",
-                n + 1
-            ));
-        }
     }
 }
