@@ -11,10 +11,11 @@
 mod common;
 
 use std::fs;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -205,15 +206,18 @@ fn two_programs_typed_status_reloads_under_load_events_in_order_and_shutdown_lea
             );
 
             // `relaunch status --json` of the same master deserializes into the typed status.
-            let out = Command::new(relaunch_bin())
+            // Read its output, never wait for it: the master reaps every child of the process
+            // (`api` docs), so `output()`'s own `waitpid` can find it gone (ECHILD), and a wait
+            // by pid could even reap a reused pid of one of the master's children.
+            let mut cli = Command::new(relaunch_bin())
                 .args(["status", "--json", "--control", s(&control)])
-                .output()
+                .stdout(Stdio::piped())
+                .spawn()
                 .unwrap();
-            let from_cli: Status = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                panic!(
-                    "status --json: {e}: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )
+            let mut stdout = Vec::new();
+            cli.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+            let from_cli: Status = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+                panic!("status --json: {e}: {}", String::from_utf8_lossy(&stdout))
             });
             assert_eq!(from_cli.name, "site");
             assert_eq!(from_cli.pid, status.pid);
