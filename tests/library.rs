@@ -209,6 +209,7 @@ fn two_programs_typed_status_reloads_under_load_events_in_order_and_shutdown_lea
             // Read its output, never wait for it: the master reaps every child of the process
             // (`api` docs), so `output()`'s own `waitpid` can find it gone (ECHILD), and a wait
             // by pid could even reap a reused pid of one of the master's children.
+            #[allow(clippy::zombie_processes)] // the master reaps it (see above)
             let mut cli = Command::new(relaunch_bin())
                 .args(["status", "--json", "--control", s(&control)])
                 .stdout(Stdio::piped())
