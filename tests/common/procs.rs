@@ -10,6 +10,8 @@ pub struct ProcStat {
     pub state: char,
     /// Start time in clock ticks since boot: tells a process from a later one with a reused pid.
     pub start_time: u64,
+    /// CPU time used so far (user + system), in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 fn parse_stat(text: &str) -> Option<ProcStat> {
@@ -22,7 +24,8 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
         pid,
         state: rest.first()?.chars().next()?,
         ppid: rest.get(1)?.parse().ok()?,
-        // Field 22 of stat; `rest` starts at field 3.
+        // Fields 14 (utime), 15 (stime) and 22 of stat; `rest` starts at field 3.
+        cpu_ticks: rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?,
         start_time: rest.get(19)?.parse().ok()?,
     })
 }
@@ -148,11 +151,7 @@ pub fn exit_description(status: ExitStatus) -> String {
 /// The CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`; None if
 /// there is no such process (any more).
 pub fn proc_cpu_time(pid: i32) -> Option<Duration> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = text.rfind(')')?;
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of stat, in clock ticks; `rest` starts at field 3.
-    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    let ticks = proc_stat(pid)?.cpu_ticks;
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let per_second = u64::try_from(per_second).ok().filter(|&n| n > 0)?;
